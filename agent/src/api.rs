@@ -1,0 +1,141 @@
+//! The agent's local API: HTTP+JSON over the Unix socket `/var/run/brindle/agent.sock`.
+//!
+//! This module is serde types only, so the CNI plugin can depend on it without the daemon
+//! (`brindle-agent` with `default-features = false`).
+//!
+//! | method and path       | body              | answer                         |
+//! |-----------------------|-------------------|--------------------------------|
+//! | `POST /v1/cni/add`    | [`CniAddRequest`] | 200 [`CniAddResponse`]         |
+//! | `POST /v1/cni/del`    | [`CniDelRequest`] | 200 `{}`                       |
+//! | `POST /v1/cni/check`  | [`CniAddRequest`] | 200 `{}`                       |
+//! | `GET /v1/status`      |                   | 200 [`AgentStatus`]            |
+//!
+//! Every failure is a non-2xx status with an [`ApiError`] body whose `code` is a CNI error code,
+//! so the plugin can pass it on unchanged.
+
+use serde::{Deserialize, Serialize};
+
+/// Default path of the agent's socket.
+pub const DEFAULT_SOCKET: &str = "/var/run/brindle/agent.sock";
+
+/// Path of the ADD endpoint.
+pub const PATH_CNI_ADD: &str = "/v1/cni/add";
+/// Path of the DEL endpoint.
+pub const PATH_CNI_DEL: &str = "/v1/cni/del";
+/// Path of the CHECK endpoint.
+pub const PATH_CNI_CHECK: &str = "/v1/cni/check";
+/// Path of the status endpoint.
+pub const PATH_STATUS: &str = "/v1/status";
+
+/// What the plugin knows of a pod at ADD (and CHECK).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CniAddRequest {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_NETNS`: a path the agent opens to enter the pod's network namespace.
+    pub netns: String,
+    /// `CNI_IFNAME`, normally `eth0`.
+    pub ifname: String,
+    /// The network name from the conflist; with the container ID it forms the IPAM handle.
+    pub network: String,
+    /// `K8S_POD_NAMESPACE` from `CNI_ARGS`, when run by a Kubernetes runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    /// `K8S_POD_NAME` from `CNI_ARGS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// MTU from the conflist; the agent's detected MTU when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// What the agent did at ADD; the plugin turns it into the CNI result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CniAddResponse {
+    /// Host side of the veth pair (`brd` + 11 hex characters).
+    pub host_interface: String,
+    /// Pod side interface name (the request's `ifname`).
+    pub container_interface: String,
+    /// MAC of the pod side interface.
+    pub container_mac: String,
+    /// MTU set on the pod side interface.
+    pub mtu: u32,
+    /// Pod addresses with their prefix length (`10.244.1.5/32`).
+    pub ips: Vec<String>,
+    /// Routes installed in the pod: destination and gateway.
+    pub routes: Vec<PodRoute>,
+}
+
+/// A route inside the pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRoute {
+    pub dst: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<String>,
+}
+
+/// What the plugin knows of a pod at DEL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CniDelRequest {
+    pub container_id: String,
+    /// `CNI_NETNS`; may be empty at DEL when the runtime already removed the namespace.
+    #[serde(default)]
+    pub netns: String,
+    pub ifname: String,
+    pub network: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+}
+
+/// An error as the CNI spec shapes it; `code` is a CNI error code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: u32,
+    pub msg: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub details: String,
+}
+
+/// CNI error codes (CNI spec, "Error" section) used by Brindle.
+pub mod codes {
+    /// Incompatible CNI version.
+    pub const INCOMPATIBLE_VERSION: u32 = 1;
+    /// Unsupported field in network configuration.
+    pub const UNSUPPORTED_FIELD: u32 = 2;
+    /// Container unknown or does not exist.
+    pub const UNKNOWN_CONTAINER: u32 = 3;
+    /// Invalid necessary environment variables.
+    pub const INVALID_ENV: u32 = 4;
+    /// I/O failure.
+    pub const IO_FAILURE: u32 = 5;
+    /// Failed to decode content.
+    pub const DECODE_FAILURE: u32 = 6;
+    /// Invalid network config.
+    pub const INVALID_CONFIG: u32 = 7;
+    /// Try again later.
+    pub const TRY_AGAIN: u32 = 11;
+    /// The plugin is not available (the agent cannot be reached).
+    pub const NOT_AVAILABLE: u32 = 50;
+    /// The plugin is not available: no pool has room.
+    pub const NO_CAPACITY: u32 = 51;
+    /// Brindle's own: the agent failed while wiring the pod.
+    pub const INTERNAL: u32 = 100;
+}
+
+/// The agent's view of itself, for `brindlectl` and scripts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    pub node_name: String,
+    pub node_ip: String,
+    pub version: String,
+    /// Whether the dataplane has been programmed since the last datastore change.
+    pub ready: bool,
+    pub local_pods: usize,
+    pub remote_nodes: usize,
+}

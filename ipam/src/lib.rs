@@ -1,0 +1,10 @@
+//! Brindle's block IPAM (Calico's model): pools are cut into per-node blocks; a node claims a
+//! block (affinity pending, block created, affinity confirmed), allocates addresses from its own
+//! blocks, and releases them by handle. Every write is a compare-and-swap on the store revision.
+//!
+//! The crate also owns the resource envelope, the IPAM kinds and the [`store::Store`] trait the
+//! allocation logic runs over, since it is the lowest crate that needs them; the agent implements
+//! the backends.
+
+pub mod model;
+pub mod store;
