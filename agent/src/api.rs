@@ -125,6 +125,8 @@ pub mod codes {
     pub const NO_CAPACITY: u32 = 51;
     /// Brindle's own: the agent failed while wiring the pod.
     pub const INTERNAL: u32 = 100;
+    /// Brindle's own: no pool had an address for the pod.
+    pub const NO_ADDRESS: u32 = 101;
 }
 
 /// The agent's view of itself, for `brindlectl` and scripts.

@@ -3,12 +3,32 @@
 //!
 //! With default features off only [`api`] is built: the serde types the CNI plugin shares with
 //! the agent.
+//!
+//! ```text
+//!  brindle (CNI) ──HTTP/unix──▶ server ──▶ pods ──▶ ipam (brindle-ipam) ──▶ datastore
+//!                                           └────▶ dataplane (veth, routes)
+//!  datastore ──watch──▶ controller ──routes::desired_state──▶ dataplane.apply ──▶ kernel
+//! ```
 
 pub mod api;
 
+#[cfg(feature = "daemon")]
+pub mod controller;
+#[cfg(feature = "daemon")]
+pub mod ctl;
 #[cfg(feature = "daemon")]
 pub mod dataplane;
 #[cfg(feature = "daemon")]
 pub mod datastore;
 #[cfg(feature = "daemon")]
 pub mod model;
+#[cfg(feature = "daemon")]
+pub mod node;
+#[cfg(feature = "daemon")]
+pub mod pods;
+#[cfg(feature = "daemon")]
+pub mod routes;
+#[cfg(feature = "daemon")]
+pub mod server;
+#[cfg(feature = "daemon")]
+pub mod telemetry;

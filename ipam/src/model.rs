@@ -369,9 +369,15 @@ mod tests {
         assert_eq!(ip.to_string(), "10.244.1.127");
         assert_eq!(ip_to_ordinal(&cidr, ip), Some(63));
         assert_eq!(ordinal_to_ip(&cidr, 64), None);
-        assert_eq!(ip_to_ordinal(&cidr, "10.244.1.128".parse().expect("ip")), None);
+        assert_eq!(
+            ip_to_ordinal(&cidr, "10.244.1.128".parse().expect("ip")),
+            None
+        );
         let v6: IpNet = "fd00::40/122".parse().expect("cidr");
         assert_eq!(cidr_to_name(&v6), "fd00--40-122");
-        assert_eq!(ordinal_to_ip(&v6, 1).expect("inside").to_string(), "fd00::41");
+        assert_eq!(
+            ordinal_to_ip(&v6, 1).expect("inside").to_string(),
+            "fd00::41"
+        );
     }
 }

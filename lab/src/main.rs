@@ -1,1 +1,136 @@
-fn main() {}
+//! `brindle-lab`: Brindle clusters in network namespaces.
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Result;
+use brindle_lab::{Cluster, ClusterSpec, Encap, INTERRUPTED};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Build Brindle clusters out of network namespaces on this machine (root required).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build a cluster (nodes on one bridge, one brindle-node each on a shared embedded
+    /// datastore, an IP pool, pods wired by the brindle CNI plugin), print each node's routes
+    /// and a pod-to-pod ping matrix, then tear it all down (also on Ctrl-C or failure).
+    /// Exits 0 only when every pod reaches every other pod.
+    Demo {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=50))]
+        nodes: u16,
+        /// Pods on each node.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=20))]
+        pods_per_node: u16,
+        /// Encapsulation of the IP pool.
+        #[arg(long, value_enum, default_value = "vxlan")]
+        encap: EncapArg,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum EncapArg {
+    /// vxlanMode: Always.
+    Vxlan,
+    /// vxlanMode: CrossSubnet (all lab nodes share one subnet, so traffic is direct).
+    CrossSubnet,
+    /// No encapsulation: routes via the node IPs.
+    Never,
+}
+
+fn demo(nodes: u16, pods_per_node: u16, encap: EncapArg) -> Result<bool> {
+    let spec = ClusterSpec {
+        nodes: nodes.into(),
+        pods_per_node: pods_per_node.into(),
+        encap: match encap {
+            EncapArg::Vxlan => Encap::VxlanAlways,
+            EncapArg::CrossSubnet => Encap::VxlanCrossSubnet,
+            EncapArg::Never => Encap::Never,
+        },
+        ..ClusterSpec::default()
+    };
+    let cluster = Cluster::build(spec)?;
+    println!("[5/5] waiting for routes, then pinging every pod from every pod");
+    cluster.wait_converged(Duration::from_secs(30))?;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        println!(
+            "\n{} ({}) routes programmed by Brindle:",
+            node.name, node.ip
+        );
+        for line in cluster.routes(i)?.lines() {
+            println!("  {line}");
+        }
+    }
+    let before: Vec<u64> = (0..cluster.nodes.len())
+        .map(|i| cluster.vxlan_tx_packets(i).unwrap_or(0))
+        .collect();
+    let matrix = cluster.ping_matrix()?;
+    println!("\nping matrix (row pings column; ok = reached):");
+    let width = cluster.pods.iter().map(|p| p.name.len()).max().unwrap_or(4) + 2;
+    print!("{:width$}", "");
+    for to in &cluster.pods {
+        print!("{:>width$}", to.name);
+    }
+    println!();
+    for from in &cluster.pods {
+        print!("{:width$}", from.name);
+        for to in &cluster.pods {
+            let cell = if from.name == to.name {
+                "-"
+            } else if matrix[&(from.name.clone(), to.name.clone())] {
+                "ok"
+            } else {
+                "FAIL"
+            };
+            print!("{cell:>width$}");
+        }
+        println!();
+    }
+    println!("\nvxlan.brindle packets sent during the pings:");
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let after = cluster.vxlan_tx_packets(i).unwrap_or(0);
+        println!("  {:<8} {}", node.name, after.saturating_sub(before[i]));
+    }
+    let failed = matrix.values().filter(|ok| !**ok).count();
+    println!(
+        "\n{} of {} pod pairs reachable; tearing down",
+        matrix.len() - failed,
+        matrix.len()
+    );
+    Ok(failed == 0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = ctrlc::set_handler(|| {
+        eprintln!("\ninterrupted; tearing down");
+        INTERRUPTED.store(true, Ordering::Relaxed);
+    }) {
+        eprintln!("warning: cannot catch Ctrl-C: {e}");
+    }
+    let result = match cli.command {
+        Command::Demo {
+            nodes,
+            pods_per_node,
+            encap,
+        } => demo(nodes, pods_per_node, encap),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("error: some pods could not reach each other");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

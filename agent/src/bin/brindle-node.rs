@@ -1,1 +1,173 @@
-fn main() {}
+//! `brindle-node`: the Brindle agent, one per node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use brindle_agent::controller::{self, ControllerConfig, Shared};
+use brindle_agent::dataplane::{enable_ip_forwarding, Dataplane};
+use brindle_agent::pods::PodNetwork;
+use brindle_agent::routes::LocalNode;
+use brindle_agent::server::{self, ApiState};
+use brindle_agent::{datastore, node, telemetry};
+use brindle_ipam::Ipam;
+use clap::Parser;
+use ipnet::Ipv4Net;
+use tracing::{info, warn};
+
+/// Overhead of VXLAN over IPv4: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14).
+const VXLAN_OVERHEAD: u32 = 50;
+
+/// The Brindle node agent.
+///
+/// Registers this node in the datastore, serves the CNI plugin on a Unix socket (allocating pod
+/// addresses from block IPAM and wiring pods), and programs the kernel: the VXLAN device, a route
+/// per remote block, neighbour and FDB entries per remote node, a blackhole per local block. It
+/// leaves its routes in place when it stops, so pods keep their connectivity across restarts.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// This node's name in the datastore. Defaults to the host name.
+    #[arg(long, env = "NODENAME")]
+    node_name: Option<String>,
+
+    /// Where cluster state lives: `embedded:/path/file.db` (SQLite, shared by the processes of
+    /// one host). `etcd://host:port` and `kubernetes` arrive with issue #5.
+    #[arg(
+        long,
+        env = "BRINDLE_DATASTORE",
+        default_value = "embedded:/var/lib/brindle/store.db"
+    )]
+    datastore: String,
+
+    /// The node's IPv4 address with its prefix length (`10.0.0.5/24`), or `autodetect` to take
+    /// the first global address on a non-virtual interface (Calico's first-found).
+    #[arg(long, env = "IP", default_value = "autodetect")]
+    node_ip: String,
+
+    /// Path of the API socket the CNI plugin talks to.
+    #[arg(long, env = "BRINDLE_SOCKET", default_value = brindle_agent::api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+
+    /// Address of the health server (`/liveness`, `/readiness`); `off` disables it.
+    #[arg(long, env = "BRINDLE_HEALTH_LISTEN", default_value = "0.0.0.0:9099")]
+    health_listen: String,
+
+    /// MTU of pod interfaces and of the VXLAN device; default: the uplink's MTU minus 50.
+    #[arg(long, env = "BRINDLE_MTU")]
+    mtu: Option<u32>,
+
+    /// Full dataplane resync period, in seconds, even when nothing changed.
+    #[arg(long, default_value_t = 30)]
+    resync_interval: u64,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "BRINDLE_LOG_FORMAT", default_value = "text")]
+    log_format: telemetry::LogFormat,
+
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `brindle_agent=debug`.
+    #[arg(long, env = "BRINDLE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log_format, &args.log)?;
+    let node_name = args.node_name.clone().unwrap_or_else(host_name);
+    let given_ip =
+        match args.node_ip.as_str() {
+            "autodetect" | "" => None,
+            s => Some(s.parse::<Ipv4Net>().with_context(|| {
+                format!("--node-ip {s:?}: expected `a.b.c.d/len` or `autodetect`")
+            })?),
+        };
+
+    let store = datastore::open(&args.datastore)
+        .await
+        .with_context(|| format!("opening datastore {}", args.datastore))?;
+    let dataplane = Dataplane::connect()
+        .await
+        .context("connecting to netlink")?;
+    enable_ip_forwarding().context("enabling IPv4 forwarding")?;
+
+    let (address, uplink) = node::detect_address(&dataplane, given_ip).await?;
+    let uplink_mtu = dataplane
+        .link_mtu(&uplink)
+        .await
+        .with_context(|| format!("reading the MTU of {uplink}"))?;
+    let mtu = args
+        .mtu
+        .unwrap_or(uplink_mtu.saturating_sub(VXLAN_OVERHEAD));
+    node::register(&store, &node_name, address)
+        .await
+        .context("registering the Node")?;
+    info!(node = %node_name, %address, %uplink, mtu, "node registered");
+
+    let ipam = Arc::new(Ipam::new(store.clone()));
+    let shared = Arc::new(Shared::default());
+    shared.beat();
+    let pods = PodNetwork {
+        node: node_name.clone(),
+        store: store.clone(),
+        ipam: ipam.clone(),
+        wirer: dataplane.pod_wirer(),
+        shared: shared.clone(),
+        default_mtu: mtu,
+    };
+    let restored = pods
+        .load_endpoints()
+        .await
+        .context("loading this node's workload endpoints")?;
+    info!(endpoints = restored, "local endpoints loaded");
+
+    let listener = server::bind_api(&args.socket)
+        .with_context(|| format!("binding the API socket {}", args.socket.display()))?;
+    let api = Arc::new(ApiState {
+        pods,
+        shared: shared.clone(),
+        node_ip: address.to_string(),
+    });
+    tokio::spawn(server::serve_api(listener, api));
+
+    if args.health_listen != "off" {
+        let addr: SocketAddr = args
+            .health_listen
+            .parse()
+            .with_context(|| format!("--health-listen {:?}", args.health_listen))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the health server on {addr}"))?;
+        tokio::spawn(server::serve_health(listener, shared.clone()));
+    }
+
+    let config = ControllerConfig {
+        local: LocalNode {
+            name: node_name,
+            address,
+            uplink,
+            vxlan_mtu: mtu,
+        },
+        resync_interval: Duration::from_secs(args.resync_interval.max(1)),
+    };
+    let controller = tokio::spawn(controller::run(config, store, ipam, dataplane, shared));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
+        _ = term.recv() => info!("terminated; stopping"),
+        r = controller => warn!(result = ?r, "controller ended"),
+    }
+    // Kernel state stays: pods keep their routes while the agent is away.
+    let _ = std::fs::remove_file(&args.socket);
+    info!("stopped; routes left in place");
+    Ok(())
+}

@@ -1,1 +1,193 @@
-fn main() {}
+//! `brindlectl`: manage Brindle resources and look at a node.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use brindle_agent::ctl::{self, Kind, Output};
+use brindle_agent::{datastore, server};
+use clap::{Parser, Subcommand};
+
+/// Manage Brindle's resources (IP pools, nodes, workload endpoints, IPAM blocks) and look at
+/// the agent of this node.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Where cluster state lives, as for brindle-node: `embedded:/path/file.db`.
+    #[arg(
+        long,
+        global = true,
+        env = "BRINDLE_DATASTORE",
+        default_value = "embedded:/var/lib/brindle/store.db"
+    )]
+    datastore: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or update the resources of a YAML file (one or many documents; `-` for stdin).
+    /// Every document is checked first; if any is invalid nothing is written.
+    /// Accepts Calico's `crd.projectcalico.org/v1` and `projectcalico.org/v3` IPPools too.
+    Apply {
+        /// The file to apply.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// List resources of a kind (ippools, nodes, workloadendpoints, ipamblocks) as a table,
+    /// YAML or JSON.
+    Get {
+        /// The kind: ippools, nodes, workloadendpoints (weps) or ipamblocks.
+        kind: String,
+        /// Only this resource.
+        name: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Delete a resource by kind and name, or those of a file. An IP pool with allocated
+    /// addresses is refused.
+    Delete {
+        /// The kind (ippool), when deleting by name.
+        kind: Option<String>,
+        /// The name, when deleting by name.
+        name: Option<String>,
+        /// Delete the resources named in this file instead.
+        #[arg(short = 'f', long = "filename")]
+        file: Option<PathBuf>,
+    },
+    /// Show what the agent on this node reports (over its Unix socket).
+    Status {
+        /// The agent's socket.
+        #[arg(long, env = "BRINDLE_SOCKET", default_value = brindle_agent::api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Output format: table or json.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+fn read_source(path: &PathBuf) -> Result<(String, String), String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("reading stdin: {e}"))?;
+        return Ok(("stdin".to_string(), text));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((path.display().to_string(), text))
+}
+
+async fn run(cli: Cli) -> Result<String, String> {
+    let open = || async {
+        datastore::open(&cli.datastore)
+            .await
+            .map_err(|e| format!("datastore {}: {e}", cli.datastore))
+    };
+    match &cli.command {
+        Command::Apply { file } => {
+            let (name, text) = read_source(file)?;
+            let docs = ctl::parse_documents(&name, &text).map_err(|e| e.to_string())?;
+            let store = open().await?;
+            let lines = ctl::apply(store.as_ref(), &docs)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(lines.join("\n") + "\n")
+        }
+        Command::Get { kind, name, output } => {
+            let kind = Kind::parse(kind).map_err(|e| e.to_string())?;
+            let store = open().await?;
+            ctl::get(store.as_ref(), kind, name.as_deref(), *output)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Command::Delete { kind, name, file } => {
+            let names: Vec<String> = match (kind, name, file) {
+                (None, None, Some(file)) => {
+                    let (src, text) = read_source(file)?;
+                    ctl::parse_documents(&src, &text)
+                        .map_err(|e| e.to_string())?
+                        .iter()
+                        .map(|d| match d {
+                            ctl::Document::IpPool(p) => p.metadata.name.clone(),
+                        })
+                        .collect()
+                }
+                (Some(kind), Some(name), None) => {
+                    if Kind::parse(kind).map_err(|e| e.to_string())? != Kind::IpPool {
+                        return Err(format!("{kind} cannot be deleted with brindlectl yet"));
+                    }
+                    vec![name.clone()]
+                }
+                _ => return Err("usage: brindlectl delete ippool NAME | delete -f FILE".into()),
+            };
+            let store = open().await?;
+            let mut out = String::new();
+            for name in names {
+                out += &ctl::delete_pool(store.as_ref(), &name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.push('\n');
+            }
+            Ok(out)
+        }
+        Command::Status { socket, output } => {
+            let (code, body) = server::get_over_socket(socket, brindle_agent::api::PATH_STATUS)
+                .map_err(|e| {
+                    format!(
+                        "agent not reachable at {}: {e} (is brindle-node running?)",
+                        socket.display()
+                    )
+                })?;
+            if code != 200 {
+                return Err(format!(
+                    "agent answered {code}: {}",
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+            let status: brindle_agent::api::AgentStatus = serde_json::from_slice(&body)
+                .map_err(|e| format!("agent answered malformed status: {e}"))?;
+            Ok(match output {
+                Output::Json | Output::Yaml => {
+                    serde_json::to_string_pretty(&status).unwrap_or_default() + "\n"
+                }
+                _ => ctl::table(
+                    &[
+                        "NODE",
+                        "ADDRESS",
+                        "READY",
+                        "LOCAL PODS",
+                        "REMOTE NODES",
+                        "VERSION",
+                    ],
+                    &[vec![
+                        status.node_name,
+                        status.node_ip,
+                        status.ready.to_string(),
+                        status.local_pods.to_string(),
+                        status.remote_nodes.to_string(),
+                        status.version,
+                    ]],
+                ),
+            })
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -93,3 +93,74 @@ pub struct DesiredState {
     pub neighbors: BTreeSet<Neighbor>,
     pub fdb: BTreeSet<FdbEntry>,
 }
+
+// ---- TEMPORARY STUBS (replaced when the dataplane branch is merged) ----
+pub fn vtep_mac(_node_name: &str) -> Mac {
+    [0x66, 0, 0, 0, 0, 0]
+}
+pub fn host_veth_name(_namespace: &str, _pod: &str) -> String {
+    String::new()
+}
+pub fn host_veth_name_for_container(_container_id: &str) -> String {
+    String::new()
+}
+pub fn format_mac(_mac: &Mac) -> String {
+    String::new()
+}
+pub fn parse_mac(_s: &str) -> Option<Mac> {
+    None
+}
+pub fn enable_ip_forwarding() -> Result<(), DataplaneError> {
+    Ok(())
+}
+pub struct Dataplane;
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub routes_added: usize,
+    pub routes_removed: usize,
+    pub neighbors_changed: usize,
+    pub fdb_changed: usize,
+    pub errors: Vec<String>,
+}
+impl Dataplane {
+    pub async fn connect() -> Result<Self, DataplaneError> {
+        Ok(Dataplane)
+    }
+    pub async fn apply(&mut self, _desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        Ok(ApplyReport::default())
+    }
+    pub fn pod_wirer(&self) -> PodWirer {
+        PodWirer
+    }
+    pub async fn addresses(&self) -> Result<Vec<(String, IpNet)>, DataplaneError> {
+        Ok(vec![])
+    }
+    pub async fn link_mtu(&self, _ifname: &str) -> Result<u32, DataplaneError> {
+        Ok(1500)
+    }
+}
+#[derive(Clone)]
+pub struct PodWirer;
+pub struct PodSpec {
+    pub netns: String,
+    pub ifname: String,
+    pub host_ifname: String,
+    pub ips: Vec<IpNet>,
+    pub mtu: u32,
+}
+pub struct PodWiring {
+    pub container_mac: String,
+}
+impl PodWirer {
+    pub async fn setup(&self, _spec: &PodSpec) -> Result<PodWiring, DataplaneError> {
+        Ok(PodWiring {
+            container_mac: String::new(),
+        })
+    }
+    pub async fn teardown(&self, _host_ifname: &str) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+    pub async fn check(&self, _spec: &PodSpec) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+}

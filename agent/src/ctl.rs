@@ -1,0 +1,560 @@
+//! `brindlectl`'s resource commands: parse, validate, write; and tables for reading.
+//!
+//! Parsing and validation come first for every document of a file; only when all of them are
+//! good is anything written, so a bad file changes nothing.
+
+use std::fmt::Write as _;
+
+use brindle_ipam::store::{Store, StoreError, StoreExt};
+use serde::Deserialize;
+
+use crate::model::{
+    IpPoolSpec, IpamBlockSpec, NodeSpec, Object, WorkloadEndpointSpec, API_VERSION,
+};
+
+/// API versions `apply` accepts; Calico's are converted (their fields match for these kinds).
+const ACCEPTED_API_VERSIONS: &[&str] = &[
+    API_VERSION,
+    "crd.projectcalico.org/v1",
+    "projectcalico.org/v3",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("{source_name}: document {index}{what}: {reason}")]
+    Invalid {
+        source_name: String,
+        index: usize,
+        what: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// A resource kind `brindlectl` knows, by any of the names users type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    IpPool,
+    Node,
+    WorkloadEndpoint,
+    IpamBlock,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Result<Kind, CtlError> {
+        match s.to_ascii_lowercase().as_str() {
+            "ippool" | "ippools" | "pool" | "pools" => Ok(Kind::IpPool),
+            "node" | "nodes" => Ok(Kind::Node),
+            "workloadendpoint" | "workloadendpoints" | "wep" | "weps" => {
+                Ok(Kind::WorkloadEndpoint)
+            }
+            "ipamblock" | "ipamblocks" | "block" | "blocks" => Ok(Kind::IpamBlock),
+            other => Err(CtlError::Usage(format!(
+                "unknown resource kind {other:?}; known: ippools, nodes, workloadendpoints, ipamblocks"
+            ))),
+        }
+    }
+}
+
+/// One validated document of an apply file.
+#[derive(Debug)]
+pub enum Document {
+    IpPool(Object<IpPoolSpec>),
+}
+
+impl Document {
+    pub fn describe(&self) -> String {
+        match self {
+            Document::IpPool(p) => format!("IPPool {}", p.metadata.name),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    api_version: Option<String>,
+    kind: Option<String>,
+    metadata: Option<HeaderMeta>,
+}
+
+#[derive(Deserialize)]
+struct HeaderMeta {
+    name: Option<String>,
+}
+
+/// Parses and validates every document of a YAML (or JSON) text.
+pub fn parse_documents(source_name: &str, text: &str) -> Result<Vec<Document>, CtlError> {
+    let mut docs = Vec::new();
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let index = i + 1;
+        let invalid = |what: String, reason: String| CtlError::Invalid {
+            source_name: source_name.to_string(),
+            index,
+            what,
+            reason,
+        };
+        let value = serde_yaml::Value::deserialize(de)
+            .map_err(|e| invalid(String::new(), format!("malformed YAML: {e}")))?;
+        if value.is_null() {
+            continue; // an empty document, e.g. after a trailing `---`
+        }
+        let header: Header = serde_yaml::from_value(value.clone())
+            .map_err(|e| invalid(String::new(), format!("not a resource: {e}")))?;
+        let kind = header
+            .kind
+            .ok_or_else(|| invalid(String::new(), "missing field `kind`".into()))?;
+        let name = header.metadata.and_then(|m| m.name).unwrap_or_default();
+        let what = format!(" ({kind} {name})");
+        let api_version = header
+            .api_version
+            .ok_or_else(|| invalid(what.clone(), "missing field `apiVersion`".into()))?;
+        if !ACCEPTED_API_VERSIONS.contains(&api_version.as_str()) {
+            return Err(invalid(
+                what,
+                format!(
+                    "apiVersion {api_version:?} is not one of {}",
+                    ACCEPTED_API_VERSIONS.join(", ")
+                ),
+            ));
+        }
+        if name.is_empty() {
+            return Err(invalid(what, "missing field `metadata.name`".into()));
+        }
+        if !valid_name(&name) {
+            return Err(invalid(
+                what,
+                "metadata.name: use lowercase letters, digits, '-' and '.' (at most 253)".into(),
+            ));
+        }
+        match kind.as_str() {
+            "IPPool" => {
+                let mut pool: Object<IpPoolSpec> = serde_yaml::from_value(value)
+                    .map_err(|e| invalid(what.clone(), e.to_string()))?;
+                pool.api_version = API_VERSION.to_string();
+                pool.metadata.resource_version = None;
+                pool.spec.validate().map_err(|e| invalid(what.clone(), e))?;
+                docs.push(Document::IpPool(pool));
+            }
+            other => {
+                return Err(invalid(
+                    what,
+                    format!("kind {other:?} cannot be applied yet (supported: IPPool)"),
+                ))
+            }
+        }
+    }
+    if docs.is_empty() {
+        return Err(CtlError::Usage(format!(
+            "{source_name}: no resources found"
+        )));
+    }
+    Ok(docs)
+}
+
+fn valid_name(name: &str) -> bool {
+    name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !name.starts_with(['-', '.'])
+}
+
+/// Checks pools against each other and the stored ones: no overlap, immutable fields kept.
+fn check_pools(new: &[&Object<IpPoolSpec>], stored: &[Object<IpPoolSpec>]) -> Result<(), String> {
+    for (i, pool) in new.iter().enumerate() {
+        let name = &pool.metadata.name;
+        if let Some(old) = stored.iter().find(|p| p.metadata.name == *name) {
+            if old.spec.cidr != pool.spec.cidr {
+                return Err(format!(
+                    "IPPool {name}: spec.cidr cannot change ({} -> {}); create a new pool instead",
+                    old.spec.cidr, pool.spec.cidr
+                ));
+            }
+            if old.spec.block_size() != pool.spec.block_size() {
+                return Err(format!(
+                    "IPPool {name}: spec.blockSize cannot change ({} -> {})",
+                    old.spec.block_size(),
+                    pool.spec.block_size()
+                ));
+            }
+        }
+        let others = stored
+            .iter()
+            .filter(|p| {
+                p.metadata.name != *name && !new.iter().any(|n| n.metadata.name == p.metadata.name)
+            })
+            .chain(new.iter().skip(i + 1).copied());
+        for other in others {
+            if other.spec.cidr.contains(&pool.spec.cidr.network())
+                || pool.spec.cidr.contains(&other.spec.cidr.network())
+            {
+                return Err(format!(
+                    "IPPool {name}: spec.cidr {} overlaps IPPool {} ({})",
+                    pool.spec.cidr, other.metadata.name, other.spec.cidr
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes validated documents: creates, or updates at the stored revision. Returns one line per
+/// document saying what happened.
+pub async fn apply(store: &dyn Store, docs: &[Document]) -> Result<Vec<String>, CtlError> {
+    let (stored, _) = store.list_objs::<IpPoolSpec>().await?;
+    let pools: Vec<&Object<IpPoolSpec>> = docs
+        .iter()
+        .map(|d| match d {
+            Document::IpPool(p) => p,
+        })
+        .collect();
+    check_pools(&pools, &stored).map_err(CtlError::Usage)?;
+    let mut out = Vec::new();
+    for pool in pools {
+        let line = match stored
+            .iter()
+            .find(|p| p.metadata.name == pool.metadata.name)
+        {
+            Some(old) => {
+                let mut updated = pool.clone();
+                updated.metadata.resource_version = old.metadata.resource_version.clone();
+                store.update_obj(&updated).await?;
+                format!("ippool/{} configured", pool.metadata.name)
+            }
+            None => {
+                store.create_obj(pool).await?;
+                format!("ippool/{} created", pool.metadata.name)
+            }
+        };
+        out.push(line);
+    }
+    Ok(out)
+}
+
+/// Deletes a pool, refusing while addresses of it are allocated.
+pub async fn delete_pool(store: &dyn Store, name: &str) -> Result<String, CtlError> {
+    let Some(pool) = store.get_obj::<IpPoolSpec>(name).await? else {
+        return Err(CtlError::Usage(format!("IPPool {name:?} not found")));
+    };
+    let (blocks, _) = store.list_objs::<IpamBlockSpec>().await?;
+    let in_use: usize = blocks
+        .iter()
+        .filter(|b| pool.spec.cidr.contains(&b.spec.cidr))
+        .map(|b| b.spec.allocations.iter().filter(|a| a.is_some()).count())
+        .sum();
+    if in_use > 0 {
+        return Err(CtlError::Usage(format!(
+            "IPPool {name} still has {in_use} allocated addresses; delete its workloads first"
+        )));
+    }
+    store.delete_obj(&pool).await?;
+    Ok(format!("ippool/{name} deleted"))
+}
+
+/// Output formats of `get`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Wide,
+    Yaml,
+    Json,
+}
+
+/// Renders rows as an aligned table, kubectl style.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}   ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn render<S: crate::model::Resource>(
+    objs: &[Object<S>],
+    output: Output,
+    headers: &[&str],
+    row: impl Fn(&Object<S>) -> Vec<String>,
+) -> Result<String, CtlError> {
+    let as_list =
+        || serde_json::json!({ "apiVersion": API_VERSION, "kind": "List", "items": objs });
+    Ok(match output {
+        Output::Table | Output::Wide => table(headers, &objs.iter().map(row).collect::<Vec<_>>()),
+        Output::Yaml => serde_yaml::to_string(&as_list())
+            .map_err(|e| CtlError::Usage(format!("rendering YAML: {e}")))?,
+        Output::Json => serde_json::to_string_pretty(&as_list()).unwrap_or_default() + "\n",
+    })
+}
+
+/// `get <kind> [name]`.
+pub async fn get(
+    store: &dyn Store,
+    kind: Kind,
+    name: Option<&str>,
+    output: Output,
+) -> Result<String, CtlError> {
+    fn pick<S: crate::model::Resource>(
+        mut objs: Vec<Object<S>>,
+        name: Option<&str>,
+        kind: &str,
+    ) -> Result<Vec<Object<S>>, CtlError> {
+        if let Some(name) = name {
+            objs.retain(|o| o.metadata.name == name);
+            if objs.is_empty() {
+                return Err(CtlError::Usage(format!("{kind} {name:?} not found")));
+            }
+        }
+        Ok(objs)
+    }
+    match kind {
+        Kind::IpPool => {
+            let pools = pick(store.list_objs::<IpPoolSpec>().await?.0, name, "IPPool")?;
+            let (blocks, _) = store.list_objs::<IpamBlockSpec>().await?;
+            let used = |pool: &IpPoolSpec| -> (usize, usize) {
+                blocks
+                    .iter()
+                    .filter(|b| pool.cidr.contains(&b.spec.cidr))
+                    .fold((0, 0), |(n, used), b| {
+                        (
+                            n + 1,
+                            used + b.spec.allocations.iter().filter(|a| a.is_some()).count(),
+                        )
+                    })
+            };
+            let mut headers = vec![
+                "NAME",
+                "CIDR",
+                "BLOCK SIZE",
+                "IPIP",
+                "VXLAN",
+                "NAT",
+                "DISABLED",
+            ];
+            if output == Output::Wide {
+                headers.extend(["BLOCKS", "IPS IN USE"]);
+            }
+            render(&pools, output, &headers, |p| {
+                let mut row = vec![
+                    p.metadata.name.clone(),
+                    p.spec.cidr.to_string(),
+                    p.spec.block_size().to_string(),
+                    p.spec.ipip_mode.to_string(),
+                    p.spec.vxlan_mode.to_string(),
+                    p.spec.nat_outgoing.to_string(),
+                    p.spec.disabled.to_string(),
+                ];
+                if output == Output::Wide {
+                    let (blocks, ips) = used(&p.spec);
+                    row.extend([blocks.to_string(), ips.to_string()]);
+                }
+                row
+            })
+        }
+        Kind::Node => {
+            let nodes = pick(store.list_objs::<NodeSpec>().await?.0, name, "Node")?;
+            render(
+                &nodes,
+                output,
+                &["NAME", "IPV4 ADDRESS", "VXLAN TUNNEL", "VTEP MAC"],
+                |n| {
+                    vec![
+                        n.metadata.name.clone(),
+                        n.spec
+                            .bgp
+                            .as_ref()
+                            .and_then(|b| b.ipv4_address.clone())
+                            .unwrap_or_default(),
+                        n.spec.ipv4_vxlan_tunnel_addr.clone().unwrap_or_default(),
+                        n.spec.vxlan_tunnel_mac_addr.clone().unwrap_or_default(),
+                    ]
+                },
+            )
+        }
+        Kind::WorkloadEndpoint => {
+            let eps = pick(
+                store.list_objs::<WorkloadEndpointSpec>().await?.0,
+                name,
+                "WorkloadEndpoint",
+            )?;
+            render(
+                &eps,
+                output,
+                &["NAME", "NODE", "NAMESPACE", "POD", "NETWORKS", "INTERFACE"],
+                |e| {
+                    vec![
+                        e.metadata.name.clone(),
+                        e.spec.node.clone(),
+                        e.spec.namespace.clone(),
+                        e.spec.pod.clone(),
+                        e.spec.ip_networks.join(","),
+                        e.spec.interface_name.clone(),
+                    ]
+                },
+            )
+        }
+        Kind::IpamBlock => {
+            let blocks = pick(
+                store.list_objs::<IpamBlockSpec>().await?.0,
+                name,
+                "IPAMBlock",
+            )?;
+            render(
+                &blocks,
+                output,
+                &["NAME", "CIDR", "AFFINITY", "IN USE"],
+                |b| {
+                    vec![
+                        b.metadata.name.clone(),
+                        b.spec.cidr.to_string(),
+                        b.spec.affinity.clone().unwrap_or_default(),
+                        format!(
+                            "{}/{}",
+                            b.spec.allocations.iter().filter(|a| a.is_some()).count(),
+                            b.spec.allocations.len()
+                        ),
+                    ]
+                },
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brindle_ipam::store::MemStore;
+
+    const POOLS: &str = "\
+apiVersion: brindle.dev/v1
+kind: IPPool
+metadata:
+  name: default
+spec:
+  cidr: 10.244.0.0/16
+  vxlanMode: Always
+---
+apiVersion: crd.projectcalico.org/v1
+kind: IPPool
+metadata:
+  name: calico-style
+spec:
+  cidr: 10.245.0.0/16
+  ipipMode: CrossSubnet
+  natOutgoing: true
+";
+
+    #[tokio::test]
+    async fn apply_creates_then_configures_and_get_shows_a_table() {
+        let store = MemStore::default();
+        let docs = parse_documents("pools.yaml", POOLS).expect("valid");
+        assert_eq!(docs.len(), 2);
+        let out = apply(&store, &docs).await.expect("applies");
+        assert_eq!(
+            out,
+            ["ippool/default created", "ippool/calico-style created"]
+        );
+        let out = apply(&store, &docs).await.expect("applies again");
+        assert_eq!(out[0], "ippool/default configured");
+        let table = get(&store, Kind::IpPool, None, Output::Table)
+            .await
+            .expect("get");
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{table}");
+        assert!(lines[0].contains("BLOCK SIZE") && lines[0].contains("VXLAN"));
+        assert!(
+            table.contains("default")
+                && table.contains("10.244.0.0/16")
+                && table.contains("Always")
+        );
+        let pool: Object<IpPoolSpec> = store
+            .get_obj("calico-style")
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(
+            pool.api_version, API_VERSION,
+            "Calico documents are converted"
+        );
+    }
+
+    fn error_of(text: &str) -> String {
+        parse_documents("f.yaml", text)
+            .expect_err("invalid")
+            .to_string()
+    }
+
+    #[test]
+    fn bad_documents_name_the_document_and_the_field() {
+        let bad_cidr = POOLS.replace("10.245.0.0/16", "10.245.0.0/33");
+        let e = error_of(&bad_cidr);
+        assert!(
+            e.starts_with("f.yaml: document 2 (IPPool calico-style):"),
+            "{e}"
+        );
+        let unknown = POOLS.replace("natOutgoing", "natOutgoin");
+        assert!(
+            error_of(&unknown).contains("natOutgoin"),
+            "{}",
+            error_of(&unknown)
+        );
+        let bad_kind = POOLS.replace(
+            "kind: IPPool\nmetadata:\n  name: default",
+            "kind: Frobnicator\nmetadata:\n  name: default",
+        );
+        assert!(error_of(&bad_kind).contains("Frobnicator"));
+        assert!(error_of("a: [").contains("malformed YAML"));
+        let bad_block = POOLS.replace("vxlanMode: Always", "blockSize: 8");
+        assert!(error_of(&bad_block).contains("spec.blockSize"));
+    }
+
+    #[tokio::test]
+    async fn overlapping_pools_are_refused_and_nothing_is_written() {
+        let store = MemStore::default();
+        let text = POOLS.replace("10.245.0.0/16", "10.244.128.0/17");
+        let docs = parse_documents("f.yaml", &text).expect("each is valid alone");
+        let e = apply(&store, &docs).await.expect_err("overlap").to_string();
+        assert!(e.contains("overlaps"), "{e}");
+        assert!(store
+            .list_objs::<IpPoolSpec>()
+            .await
+            .expect("list")
+            .0
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn block_size_cannot_change() {
+        let store = MemStore::default();
+        apply(&store, &parse_documents("f", POOLS).expect("valid"))
+            .await
+            .expect("applies");
+        let changed = POOLS.replace("vxlanMode: Always", "vxlanMode: Always\n  blockSize: 28");
+        let e = apply(&store, &parse_documents("f", &changed).expect("valid"))
+            .await
+            .expect_err("immutable")
+            .to_string();
+        assert!(e.contains("blockSize cannot change"), "{e}");
+    }
+}

@@ -1,0 +1,178 @@
+//! This node's identity: its address, its Node resource, its VXLAN tunnel address.
+
+use std::sync::Arc;
+
+use brindle_ipam::store::{Store, StoreError, StoreExt};
+use brindle_ipam::{AssignRequest, Ipam, IpamError};
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::dataplane::{format_mac, vtep_mac, Dataplane, DataplaneError};
+use crate::model::{AllowedUse, EncapMode, IpPoolSpec, NodeBgpSpec, NodeSpec, Object};
+
+/// Interfaces never chosen by `first-found` (Calico's list, with Brindle's own devices).
+const EXCLUDED_PREFIXES: &[&str] = &[
+    "docker",
+    "cbr",
+    "dummy",
+    "podman",
+    "virbr",
+    "lxcbr",
+    "veth",
+    "lo",
+    "br-",
+    "brd",
+    "cali",
+    "tunl",
+    "flannel",
+    "kube-ipvs",
+    "cni",
+    "vxlan",
+    "wireguard",
+    "nodelocaldns",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("no usable IPv4 address found (first-found skips {skipped}); pass --node-ip")]
+    NoAddress { skipped: String },
+    #[error("--node-ip {0}: not on any local interface")]
+    AddressNotLocal(Ipv4Net),
+    #[error("dataplane: {0}")]
+    Dataplane(#[from] DataplaneError),
+    #[error("datastore: {0}")]
+    Store(#[from] StoreError),
+    #[error("IPAM: {0}")]
+    Ipam(#[from] IpamError),
+    #[error("Node {0}: gave up after repeated concurrent modifications")]
+    Contention(String),
+}
+
+/// The handle of a node's VXLAN tunnel address, as Calico names it.
+pub fn vxlan_tunnel_handle(node: &str) -> String {
+    format!("vxlan-tunnel-addr-{node}")
+}
+
+/// Picks the node address: the one given, with the interface holding it, or the first global
+/// unicast IPv4 address on an interface that is not virtual (Calico's `first-found`).
+pub async fn detect_address(
+    dataplane: &Dataplane,
+    given: Option<Ipv4Net>,
+) -> Result<(Ipv4Net, String), NodeError> {
+    let addrs = dataplane.addresses().await?;
+    if let Some(given) = given {
+        return addrs
+            .into_iter()
+            .find_map(|(ifname, net)| match net {
+                IpNet::V4(n) if n.addr() == given.addr() => Some((given, ifname)),
+                _ => None,
+            })
+            .ok_or(NodeError::AddressNotLocal(given));
+    }
+    addrs
+        .into_iter()
+        .filter(|(ifname, _)| !EXCLUDED_PREFIXES.iter().any(|p| ifname.starts_with(p)))
+        .find_map(|(ifname, net)| match net {
+            IpNet::V4(n)
+                if !n.addr().is_loopback()
+                    && !n.addr().is_link_local()
+                    && !n.addr().is_multicast() =>
+            {
+                Some((n, ifname))
+            }
+            _ => None,
+        })
+        .ok_or_else(|| NodeError::NoAddress {
+            skipped: EXCLUDED_PREFIXES.join(","),
+        })
+}
+
+/// Creates or updates this node's Node resource with its address and VTEP MAC.
+pub async fn register(
+    store: &Arc<dyn Store>,
+    name: &str,
+    address: Ipv4Net,
+) -> Result<Object<NodeSpec>, NodeError> {
+    let mac = format_mac(&vtep_mac(name));
+    update_node(store, name, |spec| {
+        let bgp = spec.bgp.get_or_insert_with(NodeBgpSpec::default);
+        bgp.ipv4_address = Some(address.to_string());
+        spec.vxlan_tunnel_mac_addr = Some(mac.clone());
+    })
+    .await
+}
+
+/// Read-modify-write of this node's Node resource, retried on conflicts.
+async fn update_node(
+    store: &Arc<dyn Store>,
+    name: &str,
+    change: impl Fn(&mut NodeSpec),
+) -> Result<Object<NodeSpec>, NodeError> {
+    for _ in 0..100 {
+        let result = match store.get_obj::<NodeSpec>(name).await? {
+            Some(mut node) => {
+                let before = node.spec.clone();
+                change(&mut node.spec);
+                if node.spec == before {
+                    return Ok(node);
+                }
+                store.update_obj(&node).await
+            }
+            None => {
+                let mut spec = NodeSpec::default();
+                change(&mut spec);
+                store.create_obj(&Object::new(name, spec)).await
+            }
+        };
+        match result {
+            Ok(node) => return Ok(node),
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(NodeError::Contention(name.to_string()))
+}
+
+/// Makes sure the node has a VXLAN tunnel address when some pool uses VXLAN, allocated from
+/// such a pool under the node's tunnel handle; and none when no pool does.
+pub async fn ensure_vxlan_tunnel(
+    store: &Arc<dyn Store>,
+    ipam: &Ipam,
+    name: &str,
+    pools: &[&Object<IpPoolSpec>],
+) -> Result<Object<NodeSpec>, NodeError> {
+    let vxlan_pools: Vec<String> = pools
+        .iter()
+        .filter(|p| {
+            p.spec.vxlan_mode != EncapMode::Never
+                && !p.spec.disabled
+                && matches!(p.spec.cidr, IpNet::V4(_))
+                && p.spec.allows(AllowedUse::Tunnel)
+        })
+        .map(|p| p.metadata.name.clone())
+        .collect();
+    let handle = vxlan_tunnel_handle(name);
+    if vxlan_pools.is_empty() {
+        ipam.release_by_handle(&handle).await?;
+        return update_node(store, name, |spec| spec.ipv4_vxlan_tunnel_addr = None).await;
+    }
+    // Idempotent: the handle's existing address comes back when it has one.
+    let ips = ipam
+        .auto_assign(&AssignRequest {
+            handle_id: handle,
+            node: name.to_string(),
+            num: 1,
+            attrs: [
+                ("node".to_string(), name.to_string()),
+                ("type".to_string(), "vxlanTunnelAddress".to_string()),
+            ]
+            .into(),
+            use_: AllowedUse::Tunnel,
+            pools: Some(vxlan_pools),
+        })
+        .await?;
+    let addr = ips.first().map(|ip| ip.addr().to_string());
+    update_node(store, name, |spec| {
+        spec.ipv4_vxlan_tunnel_addr.clone_from(&addr)
+    })
+    .await
+}

@@ -1,0 +1,421 @@
+//! Pod networking on behalf of the CNI plugin: allocate, wire, record; and the reverse.
+//!
+//! ADD: the IPAM handle `<network>.<containerID>` gets an address (the same one again on a
+//! repeated ADD); the pod is registered as a local endpoint (so the route programmer keeps its
+//! host route); the veth pair is created and configured; the WorkloadEndpoint is written. A
+//! failure at any step undoes the earlier ones, so a failed ADD leaks neither an address nor an
+//! interface. DEL undoes everything and succeeds when things are already gone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use brindle_ipam::store::{Store, StoreError, StoreExt};
+use brindle_ipam::{AssignRequest, Ipam};
+use ipnet::IpNet;
+use tracing::{info, warn};
+
+use crate::api::{codes, ApiError, CniAddRequest, CniAddResponse, CniDelRequest, PodRoute};
+use crate::controller::Shared;
+use crate::dataplane::{host_veth_name, host_veth_name_for_container, PodSpec, PodWirer};
+use crate::model::{AllowedUse, Object, WorkloadEndpointSpec};
+use crate::routes::LocalEndpoint;
+
+/// The WorkloadEndpoint annotation recording the CNI network name (half of the IPAM handle).
+const NETWORK_ANNOTATION: &str = "brindle.dev/network";
+
+/// Everything a pod request needs.
+pub struct PodNetwork {
+    pub node: String,
+    pub store: Arc<dyn Store>,
+    pub ipam: Arc<Ipam>,
+    pub wirer: PodWirer,
+    pub shared: Arc<Shared>,
+    /// MTU for pods when the conflist sets none.
+    pub default_mtu: u32,
+}
+
+fn err(code: u32, msg: impl Into<String>, details: impl ToString) -> ApiError {
+    ApiError {
+        code,
+        msg: msg.into(),
+        details: details.to_string(),
+    }
+}
+
+fn store_err(what: &str, e: StoreError) -> ApiError {
+    let code = if matches!(e, StoreError::Unavailable(_)) {
+        codes::TRY_AGAIN
+    } else {
+        codes::INTERNAL
+    };
+    err(code, format!("datastore: {what}"), e)
+}
+
+/// Calico's segment escaping for endpoint names: `-` becomes `--`.
+fn escape(s: &str) -> String {
+    s.replace('-', "--")
+}
+
+/// The WorkloadEndpoint name: `<node>-k8s-<namespace>-<pod>-<if>` or `<node>-cni-<id>-<if>`.
+pub fn endpoint_name(
+    node: &str,
+    namespace: Option<&str>,
+    pod: Option<&str>,
+    container_id: &str,
+    ifname: &str,
+) -> String {
+    match (namespace, pod) {
+        (Some(ns), Some(pod)) => format!(
+            "{}-k8s-{}-{}-{}",
+            escape(node),
+            escape(ns),
+            escape(pod),
+            escape(ifname)
+        ),
+        _ => format!(
+            "{}-cni-{}-{}",
+            escape(node),
+            escape(container_id),
+            escape(ifname)
+        ),
+    }
+}
+
+fn host_ifname(namespace: Option<&str>, pod: Option<&str>, container_id: &str) -> String {
+    match (namespace, pod) {
+        (Some(ns), Some(pod)) => host_veth_name(ns, pod),
+        _ => host_veth_name_for_container(container_id),
+    }
+}
+
+fn handle_id(network: &str, container_id: &str) -> String {
+    format!("{network}.{container_id}")
+}
+
+fn validate_ids(container_id: &str, ifname: &str) -> Result<(), ApiError> {
+    if container_id.is_empty()
+        || !container_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(err(
+            codes::INVALID_ENV,
+            "invalid CNI_CONTAINERID",
+            format!("{container_id:?}: must be non-empty ASCII letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ', ':']) {
+        return Err(err(
+            codes::INVALID_ENV,
+            "invalid CNI_IFNAME",
+            format!("{ifname:?}: must be a Linux interface name of 1 to 15 characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl PodNetwork {
+    pub async fn add(&self, req: &CniAddRequest) -> Result<CniAddResponse, ApiError> {
+        validate_ids(&req.container_id, &req.ifname)?;
+        let ns = req.pod_namespace.as_deref();
+        let pod = req.pod_name.as_deref();
+        let handle = handle_id(&req.network, &req.container_id);
+        let host_if = host_ifname(ns, pod, &req.container_id);
+        let mut attrs: BTreeMap<String, String> = [("node".to_string(), self.node.clone())].into();
+        if let (Some(ns), Some(pod)) = (ns, pod) {
+            attrs.insert("namespace".to_string(), ns.to_string());
+            attrs.insert("pod".to_string(), pod.to_string());
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        attrs.insert("timestamp".to_string(), now.to_string());
+
+        let ips = self
+            .ipam
+            .auto_assign(&AssignRequest {
+                handle_id: handle.clone(),
+                node: self.node.clone(),
+                num: 1,
+                attrs,
+                use_: AllowedUse::Workload,
+                pools: None,
+            })
+            .await
+            .map_err(|e| {
+                let code = if e.is_capacity() {
+                    codes::NO_ADDRESS
+                } else {
+                    codes::INTERNAL
+                };
+                err(code, "no address could be allocated", e)
+            })?;
+        let host_ips: Vec<IpNet> = ips
+            .iter()
+            .filter_map(|ip| IpNet::new(ip.addr(), ip.max_prefix_len()).ok())
+            .collect();
+
+        match self
+            .wire_and_record(req, &handle, &host_if, &host_ips)
+            .await
+        {
+            Ok(resp) => {
+                info!(container = %req.container_id, pod = ?pod, ips = ?host_ips, host_if = %host_if, "pod added");
+                Ok(resp)
+            }
+            Err(e) => {
+                warn!(container = %req.container_id, error = %e.msg, details = %e.details, "pod add failed; undoing");
+                self.shared.endpoints_mut().remove(&handle);
+                if let Err(te) = self.wirer.teardown(&host_if).await {
+                    warn!(error = %te, host_if = %host_if, "undo: removing the veth failed");
+                }
+                if let Err(re) = self.ipam.release_by_handle(&handle).await {
+                    warn!(error = %re, handle = %handle, "undo: releasing the address failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn wire_and_record(
+        &self,
+        req: &CniAddRequest,
+        handle: &str,
+        host_if: &str,
+        ips: &[IpNet],
+    ) -> Result<CniAddResponse, ApiError> {
+        let mtu = req.mtu.filter(|m| *m > 0).unwrap_or(self.default_mtu);
+        self.shared.endpoints_mut().insert(
+            handle.to_string(),
+            LocalEndpoint {
+                ips: ips.to_vec(),
+                host_ifname: host_if.to_string(),
+            },
+        );
+        let wiring = self
+            .wirer
+            .setup(&PodSpec {
+                netns: req.netns.clone(),
+                ifname: req.ifname.clone(),
+                host_ifname: host_if.to_string(),
+                ips: ips.to_vec(),
+                mtu,
+            })
+            .await
+            .map_err(|e| {
+                let code = match e {
+                    crate::dataplane::DataplaneError::Netns { .. } => codes::UNKNOWN_CONTAINER,
+                    _ => codes::INTERNAL,
+                };
+                err(code, "wiring the pod failed", e)
+            })?;
+
+        let name = endpoint_name(
+            &self.node,
+            req.pod_namespace.as_deref(),
+            req.pod_name.as_deref(),
+            &req.container_id,
+            &req.ifname,
+        );
+        let spec = WorkloadEndpointSpec {
+            orchestrator: if req.pod_name.is_some() { "k8s" } else { "cni" }.to_string(),
+            node: self.node.clone(),
+            namespace: req.pod_namespace.clone().unwrap_or_default(),
+            pod: req.pod_name.clone().unwrap_or_default(),
+            endpoint: req.ifname.clone(),
+            container_id: req.container_id.clone(),
+            ip_networks: ips.iter().map(ToString::to_string).collect(),
+            interface_name: host_if.to_string(),
+            mac: wiring.container_mac.clone(),
+        };
+        write_endpoint(self.store.as_ref(), &name, spec, &req.network)
+            .await
+            .map_err(|e| store_err("recording the workload endpoint", e))?;
+        self.shared.kick.notify_one();
+
+        Ok(CniAddResponse {
+            host_interface: host_if.to_string(),
+            container_interface: req.ifname.clone(),
+            container_mac: wiring.container_mac,
+            mtu,
+            ips: ips.iter().map(ToString::to_string).collect(),
+            routes: vec![PodRoute {
+                dst: "0.0.0.0/0".to_string(),
+                gw: Some(crate::dataplane::POD_GATEWAY_V4.to_string()),
+            }],
+        })
+    }
+
+    pub async fn del(&self, req: &CniDelRequest) -> Result<(), ApiError> {
+        validate_ids(&req.container_id, &req.ifname)?;
+        let ns = req.pod_namespace.as_deref();
+        let pod = req.pod_name.as_deref();
+        let handle = handle_id(&req.network, &req.container_id);
+        let host_if = host_ifname(ns, pod, &req.container_id);
+        let name = endpoint_name(&self.node, ns, pod, &req.container_id, &req.ifname);
+
+        // A DEL for an older sandbox of the same pod must not remove the current one's endpoint.
+        let endpoint = self
+            .store
+            .get_obj::<WorkloadEndpointSpec>(&name)
+            .await
+            .map_err(|e| store_err("reading the workload endpoint", e))?;
+        let current = endpoint
+            .as_ref()
+            .is_none_or(|ep| ep.spec.container_id == req.container_id);
+
+        self.shared.endpoints_mut().remove(&handle);
+        if current {
+            self.wirer
+                .teardown(&host_if)
+                .await
+                .map_err(|e| err(codes::INTERNAL, "removing the pod's interface failed", e))?;
+        }
+        self.ipam
+            .release_by_handle(&handle)
+            .await
+            .map_err(|e| err(codes::TRY_AGAIN, "releasing the pod's address failed", e))?;
+        if let Some(ep) = endpoint.filter(|_| current) {
+            match self.store.delete_obj(&ep).await {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(store_err("deleting the workload endpoint", e)),
+            }
+        }
+        self.shared.kick.notify_one();
+        info!(container = %req.container_id, pod = ?pod, "pod deleted");
+        Ok(())
+    }
+
+    pub async fn check(&self, req: &CniAddRequest) -> Result<(), ApiError> {
+        validate_ids(&req.container_id, &req.ifname)?;
+        let name = endpoint_name(
+            &self.node,
+            req.pod_namespace.as_deref(),
+            req.pod_name.as_deref(),
+            &req.container_id,
+            &req.ifname,
+        );
+        let Some(ep) = self
+            .store
+            .get_obj::<WorkloadEndpointSpec>(&name)
+            .await
+            .map_err(|e| store_err("reading the workload endpoint", e))?
+        else {
+            return Err(err(
+                codes::UNKNOWN_CONTAINER,
+                "no workload endpoint for this container",
+                name,
+            ));
+        };
+        let ips = ep
+            .spec
+            .ip_networks
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        self.wirer
+            .check(&PodSpec {
+                netns: req.netns.clone(),
+                ifname: req.ifname.clone(),
+                host_ifname: ep.spec.interface_name.clone(),
+                ips,
+                mtu: req.mtu.filter(|m| *m > 0).unwrap_or(self.default_mtu),
+            })
+            .await
+            .map_err(|e| {
+                err(
+                    codes::INTERNAL,
+                    "the pod's network differs from what was set up",
+                    e,
+                )
+            })
+    }
+
+    /// Loads this node's endpoints from the datastore, so their host routes are kept across an
+    /// agent restart.
+    pub async fn load_endpoints(&self) -> Result<usize, StoreError> {
+        let (eps, _) = self.store.list_objs::<WorkloadEndpointSpec>().await?;
+        let mut endpoints = self.shared.endpoints_mut();
+        for ep in eps.into_iter().filter(|ep| ep.spec.node == self.node) {
+            let network = ep.metadata.annotations.get(NETWORK_ANNOTATION).cloned();
+            let key = match network {
+                Some(net) => handle_id(&net, &ep.spec.container_id),
+                None => ep.metadata.name.clone(),
+            };
+            endpoints.insert(
+                key,
+                LocalEndpoint {
+                    ips: ep
+                        .spec
+                        .ip_networks
+                        .iter()
+                        .filter_map(|s| s.parse().ok())
+                        .collect(),
+                    host_ifname: ep.spec.interface_name.clone(),
+                },
+            );
+        }
+        Ok(endpoints.len())
+    }
+}
+
+/// Creates or replaces the endpoint record.
+async fn write_endpoint(
+    store: &dyn Store,
+    name: &str,
+    spec: WorkloadEndpointSpec,
+    network: &str,
+) -> Result<(), StoreError> {
+    for _ in 0..100 {
+        let existing = store.get_obj::<WorkloadEndpointSpec>(name).await?;
+        let exists = existing.is_some();
+        let mut ep = existing.unwrap_or_else(|| Object::new(name, spec.clone()));
+        ep.spec = spec.clone();
+        ep.metadata
+            .annotations
+            .insert(NETWORK_ANNOTATION.to_string(), network.to_string());
+        let result = if exists {
+            store.update_obj(&ep).await.map(|_| ())
+        } else {
+            store.create_obj(&ep).await.map(|_| ())
+        };
+        match result {
+            Err(e) if e.is_conflict() => continue,
+            other => return other,
+        }
+    }
+    Err(StoreError::Unavailable(format!(
+        "WorkloadEndpoint {name}: too many concurrent modifications"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_names_escape_dashes_like_calico() {
+        assert_eq!(
+            endpoint_name("node1", Some("default"), Some("pod-1"), "abc", "eth0"),
+            "node1-k8s-default-pod--1-eth0"
+        );
+        assert_eq!(
+            endpoint_name("node-1", None, None, "abc123", "eth0"),
+            "node--1-cni-abc123-eth0"
+        );
+    }
+
+    #[test]
+    fn container_ids_and_ifnames_are_validated() {
+        assert!(validate_ids("abc-123_x.y", "eth0").is_ok());
+        assert_eq!(
+            validate_ids("", "eth0").expect_err("empty").code,
+            codes::INVALID_ENV
+        );
+        assert!(validate_ids("a/b", "eth0").is_err());
+        assert!(validate_ids("abc", "averyveryverylongname").is_err());
+        assert!(validate_ids("abc", "").is_err());
+    }
+}

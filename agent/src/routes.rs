@@ -1,0 +1,450 @@
+//! What the kernel of this node should hold, computed from the cluster's state.
+//!
+//! Pure: datastore objects and local endpoints in, a [`DesiredState`] out. The controller calls it
+//! after every relevant change and hands the result to the dataplane, which reconciles.
+//!
+//! Rules (BRIEF §4, Calico's Felix):
+//! - a block affine to this node is blackholed, so unallocated addresses never leak to the
+//!   default route;
+//! - a block affine to another node goes through VXLAN when its pool's `vxlanMode` is `Always`,
+//!   or `CrossSubnet` and the other node is outside this node's subnet: `<block> via <remote
+//!   tunnel IP> dev vxlan.brindle onlink`, with a permanent neighbour (tunnel IP -> VTEP MAC) and
+//!   an FDB entry (VTEP MAC -> node IP) per remote node;
+//! - otherwise, when both modes are `Never` (or CrossSubnet within the subnet), directly:
+//!   `<block> via <node IP> dev <uplink> onlink`;
+//! - addresses a node borrowed from another node's block get a /32 to the borrowing node;
+//! - every local pod address gets `<ip>/32 dev <host veth> scope link`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::dataplane::{
+    parse_mac, vtep_mac, DesiredState, FdbEntry, Neighbor, RouteTarget, VxlanDevice, VXLAN_DEVICE,
+};
+use crate::model::{EncapMode, IpPoolSpec, IpamBlockSpec, NodeSpec, Object};
+
+/// This node's own facts, as the controller knows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalNode {
+    pub name: String,
+    /// The node IP with the prefix of its subnet.
+    pub address: Ipv4Net,
+    /// The interface holding `address`.
+    pub uplink: String,
+    /// MTU of the VXLAN device (uplink MTU minus 50).
+    pub vxlan_mtu: u32,
+}
+
+/// A pod wired on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalEndpoint {
+    pub ips: Vec<IpNet>,
+    pub host_ifname: String,
+}
+
+/// Everything the computation reads.
+pub struct ClusterView<'a> {
+    pub local: &'a LocalNode,
+    pub nodes: &'a BTreeMap<String, Object<NodeSpec>>,
+    pub pools: &'a BTreeMap<String, Object<IpPoolSpec>>,
+    pub blocks: &'a BTreeMap<String, Object<IpamBlockSpec>>,
+    pub endpoints: &'a BTreeMap<String, LocalEndpoint>,
+}
+
+/// How to reach another node.
+struct RemoteNode {
+    ip: Ipv4Addr,
+    tunnel: Option<(Ipv4Addr, [u8; 6])>,
+}
+
+fn remote_node(name: &str, node: &Object<NodeSpec>) -> Option<RemoteNode> {
+    let ip = node
+        .spec
+        .bgp
+        .as_ref()?
+        .ipv4_address
+        .as_deref()
+        .and_then(parse_v4_cidr_or_addr)?;
+    let tunnel = node
+        .spec
+        .ipv4_vxlan_tunnel_addr
+        .as_deref()
+        .and_then(|a| a.parse::<Ipv4Addr>().ok())
+        .map(|addr| {
+            let mac = node
+                .spec
+                .vxlan_tunnel_mac_addr
+                .as_deref()
+                .and_then(parse_mac)
+                .unwrap_or_else(|| vtep_mac(name));
+            (addr, mac)
+        });
+    Some(RemoteNode { ip, tunnel })
+}
+
+/// Parses `10.0.0.5/24` or `10.0.0.5` to the address.
+pub fn parse_v4_cidr_or_addr(s: &str) -> Option<Ipv4Addr> {
+    s.parse::<Ipv4Net>()
+        .map(|n| n.addr())
+        .or_else(|_| s.parse::<Ipv4Addr>())
+        .ok()
+}
+
+/// The node an IPAM affinity names, if it is a host affinity.
+pub fn affinity_node(affinity: Option<&str>) -> Option<&str> {
+    affinity?.strip_prefix("host:")
+}
+
+fn pool_for<'a>(
+    pools: &'a BTreeMap<String, Object<IpPoolSpec>>,
+    cidr: &IpNet,
+) -> Option<&'a IpPoolSpec> {
+    pools
+        .values()
+        .map(|p| &p.spec)
+        .find(|p| p.cidr.contains(cidr))
+}
+
+/// The whole desired state of this node's kernel.
+pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
+    let local = view.local;
+    let mut desired = DesiredState::default();
+    let me = view.nodes.get(&local.name);
+    let my_tunnel = me
+        .and_then(|n| n.spec.ipv4_vxlan_tunnel_addr.as_deref())
+        .and_then(|a| a.parse::<Ipv4Addr>().ok());
+    if let Some(tunnel_addr) = my_tunnel {
+        desired.vxlan = Some(VxlanDevice {
+            local_ip: local.address.addr(),
+            parent: local.uplink.clone(),
+            mac: me
+                .and_then(|n| n.spec.vxlan_tunnel_mac_addr.as_deref())
+                .and_then(parse_mac)
+                .unwrap_or_else(|| vtep_mac(&local.name)),
+            tunnel_addr,
+            mtu: local.vxlan_mtu,
+        });
+    }
+
+    let remotes: BTreeMap<&str, RemoteNode> = view
+        .nodes
+        .iter()
+        .filter(|(name, _)| **name != local.name)
+        .filter_map(|(name, node)| Some((name.as_str(), remote_node(name, node)?)))
+        .collect();
+
+    // Neighbour and FDB entries for every remote VTEP, when this node has a VXLAN device.
+    if desired.vxlan.is_some() {
+        for remote in remotes.values() {
+            if let Some((tunnel, mac)) = remote.tunnel {
+                desired.neighbors.insert(Neighbor {
+                    dev: VXLAN_DEVICE.to_string(),
+                    ip: IpAddr::V4(tunnel),
+                    mac,
+                });
+                desired.fdb.insert(FdbEntry {
+                    dev: VXLAN_DEVICE.to_string(),
+                    mac,
+                    dst: IpAddr::V4(remote.ip),
+                });
+            }
+        }
+    }
+
+    let route_to = |node: &str, pool: &IpPoolSpec| -> Option<RouteTarget> {
+        let remote = remotes.get(node)?;
+        let same_subnet = local.address.contains(&remote.ip);
+        let encap = match pool.vxlan_mode {
+            EncapMode::Always => true,
+            EncapMode::CrossSubnet => !same_subnet,
+            EncapMode::Never => false,
+        };
+        if encap {
+            let (tunnel, _) = remote.tunnel?;
+            desired.vxlan.as_ref()?;
+            return Some(RouteTarget::ViaOnlink {
+                gw: IpAddr::V4(tunnel),
+                dev: VXLAN_DEVICE.to_string(),
+            });
+        }
+        if pool.ipip_mode != EncapMode::Never {
+            // IPIP arrives with issue #8; until then such blocks are not routed.
+            return None;
+        }
+        Some(RouteTarget::ViaOnlink {
+            gw: IpAddr::V4(remote.ip),
+            dev: local.uplink.clone(),
+        })
+    };
+
+    for block in view.blocks.values() {
+        let spec = &block.spec;
+        if spec.deleted || !matches!(spec.cidr, IpNet::V4(_)) {
+            continue;
+        }
+        let Some(pool) = pool_for(view.pools, &spec.cidr) else {
+            continue;
+        };
+        let owner = affinity_node(spec.affinity.as_deref());
+        match owner {
+            Some(node) if node == local.name => {
+                desired.routes.insert(spec.cidr, RouteTarget::Blackhole);
+            }
+            Some(node) => {
+                if let Some(target) = route_to(node, pool) {
+                    desired.routes.insert(spec.cidr, target);
+                }
+            }
+            None => {}
+        }
+        // Borrowed addresses: allocated to a node that does not own the block.
+        for (ordinal, attr_index) in spec.allocations.iter().enumerate() {
+            let Some(attr) = attr_index.and_then(|i| spec.attributes.get(i)) else {
+                continue;
+            };
+            let Some(node) = attr.secondary.get("node") else {
+                continue;
+            };
+            if Some(node.as_str()) == owner || *node == local.name {
+                continue;
+            }
+            let Some(ip) = crate::model::ordinal_to_ip(&spec.cidr, ordinal) else {
+                continue;
+            };
+            if let Some(target) = route_to(node, pool) {
+                desired.routes.insert(IpNet::from(ip), target);
+            }
+        }
+    }
+
+    for endpoint in view.endpoints.values() {
+        for ip in &endpoint.ips {
+            desired.routes.insert(
+                IpNet::new(ip.addr(), ip.max_prefix_len()).unwrap_or(*ip),
+                RouteTarget::Device {
+                    dev: endpoint.host_ifname.clone(),
+                },
+            );
+        }
+    }
+    desired
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NodeBgpSpec, Object};
+
+    fn node(name: &str, ip: &str, tunnel: Option<&str>) -> (String, Object<NodeSpec>) {
+        let spec = NodeSpec {
+            bgp: Some(NodeBgpSpec {
+                ipv4_address: Some(ip.to_string()),
+                ..NodeBgpSpec::default()
+            }),
+            ipv4_vxlan_tunnel_addr: tunnel.map(str::to_string),
+            ..NodeSpec::default()
+        };
+        (name.to_string(), Object::new(name, spec))
+    }
+
+    fn pool(cidr: &str, vxlan: EncapMode) -> (String, Object<IpPoolSpec>) {
+        let mut spec: IpPoolSpec =
+            serde_json::from_value(serde_json::json!({ "cidr": cidr })).expect("pool");
+        spec.vxlan_mode = vxlan;
+        ("pool".to_string(), Object::new("pool", spec))
+    }
+
+    fn block(cidr: &str, owner: &str) -> (String, Object<IpamBlockSpec>) {
+        let cidr: IpNet = cidr.parse().expect("cidr");
+        let spec = IpamBlockSpec {
+            cidr,
+            affinity: Some(format!("host:{owner}")),
+            affinity_claim_time: None,
+            allocations: vec![None; 64],
+            unallocated: (0..64).collect(),
+            attributes: vec![],
+            sequence_number: 0,
+            sequence_number_for_allocation: BTreeMap::new(),
+            deleted: false,
+            strict_affinity: false,
+        };
+        let name = crate::model::cidr_to_name(&cidr);
+        (name.clone(), Object::new(name, spec))
+    }
+
+    fn local() -> LocalNode {
+        LocalNode {
+            name: "a".to_string(),
+            address: "10.0.0.1/24".parse().expect("cidr"),
+            uplink: "eth0".to_string(),
+            vxlan_mtu: 1450,
+        }
+    }
+
+    struct Fixture {
+        nodes: BTreeMap<String, Object<NodeSpec>>,
+        pools: BTreeMap<String, Object<IpPoolSpec>>,
+        blocks: BTreeMap<String, Object<IpamBlockSpec>>,
+        endpoints: BTreeMap<String, LocalEndpoint>,
+    }
+
+    impl Fixture {
+        fn new(mode: EncapMode) -> Self {
+            Fixture {
+                nodes: [
+                    node("a", "10.0.0.1/24", Some("10.244.0.0")),
+                    node("b", "10.0.0.2/24", Some("10.244.0.64")),
+                    node("c", "10.0.1.3/24", Some("10.244.0.128")),
+                ]
+                .into_iter()
+                .collect(),
+                pools: [pool("10.244.0.0/16", mode)].into_iter().collect(),
+                blocks: [
+                    block("10.244.0.0/26", "a"),
+                    block("10.244.0.64/26", "b"),
+                    block("10.244.0.128/26", "c"),
+                ]
+                .into_iter()
+                .collect(),
+                endpoints: BTreeMap::new(),
+            }
+        }
+
+        fn desired(&self) -> DesiredState {
+            desired_state(&ClusterView {
+                local: &local(),
+                nodes: &self.nodes,
+                pools: &self.pools,
+                blocks: &self.blocks,
+                endpoints: &self.endpoints,
+            })
+        }
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("cidr")
+    }
+
+    fn via(gw: &str, dev: &str) -> RouteTarget {
+        RouteTarget::ViaOnlink {
+            gw: gw.parse().expect("ip"),
+            dev: dev.to_string(),
+        }
+    }
+
+    #[test]
+    fn vxlan_always_routes_every_remote_block_through_the_tunnel() {
+        let d = Fixture::new(EncapMode::Always).desired();
+        let vxlan = d.vxlan.as_ref().expect("device");
+        assert_eq!(vxlan.tunnel_addr, Ipv4Addr::new(10, 244, 0, 0));
+        assert_eq!(vxlan.local_ip, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(vxlan.mac, vtep_mac("a"));
+        assert_eq!(d.routes[&net("10.244.0.0/26")], RouteTarget::Blackhole);
+        assert_eq!(
+            d.routes[&net("10.244.0.64/26")],
+            via("10.244.0.64", VXLAN_DEVICE)
+        );
+        assert_eq!(
+            d.routes[&net("10.244.0.128/26")],
+            via("10.244.0.128", VXLAN_DEVICE)
+        );
+        assert_eq!(d.neighbors.len(), 2);
+        assert!(d.fdb.contains(&FdbEntry {
+            dev: VXLAN_DEVICE.to_string(),
+            mac: vtep_mac("c"),
+            dst: "10.0.1.3".parse().expect("ip"),
+        }));
+        assert!(d.neighbors.contains(&Neighbor {
+            dev: VXLAN_DEVICE.to_string(),
+            ip: "10.244.0.64".parse().expect("ip"),
+            mac: vtep_mac("b"),
+        }));
+    }
+
+    #[test]
+    fn cross_subnet_encapsulates_only_outside_the_local_subnet() {
+        let d = Fixture::new(EncapMode::CrossSubnet).desired();
+        assert_eq!(d.routes[&net("10.244.0.64/26")], via("10.0.0.2", "eth0"));
+        assert_eq!(
+            d.routes[&net("10.244.0.128/26")],
+            via("10.244.0.128", VXLAN_DEVICE)
+        );
+    }
+
+    #[test]
+    fn never_routes_directly_via_the_node_ip() {
+        let d = Fixture::new(EncapMode::Never).desired();
+        assert_eq!(d.routes[&net("10.244.0.64/26")], via("10.0.0.2", "eth0"));
+        assert_eq!(d.routes[&net("10.244.0.128/26")], via("10.0.1.3", "eth0"));
+    }
+
+    #[test]
+    fn a_remote_node_without_tunnel_address_gets_no_vxlan_route_yet() {
+        let mut f = Fixture::new(EncapMode::Always);
+        f.nodes.insert("b".into(), node("b", "10.0.0.2/24", None).1);
+        let d = f.desired();
+        assert!(!d.routes.contains_key(&net("10.244.0.64/26")));
+        assert_eq!(d.neighbors.len(), 1);
+    }
+
+    #[test]
+    fn no_tunnel_address_means_no_vxlan_device_and_no_tunnel_routes() {
+        let mut f = Fixture::new(EncapMode::Always);
+        f.nodes.insert("a".into(), node("a", "10.0.0.1/24", None).1);
+        let d = f.desired();
+        assert!(d.vxlan.is_none());
+        assert!(d.neighbors.is_empty() && d.fdb.is_empty());
+        assert_eq!(
+            d.routes.len(),
+            1,
+            "only the local blackhole: {:?}",
+            d.routes
+        );
+    }
+
+    #[test]
+    fn local_endpoints_and_borrowed_addresses_get_host_routes() {
+        let mut f = Fixture::new(EncapMode::Always);
+        f.endpoints.insert(
+            "net.c1".into(),
+            LocalEndpoint {
+                ips: vec![net("10.244.0.5/26")],
+                host_ifname: "brd0123456789a".into(),
+            },
+        );
+        // Node c borrowed ordinal 3 of b's block.
+        let b = f.blocks.get_mut("10-244-0-64-26").expect("block");
+        b.spec.allocations[3] = Some(0);
+        b.spec.attributes.push(crate::model::AllocationAttribute {
+            handle_id: Some("net.c2".into()),
+            secondary: [("node".to_string(), "c".to_string())].into(),
+        });
+        let d = f.desired();
+        assert_eq!(
+            d.routes[&net("10.244.0.5/32")],
+            RouteTarget::Device {
+                dev: "brd0123456789a".into()
+            }
+        );
+        assert_eq!(
+            d.routes[&net("10.244.0.67/32")],
+            via("10.244.0.128", VXLAN_DEVICE)
+        );
+    }
+
+    #[test]
+    fn blocks_outside_every_pool_and_deleted_blocks_are_not_routed() {
+        let mut f = Fixture::new(EncapMode::Always);
+        f.blocks.extend([block("10.9.0.0/26", "b")]);
+        f.blocks
+            .get_mut("10-244-0-128-26")
+            .expect("block")
+            .spec
+            .deleted = true;
+        let d = f.desired();
+        assert!(!d.routes.contains_key(&net("10.9.0.0/26")));
+        assert!(!d.routes.contains_key(&net("10.244.0.128/26")));
+    }
+}

@@ -1,0 +1,634 @@
+//! Brindle clusters built out of network namespaces, for the demo and the scenario tests.
+//!
+//! A cluster is a "fabric" namespace holding a bridge (one L2 segment), a namespace per node
+//! joined to the bridge by a veth pair, one `brindle-node` per node (run inside its namespace,
+//! all sharing one embedded datastore file), and pod namespaces wired by the real `brindle` CNI
+//! plugin. Everything is named with a per-run prefix so that several clusters can coexist, and
+//! everything is torn down when the [`Cluster`] is dropped: on success, on error, on panic.
+//!
+//! The lab drives the real binaries and the `ip` and `ping` commands; it links none of Brindle's
+//! code.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Set by the Ctrl-C handler; long steps check it and stop.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Fails when the user pressed Ctrl-C.
+pub fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Runs a command; returns its stdout, or an error with its stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `ip <args>`.
+pub fn ip(args: &[&str]) -> Result<String> {
+    run("ip", args)
+}
+
+/// `ip netns exec <ns> <program> <args>`.
+pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String> {
+    let mut all = vec!["netns", "exec", ns, program];
+    all.extend_from_slice(args);
+    ip(&all)
+}
+
+/// Where the Brindle binaries are: next to this executable (or its parent, for test binaries
+/// under `deps/`). When run through cargo (`cargo run`, `cargo test`), builds them first with
+/// the same profile, so the demo never runs stale binaries.
+pub fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let mut dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("executable has no directory"))?
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let release = dir.ends_with("release");
+        let mut args = vec![
+            "build",
+            "--quiet",
+            "-p",
+            "brindle-agent",
+            "-p",
+            "brindle-cni",
+            "--bins",
+        ];
+        if release {
+            args.push("--release");
+        }
+        eprintln!(
+            "building brindle-node, brindlectl and brindle ({})",
+            if release { "release" } else { "debug" }
+        );
+        let status = Command::new(&cargo)
+            .args(&args)
+            .status()
+            .context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build of the Brindle binaries failed");
+        }
+    }
+    for bin in ["brindle-node", "brindlectl", "brindle"] {
+        if !dir.join(bin).exists() {
+            bail!(
+                "{} not found; build the workspace first (cargo build --workspace)",
+                dir.join(bin).display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+/// Pool encapsulation of the demo's IP pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encap {
+    VxlanAlways,
+    VxlanCrossSubnet,
+    Never,
+}
+
+impl Encap {
+    fn pool_fields(self) -> &'static str {
+        match self {
+            Encap::VxlanAlways => "vxlanMode: Always",
+            Encap::VxlanCrossSubnet => "vxlanMode: CrossSubnet",
+            Encap::Never => "vxlanMode: Never",
+        }
+    }
+}
+
+/// What cluster to build.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub nodes: usize,
+    pub pods_per_node: usize,
+    pub pool_cidr: String,
+    pub encap: Encap,
+    /// Print each step as it happens.
+    pub verbose: bool,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            nodes: 3,
+            pods_per_node: 2,
+            pool_cidr: "10.244.0.0/16".to_string(),
+            encap: Encap::VxlanAlways,
+            verbose: true,
+        }
+    }
+}
+
+/// A pod of the lab.
+#[derive(Clone, Debug)]
+pub struct Pod {
+    pub name: String,
+    pub netns: String,
+    pub node: usize,
+    pub container_id: String,
+    pub ip: String,
+}
+
+/// A node of the lab.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub netns: String,
+    pub ip: String,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    agent: Option<Child>,
+}
+
+static RUN_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A running cluster. Dropping it tears everything down.
+pub struct Cluster {
+    pub id: String,
+    pub dir: PathBuf,
+    pub bins: PathBuf,
+    pub fabric: String,
+    pub nodes: Vec<Node>,
+    pub pods: Vec<Pod>,
+    pub datastore: String,
+    spec: ClusterSpec,
+    namespaces: Vec<String>,
+    conflist: PathBuf,
+}
+
+impl Cluster {
+    fn say(&self, msg: &str) {
+        if self.spec.verbose {
+            println!("{msg}");
+        }
+    }
+
+    /// Builds the cluster: fabric, nodes, agents, pool, pods. On error, what was built is torn
+    /// down before returning.
+    pub fn build(spec: ClusterSpec) -> Result<Cluster> {
+        if !is_root() {
+            bail!("the lab needs root (network namespaces); run it as root");
+        }
+        let bins = bin_dir()?;
+        let n = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:x}{}", std::process::id() % 0xfff, n);
+        let dir = std::env::temp_dir().join(format!("brindle-lab-{id}"));
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let datastore = format!("embedded:{}", dir.join("store.db").display());
+        let mut cluster = Cluster {
+            fabric: format!("bl{id}-fabric"),
+            id,
+            conflist: dir.join("10-brindle.conflist"),
+            dir,
+            bins,
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            datastore,
+            spec,
+            namespaces: Vec::new(),
+        };
+        // On error `cluster` is dropped here, which tears down whatever exists.
+        cluster.build_fabric()?;
+        cluster.create_pool()?;
+        cluster.start_agents()?;
+        cluster.start_pods()?;
+        Ok(cluster)
+    }
+
+    fn add_netns(&mut self, name: &str) -> Result<()> {
+        ip(&["netns", "add", name])?;
+        self.namespaces.push(name.to_string());
+        in_ns(name, "ip", &["link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    fn build_fabric(&mut self) -> Result<()> {
+        let steps = self.spec.nodes;
+        self.say(&format!(
+            "[1/5] fabric: bridge in {} and {} node namespaces on 10.99.0.0/24",
+            self.fabric, steps
+        ));
+        let fabric = self.fabric.clone();
+        self.add_netns(&fabric)?;
+        in_ns(&fabric, "ip", &["link", "add", "br0", "type", "bridge"])?;
+        in_ns(&fabric, "ip", &["link", "set", "br0", "up"])?;
+        for i in 1..=self.spec.nodes {
+            check_interrupted()?;
+            let name = format!("node{i}");
+            let netns = format!("bl{}-{name}", self.id);
+            let node_ip = format!("10.99.0.{}", 10 + i);
+            self.add_netns(&netns)?;
+            let port = format!("n{i}");
+            ip(&[
+                "-n", &fabric, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", &netns,
+            ])?;
+            in_ns(
+                &fabric,
+                "ip",
+                &["link", "set", &port, "master", "br0", "up"],
+            )?;
+            in_ns(
+                &netns,
+                "ip",
+                &["addr", "add", &format!("{node_ip}/24"), "dev", "eth0"],
+            )?;
+            in_ns(&netns, "ip", &["link", "set", "eth0", "up"])?;
+            self.nodes.push(Node {
+                socket: self.dir.join(format!("{name}.sock")),
+                log: self.dir.join(format!("{name}.log")),
+                name,
+                netns,
+                ip: node_ip,
+                agent: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn create_pool(&mut self) -> Result<()> {
+        self.say(&format!(
+            "[2/5] datastore {} with IPPool {} ({})",
+            self.datastore,
+            self.spec.pool_cidr,
+            self.spec.encap.pool_fields()
+        ));
+        let pool = format!(
+            "apiVersion: brindle.dev/v1\nkind: IPPool\nmetadata:\n  name: lab-pool\nspec:\n  cidr: {}\n  {}\n",
+            self.spec.pool_cidr,
+            self.spec.encap.pool_fields()
+        );
+        let path = self.dir.join("pool.yaml");
+        fs::write(&path, pool)?;
+        self.ctl(&["apply", "-f", &path.display().to_string()])?;
+        // Each node's copy gets that node's agent socket.
+        let conflist = r#"{"cniVersion":"1.0.0","name":"lab-net","plugins":[{"type":"brindle"}]}"#;
+        fs::write(&self.conflist, conflist)?;
+        Ok(())
+    }
+
+    /// Runs `brindlectl` against the lab's datastore.
+    pub fn ctl(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["--datastore", &self.datastore];
+        all.extend_from_slice(args);
+        run(&self.bins.join("brindlectl").display().to_string(), &all)
+    }
+
+    /// Starts (or restarts) node `i`'s agent.
+    pub fn start_agent(&mut self, i: usize) -> Result<()> {
+        let bin = self.bins.join("brindle-node");
+        let datastore = self.datastore.clone();
+        let node = &mut self.nodes[i];
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &node.netns])
+            .arg(&bin)
+            .args(["--node-name", &node.name])
+            .args(["--datastore", &datastore])
+            .args(["--node-ip", &format!("{}/24", node.ip)])
+            .arg("--socket")
+            .arg(&node.socket)
+            .args([
+                "--health-listen",
+                "127.0.0.1:9099",
+                "--resync-interval",
+                "10",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        node.agent = Some(child);
+        Ok(())
+    }
+
+    /// Stops node `i`'s agent with SIGTERM and waits for it.
+    pub fn stop_agent(&mut self, i: usize) -> Result<()> {
+        if let Some(mut child) = self.nodes[i].agent.take() {
+            terminate(&mut child);
+        }
+        Ok(())
+    }
+
+    fn start_agents(&mut self) -> Result<()> {
+        self.say(&format!(
+            "[3/5] starting {} brindle-node agents",
+            self.nodes.len()
+        ));
+        for i in 0..self.nodes.len() {
+            self.start_agent(i)?;
+        }
+        for i in 0..self.nodes.len() {
+            self.wait_ready(i, Duration::from_secs(30))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until node `i`'s agent answers on its socket and reports ready.
+    pub fn wait_ready(&mut self, i: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            check_interrupted()?;
+            let node = &mut self.nodes[i];
+            if let Some(child) = node.agent.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    bail!(
+                        "brindle-node on {} exited ({status}); its log {}:\n{}",
+                        node.name,
+                        node.log.display(),
+                        tail(&node.log, 20)
+                    );
+                }
+            }
+            if let Ok(out) = run(
+                &self.bins.join("brindlectl").display().to_string(),
+                &[
+                    "status",
+                    "--socket",
+                    &node.socket.display().to_string(),
+                    "-o",
+                    "json",
+                ],
+            ) {
+                if out.contains("\"ready\": true") {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "brindle-node on {} not ready after {:?}; its log:\n{}",
+                    node.name,
+                    timeout,
+                    tail(&node.log, 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn cni(&self, node: usize, command: &str, pod: &Pod) -> Result<String> {
+        let node = &self.nodes[node];
+        let conf = fs::read_to_string(&self.conflist)?;
+        let plugin_conf = serde_json::from_str::<serde_json::Value>(&conf)?;
+        let mut net = plugin_conf["plugins"][0].clone();
+        net["cniVersion"] = plugin_conf["cniVersion"].clone();
+        net["name"] = plugin_conf["name"].clone();
+        net["agent_socket"] = serde_json::Value::String(node.socket.display().to_string());
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &node.netns])
+            .arg(self.bins.join("brindle"))
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", &pod.container_id)
+            .env("CNI_NETNS", format!("/var/run/netns/{}", pod.netns))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", &self.bins)
+            .env(
+                "CNI_ARGS",
+                format!(
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE=lab;K8S_POD_NAME={}",
+                    pod.name
+                ),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running the brindle CNI plugin")?;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow!("no stdin"))?
+            .write_all(net.to_string().as_bytes())?;
+        let out = child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "CNI {command} for {} failed: {} {}",
+                pod.name,
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(stdout)
+    }
+
+    /// Creates a pod namespace on node `node` and wires it with the CNI plugin.
+    pub fn add_pod(&mut self, node: usize, name: &str) -> Result<Pod> {
+        let netns = format!("bl{}-{name}", self.id);
+        self.add_netns(&netns)?;
+        let mut pod = Pod {
+            name: name.to_string(),
+            netns,
+            node,
+            container_id: format!("lab{}{}", self.id, name.replace('-', "")),
+            ip: String::new(),
+        };
+        let result = self.cni(node, "ADD", &pod)?;
+        let result: serde_json::Value =
+            serde_json::from_str(&result).context("parsing the CNI result")?;
+        let addr = result["ips"][0]["address"]
+            .as_str()
+            .ok_or_else(|| anyhow!("CNI result without an address: {result}"))?;
+        pod.ip = addr.split('/').next().unwrap_or_default().to_string();
+        self.pods.push(pod.clone());
+        Ok(pod)
+    }
+
+    /// Deletes a pod through the CNI plugin, then its namespace.
+    pub fn del_pod(&mut self, name: &str) -> Result<()> {
+        let Some(i) = self.pods.iter().position(|p| p.name == name) else {
+            bail!("no pod {name}");
+        };
+        let pod = self.pods.remove(i);
+        self.cni(pod.node, "DEL", &pod)?;
+        let _ = ip(&["netns", "del", &pod.netns]);
+        self.namespaces.retain(|n| *n != pod.netns);
+        Ok(())
+    }
+
+    fn start_pods(&mut self) -> Result<()> {
+        self.say(&format!(
+            "[4/5] starting {} pods per node through the brindle CNI plugin",
+            self.spec.pods_per_node
+        ));
+        for node in 0..self.nodes.len() {
+            for p in 1..=self.spec.pods_per_node {
+                check_interrupted()?;
+                let name = format!("pod-{}-{p}", node + 1);
+                let pod = self.add_pod(node, &name)?;
+                self.say(&format!(
+                    "      {:<10} on {:<6} {}",
+                    pod.name, self.nodes[node].name, pod.ip
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Brindle's routes (proto 98) of node `i`, as `ip route` prints them.
+    pub fn routes(&self, i: usize) -> Result<String> {
+        ip(&["-n", &self.nodes[i].netns, "route", "show", "proto", "98"])
+    }
+
+    /// Waits until every node has a route for every other node's blocks.
+    pub fn wait_converged(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            check_interrupted()?;
+            let blocks = self.ctl(&["get", "ipamblocks", "-o", "json"])?;
+            let blocks: serde_json::Value = serde_json::from_str(&blocks)?;
+            let mut missing = Vec::new();
+            for (i, node) in self.nodes.iter().enumerate() {
+                let routes = self.routes(i)?;
+                for block in blocks["items"].as_array().into_iter().flatten() {
+                    let cidr = block["spec"]["cidr"].as_str().unwrap_or_default();
+                    let owner = block["spec"]["affinity"].as_str().unwrap_or_default();
+                    if owner != format!("host:{}", node.name)
+                        && !routes.lines().any(|l| l.starts_with(&format!("{cidr} ")))
+                    {
+                        missing.push(format!("{}: {cidr}", node.name));
+                    }
+                }
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("routes missing after {timeout:?}: {}", missing.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether `from` reaches `to_ip` (a few tries, for convergence).
+    pub fn ping(&self, from: &Pod, to_ip: &str, tries: u32) -> bool {
+        (0..tries).any(|_| in_ns(&from.netns, "ping", &["-c", "1", "-W", "1", "-q", to_ip]).is_ok())
+    }
+
+    /// Pings every pod from every pod; returns the matrix (from, to) -> reached.
+    pub fn ping_matrix(&self) -> Result<BTreeMap<(String, String), bool>> {
+        let mut out = BTreeMap::new();
+        for from in &self.pods {
+            for to in &self.pods {
+                check_interrupted()?;
+                if from.name != to.name {
+                    out.insert(
+                        (from.name.clone(), to.name.clone()),
+                        self.ping(from, &to.ip, 3),
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Packets sent through node `i`'s `vxlan.brindle` device.
+    pub fn vxlan_tx_packets(&self, i: usize) -> Result<u64> {
+        let out = ip(&[
+            "-n",
+            &self.nodes[i].netns,
+            "-s",
+            "-j",
+            "link",
+            "show",
+            "vxlan.brindle",
+        ])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        v[0]["stats64"]["tx"]["packets"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no tx counter for vxlan.brindle on {}", self.nodes[i].name))
+    }
+
+    /// Tears everything down (also done on drop).
+    pub fn teardown(&mut self) {
+        for pod in self.pods.clone() {
+            let _ = self.cni(pod.node, "DEL", &pod);
+        }
+        self.pods.clear();
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.agent.take() {
+                terminate(&mut child);
+            }
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = ip(&["netns", "del", &ns]);
+        }
+        if std::env::var_os("BRINDLE_LAB_KEEP_LOGS").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+fn terminate(child: &mut Child) {
+    // `ip netns exec` execs the agent, so the child's pid is the agent's.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The last lines of a file, for error messages.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2))
+                == Some("0")
+        })
+        .unwrap_or(false)
+}
