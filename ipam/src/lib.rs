@@ -16,7 +16,7 @@ mod stub {
     use crate::store::{Store, StoreError};
     use std::collections::BTreeMap;
     use std::sync::Arc;
-    pub struct Ipam(Arc<dyn Store>);
+    pub struct Ipam(#[allow(dead_code)] Arc<dyn Store>);
     pub struct AssignRequest {
         pub handle_id: String,
         pub node: String,

@@ -349,14 +349,14 @@ mod tests {
         let mut pool: IpPoolSpec = serde_yaml::from_str("cidr: 10.0.0.0/16").expect("parses");
         assert!(pool.validate().is_ok());
         pool.block_size = Some(12);
-        assert!(pool.validate().unwrap_err().contains("spec.blockSize"));
+        assert!(pool.validate().expect_err("invalid").contains("spec.blockSize"));
         pool.block_size = None;
         pool.cidr = "10.0.0.1/16".parse().expect("cidr");
-        assert!(pool.validate().unwrap_err().contains("spec.cidr"));
+        assert!(pool.validate().expect_err("invalid").contains("spec.cidr"));
         pool.cidr = "10.0.0.0/16".parse().expect("cidr");
         pool.ipip_mode = EncapMode::Always;
         pool.vxlan_mode = EncapMode::CrossSubnet;
-        assert!(pool.validate().unwrap_err().contains("ipipMode"));
+        assert!(pool.validate().expect_err("invalid").contains("ipipMode"));
     }
 
     #[test]
