@@ -241,6 +241,9 @@ impl Cluster {
         self.add_netns(&fabric)?;
         in_ns(&fabric, "ip", &["link", "add", "br0", "type", "bridge"])?;
         in_ns(&fabric, "ip", &["link", "set", "br0", "up"])?;
+        // The fabric is the nodes' default gateway, as a real network's router would be: proxy
+        // ARP for the pods' gateway 169.254.1.1 answers only when the node has a route to it.
+        in_ns(&fabric, "ip", &["addr", "add", "10.99.0.1/24", "dev", "br0"])?;
         for i in 1..=self.spec.nodes {
             check_interrupted()?;
             let name = format!("node{i}");
@@ -263,6 +266,7 @@ impl Cluster {
                 &["addr", "add", &format!("{node_ip}/24"), "dev", "eth0"],
             )?;
             in_ns(&netns, "ip", &["link", "set", "eth0", "up"])?;
+            in_ns(&netns, "ip", &["route", "add", "default", "via", "10.99.0.1"])?;
             self.nodes.push(Node {
                 socket: self.dir.join(format!("{name}.sock")),
                 log: self.dir.join(format!("{name}.log")),
@@ -553,6 +557,16 @@ impl Cluster {
             }
         }
         Ok(out)
+    }
+
+    /// GETs `path` from node `i`'s health server (127.0.0.1:9099 in the node's namespace);
+    /// returns the status line.
+    pub fn health(&self, i: usize, path: &str) -> Result<String> {
+        let script = format!(
+            "exec 3<>/dev/tcp/127.0.0.1/9099; printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3; head -n 1 <&3"
+        );
+        let out = in_ns(&self.nodes[i].netns, "bash", &["-c", &script])?;
+        Ok(out.trim().to_string())
     }
 
     /// Packets sent through node `i`'s `vxlan.brindle` device.
