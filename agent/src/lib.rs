@@ -13,6 +13,8 @@
 pub mod api;
 
 #[cfg(feature = "daemon")]
+pub mod bgpd_config;
+#[cfg(feature = "daemon")]
 pub mod controller;
 #[cfg(feature = "daemon")]
 pub mod ctl;

@@ -1,0 +1,168 @@
+//! `brindle-bgpd`'s configuration file: parsing (serde, unknown keys refused) separate from
+//! validation (typed errors naming the key).
+//!
+//! ```yaml
+//! router_id: 10.0.0.1
+//! asn: 64512
+//! listen: 0.0.0.0:179          # default
+//! originate: [10.244.0.0/26]
+//! install_routes: false
+//! peers:
+//!   - address: 10.0.0.2
+//!     asn: 64513
+//!     passive: false
+//!     multihop: 1              # eBGP TTL; absent means directly connected
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The file as written.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpdConfig {
+    pub router_id: Ipv4Addr,
+    pub asn: u32,
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub originate: Vec<IpNet>,
+    #[serde(default)]
+    pub install_routes: bool,
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// One configured neighbour.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub asn: u32,
+    #[serde(default)]
+    pub passive: bool,
+    /// eBGP multihop TTL (RFC 4271 leaves it to configuration); absent = 1 hop.
+    #[serde(default)]
+    pub multihop: Option<u8>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], brindle_bgp::BGP_PORT))
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{file}: {reason}")]
+    Parse { file: String, reason: String },
+    #[error("{file}: {key}: {reason}")]
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
+}
+
+impl BgpdConfig {
+    /// Parses and validates a configuration text; `file` names it in errors.
+    pub fn from_yaml(file: &str, text: &str) -> Result<BgpdConfig, ConfigError> {
+        let config: BgpdConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            reason: e.to_string(),
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: &str| ConfigError::Invalid {
+            file: file.to_string(),
+            key,
+            reason: reason.to_string(),
+        };
+        // RFC 6286 §2.1: a non-zero identifier; RFC 7607: AS 0 is reserved.
+        if self.router_id.is_unspecified() {
+            return Err(invalid("router_id".into(), "must not be 0.0.0.0"));
+        }
+        if self.asn == 0 {
+            return Err(invalid("asn".into(), "AS 0 is reserved (RFC 7607)"));
+        }
+        for (i, prefix) in self.originate.iter().enumerate() {
+            if prefix.trunc() != *prefix {
+                return Err(invalid(
+                    format!("originate[{i}]"),
+                    &format!("{prefix} has host bits set (did you mean {}?)", prefix.trunc()),
+                ));
+            }
+        }
+        for (i, peer) in self.peers.iter().enumerate() {
+            if peer.asn == 0 {
+                return Err(invalid(format!("peers[{i}].asn"), "AS 0 is reserved (RFC 7607)"));
+            }
+            if peer.address.is_unspecified() || peer.address.is_multicast() {
+                return Err(invalid(
+                    format!("peers[{i}].address"),
+                    "must be a unicast address",
+                ));
+            }
+            if peer.multihop == Some(0) {
+                return Err(invalid(format!("peers[{i}].multihop"), "must be 1 to 255"));
+            }
+            if self.peers[..i].iter().any(|p| p.address == peer.address) {
+                return Err(invalid(
+                    format!("peers[{i}].address"),
+                    &format!("{} is configured twice", peer.address),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+router_id: 10.0.0.1
+asn: 64512
+originate: [10.244.0.0/26, 'fd00:244::/64']
+install_routes: true
+peers:
+  - address: 10.0.0.2
+    asn: 64513
+  - address: 10.0.0.3
+    asn: 64512
+    passive: true
+    multihop: 2
+";
+
+    #[test]
+    fn a_full_file_parses_with_defaults() {
+        let c = BgpdConfig::from_yaml("bgpd.yaml", GOOD).expect("valid");
+        assert_eq!(c.listen, "0.0.0.0:179".parse().expect("addr"));
+        assert_eq!(c.originate.len(), 2);
+        assert!(c.install_routes);
+        assert!(!c.peers[0].passive && c.peers[0].multihop.is_none());
+        assert!(c.peers[1].passive && c.peers[1].multihop == Some(2));
+    }
+
+    fn error(text: &str) -> String {
+        BgpdConfig::from_yaml("bgpd.yaml", text)
+            .expect_err("invalid")
+            .to_string()
+    }
+
+    #[test]
+    fn bad_files_name_the_key() {
+        assert!(error(&GOOD.replace("asn: 64512\n", "asn: 0\n")).contains("asn: AS 0"));
+        assert!(error(&GOOD.replace("router_id: 10.0.0.1", "router_id: 0.0.0.0"))
+            .contains("router_id"));
+        assert!(error(&GOOD.replace("10.244.0.0/26", "10.244.0.1/26")).contains("originate[0]"));
+        assert!(error(&GOOD.replace("multihop: 2", "multihop: 0")).contains("peers[1].multihop"));
+        assert!(error(&GOOD.replace("10.0.0.3", "10.0.0.2")).contains("configured twice"));
+        assert!(error(&GOOD.replace("passive: true", "pasive: true")).contains("pasive"));
+        assert!(error("router_id: [").starts_with("bgpd.yaml: "));
+    }
+}
