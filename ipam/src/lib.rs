@@ -6,5 +6,10 @@
 //! allocation logic runs over, since it is the lowest crate that needs them; the agent implements
 //! the backends.
 
+pub mod allocator;
+pub mod block;
+pub mod check;
 pub mod model;
 pub mod store;
+
+pub use allocator::{AssignRequest, Ipam, IpamError};

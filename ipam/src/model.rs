@@ -349,14 +349,17 @@ mod tests {
         let mut pool: IpPoolSpec = serde_yaml::from_str("cidr: 10.0.0.0/16").expect("parses");
         assert!(pool.validate().is_ok());
         pool.block_size = Some(12);
-        assert!(pool.validate().unwrap_err().contains("spec.blockSize"));
+        assert!(pool
+            .validate()
+            .expect_err("invalid")
+            .contains("spec.blockSize"));
         pool.block_size = None;
         pool.cidr = "10.0.0.1/16".parse().expect("cidr");
-        assert!(pool.validate().unwrap_err().contains("spec.cidr"));
+        assert!(pool.validate().expect_err("invalid").contains("spec.cidr"));
         pool.cidr = "10.0.0.0/16".parse().expect("cidr");
         pool.ipip_mode = EncapMode::Always;
         pool.vxlan_mode = EncapMode::CrossSubnet;
-        assert!(pool.validate().unwrap_err().contains("ipipMode"));
+        assert!(pool.validate().expect_err("invalid").contains("ipipMode"));
     }
 
     #[test]
@@ -369,9 +372,15 @@ mod tests {
         assert_eq!(ip.to_string(), "10.244.1.127");
         assert_eq!(ip_to_ordinal(&cidr, ip), Some(63));
         assert_eq!(ordinal_to_ip(&cidr, 64), None);
-        assert_eq!(ip_to_ordinal(&cidr, "10.244.1.128".parse().expect("ip")), None);
+        assert_eq!(
+            ip_to_ordinal(&cidr, "10.244.1.128".parse().expect("ip")),
+            None
+        );
         let v6: IpNet = "fd00::40/122".parse().expect("cidr");
         assert_eq!(cidr_to_name(&v6), "fd00--40-122");
-        assert_eq!(ordinal_to_ip(&v6, 1).expect("inside").to_string(), "fd00::41");
+        assert_eq!(
+            ordinal_to_ip(&v6, 1).expect("inside").to_string(),
+            "fd00::41"
+        );
     }
 }

@@ -271,10 +271,7 @@ impl Store for MemStore {
     ) -> Result<u64, StoreError> {
         let mut inner = self.lock();
         let revision = inner.revision + 1;
-        let Some(kv) = inner
-            .records
-            .get_mut(&(kind.to_string(), name.to_string()))
-        else {
+        let Some(kv) = inner.records.get_mut(&(kind.to_string(), name.to_string())) else {
             return Err(StoreError::NotFound {
                 kind: kind.to_string(),
                 name: name.to_string(),
@@ -387,7 +384,10 @@ mod tests {
     #[tokio::test]
     async fn typed_update_is_compare_and_swap() {
         let store = MemStore::default();
-        let created = store.create_obj(&pool("10.0.0.0/16")).await.expect("create");
+        let created = store
+            .create_obj(&pool("10.0.0.0/16"))
+            .await
+            .expect("create");
         assert!(store.create_obj(&pool("10.0.0.0/16")).await.is_err());
         let mut a = created.clone();
         a.spec.nat_outgoing = true;
@@ -400,8 +400,15 @@ mod tests {
         assert!(read.spec.nat_outgoing && !read.spec.disabled);
         assert_eq!(read.revision(), a.revision());
         assert!(store.delete_obj(&b).await.is_err());
-        store.delete_obj(&a).await.expect("delete at current revision");
-        assert!(store.get_obj::<IpPoolSpec>("p").await.expect("get").is_none());
+        store
+            .delete_obj(&a)
+            .await
+            .expect("delete at current revision");
+        assert!(store
+            .get_obj::<IpPoolSpec>("p")
+            .await
+            .expect("get")
+            .is_none());
     }
 
     #[tokio::test]
@@ -409,9 +416,14 @@ mod tests {
         let store = MemStore::default();
         let (_, rev) = store.list_objs::<IpPoolSpec>().await.expect("list");
         let mut watch = store.watch(Some("IPPool"), rev).await.expect("watch");
-        let created = store.create_obj(&pool("10.0.0.0/16")).await.expect("create");
+        let created = store
+            .create_obj(&pool("10.0.0.0/16"))
+            .await
+            .expect("create");
         store.delete_obj(&created).await.expect("delete");
         assert!(matches!(watch.recv().await, Some(WatchEvent::Put(kv)) if kv.name == "p"));
-        assert!(matches!(watch.recv().await, Some(WatchEvent::Deleted { name, .. }) if name == "p"));
+        assert!(
+            matches!(watch.recv().await, Some(WatchEvent::Deleted { name, .. }) if name == "p")
+        );
     }
 }
