@@ -22,6 +22,8 @@
 //! - Re-ADD is idempotent: a handle that already holds addresses gets them back, nothing new.
 //! - Concurrent calls for the same handle are the caller's to serialise (the CNI holds a
 //!   per-node lock, and handle IDs are unique per container); different handles are safe.
+//!
+//! The decisions are written up in `docs/ipam.md`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -147,6 +149,9 @@ impl Ipam {
     /// Allocates `req.num` IPv4 addresses for `req.handle_id` on `req.node`, each with its
     /// block's prefix length (as Calico returns them). All or nothing: on error, whatever this
     /// call had allocated is released again.
+    ///
+    /// Idempotent per handle: if `req.handle_id` already holds IPv4 addresses, those are
+    /// returned, whatever `req.num`, and nothing is allocated.
     pub async fn auto_assign(&self, req: &AssignRequest) -> Result<Vec<IpNet>, IpamError> {
         self.auto_assign_family(req, Family::V4).await
     }
