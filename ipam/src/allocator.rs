@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Choices of this first version (each a small addition later):
-//! - IPv4 only through the public API; the logic is per family ([`Family`]), so IPv6 needs only
+//! - IPv4 only through the public API; the logic is per family (`Family`), so IPv6 needs only
 //!   a request field and a call.
 //! - A pool's `nodeSelector` other than `all()` is ignored (with a warning): every node may use
 //!   every enabled pool.
