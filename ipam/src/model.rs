@@ -349,7 +349,10 @@ mod tests {
         let mut pool: IpPoolSpec = serde_yaml::from_str("cidr: 10.0.0.0/16").expect("parses");
         assert!(pool.validate().is_ok());
         pool.block_size = Some(12);
-        assert!(pool.validate().expect_err("invalid").contains("spec.blockSize"));
+        assert!(pool
+            .validate()
+            .expect_err("invalid")
+            .contains("spec.blockSize"));
         pool.block_size = None;
         pool.cidr = "10.0.0.1/16".parse().expect("cidr");
         assert!(pool.validate().expect_err("invalid").contains("spec.cidr"));
