@@ -7,13 +7,15 @@
 //! here ([`OpenInfo`], [`NotificationInfo`]), so this module does not depend on `packet/`.
 //!
 //! ```text
-//!        start                TCP up               valid OPEN              KEEPALIVE
-//!  Idle ───────► Connect ─────────────► OpenSent ────────────► OpenConfirm ─────────► Established
-//!   │ ▲            ▲  │                   ▲  │                     │                     │
-//!   │ │  (passive) │  └ retry timer ┐     │  │ TCP fails           │ error, NOTIFICATION, │
-//!   └─┼──────► Active ◄─────────────┘     │  └──────► Active       │ hold timer, stop     │
-//!     │          └────────────────────────┘                        ▼                     ▼
-//!     └──── IdleHold timer (backoff 1 s, 2 s, 4 s ... 120 s) ◄──── Idle ◄────────────────┘
+//!  Idle ─start─► Connect ─TCP up─► OpenSent ─OPEN ok─► OpenConfirm ─KEEPALIVE─► Established
+//!   │               ▲                ▲   │
+//!   │        retry  │        TCP up  │   │ TCP fails
+//!   │        timer  │  ┌─────────────┘   │
+//!   └─start──────► Active ◄──────────────┘
+//!     (passive)
+//!
+//!  Errors, NOTIFICATIONs, hold timer expiry, ManualStop: ──► Idle. After a failure the
+//!  IdleHold timer (1 s, 2 s, 4 s ... 120 s) starts the session again.
 //! ```
 //!
 //! # Driver contract
