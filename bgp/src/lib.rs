@@ -6,6 +6,8 @@
 //! datastore. It is built out by issue #3; the foundation (issue #2) routes with VXLAN from the
 //! datastore and does not need it yet.
 
+pub mod fsm;
+
 /// The TCP port BGP listens on (RFC 4271 §8.2.1).
 pub const BGP_PORT: u16 = 179;
 
