@@ -628,6 +628,23 @@ mod tests {
         assert_eq!(e.require_ifname().ok(), Some("eth0"));
     }
 
+    /// The example conflist's brindle entry, as a runtime hands it over (with the list's
+    /// `name` and `cniVersion` injected), is a valid configuration.
+    #[test]
+    fn example_conflist_is_valid() {
+        let list: Value =
+            serde_json::from_str(include_str!("../conflist/10-brindle.conflist")).expect("json");
+        let mut plugin = list["plugins"][0].clone();
+        let obj = plugin.as_object_mut().expect("object");
+        obj.insert("name".into(), list["name"].clone());
+        obj.insert("cniVersion".into(), list["cniVersion"].clone());
+        assert_eq!(obj.get("type"), Some(&Value::from("brindle")));
+        let c = conf(&plugin.to_string()).expect("valid");
+        assert_eq!(c.name, "k8s-pod-network");
+        assert_eq!(c.agent_socket, PathBuf::from(api::DEFAULT_SOCKET));
+        assert_eq!(c.mtu, None);
+    }
+
     #[test]
     fn fuzz_config_parser_never_panics() {
         let mut rng = XorShift::new(0x5eed_c0de_0f16);
