@@ -63,7 +63,11 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let api = e.to_api_error();
-            log.error(&api.msg, &[("code", &api.code), ("details", &api.details)]);
+            if api.details.is_empty() {
+                log.error(&api.msg, &[("code", &api.code)]);
+            } else {
+                log.error(&api.msg, &[("code", &api.code), ("details", &api.details)]);
+            }
             let _ = print(&result::render_error(outcome.version, &api));
             ExitCode::FAILURE
         }
