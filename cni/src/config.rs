@@ -633,7 +633,7 @@ mod tests {
     #[test]
     fn example_conflist_is_valid() {
         let list: Value =
-            serde_json::from_str(include_str!("../conflist/10-brindle.conflist")).expect("json");
+            serde_json::from_str(include_str!("../../manifests/10-brindle.conflist")).expect("json");
         let mut plugin = list["plugins"][0].clone();
         let obj = plugin.as_object_mut().expect("object");
         obj.insert("name".into(), list["name"].clone());
