@@ -30,21 +30,18 @@
 //!
 //! # Watch and compaction
 //!
-//! ```text
-//!   watch() ──spawns──> poll task ──(every poll_interval: SELECT events WHERE rev > last)──┐
-//!                           │                                                             │
-//!                           └──── mpsc<WatchEvent> ───> caller's Watch (drop = stop) <────┘
-//! ```
-//! One tokio task per watch polls the events table by its primary key on a blocking thread and
-//! forwards what it finds in order. Writers keep the last `history` events: every
-//! `history / 10` revisions (at most 1,000) the writer deletes older events and records the
-//! highest deleted revision as `meta.compacted`. A watch whose position is older than that
-//! sends [`WatchEvent::Resync`] and continues from the current revision.
+//! One tokio task per watch polls the events table by its primary key (see `embedded/watch.rs` for the
+//! task diagram) and forwards what it finds in order, filtered by kind. Writers keep the last
+//! `history` events: every `history / 10` revisions (at most 1,000) the writer deletes older
+//! events and records the highest deleted revision as `meta.compacted`. A watch whose position
+//! is older than that sends
+//! [`WatchEvent::Resync`](brindle_ipam::store::WatchEvent::Resync) and continues from the current revision.
 //!
 //! All SQLite calls run on tokio's blocking pool; each process has its own two connections.
 
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -53,10 +50,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use brindle_ipam::store::{KvPair, Listing, Store, StoreError, Watch, WatchEvent};
+use brindle_ipam::store::{KvPair, Listing, Store, StoreError, Watch};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::DatastoreError;
 
@@ -66,11 +62,6 @@ pub const SCHEMA_VERSION: i64 = 1;
 const META_SCHEMA_VERSION: &str = "schema_version";
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
-
-/// Events a watch reads per poll; a full batch is followed by another poll at once.
-const WATCH_BATCH: i64 = 512;
-/// Events buffered between a watch's poll task and its receiver.
-const WATCH_CHANNEL: usize = 1024;
 
 /// Tuning of an [`EmbeddedStore`]; the defaults suit production.
 #[derive(Clone, Debug)]
@@ -333,79 +324,6 @@ impl Shared {
     fn to_u64(&self, rev: i64) -> Result<u64, StoreError> {
         self.revision_from_db(rev, "the revision counter")
     }
-
-    /// One poll of a watch: what happened after `after`, or that the history is gone.
-    fn poll(&self, kind: Option<&str>, after: u64) -> Result<Poll, StoreError> {
-        self.read(|tx| {
-            let compacted = self.meta(tx, META_COMPACTED)?;
-            let current = self.meta(tx, META_REVISION)?;
-            if after < compacted {
-                return Ok(Poll::Compacted { current });
-            }
-            // `after` may be ahead of the counter (a revision from the future): nothing to read.
-            let Ok(after_db) = i64::try_from(after) else {
-                return Ok(Poll::Events {
-                    events: Vec::new(),
-                    next: after,
-                    more: false,
-                });
-            };
-            let mut st = tx
-                .prepare_cached(
-                    "SELECT rev, kind, name, value FROM events \
-                     WHERE rev > ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY rev LIMIT ?3",
-                )
-                .map_err(|e| self.unavailable("prepare watch query", e))?;
-            let rows = st
-                .query_map(params![after_db, kind, WATCH_BATCH], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, Option<Vec<u8>>>(3)?,
-                    ))
-                })
-                .map_err(|e| self.unavailable("read events", e))?;
-            let mut events = Vec::new();
-            let mut last = after;
-            for row in rows {
-                let (rev, kind, name, value) =
-                    row.map_err(|e| self.unavailable("read event", e))?;
-                let revision = self.revision_from_db(rev, "an event")?;
-                last = revision;
-                events.push(match value {
-                    Some(value) => WatchEvent::Put(KvPair {
-                        kind,
-                        name,
-                        value,
-                        revision,
-                    }),
-                    None => WatchEvent::Deleted {
-                        kind,
-                        name,
-                        revision,
-                    },
-                });
-            }
-            let more = events.len() as i64 == WATCH_BATCH;
-            // Without more to read, everything up to `current` has been seen (events of other
-            // kinds included), so the next poll starts there.
-            let next = if more { last } else { current.max(after) };
-            Ok(Poll::Events { events, next, more })
-        })
-    }
-}
-
-enum Poll {
-    Events {
-        events: Vec<WatchEvent>,
-        /// The revision the next poll starts after.
-        next: u64,
-        /// A full batch was read: poll again without waiting.
-        more: bool,
-    },
-    /// `after` is older than the history; `current` is the revision to continue from.
-    Compacted { current: u64 },
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -636,87 +554,10 @@ impl Store for EmbeddedStore {
     }
 
     async fn watch(&self, kind: Option<&str>, after: u64) -> Result<Watch, StoreError> {
-        let (tx, rx) = mpsc::channel(WATCH_CHANNEL);
-        let watcher = Watcher {
-            shared: Arc::clone(&self.shared),
-            kind: kind.map(str::to_string),
+        Ok(watch::Watcher::spawn(
+            Arc::clone(&self.shared),
+            kind.map(str::to_string),
             after,
-            tx,
-        };
-        tokio::spawn(watcher.run());
-        Ok(rx)
-    }
-}
-
-/// The poll task behind one [`Watch`].
-struct Watcher {
-    shared: Arc<Shared>,
-    kind: Option<String>,
-    /// The last revision delivered (or skipped as another kind).
-    after: u64,
-    tx: mpsc::Sender<WatchEvent>,
-}
-
-impl Watcher {
-    async fn run(mut self) {
-        let interval = self.shared.config.poll_interval;
-        let mut failing = false;
-        debug!(kind = ?self.kind, after = self.after, "watch started");
-        loop {
-            let (shared, kind, after) = (Arc::clone(&self.shared), self.kind.clone(), self.after);
-            let polled = tokio::task::spawn_blocking(move || shared.poll(kind.as_deref(), after))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(StoreError::Unavailable(format!(
-                        "watch poll task failed: {e}"
-                    )))
-                });
-            let mut more = false;
-            match polled {
-                Ok(poll) => {
-                    if failing {
-                        info!(kind = ?self.kind, after = self.after, "watch poll recovered");
-                        failing = false;
-                    }
-                    match self.process_poll(poll).await {
-                        Some(again) => more = again,
-                        None => break,
-                    }
-                }
-                Err(error) => {
-                    if !failing {
-                        warn!(kind = ?self.kind, after = self.after, %error, "watch poll failed; retrying");
-                        failing = true;
-                    }
-                }
-            }
-            if !more {
-                tokio::select! {
-                    () = self.tx.closed() => break,
-                    () = tokio::time::sleep(interval) => {}
-                }
-            }
-        }
-        debug!(kind = ?self.kind, after = self.after, "watch stopped");
-    }
-
-    /// Forwards one poll's result. `None` when the receiver is gone; otherwise whether to poll
-    /// again at once.
-    async fn process_poll(&mut self, poll: Poll) -> Option<bool> {
-        match poll {
-            Poll::Compacted { current } => {
-                info!(kind = ?self.kind, after = self.after, current, "watch history compacted; resync");
-                self.tx.send(WatchEvent::Resync).await.ok()?;
-                self.after = current;
-                Some(false)
-            }
-            Poll::Events { events, next, more } => {
-                for event in events {
-                    self.tx.send(event).await.ok()?;
-                }
-                self.after = next;
-                Some(more)
-            }
-        }
+        ))
     }
 }

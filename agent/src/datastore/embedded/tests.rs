@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
+use brindle_ipam::store::WatchEvent;
 
 /// A database file under the temp dir, removed (with its -wal and -shm files) on drop.
 struct TempDb(PathBuf);
@@ -225,6 +226,31 @@ async fn watch_from_revision_in_order_filtered_by_kind() {
         .await
         .expect("update");
     assert_eq!(next(&mut replay).await, put("Node", "n", b"m", r5));
+}
+
+#[tokio::test]
+async fn watch_reads_long_histories_in_batches() {
+    let db = TempDb::new("batches");
+    let store = open(&db).await;
+    let count = watch::WATCH_BATCH as u64 * 2 + 3;
+    for i in 0..count {
+        store
+            .create("Node", &format!("n{i}"), b"{}".to_vec())
+            .await
+            .expect("create");
+        // Other kinds between them must not stall or reorder a filtered watch.
+        store
+            .create("IPPool", &format!("p{i}"), b"{}".to_vec())
+            .await
+            .expect("create");
+    }
+    let mut watch = store.watch(Some("Node"), 0).await.expect("watch");
+    for i in 0..count {
+        assert_eq!(
+            next(&mut watch).await,
+            put("Node", &format!("n{i}"), b"{}", 2 * i + 1)
+        );
+    }
 }
 
 #[tokio::test]
