@@ -30,12 +30,12 @@
 //!
 //! # Watch and compaction
 //!
-//! One tokio task per watch polls the events table by its primary key (see `embedded/watch.rs` for the
-//! task diagram) and forwards what it finds in order, filtered by kind. Writers keep the last
+//! One tokio task per watch polls the events table by its primary key (`embedded/watch.rs` has
+//! the task diagram) and forwards what it finds in order, filtered by kind. Writers keep the last
 //! `history` events: every `history / 10` revisions (at most 1,000) the writer deletes older
 //! events and records the highest deleted revision as `meta.compacted`. A watch whose position
-//! is older than that sends
-//! [`WatchEvent::Resync`](brindle_ipam::store::WatchEvent::Resync) and continues from the current revision.
+//! is older than that sends [`WatchEvent::Resync`](brindle_ipam::store::WatchEvent::Resync)
+//! and continues from the current revision.
 //!
 //! All SQLite calls run on tokio's blocking pool; each process has its own two connections.
 
@@ -166,7 +166,7 @@ impl Shared {
             std::fs::create_dir_all(parent).map_err(io_error)?;
         }
         // Create the file ourselves so that it (and the -wal/-shm files SQLite derives from it)
-        // is readable by root only; an existing file is left as it is.
+        // are readable by their owner only; an existing file is left as it is.
         OpenOptions::new()
             .write(true)
             .create(true)
