@@ -1,11 +1,145 @@
-//! Datastore backends.
+//! Datastore backends, chosen at run time from the `--datastore` flag.
+//!
+//! | value                      | backend                                            |
+//! |----------------------------|----------------------------------------------------|
+//! | `embedded:/path/to/file.db`| [`embedded::EmbeddedStore`]: SQLite, one host      |
+//! | `etcd://host:port`         | not supported yet (issue #5)                       |
+//! | `kubernetes`               | not supported yet (issue #5)                       |
+//!
+//! Every backend implements [`brindle_ipam::store::Store`] with the same semantics (BRIEF §3).
 
-// ---- TEMPORARY STUBS (replaced when the datastore branch is merged) ----
+pub mod embedded;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use brindle_ipam::store::Store;
+
+/// The forms `--datastore` accepts, for error messages.
+const ACCEPTED_FORMS: &str = "embedded:/path/to/file.db, etcd://host:port or kubernetes";
+
+/// Why a datastore could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DatastoreError(String);
-pub async fn open(
-    spec: &str,
-) -> Result<std::sync::Arc<dyn brindle_ipam::store::Store>, DatastoreError> {
-    Err(DatastoreError(format!("stub {spec}")))
+pub enum DatastoreError {
+    #[error("invalid datastore {spec:?}: expected {ACCEPTED_FORMS}")]
+    InvalidSpec { spec: String },
+    #[error(
+        "the {backend} datastore is not supported yet (issue #5); use embedded:/path/to/file.db"
+    )]
+    Unsupported { backend: &'static str },
+    #[error("embedded datastore {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("embedded datastore {}: {context}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        context: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "embedded datastore {}: schema version {found} is not supported (this build knows {supported}); \
+         a newer brindle wrote it",
+        path.display()
+    )]
+    SchemaVersion {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("embedded datastore {}: {reason}", path.display())]
+    Embedded { path: PathBuf, reason: String },
+}
+
+/// Opens the datastore named by a `--datastore` value.
+pub async fn open(spec: &str) -> Result<Arc<dyn Store>, DatastoreError> {
+    match parse(spec)? {
+        Backend::Embedded(path) => Ok(Arc::new(embedded::EmbeddedStore::open(path).await?)),
+        Backend::Etcd => Err(DatastoreError::Unsupported { backend: "etcd" }),
+        Backend::Kubernetes => Err(DatastoreError::Unsupported {
+            backend: "kubernetes",
+        }),
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Backend {
+    Embedded(PathBuf),
+    Etcd,
+    Kubernetes,
+}
+
+fn parse(spec: &str) -> Result<Backend, DatastoreError> {
+    let invalid = || DatastoreError::InvalidSpec {
+        spec: spec.to_string(),
+    };
+    if let Some(path) = spec.strip_prefix("embedded:") {
+        if path.is_empty() {
+            return Err(invalid());
+        }
+        Ok(Backend::Embedded(PathBuf::from(path)))
+    } else if spec.starts_with("etcd://") || spec.starts_with("etcd+https://") {
+        Ok(Backend::Etcd)
+    } else if spec == "kubernetes" {
+        Ok(Backend::Kubernetes)
+    } else {
+        Err(invalid())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_accepted_forms() {
+        assert_eq!(
+            parse("embedded:/var/lib/brindle/store.db").expect("embedded"),
+            Backend::Embedded(PathBuf::from("/var/lib/brindle/store.db"))
+        );
+        assert_eq!(parse("etcd://10.0.0.1:2379").expect("etcd"), Backend::Etcd);
+        assert_eq!(parse("kubernetes").expect("k8s"), Backend::Kubernetes);
+    }
+
+    #[test]
+    fn rejects_other_forms_naming_the_accepted_ones() {
+        for spec in ["", "embedded:", "sqlite:/x.db", "/x.db", "Kubernetes"] {
+            let err = parse(spec).expect_err(spec).to_string();
+            assert!(err.contains("embedded:/path/to/file.db"), "{err}");
+            assert!(err.contains("kubernetes"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unsupported_backends_say_so() {
+        for spec in ["etcd://127.0.0.1:2379", "kubernetes"] {
+            let err = open(spec).await.err().expect(spec).to_string();
+            assert!(err.contains("not supported yet (issue #5)"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn open_embedded_creates_parent_dirs_and_file() {
+        let dir = std::env::temp_dir().join(format!(
+            "brindle-ds-open-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        let path = dir.join("a/b/store.db");
+        let store = open(&format!("embedded:{}", path.display()))
+            .await
+            .expect("open");
+        let rev = store
+            .create("IPPool", "p", b"{}".to_vec())
+            .await
+            .expect("create");
+        assert_eq!(rev, 1);
+        assert!(path.is_file());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
