@@ -3,13 +3,41 @@
 //! Callers describe what the kernel should hold ([`DesiredState`]) and [`Dataplane::apply`]
 //! reconciles the kernel to it. Pods are wired and unwired through [`PodWirer`].
 //!
-//! INTERFACE CONTRACT (filled in by the dataplane work; the controller and the API server are
-//! written against exactly these names).
+//! ```text
+//!   Dataplane ── NetlinkKernel (one rtnetlink connection; its task runs on the tokio runtime)
+//!      │  apply(): reconcile.rs ── dump, diff, write ──> trait Kernel (kernel.rs)
+//!      │                                                  ├─ NetlinkKernel (netlink.rs)
+//!      │                                                  └─ FakeKernel (fake.rs, tests)
+//!      └─ pod_wirer() ─> PodWirer (pod.rs, clones share the connection; per call a second,
+//!                        short-lived connection inside the pod's netns, made by netns.rs)
+//! ```
+//!
+//! Only `netlink.rs` imports rtnetlink. Ownership in the kernel is exact: routes with protocol
+//! [`RTPROT_BRINDLE`], PERMANENT neighbour and FDB entries on [`VXLAN_DEVICE`]. Nothing else is
+//! ever changed or deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
+
+#[cfg(test)]
+mod fake;
+mod kernel;
+mod names;
+mod netlink;
+mod netns;
+mod pod;
+mod reconcile;
+mod sysctl;
+
+use kernel::Kernel;
+pub use names::{
+    format_mac, host_veth_name, host_veth_name_for_container, parse_mac, vtep_mac, HOST_VETH_PREFIX,
+};
+use netlink::NetlinkKernel;
+use pod::RecentPodRoutes;
+pub use pod::{PodSpec, PodWirer, PodWiring};
 
 /// The `rtproto` value on every route Brindle installs. Only routes with it are ever deleted.
 pub const RTPROT_BRINDLE: u8 = 98;
@@ -42,6 +70,12 @@ pub enum DataplaneError {
     Sysctl { key: String, reason: String },
     #[error("interface {0} not found")]
     NoSuchInterface(String),
+    /// A pod spec that cannot be wired as given.
+    #[error("pod {host_ifname}: {reason}")]
+    InvalidPodSpec { host_ifname: String, reason: String },
+    /// The kernel differs from what was checked ([`PodWirer::check`]); `differences` lists all.
+    #[error("{object}: {differences}")]
+    Mismatch { object: String, differences: String },
 }
 
 /// The VXLAN device as it should be.
@@ -92,4 +126,67 @@ pub struct DesiredState {
     pub routes: BTreeMap<IpNet, RouteTarget>,
     pub neighbors: BTreeSet<Neighbor>,
     pub fdb: BTreeSet<FdbEntry>,
+}
+
+/// What one [`Dataplane::apply`] pass changed, and what it could not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub routes_added: usize,
+    pub routes_removed: usize,
+    pub neighbors_changed: usize,
+    pub fdb_changed: usize,
+    /// Failed writes, each naming its object. They are attempted again by the next pass.
+    pub errors: Vec<String>,
+}
+
+/// The kernel's routing state, owned through one rtnetlink connection in the network namespace
+/// that was current when [`Dataplane::connect`] ran.
+pub struct Dataplane {
+    kernel: NetlinkKernel,
+    recent_pod_routes: RecentPodRoutes,
+}
+
+impl Dataplane {
+    /// Opens the netlink connection. Must run inside a tokio runtime.
+    pub async fn connect() -> Result<Self, DataplaneError> {
+        Ok(Dataplane {
+            kernel: NetlinkKernel::connect()?,
+            recent_pod_routes: RecentPodRoutes::default(),
+        })
+    }
+
+    /// Reconciles the kernel to `desired` (a full resync: dump, diff, write). Failed writes are
+    /// reported and retried on the next call; one failure never stops the others. Fails only if
+    /// the route table cannot be read.
+    ///
+    /// Host routes that [`PodWirer::setup`] wrote in the last few seconds survive even if
+    /// `desired` does not list them yet.
+    pub async fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        let protected = self.recent_pod_routes.protected();
+        reconcile::reconcile(&self.kernel, desired, &protected).await
+    }
+
+    /// A pod wirer sharing this connection.
+    pub fn pod_wirer(&self) -> PodWirer {
+        PodWirer::new(self.kernel.clone(), self.recent_pod_routes.clone())
+    }
+
+    /// Every address on every interface, with the interface's name (node IP autodetection).
+    pub async fn addresses(&self) -> Result<Vec<(String, IpNet)>, DataplaneError> {
+        self.kernel.all_addresses().await
+    }
+
+    /// The MTU of `ifname`.
+    pub async fn link_mtu(&self, ifname: &str) -> Result<u32, DataplaneError> {
+        self.kernel
+            .link(ifname)
+            .await?
+            .map(|l| l.mtu)
+            .ok_or_else(|| DataplaneError::NoSuchInterface(ifname.to_string()))
+    }
+}
+
+/// Sets `net.ipv4.ip_forward=1` in the current network namespace.
+pub fn enable_ip_forwarding() -> Result<(), DataplaneError> {
+    sysctl::set(&["net", "ipv4", "ip_forward"], "1")
 }
