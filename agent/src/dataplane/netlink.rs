@@ -480,6 +480,16 @@ fn neighbour_fields(m: &NeighbourMessage) -> (Option<IpAddr>, Option<Mac>) {
             NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
                 ip = Some(IpAddr::V6(*a))
             }
+            // AF_BRIDGE (FDB) messages carry the remote IP as raw bytes.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                ip = match bytes.len() {
+                    4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+                    16 => <[u8; 16]>::try_from(bytes.as_slice())
+                        .ok()
+                        .map(IpAddr::from),
+                    _ => None,
+                }
+            }
             NeighbourAttribute::LinkLayerAddress(l) => mac = to_mac(l),
             _ => {}
         }
