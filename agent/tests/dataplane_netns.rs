@@ -389,6 +389,7 @@ fn pod_wiring_setup_check_ping_teardown() {
     in_netns(&node, move || async move {
         let (node, pod) = (n, p);
         brindle_agent::dataplane::enable_ip_forwarding().expect("ip_forward");
+        assert_eq!(node.sh("cat /proc/sys/net/ipv4/ip_forward").trim(), "1");
         let dp = Dataplane::connect().await.expect("connect");
         let wirer = dp.pod_wirer();
 

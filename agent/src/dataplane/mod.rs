@@ -190,3 +190,35 @@ impl Dataplane {
 pub fn enable_ip_forwarding() -> Result<(), DataplaneError> {
     sysctl::set(&["net", "ipv4", "ip_forward"], "1")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+
+    /// Callers spawn these futures on a multi-threaded runtime and share the wirer across tasks;
+    /// this fails to compile if that stops being possible. Never called.
+    #[allow(dead_code)]
+    fn public_futures_are_send(dp: &mut Dataplane, wirer: &PodWirer, d: &DesiredState) {
+        let spec = PodSpec {
+            netns: String::new(),
+            ifname: String::new(),
+            host_ifname: String::new(),
+            ips: Vec::new(),
+            mtu: 0,
+        };
+        assert_send(&wirer.setup(&spec));
+        assert_send(&wirer.check(&spec));
+        assert_send(&wirer.teardown(""));
+        assert_send(&dp.addresses());
+        assert_send(&dp.link_mtu(""));
+        assert_send(&dp.apply(d));
+    }
+
+    #[test]
+    fn pod_wirer_is_shareable() {
+        assert_send_sync_clone::<PodWirer>();
+    }
+}

@@ -238,6 +238,21 @@ impl NetlinkKernel {
             .map_err(|e| nl_err("set link up", name, e))
     }
 
+    /// Sets the MAC address of `name`.
+    pub async fn set_link_mac(&self, name: &str, mac: Mac) -> Result<(), DataplaneError> {
+        let index = self.link_index(name).await?;
+        self.handle
+            .link()
+            .change(
+                LinkUnspec::new_with_index(index)
+                    .address(mac.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| nl_err("set link address", name, e))
+    }
+
     /// Every address of every link, with the link's name.
     pub async fn all_addresses(&self) -> Result<Vec<(String, IpNet)>, DataplaneError> {
         let names = self.link_names().await?;

@@ -176,6 +176,12 @@ impl PodWirer {
     async fn wire(&self, spec: &PodSpec) -> Result<PodWiring, DataplaneError> {
         let host = spec.host_ifname.as_str();
         sysctl::configure_host_veth(host)?;
+        // Calico found the kernel occasionally ignoring the MAC given at creation; read it back.
+        let host_mac = self.kernel.link(host).await?.and_then(|l| l.mac);
+        if host_mac != Some(HOST_VETH_MAC) {
+            tracing::info!("host-side MAC not applied at creation; setting it again");
+            self.kernel.set_link_mac(host, HOST_VETH_MAC).await?;
+        }
         self.kernel.set_link_up(host).await?;
 
         let pod = NetlinkKernel::connect_in_netns(&spec.netns).await?;
