@@ -533,8 +533,10 @@ fn pod_wiring_failures_leave_no_interface() {
     });
 }
 
+/// The agent's shape: a multi-threaded runtime whose workers are not in the node's namespace
+/// (only the connection is), many pods wired at once from different tasks.
 #[test]
-fn concurrent_pod_setups_share_one_wirer() {
+fn concurrent_pod_setups_from_threads_outside_the_node_namespace() {
     if !privileged() {
         return;
     }
@@ -546,8 +548,24 @@ fn concurrent_pod_setups_share_one_wirer() {
         .map(|(i, (p, ip))| pod_spec(p, &format!("brdconc{i}"), ip))
         .collect();
 
-    in_netns(&node, move || async move {
-        let dp = Dataplane::connect().await.expect("connect");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let handle = runtime.handle().clone();
+    let path = node.path();
+    let mut dp = std::thread::spawn(move || {
+        let file = File::open(&path).expect("opening the node netns");
+        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+        let _entered = handle.enter();
+        futures::executor::block_on(Dataplane::connect())
+    })
+    .join()
+    .expect("connect thread")
+    .expect("connect");
+
+    runtime.block_on(async {
         let mut tasks = Vec::new();
         for spec in specs.clone() {
             let wirer = dp.pod_wirer();
@@ -558,15 +576,23 @@ fn concurrent_pod_setups_share_one_wirer() {
         }
         // The desired state does not list the fresh pod routes yet: they survive the grace
         // period instead of being purged.
-        let mut dp = dp;
         let report = dp.apply(&DesiredState::default()).await.expect("apply");
         assert_eq!(report.routes_removed, 0, "{report:?}");
         for spec in &specs {
             dp.pod_wirer().check(spec).await.expect("check");
+        }
+    });
+    for spec in &specs {
+        let key = format!("net/ipv4/conf/{}/proxy_arp", spec.host_ifname);
+        assert_eq!(node.sh(&format!("cat /proc/sys/{key}")).trim(), "1");
+    }
+    runtime.block_on(async {
+        for spec in &specs {
             dp.pod_wirer()
                 .teardown(&spec.host_ifname)
                 .await
                 .expect("teardown");
         }
     });
+    assert!(!node.sh("ip link").contains("brdconc"));
 }

@@ -17,7 +17,9 @@
 //! ever changed or deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -143,6 +145,8 @@ pub struct ApplyReport {
 /// that was current when [`Dataplane::connect`] ran.
 pub struct Dataplane {
     kernel: NetlinkKernel,
+    /// The namespace the connection lives in, for `/proc/sys/net` writes from any thread.
+    home: Arc<File>,
     recent_pod_routes: RecentPodRoutes,
 }
 
@@ -151,6 +155,7 @@ impl Dataplane {
     pub async fn connect() -> Result<Self, DataplaneError> {
         Ok(Dataplane {
             kernel: NetlinkKernel::connect()?,
+            home: Arc::new(netns::open(netns::CURRENT)?),
             recent_pod_routes: RecentPodRoutes::default(),
         })
     }
@@ -168,7 +173,11 @@ impl Dataplane {
 
     /// A pod wirer sharing this connection.
     pub fn pod_wirer(&self) -> PodWirer {
-        PodWirer::new(self.kernel.clone(), self.recent_pod_routes.clone())
+        PodWirer::new(
+            self.kernel.clone(),
+            Arc::clone(&self.home),
+            self.recent_pod_routes.clone(),
+        )
     }
 
     /// Every address on every interface, with the interface's name (node IP autodetection).

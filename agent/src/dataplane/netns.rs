@@ -12,6 +12,9 @@ use nix::sched::{setns, CloneFlags};
 
 use super::DataplaneError;
 
+/// The calling thread's own network namespace.
+pub(crate) const CURRENT: &str = "/proc/thread-self/ns/net";
+
 /// Opens a network namespace by path (`/var/run/netns/x`, `/proc/<pid>/ns/net`).
 pub(crate) fn open(path: &str) -> Result<File, DataplaneError> {
     File::open(path).map_err(|e| DataplaneError::Netns {

@@ -12,6 +12,7 @@
 //! host side needs no address.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,6 +86,10 @@ impl RecentPodRoutes {
 #[derive(Clone)]
 pub struct PodWirer {
     kernel: NetlinkKernel,
+    /// The namespace of `kernel`'s connection. `/proc/sys/net` shows the namespace of the thread
+    /// that opens it, so host-side sysctls are written from a thread that entered this one: any
+    /// task on any thread can wire pods.
+    home: Arc<File>,
     recent: RecentPodRoutes,
 }
 
@@ -126,8 +131,24 @@ fn validate(spec: &PodSpec) -> Result<(), DataplaneError> {
 }
 
 impl PodWirer {
-    pub(crate) fn new(kernel: NetlinkKernel, recent: RecentPodRoutes) -> Self {
-        PodWirer { kernel, recent }
+    pub(crate) fn new(kernel: NetlinkKernel, home: Arc<File>, recent: RecentPodRoutes) -> Self {
+        PodWirer {
+            kernel,
+            home,
+            recent,
+        }
+    }
+
+    /// Runs `f` (sysctl access) in the connection's namespace.
+    async fn in_home<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, DataplaneError> {
+        let ns = self.home.try_clone().map_err(|e| DataplaneError::Netns {
+            path: netns::CURRENT.into(),
+            reason: e.to_string(),
+        })?;
+        netns::run_in("host namespace", ns, f).await
     }
 
     /// Wires the pod as the module doc shows and returns the pod-side MAC. An existing host
@@ -175,7 +196,9 @@ impl PodWirer {
     /// Everything after the veth pair exists.
     async fn wire(&self, spec: &PodSpec) -> Result<PodWiring, DataplaneError> {
         let host = spec.host_ifname.as_str();
-        sysctl::configure_host_veth(host)?;
+        let ifname = host.to_string();
+        self.in_home(move || sysctl::configure_host_veth(&ifname))
+            .await??;
         // Calico found the kernel occasionally ignoring the MAC given at creation; read it back.
         let host_mac = self.kernel.link(host).await?.and_then(|l| l.mac);
         if host_mac != Some(HOST_VETH_MAC) {
@@ -269,8 +292,15 @@ impl PodWirer {
                 if !link.up {
                     diffs.push("host interface is down".into());
                 }
-                for key in ["proxy_arp", "forwarding"] {
-                    match sysctl::get(&["net", "ipv4", "conf", host, key]) {
+                let ifname = host.to_string();
+                let values = self
+                    .in_home(move || {
+                        ["proxy_arp", "forwarding"]
+                            .map(|key| (key, sysctl::get(&["net", "ipv4", "conf", &ifname, key])))
+                    })
+                    .await?;
+                for (key, value) in values {
+                    match value {
                         Ok(v) if v == "1" => {}
                         Ok(v) => diffs.push(format!("{key} on {host} is {v}, want 1")),
                         Err(e) => diffs.push(e.to_string()),
