@@ -329,11 +329,12 @@ impl NetlinkKernel {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        // Routes holding the key our add used: this destination, TOS 0, no metric.
         let existing: Vec<KernelRoute> = self
             .routes()
             .await?
             .into_iter()
-            .filter(|r| r.dst == dst)
+            .filter(|r| r.dst == dst && r.tos == 0 && r.metric.unwrap_or(0) == 0)
             .collect();
         if existing.is_empty() {
             return Err(err);
