@@ -3,13 +3,43 @@
 //! Callers describe what the kernel should hold ([`DesiredState`]) and [`Dataplane::apply`]
 //! reconciles the kernel to it. Pods are wired and unwired through [`PodWirer`].
 //!
-//! INTERFACE CONTRACT (filled in by the dataplane work; the controller and the API server are
-//! written against exactly these names).
+//! ```text
+//!   Dataplane ── NetlinkKernel (one rtnetlink connection; its task runs on the tokio runtime)
+//!      │  apply(): reconcile.rs ── dump, diff, write ──> trait Kernel (kernel.rs)
+//!      │                                                  ├─ NetlinkKernel (netlink.rs)
+//!      │                                                  └─ FakeKernel (fake.rs, tests)
+//!      └─ pod_wirer() ─> PodWirer (pod.rs, clones share the connection; per call a second,
+//!                        short-lived connection inside the pod's netns, made by netns.rs)
+//! ```
+//!
+//! Only `netlink.rs` imports rtnetlink. Ownership in the kernel is exact: routes with protocol
+//! [`RTPROT_BRINDLE`], PERMANENT neighbour and FDB entries on [`VXLAN_DEVICE`]. Nothing else is
+//! ever changed or deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
+
+#[cfg(test)]
+mod fake;
+mod kernel;
+mod names;
+mod netlink;
+mod netns;
+mod pod;
+mod reconcile;
+mod sysctl;
+
+use kernel::Kernel;
+pub use names::{
+    format_mac, host_veth_name, host_veth_name_for_container, parse_mac, vtep_mac, HOST_VETH_PREFIX,
+};
+use netlink::NetlinkKernel;
+use pod::RecentPodRoutes;
+pub use pod::{PodSpec, PodWirer, PodWiring};
 
 /// The `rtproto` value on every route Brindle installs. Only routes with it are ever deleted.
 pub const RTPROT_BRINDLE: u8 = 98;
@@ -42,6 +72,12 @@ pub enum DataplaneError {
     Sysctl { key: String, reason: String },
     #[error("interface {0} not found")]
     NoSuchInterface(String),
+    /// A pod spec that cannot be wired as given.
+    #[error("pod {host_ifname}: {reason}")]
+    InvalidPodSpec { host_ifname: String, reason: String },
+    /// The kernel differs from what was checked ([`PodWirer::check`]); `differences` lists all.
+    #[error("{object}: {differences}")]
+    Mismatch { object: String, differences: String },
 }
 
 /// The VXLAN device as it should be.
@@ -94,73 +130,104 @@ pub struct DesiredState {
     pub fdb: BTreeSet<FdbEntry>,
 }
 
-// ---- TEMPORARY STUBS (replaced when the dataplane branch is merged) ----
-pub fn vtep_mac(_node_name: &str) -> Mac {
-    [0x66, 0, 0, 0, 0, 0]
-}
-pub fn host_veth_name(_namespace: &str, _pod: &str) -> String {
-    String::new()
-}
-pub fn host_veth_name_for_container(_container_id: &str) -> String {
-    String::new()
-}
-pub fn format_mac(_mac: &Mac) -> String {
-    String::new()
-}
-pub fn parse_mac(_s: &str) -> Option<Mac> {
-    None
-}
-pub fn enable_ip_forwarding() -> Result<(), DataplaneError> {
-    Ok(())
-}
-pub struct Dataplane;
-#[derive(Debug, Default)]
+/// What one [`Dataplane::apply`] pass changed, and what it could not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
     pub routes_added: usize,
     pub routes_removed: usize,
     pub neighbors_changed: usize,
     pub fdb_changed: usize,
+    /// Failed writes, each naming its object. They are attempted again by the next pass.
     pub errors: Vec<String>,
 }
+
+/// The kernel's routing state, owned through one rtnetlink connection in the network namespace
+/// that was current when [`Dataplane::connect`] ran.
+pub struct Dataplane {
+    kernel: NetlinkKernel,
+    /// The namespace the connection lives in, for `/proc/sys/net` writes from any thread.
+    home: Arc<File>,
+    recent_pod_routes: RecentPodRoutes,
+}
+
 impl Dataplane {
+    /// Opens the netlink connection. Must run inside a tokio runtime.
     pub async fn connect() -> Result<Self, DataplaneError> {
-        Ok(Dataplane)
-    }
-    pub async fn apply(&mut self, _desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
-        Ok(ApplyReport::default())
-    }
-    pub fn pod_wirer(&self) -> PodWirer {
-        PodWirer
-    }
-    pub async fn addresses(&self) -> Result<Vec<(String, IpNet)>, DataplaneError> {
-        Ok(vec![])
-    }
-    pub async fn link_mtu(&self, _ifname: &str) -> Result<u32, DataplaneError> {
-        Ok(1500)
-    }
-}
-#[derive(Clone)]
-pub struct PodWirer;
-pub struct PodSpec {
-    pub netns: String,
-    pub ifname: String,
-    pub host_ifname: String,
-    pub ips: Vec<IpNet>,
-    pub mtu: u32,
-}
-pub struct PodWiring {
-    pub container_mac: String,
-}
-impl PodWirer {
-    pub async fn setup(&self, _spec: &PodSpec) -> Result<PodWiring, DataplaneError> {
-        Ok(PodWiring {
-            container_mac: String::new(),
+        Ok(Dataplane {
+            kernel: NetlinkKernel::connect()?,
+            home: Arc::new(netns::open(netns::CURRENT)?),
+            recent_pod_routes: RecentPodRoutes::default(),
         })
     }
-    pub async fn teardown(&self, _host_ifname: &str) -> Result<(), DataplaneError> {
-        Ok(())
+
+    /// Reconciles the kernel to `desired` (a full resync: dump, diff, write). Failed writes are
+    /// reported and retried on the next call; one failure never stops the others. Fails only if
+    /// the route table cannot be read.
+    ///
+    /// Host routes that [`PodWirer::setup`] wrote in the last few seconds survive even if
+    /// `desired` does not list them yet.
+    pub async fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        let protected = self.recent_pod_routes.protected();
+        reconcile::reconcile(&self.kernel, desired, &protected).await
     }
-    pub async fn check(&self, _spec: &PodSpec) -> Result<(), DataplaneError> {
-        Ok(())
+
+    /// A pod wirer sharing this connection.
+    pub fn pod_wirer(&self) -> PodWirer {
+        PodWirer::new(
+            self.kernel.clone(),
+            Arc::clone(&self.home),
+            self.recent_pod_routes.clone(),
+        )
+    }
+
+    /// Every address on every interface, with the interface's name (node IP autodetection).
+    pub async fn addresses(&self) -> Result<Vec<(String, IpNet)>, DataplaneError> {
+        self.kernel.all_addresses().await
+    }
+
+    /// The MTU of `ifname`.
+    pub async fn link_mtu(&self, ifname: &str) -> Result<u32, DataplaneError> {
+        self.kernel
+            .link(ifname)
+            .await?
+            .map(|l| l.mtu)
+            .ok_or_else(|| DataplaneError::NoSuchInterface(ifname.to_string()))
+    }
+}
+
+/// Sets `net.ipv4.ip_forward=1` in the current network namespace.
+pub fn enable_ip_forwarding() -> Result<(), DataplaneError> {
+    sysctl::set(&["net", "ipv4", "ip_forward"], "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+
+    /// Callers spawn these futures on a multi-threaded runtime and share the wirer across tasks;
+    /// this fails to compile if that stops being possible. Never called.
+    #[allow(dead_code)]
+    fn public_futures_are_send(dp: &mut Dataplane, wirer: &PodWirer, d: &DesiredState) {
+        let spec = PodSpec {
+            netns: String::new(),
+            ifname: String::new(),
+            host_ifname: String::new(),
+            ips: Vec::new(),
+            mtu: 0,
+        };
+        assert_send(&wirer.setup(&spec));
+        assert_send(&wirer.check(&spec));
+        assert_send(&wirer.teardown(""));
+        assert_send(&dp.addresses());
+        assert_send(&dp.link_mtu(""));
+        assert_send(&dp.apply(d));
+    }
+
+    #[test]
+    fn pod_wirer_is_shareable() {
+        assert_send_sync_clone::<PodWirer>();
     }
 }

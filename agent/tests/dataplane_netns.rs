@@ -1,0 +1,598 @@
+//! The dataplane against the real kernel, inside throwaway network namespaces.
+//!
+//! Each test creates its own namespaces (`brd-t-<pid>-<n>`), runs the dataplane on a thread that
+//! entered one of them (with its own current-thread runtime), and checks the result with
+//! `ip`/`bridge`. Namespaces are deleted by a guard, also when a test fails. Needs root; without
+//! it the tests print a skip message, unless `CI` is set, where they fail.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use brindle_agent::dataplane::{
+    format_mac, host_veth_name, parse_mac, vtep_mac, ApplyReport, Dataplane, DataplaneError,
+    DesiredState, FdbEntry, Neighbor, PodSpec, RouteTarget, VxlanDevice, VXLAN_DEVICE,
+};
+use ipnet::IpNet;
+use nix::sched::{setns, CloneFlags};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace by name, for running commands in it.
+#[derive(Clone)]
+struct Ns {
+    name: String,
+}
+
+/// Owns a network namespace: created by [`Netns::new`], deleted when dropped, also when the
+/// test panics.
+struct Netns(Ns);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!(
+            "brd-t-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        run("ip", &["netns", "add", &name]);
+        Netns(Ns { name })
+    }
+}
+
+impl std::ops::Deref for Netns {
+    type Target = Ns;
+    fn deref(&self) -> &Ns {
+        &self.0
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.0.name])
+            .status();
+    }
+}
+
+impl Ns {
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs a shell command inside the namespace; panics if it fails.
+    fn sh(&self, cmd: &str) -> String {
+        let (ok, out) = self.try_sh(cmd);
+        assert!(ok, "`{cmd}` in {} failed: {out}", self.name);
+        out
+    }
+
+    fn try_sh(&self, cmd: &str) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
+            .output()
+            .expect("running ip netns exec");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// Output lines, trimmed (iproute2 leaves trailing spaces).
+    fn lines(&self, cmd: &str) -> Vec<String> {
+        self.sh(cmd).lines().map(|l| l.trim().to_string()).collect()
+    }
+}
+
+fn run(prog: &str, args: &[&str]) {
+    let status = Command::new(prog)
+        .args(args)
+        .status()
+        .expect("running a command");
+    assert!(status.success(), "{prog} {args:?} failed");
+}
+
+/// Whether the tests can run here. Without root they are skipped, except under CI.
+fn privileged() -> bool {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if uid == "0" {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("dataplane netns tests need root (CI is set, so not skipping)");
+    }
+    eprintln!("skipping: dataplane netns tests need root");
+    false
+}
+
+/// Runs `f` on a thread inside `ns`, on a current-thread runtime of that thread.
+fn in_netns<F, Fut, T>(ns: &Ns, f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
+    let path = ns.path();
+    let thread = std::thread::spawn(move || {
+        let file = File::open(&path).expect("opening the test netns");
+        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns into the test netns");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(f())
+    });
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("test prefix")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+fn via_tunnel(gw: &str) -> RouteTarget {
+    RouteTarget::ViaOnlink {
+        gw: ip(gw),
+        dev: VXLAN_DEVICE.into(),
+    }
+}
+
+fn vxlan_state() -> DesiredState {
+    let mut d = DesiredState {
+        vxlan: Some(VxlanDevice {
+            local_ip: Ipv4Addr::new(192, 168, 80, 1),
+            parent: "up0".into(),
+            mac: vtep_mac("node-a"),
+            tunnel_addr: Ipv4Addr::new(10, 244, 0, 0),
+            mtu: 1450,
+        }),
+        ..Default::default()
+    };
+    d.routes
+        .insert(net("10.244.0.0/26"), RouteTarget::Blackhole);
+    d.routes
+        .insert(net("10.244.1.0/26"), via_tunnel("10.244.1.0"));
+    d.neighbors.insert(Neighbor {
+        dev: VXLAN_DEVICE.into(),
+        ip: ip("10.244.1.0"),
+        mac: vtep_mac("node-b"),
+    });
+    d.fdb.insert(FdbEntry {
+        dev: VXLAN_DEVICE.into(),
+        mac: vtep_mac("node-b"),
+        dst: ip("192.168.80.2"),
+    });
+    d
+}
+
+fn assert_clean(report: &ApplyReport) {
+    assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
+}
+
+#[test]
+fn apply_programs_vxlan_routes_neighbors_fdb_and_converges() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.sh(
+        "ip link set lo up && ip link add up0 type veth peer name up1 && \
+         ip addr add 192.168.80.1/24 dev up0 && ip link set up0 up && ip link set up1 up",
+    );
+    let n = Ns::clone(&ns);
+
+    in_netns(&ns, move || async move {
+        let ns = n;
+        let mut dp = Dataplane::connect().await.expect("connect");
+        let node_b = format_mac(&vtep_mac("node-b"));
+
+        // First pass: everything is created.
+        let report = dp.apply(&vxlan_state()).await.expect("apply");
+        assert_clean(&report);
+        assert_eq!(
+            (
+                report.routes_added,
+                report.neighbors_changed,
+                report.fdb_changed
+            ),
+            (2, 1, 1)
+        );
+        let link = ns.sh(&format!("ip -d link show {VXLAN_DEVICE}"));
+        for want in [
+            "vxlan id 4096",
+            "local 192.168.80.1",
+            "dev up0",
+            "dstport 4789",
+            "nolearning",
+            "mtu 1450",
+            "state UNKNOWN",
+        ] {
+            assert!(link.contains(want), "missing {want:?} in {link}");
+        }
+        assert!(link.contains(&format!("link/ether {}", format_mac(&vtep_mac("node-a")))));
+        let addrs = ns.sh(&format!("ip -4 addr show dev {VXLAN_DEVICE}"));
+        assert!(addrs.contains("inet 10.244.0.0/32"), "{addrs}");
+        let routes = ns.lines("ip route");
+        assert!(
+            routes.contains(&"blackhole 10.244.0.0/26 proto 98".to_string()),
+            "{routes:?}"
+        );
+        assert!(
+            routes.contains(&format!(
+                "10.244.1.0/26 via 10.244.1.0 dev {VXLAN_DEVICE} proto 98 onlink"
+            )),
+            "{routes:?}"
+        );
+        let neigh = ns.lines(&format!("ip neigh show dev {VXLAN_DEVICE}"));
+        assert_eq!(neigh, vec![format!("10.244.1.0 lladdr {node_b} PERMANENT")]);
+        let fdb = ns.lines(&format!("bridge fdb show dev {VXLAN_DEVICE}"));
+        assert!(
+            fdb.contains(&format!("{node_b} dst 192.168.80.2 self permanent")),
+            "{fdb:?}"
+        );
+
+        // Second pass: nothing to do.
+        let report = dp.apply(&vxlan_state()).await.expect("apply");
+        assert_eq!(report, ApplyReport::default());
+
+        // A smaller state: node-b is gone, node-c arrived; a foreign route must survive.
+        ns.sh("ip route add 10.99.0.0/16 via 192.168.80.2 proto static");
+        let mut smaller = vxlan_state();
+        smaller.neighbors.clear();
+        smaller.fdb.clear();
+        smaller.routes.remove(&net("10.244.1.0/26"));
+        smaller
+            .routes
+            .insert(net("10.244.2.0/26"), via_tunnel("10.244.2.0"));
+        smaller.neighbors.insert(Neighbor {
+            dev: VXLAN_DEVICE.into(),
+            ip: ip("10.244.2.0"),
+            mac: vtep_mac("node-c"),
+        });
+        smaller.fdb.insert(FdbEntry {
+            dev: VXLAN_DEVICE.into(),
+            mac: vtep_mac("node-c"),
+            dst: ip("192.168.80.3"),
+        });
+        let report = dp.apply(&smaller).await.expect("apply");
+        assert_clean(&report);
+        assert_eq!((report.routes_added, report.routes_removed), (1, 1));
+        assert_eq!((report.neighbors_changed, report.fdb_changed), (2, 2));
+        let routes = ns.lines("ip route");
+        assert!(
+            !routes.iter().any(|r| r.starts_with("10.244.1.0/26")),
+            "{routes:?}"
+        );
+        assert!(routes
+            .iter()
+            .any(|r| r.starts_with("10.244.2.0/26 via 10.244.2.0")));
+        assert!(
+            routes.contains(&"10.99.0.0/16 via 192.168.80.2 dev up0 proto static".to_string()),
+            "foreign route touched: {routes:?}"
+        );
+        let node_c = format_mac(&vtep_mac("node-c"));
+        assert_eq!(
+            ns.lines(&format!("ip neigh show dev {VXLAN_DEVICE}")),
+            vec![format!("10.244.2.0 lladdr {node_c} PERMANENT")]
+        );
+        let fdb = ns.sh(&format!("bridge fdb show dev {VXLAN_DEVICE}"));
+        assert!(!fdb.contains(&node_b), "{fdb}");
+        assert!(fdb.contains(&format!("{node_c} dst 192.168.80.3 self permanent")));
+
+        // A Brindle route deleted by hand comes back on the next pass.
+        ns.sh("ip route del blackhole 10.244.0.0/26 proto 98");
+        let report = dp.apply(&smaller).await.expect("apply");
+        assert_clean(&report);
+        assert_eq!((report.routes_added, report.routes_removed), (1, 0));
+        assert!(ns
+            .lines("ip route")
+            .contains(&"blackhole 10.244.0.0/26 proto 98".to_string()));
+
+        // A desired route on a missing device is reported, the rest still applied.
+        let mut with_missing = smaller.clone();
+        with_missing.routes.insert(
+            net("10.244.0.9/32"),
+            RouteTarget::Device {
+                dev: "brdmissing".into(),
+            },
+        );
+        let report = dp.apply(&with_missing).await.expect("apply");
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        assert!(report.errors[0].contains("brdmissing"));
+
+        // Changing the VTEP's parameters recreates the device.
+        let mut moved = smaller.clone();
+        if let Some(v) = moved.vxlan.as_mut() {
+            v.mac = vtep_mac("node-a-renamed");
+        }
+        let report = dp.apply(&moved).await.expect("apply");
+        assert_clean(&report);
+        let link = ns.sh(&format!("ip link show {VXLAN_DEVICE}"));
+        assert!(
+            link.contains(&format_mac(&vtep_mac("node-a-renamed"))),
+            "{link}"
+        );
+        assert!(ns
+            .lines("ip route")
+            .iter()
+            .any(|r| r.starts_with("10.244.2.0/26 via 10.244.2.0")));
+
+        // Nothing desired: the device and Brindle's routes go, the foreign route stays.
+        let report = dp.apply(&DesiredState::default()).await.expect("apply");
+        assert_clean(&report);
+        let (exists, _) = ns.try_sh(&format!("ip link show {VXLAN_DEVICE}"));
+        assert!(!exists, "vxlan device still present");
+        let routes = ns.lines("ip route");
+        assert!(!routes.iter().any(|r| r.contains("proto 98")), "{routes:?}");
+        assert!(routes.iter().any(|r| r.starts_with("10.99.0.0/16")));
+
+        // Interface MTU and addresses for node IP autodetection.
+        assert_eq!(dp.link_mtu("up0").await.expect("mtu"), 1500);
+        assert!(matches!(
+            dp.link_mtu("nope0").await,
+            Err(DataplaneError::NoSuchInterface(_))
+        ));
+        let addrs = dp.addresses().await.expect("addresses");
+        assert!(
+            addrs.contains(&("up0".to_string(), net("192.168.80.1/24"))),
+            "{addrs:?}"
+        );
+    });
+}
+
+/// A node namespace with an uplink and a default route (proxy ARP answers only for addresses
+/// the node can route elsewhere), and a pod namespace.
+fn node_and_pod() -> (Netns, Netns) {
+    let node = Netns::new();
+    node.sh(
+        "ip link set lo up && ip link add up0 type veth peer name up1 && \
+         ip addr add 192.168.77.1/24 dev up0 && ip link set up0 up && ip link set up1 up && \
+         ip route add default via 192.168.77.254 dev up0",
+    );
+    let pod = Netns::new();
+    (node, pod)
+}
+
+fn pod_spec(pod: &Ns, host_ifname: &str, ip: &str) -> PodSpec {
+    PodSpec {
+        netns: pod.path(),
+        ifname: "eth0".into(),
+        host_ifname: host_ifname.into(),
+        ips: vec![net(ip)],
+        mtu: 1400,
+    }
+}
+
+#[test]
+fn pod_wiring_setup_check_ping_teardown() {
+    if !privileged() {
+        return;
+    }
+    let (node, pod) = node_and_pod();
+    let host = host_veth_name("default", &format!("pod-{}", node.name));
+    let spec = pod_spec(&pod, &host, "10.244.0.5/32");
+    let (n, p) = (Ns::clone(&node), Ns::clone(&pod));
+
+    in_netns(&node, move || async move {
+        let (node, pod) = (n, p);
+        brindle_agent::dataplane::enable_ip_forwarding().expect("ip_forward");
+        assert_eq!(node.sh("cat /proc/sys/net/ipv4/ip_forward").trim(), "1");
+        let dp = Dataplane::connect().await.expect("connect");
+        let wirer = dp.pod_wirer();
+
+        let wiring = wirer.setup(&spec).await.expect("setup");
+        let mac = parse_mac(&wiring.container_mac).expect("a MAC");
+        assert_ne!(mac, [0xee; 6]);
+
+        // Inside the pod.
+        let routes = pod.lines("ip route");
+        assert!(
+            routes.contains(&"default via 169.254.1.1 dev eth0".to_string()),
+            "{routes:?}"
+        );
+        assert!(
+            routes.contains(&"169.254.1.1 dev eth0 scope link".to_string()),
+            "{routes:?}"
+        );
+        let eth0 = pod.sh("ip addr show dev eth0");
+        assert!(eth0.contains("inet 10.244.0.5/32"), "{eth0}");
+        assert!(
+            eth0.contains(&format!("link/ether {}", wiring.container_mac)),
+            "{eth0}"
+        );
+        assert!(
+            eth0.contains("mtu 1400") && eth0.contains("state UP"),
+            "{eth0}"
+        );
+        assert!(pod.sh("ip link show lo").contains("UP"));
+
+        // On the node.
+        let link = node.sh(&format!("ip link show {host}"));
+        assert!(link.contains("link/ether ee:ee:ee:ee:ee:ee"), "{link}");
+        assert!(link.contains("mtu 1400") && link.contains(",UP"), "{link}");
+        for (key, want) in [
+            (format!("net/ipv4/conf/{host}/proxy_arp"), "1"),
+            (format!("net/ipv4/conf/{host}/forwarding"), "1"),
+            (format!("net/ipv4/conf/{host}/route_localnet"), "1"),
+            (format!("net/ipv4/neigh/{host}/proxy_delay"), "0"),
+        ] {
+            assert_eq!(
+                node.sh(&format!("cat /proc/sys/{key}")).trim(),
+                want,
+                "{key}"
+            );
+        }
+        let routes = node.lines("ip route");
+        assert!(
+            routes.contains(&format!("10.244.0.5 dev {host} proto 98 scope link")),
+            "{routes:?}"
+        );
+        wirer.check(&spec).await.expect("check passes");
+
+        // Traffic both ways, through proxy ARP for 169.254.1.1.
+        node.sh("ping -c 1 -W 2 10.244.0.5");
+        pod.sh("ping -c 1 -W 2 192.168.77.1");
+
+        // CHECK names what differs.
+        pod.sh("ip route del default");
+        match wirer.check(&spec).await {
+            Err(DataplaneError::Mismatch { differences, .. }) => {
+                assert!(
+                    differences.contains("default via 169.254.1.1"),
+                    "{differences}"
+                )
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+
+        // Re-ADD replaces the interface and repairs the pod.
+        let again = wirer.setup(&spec).await.expect("second setup");
+        assert_ne!(again.container_mac, "");
+        wirer.check(&spec).await.expect("check after re-add");
+        assert_eq!(
+            node.lines("ip -o link show")
+                .iter()
+                .filter(|l| l.contains(&host))
+                .count(),
+            1
+        );
+
+        // Teardown removes the link (and with it the route); twice is fine.
+        wirer.teardown(&host).await.expect("teardown");
+        let (exists, _) = node.try_sh(&format!("ip link show {host}"));
+        assert!(!exists, "host link still present");
+        assert!(!node.sh("ip route").contains("10.244.0.5"));
+        let (exists, _) = pod.try_sh("ip link show eth0");
+        assert!(!exists, "pod side still present");
+        wirer.teardown(&host).await.expect("second teardown");
+    });
+}
+
+#[test]
+fn pod_wiring_failures_leave_no_interface() {
+    if !privileged() {
+        return;
+    }
+    let (node, pod) = node_and_pod();
+    let (n, p) = (Ns::clone(&node), Ns::clone(&pod));
+
+    in_netns(&node, move || async move {
+        let node = n;
+        let pod_path = p.path();
+        let dp = Dataplane::connect().await.expect("connect");
+        let wirer = dp.pod_wirer();
+
+        // A netns path that does not exist.
+        let host = "brdbadnetns0";
+        let mut spec = pod_spec(&p, host, "10.244.0.6/32");
+        spec.netns = format!("{pod_path}-does-not-exist");
+        match wirer.setup(&spec).await {
+            Err(DataplaneError::Netns { path, .. }) => assert_eq!(path, spec.netns),
+            other => panic!("expected a Netns error, got {other:?}"),
+        }
+        let (exists, _) = node.try_sh(&format!("ip link show {host}"));
+        assert!(!exists, "interface left behind");
+
+        // A failure after the veth exists: the host route collides with a foreign route.
+        node.sh("ip route add 10.244.0.7/32 dev up0 proto static");
+        let host = "brdconflict0";
+        let mut spec = spec.clone();
+        spec.netns = pod_path.clone();
+        spec.host_ifname = host.into();
+        spec.ips = vec![net("10.244.0.7/32")];
+        let err = wirer.setup(&spec).await.expect_err("conflicting route");
+        assert!(
+            err.to_string().contains("not installed by Brindle"),
+            "{err}"
+        );
+        let (exists, _) = node.try_sh(&format!("ip link show {host}"));
+        assert!(!exists, "interface left behind after a late failure");
+        assert!(node
+            .lines("ip route")
+            .contains(&"10.244.0.7 dev up0 proto static scope link".to_string()));
+
+        // An invalid spec is refused before anything is created.
+        spec.ips.clear();
+        assert!(matches!(
+            wirer.setup(&spec).await,
+            Err(DataplaneError::InvalidPodSpec { .. })
+        ));
+    });
+}
+
+/// The agent's shape: a multi-threaded runtime whose workers are not in the node's namespace
+/// (only the connection is), many pods wired at once from different tasks.
+#[test]
+fn concurrent_pod_setups_from_threads_outside_the_node_namespace() {
+    if !privileged() {
+        return;
+    }
+    let (node, pod_a) = node_and_pod();
+    let pod_b = Netns::new();
+    let specs: Vec<PodSpec> = [(&pod_a, "10.244.0.11/32"), (&pod_b, "10.244.0.12/32")]
+        .iter()
+        .enumerate()
+        .map(|(i, (p, ip))| pod_spec(p, &format!("brdconc{i}"), ip))
+        .collect();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let handle = runtime.handle().clone();
+    let path = node.path();
+    let mut dp = std::thread::spawn(move || {
+        let file = File::open(&path).expect("opening the node netns");
+        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+        let _entered = handle.enter();
+        futures::executor::block_on(Dataplane::connect())
+    })
+    .join()
+    .expect("connect thread")
+    .expect("connect");
+
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for spec in specs.clone() {
+            let wirer = dp.pod_wirer();
+            tasks.push(tokio::spawn(async move { wirer.setup(&spec).await }));
+        }
+        for task in tasks {
+            task.await.expect("task").expect("setup");
+        }
+        // The desired state does not list the fresh pod routes yet: they survive the grace
+        // period instead of being purged.
+        let report = dp.apply(&DesiredState::default()).await.expect("apply");
+        assert_eq!(report.routes_removed, 0, "{report:?}");
+        for spec in &specs {
+            dp.pod_wirer().check(spec).await.expect("check");
+        }
+    });
+    for spec in &specs {
+        let key = format!("net/ipv4/conf/{}/proxy_arp", spec.host_ifname);
+        assert_eq!(node.sh(&format!("cat /proc/sys/{key}")).trim(), "1");
+    }
+    runtime.block_on(async {
+        for spec in &specs {
+            dp.pod_wirer()
+                .teardown(&spec.host_ifname)
+                .await
+                .expect("teardown");
+        }
+    });
+    assert!(!node.sh("ip link").contains("brdconc"));
+}
