@@ -92,13 +92,19 @@ impl BgpdConfig {
             if prefix.trunc() != *prefix {
                 return Err(invalid(
                     format!("originate[{i}]"),
-                    &format!("{prefix} has host bits set (did you mean {}?)", prefix.trunc()),
+                    &format!(
+                        "{prefix} has host bits set (did you mean {}?)",
+                        prefix.trunc()
+                    ),
                 ));
             }
         }
         for (i, peer) in self.peers.iter().enumerate() {
             if peer.asn == 0 {
-                return Err(invalid(format!("peers[{i}].asn"), "AS 0 is reserved (RFC 7607)"));
+                return Err(invalid(
+                    format!("peers[{i}].asn"),
+                    "AS 0 is reserved (RFC 7607)",
+                ));
             }
             if peer.address.is_unspecified() || peer.address.is_multicast() {
                 return Err(invalid(
@@ -157,8 +163,9 @@ peers:
     #[test]
     fn bad_files_name_the_key() {
         assert!(error(&GOOD.replace("asn: 64512\n", "asn: 0\n")).contains("asn: AS 0"));
-        assert!(error(&GOOD.replace("router_id: 10.0.0.1", "router_id: 0.0.0.0"))
-            .contains("router_id"));
+        assert!(
+            error(&GOOD.replace("router_id: 10.0.0.1", "router_id: 0.0.0.0")).contains("router_id")
+        );
         assert!(error(&GOOD.replace("10.244.0.0/26", "10.244.0.1/26")).contains("originate[0]"));
         assert!(error(&GOOD.replace("multihop: 2", "multihop: 0")).contains("peers[1].multihop"));
         assert!(error(&GOOD.replace("10.0.0.3", "10.0.0.2")).contains("configured twice"));

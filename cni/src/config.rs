@@ -632,8 +632,8 @@ mod tests {
     /// `name` and `cniVersion` injected), is a valid configuration.
     #[test]
     fn example_conflist_is_valid() {
-        let list: Value =
-            serde_json::from_str(include_str!("../../manifests/10-brindle.conflist")).expect("json");
+        let list: Value = serde_json::from_str(include_str!("../../manifests/10-brindle.conflist"))
+            .expect("json");
         let mut plugin = list["plugins"][0].clone();
         let obj = plugin.as_object_mut().expect("object");
         obj.insert("name".into(), list["name"].clone());

@@ -243,7 +243,11 @@ impl Cluster {
         in_ns(&fabric, "ip", &["link", "set", "br0", "up"])?;
         // The fabric is the nodes' default gateway, as a real network's router would be: proxy
         // ARP for the pods' gateway 169.254.1.1 answers only when the node has a route to it.
-        in_ns(&fabric, "ip", &["addr", "add", "10.99.0.1/24", "dev", "br0"])?;
+        in_ns(
+            &fabric,
+            "ip",
+            &["addr", "add", "10.99.0.1/24", "dev", "br0"],
+        )?;
         for i in 1..=self.spec.nodes {
             check_interrupted()?;
             let name = format!("node{i}");
@@ -266,7 +270,11 @@ impl Cluster {
                 &["addr", "add", &format!("{node_ip}/24"), "dev", "eth0"],
             )?;
             in_ns(&netns, "ip", &["link", "set", "eth0", "up"])?;
-            in_ns(&netns, "ip", &["route", "add", "default", "via", "10.99.0.1"])?;
+            in_ns(
+                &netns,
+                "ip",
+                &["route", "add", "default", "via", "10.99.0.1"],
+            )?;
             self.nodes.push(Node {
                 socket: self.dir.join(format!("{name}.sock")),
                 log: self.dir.join(format!("{name}.log")),

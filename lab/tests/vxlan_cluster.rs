@@ -29,9 +29,13 @@ fn every_pod_reaches_every_pod_through_vxlan() {
     .expect("cluster builds");
     assert_eq!(cluster.pods.len(), 6);
     for i in 0..3 {
-        let live = cluster.health(i, "/liveness").expect("health server answers");
+        let live = cluster
+            .health(i, "/liveness")
+            .expect("health server answers");
         assert!(live.contains("200"), "node{}: /liveness: {live}", i + 1);
-        let ready = cluster.health(i, "/readiness").expect("health server answers");
+        let ready = cluster
+            .health(i, "/readiness")
+            .expect("health server answers");
         assert!(ready.contains("200"), "node{}: /readiness: {ready}", i + 1);
     }
     cluster
