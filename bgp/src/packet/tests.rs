@@ -1,0 +1,1 @@
+//! Cross-cutting tests of the packet layer (filled below).
