@@ -1,9 +1,10 @@
 //! Path attributes (RFC 4271 §4.3, §5): the attribute walk with the RFC 7606 classification of
-//! every error, AS_PATH in 2- and 4-octet form with the AS4_PATH rules of RFC 6793, and the
-//! encoder.
+//! every error, AS4_PATH / AS4_AGGREGATOR from 2-octet peers (RFC 6793), and the encoder.
+//! AS_PATH itself is in `as_path.rs`.
 
 use std::net::Ipv4Addr;
 
+use super::as_path::{self, as_path_value, decode_as_path, AsPath};
 use super::codec_bgprs::{self, Simple};
 use super::error::{AttributeError, EncodeError, MessageError, Treatment};
 use super::update::{self, MpReach, MpUnreach};
@@ -48,100 +49,6 @@ pub enum Origin {
     Igp = 0,
     Egp = 1,
     Incomplete = 2,
-}
-
-/// AS_PATH segment types (RFC 4271 §4.3; confederation segments from RFC 5065 §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SegmentType {
-    Set = 1,
-    Sequence = 2,
-    ConfedSequence = 3,
-    ConfedSet = 4,
-}
-
-impl SegmentType {
-    fn from_wire(v: u8) -> Option<Self> {
-        Some(match v {
-            1 => SegmentType::Set,
-            2 => SegmentType::Sequence,
-            3 => SegmentType::ConfedSequence,
-            4 => SegmentType::ConfedSet,
-            _ => return None,
-        })
-    }
-
-    fn is_confed(self) -> bool {
-        matches!(self, SegmentType::ConfedSequence | SegmentType::ConfedSet)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AsSegment {
-    pub kind: SegmentType,
-    pub asns: Vec<u32>,
-}
-
-/// An AS_PATH with 4-octet AS numbers, whatever the session's encoding.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct AsPath {
-    pub segments: Vec<AsSegment>,
-}
-
-impl AsPath {
-    pub fn from_sequence(asns: Vec<u32>) -> Self {
-        if asns.is_empty() {
-            return AsPath::default();
-        }
-        AsPath {
-            segments: vec![AsSegment {
-                kind: SegmentType::Sequence,
-                asns,
-            }],
-        }
-    }
-
-    /// The path length for route selection (RFC 4271 §9.1.2.2 a): an AS_SET counts as one,
-    /// confederation segments do not count (RFC 5065 §5.3).
-    pub fn path_len(&self) -> usize {
-        self.segments
-            .iter()
-            .map(|s| match s.kind {
-                SegmentType::Sequence => s.asns.len(),
-                SegmentType::Set => 1,
-                SegmentType::ConfedSequence | SegmentType::ConfedSet => 0,
-            })
-            .sum()
-    }
-
-    /// The leftmost AS, if the path starts with an AS_SEQUENCE.
-    pub fn leftmost(&self) -> Option<u32> {
-        let first = self.segments.first()?;
-        match first.kind {
-            SegmentType::Sequence => first.asns.first().copied(),
-            _ => None,
-        }
-    }
-
-    /// Whether `asn` appears anywhere in the path (loop detection, RFC 4271 §9.1.2).
-    pub fn contains(&self, asn: u32) -> bool {
-        self.segments.iter().any(|s| s.asns.contains(&asn))
-    }
-
-    /// Prepends `asn` as a speaker does when sending to an external peer (RFC 4271 §5.1.2).
-    pub fn prepend(&mut self, asn: u32) {
-        match self.segments.first_mut() {
-            Some(s) if s.kind == SegmentType::Sequence && s.asns.len() < 255 => {
-                s.asns.insert(0, asn)
-            }
-            _ => self.segments.insert(
-                0,
-                AsSegment {
-                    kind: SegmentType::Sequence,
-                    asns: vec![asn],
-                },
-            ),
-        }
-    }
 }
 
 /// AGGREGATOR (RFC 4271 §5.1.7), with a 4-octet AS.
@@ -505,41 +412,6 @@ fn decode_unrecognized(
     Ok(())
 }
 
-/// AS_PATH or AS4_PATH segments (RFC 4271 §4.3) with RFC 7606 §7.2's definition of malformed,
-/// plus AS 0 (RFC 7607 §2) and AS_SET / AS_CONFED_SET (RFC 9774 §3), which are
-/// treat-as-withdraw too.
-fn decode_as_path(value: &[u8], four_octet: bool) -> Result<AsPath, &'static str> {
-    let mut r = Reader::new(value);
-    let mut segments = Vec::new();
-    while !r.is_empty() {
-        let (Some(kind), Some(count)) = (r.u8(), r.u8()) else {
-            return Err("AS_PATH segment header truncated");
-        };
-        let kind = SegmentType::from_wire(kind).ok_or("unknown AS_PATH segment type")?;
-        if count == 0 {
-            return Err("AS_PATH segment of length 0");
-        }
-        let mut asns = Vec::with_capacity(usize::from(count));
-        for _ in 0..count {
-            let asn = if four_octet {
-                r.u32()
-            } else {
-                r.u16().map(u32::from)
-            };
-            let asn = asn.ok_or("AS_PATH segment overruns the attribute")?;
-            if asn == 0 {
-                return Err("AS_PATH contains AS 0");
-            }
-            asns.push(asn);
-        }
-        if matches!(kind, SegmentType::Set | SegmentType::ConfedSet) {
-            return Err("AS_PATH contains an AS_SET");
-        }
-        segments.push(AsSegment { kind, asns });
-    }
-    Ok(AsPath { segments })
-}
-
 /// AS4_PATH (RFC 6793 §5): only meaningful from a 2-octet-AS peer; malformed ones are discarded
 /// (RFC 6793 §6, RFC 7607 §2 for AS 0).
 fn decode_as4_path(
@@ -613,7 +485,7 @@ fn decode_as4_aggregator(
     }
 }
 
-/// RFC 6793 §4.2.3: reconstructs the 4-octet path from AS_PATH and AS4_PATH.
+/// RFC 6793 §4.2.3: folds AS4_AGGREGATOR and AS4_PATH from a 2-octet peer back in.
 fn merge_as4(a: &mut PathAttributes, as4_path: Option<AsPath>, as4_aggregator: Option<Aggregator>) {
     // An AGGREGATOR with a real 2-octet AS means the aggregation happened after the last
     // 4-octet speaker: AS4_AGGREGATOR and AS4_PATH are stale and ignored.
@@ -625,50 +497,11 @@ fn merge_as4(a: &mut PathAttributes, as4_path: Option<AsPath>, as4_aggregator: O
             a.aggregator = Some(as4_agg);
         }
     }
-    let (Some(as_path), Some(as4_path)) = (&a.as_path, as4_path) else {
-        return;
-    };
-    let n = as_path.path_len();
-    let m = as4_path.path_len();
-    // A shorter AS_PATH than AS4_PATH means AS4_PATH is wrong: ignore it.
-    if n < m {
-        return;
-    }
-    // Keep the leading n - m AS numbers of AS_PATH (counted as for the path length) and put
-    // AS4_PATH after them.
-    let mut keep = n - m;
-    let mut merged: Vec<AsSegment> = Vec::new();
-    for seg in &as_path.segments {
-        match seg.kind {
-            SegmentType::ConfedSequence | SegmentType::ConfedSet => merged.push(seg.clone()),
-            _ if keep == 0 => break,
-            SegmentType::Set => {
-                merged.push(seg.clone());
-                keep -= 1;
-            }
-            SegmentType::Sequence => {
-                let take = keep.min(seg.asns.len());
-                merged.push(AsSegment {
-                    kind: SegmentType::Sequence,
-                    asns: seg.asns[..take].to_vec(),
-                });
-                keep -= take;
-            }
+    if let (Some(as_path), Some(as4_path)) = (&a.as_path, as4_path) {
+        if let Some(merged) = as_path::merge_as4_path(as_path, as4_path) {
+            a.as_path = Some(merged);
         }
     }
-    for seg in as4_path.segments {
-        match merged.last_mut() {
-            Some(last)
-                if last.kind == SegmentType::Sequence
-                    && seg.kind == SegmentType::Sequence
-                    && last.asns.len() + seg.asns.len() <= 255 =>
-            {
-                last.asns.extend(seg.asns)
-            }
-            _ => merged.push(seg),
-        }
-    }
-    a.as_path = Some(AsPath { segments: merged });
 }
 
 /// Appends one attribute, choosing the Extended Length bit by the value's size.
@@ -690,29 +523,6 @@ pub(crate) fn put_attribute(
     }
     out.extend_from_slice(value);
     Ok(())
-}
-
-/// AS_PATH segments on the wire, 2- or 4-octet; segments longer than 255 AS numbers are split.
-/// In 2-octet form, AS numbers above 65535 become AS_TRANS (RFC 6793 §4.2.2).
-fn as_path_value(path: &AsPath, four_octet: bool, skip_confed: bool) -> Vec<u8> {
-    let mut v = Vec::new();
-    for seg in &path.segments {
-        if skip_confed && seg.kind.is_confed() {
-            continue;
-        }
-        for chunk in seg.asns.chunks(255) {
-            v.push(seg.kind as u8);
-            v.push(chunk.len() as u8);
-            for &asn in chunk {
-                if four_octet {
-                    v.extend_from_slice(&asn.to_be_bytes());
-                } else {
-                    v.extend_from_slice(&u16::try_from(asn).unwrap_or(AS_TRANS).to_be_bytes());
-                }
-            }
-        }
-    }
-    v
 }
 
 /// Encodes the attributes, in type-code order after the MP attributes the caller wrote first

@@ -19,6 +19,7 @@
 //! parts it decodes correctly (see `codec_bgprs.rs` for the list and the reasons). It is never
 //! given an ATTR_SET (type 128), whose decoder prints to stdout.
 
+mod as_path;
 mod attributes;
 mod codec_bgprs;
 mod error;
@@ -31,10 +32,8 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use attributes::{
-    Aggregator, AsPath, AsSegment, LargeCommunity, Origin, PathAttributes, RawAttribute,
-    SegmentType,
-};
+pub use as_path::{AsPath, AsSegment, SegmentType};
+pub use attributes::{Aggregator, LargeCommunity, Origin, PathAttributes, RawAttribute};
 pub use error::{AttributeError, DecodeError, EncodeError, MessageError, Treatment};
 pub use notification::Notification;
 pub use open::{AddPathMode, Capability, GracefulRestartFamily, Open};
