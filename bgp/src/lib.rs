@@ -13,3 +13,5 @@ pub const BGP_PORT: u16 = 179;
 
 /// The AS number Brindle uses when neither BGPConfiguration nor the Node sets one (Calico's).
 pub const DEFAULT_ASN: u32 = 64512;
+
+pub mod packet;
