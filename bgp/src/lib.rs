@@ -1,10 +1,9 @@
 //! Brindle's BGP speaker.
 //!
-//! This crate will hold the wire layer (`packet/`, wrapping bgp-rs), the pure per-peer state
-//! machine (`fsm.rs`), the RIB (`rib.rs`) and the speaker task (`speaker.rs`). It emits route
-//! intents and consumes originated routes through channels and never touches netlink or the
-//! datastore. It is built out by issue #3; the foundation (issue #2) routes with VXLAN from the
-//! datastore and does not need it yet.
+//! The wire layer (`packet/`, the only module that uses bgp-rs) and the pure per-peer state
+//! machine (`fsm`) are here; the RIB (`rib`), the per-session driver (`session`) and the speaker
+//! task (`speaker`) are being built (issue #3). The crate emits route intents and consumes
+//! originated routes through channels and never touches netlink or the datastore.
 
 pub mod fsm;
 
