@@ -6,11 +6,10 @@
 //! originated routes through channels and never touches netlink or the datastore.
 
 pub mod fsm;
+pub mod packet;
 
 /// The TCP port BGP listens on (RFC 4271 §8.2.1).
 pub const BGP_PORT: u16 = 179;
 
 /// The AS number Brindle uses when neither BGPConfiguration nor the Node sets one (Calico's).
 pub const DEFAULT_ASN: u32 = 64512;
-
-pub mod packet;
