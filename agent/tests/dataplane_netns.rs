@@ -596,3 +596,94 @@ fn concurrent_pod_setups_from_threads_outside_the_node_namespace() {
     });
     assert!(!node.sh("ip link").contains("brdconc"));
 }
+
+/// The reconciler and pod ADDs share one netlink socket, and the kernel runs one dump per socket
+/// at a time (EBUSY for a second): reconcile passes and pod setups running together must both
+/// succeed.
+#[test]
+fn reconcile_passes_and_pod_setups_run_together() {
+    if !privileged() {
+        return;
+    }
+    let (node, first) = node_and_pod();
+    // Thousands of (foreign) routes make every route dump span many messages, so dumps overlap.
+    let batch = std::env::temp_dir().join(format!("brindle-busy-{}.batch", std::process::id()));
+    let lines: String = (0..4000)
+        .map(|i| {
+            format!(
+                "route add 10.201.{}.{}/32 dev up0 proto static\n",
+                i / 250,
+                i % 250
+            )
+        })
+        .collect();
+    std::fs::write(&batch, lines).expect("batch file");
+    node.sh(&format!("ip -batch {}", batch.display()));
+    let _ = std::fs::remove_file(&batch);
+    let mut pods = vec![first];
+    pods.extend((0..5).map(|_| Netns::new()));
+    let specs: Vec<PodSpec> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            pod_spec(
+                p,
+                &format!("brdbusy{i}"),
+                &format!("10.244.0.{}/32", 20 + i),
+            )
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let handle = runtime.handle().clone();
+    let path = node.path();
+    let mut dp = std::thread::spawn(move || {
+        let file = File::open(&path).expect("opening the node netns");
+        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+        let _entered = handle.enter();
+        futures::executor::block_on(Dataplane::connect())
+    })
+    .join()
+    .expect("connect thread")
+    .expect("connect");
+
+    // As in the agent, the pods are desired before they are wired: the reconciler races the
+    // setups to install their host routes, and a setup that finds its route present dumps the
+    // table to check it.
+    let mut desired = DesiredState::default();
+    for spec in &specs {
+        desired.routes.insert(
+            spec.ips[0],
+            RouteTarget::Device {
+                dev: spec.host_ifname.clone(),
+            },
+        );
+    }
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for spec in specs.clone() {
+            let wirer = dp.pod_wirer();
+            tasks.push(tokio::spawn(async move { wirer.setup(&spec).await }));
+        }
+        for _ in 0..40 {
+            dp.apply(&desired)
+                .await
+                .expect("a reconcile pass during pod setups");
+        }
+        for task in tasks {
+            task.await
+                .expect("task")
+                .expect("a pod setup during reconcile passes");
+        }
+        for spec in &specs {
+            dp.pod_wirer()
+                .teardown(&spec.host_ifname)
+                .await
+                .expect("teardown");
+        }
+    });
+    assert!(!node.sh("ip link").contains("brdbusy"));
+}

@@ -69,6 +69,12 @@ fn every_pod_reaches_every_pod_through_vxlan() {
         );
     }
 
+    let check = cluster
+        .ctl(&["ipam", "check"])
+        .expect("ipam check finds no problem");
+    assert!(check.contains("Found 3 node tunnel IPs."), "{check}");
+    assert!(check.contains("Found 6 workload IPs."), "{check}");
+
     // By counters: the pings between nodes leave through vxlan.brindle.
     let before: Vec<u64> = (0..3)
         .map(|i| cluster.vxlan_tx_packets(i).expect("counter"))
@@ -121,6 +127,12 @@ fn deleting_a_pod_frees_its_address_and_its_route() {
     );
     let weps = cluster.ctl(&["get", "weps"]).expect("get weps");
     assert!(!weps.contains("extra"), "endpoint left: {weps}");
+
+    // Nothing leaked, nothing used without an allocation.
+    let check = cluster
+        .ctl(&["ipam", "check"])
+        .expect("ipam check finds no problem");
+    assert!(check.contains("found 0 problems"), "{check}");
 
     // The freed address goes to the back of the block's queue; the next pod gets a new one,
     // and the address count in use is back to what it was plus one.

@@ -58,6 +58,9 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         file: Option<PathBuf>,
     },
+    /// IP address management: utilisation, consistency checks.
+    #[command(subcommand)]
+    Ipam(IpamCommand),
     /// Show what the agent on this node reports (over its Unix socket).
     Status {
         /// The agent's socket.
@@ -66,6 +69,33 @@ enum Command {
         /// Output format: table or json.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IpamCommand {
+    /// Utilisation of each IP pool (and block), borrowed addresses, or one address.
+    Show {
+        /// One row per block as well as per pool.
+        #[arg(long)]
+        show_blocks: bool,
+        /// Addresses a node allocated from another node's block.
+        #[arg(long, conflicts_with = "show_blocks")]
+        show_borrowed: bool,
+        /// Who holds this address.
+        #[arg(long, conflicts_with_all = ["show_blocks", "show_borrowed"])]
+        ip: Option<std::net::IpAddr>,
+    },
+    /// Look for inconsistencies: addresses allocated but unused (leaks), addresses used but not
+    /// allocated, handles without addresses, blocks of deleted nodes, malformed blocks. Prints
+    /// its progress; exits 1 when it finds problems.
+    Check {
+        /// List every problem address as it is found.
+        #[arg(long)]
+        show_problem_ips: bool,
+        /// Write the findings as JSON, for `ipam release --from-report`.
+        #[arg(short, long = "output")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -133,6 +163,41 @@ async fn run(cli: Cli) -> Result<String, String> {
                 out.push('\n');
             }
             Ok(out)
+        }
+        Command::Ipam(IpamCommand::Show {
+            show_blocks,
+            show_borrowed,
+            ip,
+        }) => {
+            let store = open().await?;
+            let snap = brindle_agent::ipam_tools::Snapshot::load(store.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(match (ip, show_borrowed) {
+                (Some(ip), _) => brindle_agent::ipam_tools::show_ip(&snap, *ip),
+                (None, true) => brindle_agent::ipam_tools::show_borrowed(&snap),
+                (None, false) => brindle_agent::ipam_tools::show(&snap, *show_blocks),
+            })
+        }
+        Command::Ipam(IpamCommand::Check {
+            show_problem_ips,
+            output,
+        }) => {
+            let store = open().await?;
+            let mut stdout = std::io::stdout();
+            let report =
+                brindle_agent::ipam_tools::check(store.as_ref(), &mut stdout, *show_problem_ips)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            if let Some(path) = output {
+                let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
+                std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+                println!("Report written to {}.", path.display());
+            }
+            if report.problems() > 0 {
+                return Err(format!("{} problems found", report.problems()));
+            }
+            Ok(String::new())
         }
         Command::Status { socket, output } => {
             let (code, body) = server::get_over_socket(socket, brindle_agent::api::PATH_STATUS)

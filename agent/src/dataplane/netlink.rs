@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
@@ -77,9 +78,14 @@ impl<'a> RouteSpec<'a> {
 }
 
 /// A rtnetlink connection bound to the network namespace it was created in.
+///
+/// Clones share the socket. The kernel runs one dump at a time per netlink socket and answers
+/// EBUSY to a second one, so every dump holds `dumps` until it has read its last message: the
+/// reconciler and concurrent pod ADDs can share a connection.
 #[derive(Clone)]
 pub(crate) struct NetlinkKernel {
     handle: Handle,
+    dumps: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn nl_err(op: &'static str, object: impl ToString, e: rtnetlink::Error) -> DataplaneError {
@@ -133,7 +139,10 @@ impl NetlinkKernel {
                 reason: e.to_string(),
             })?;
         tokio::spawn(conn);
-        Ok(NetlinkKernel { handle })
+        Ok(NetlinkKernel {
+            handle,
+            dumps: Arc::default(),
+        })
     }
 
     /// Connects inside the network namespace at `path`: the socket is created on a thread that
@@ -152,7 +161,10 @@ impl NetlinkKernel {
             reason: format!("netlink socket: {e}"),
         })?;
         tokio::spawn(conn);
-        Ok(NetlinkKernel { handle })
+        Ok(NetlinkKernel {
+            handle,
+            dumps: Arc::default(),
+        })
     }
 
     async fn link_message(&self, name: &str) -> Result<Option<LinkMessage>, DataplaneError> {
@@ -179,6 +191,7 @@ impl NetlinkKernel {
 
     /// ifindex -> name of every link.
     pub async fn link_names(&self) -> Result<HashMap<u32, String>, DataplaneError> {
+        let _dump = self.dumps.lock().await;
         let links: Vec<LinkMessage> = self
             .handle
             .link()
@@ -256,6 +269,7 @@ impl NetlinkKernel {
     /// Every address of every link, with the link's name.
     pub async fn all_addresses(&self) -> Result<Vec<(String, IpNet)>, DataplaneError> {
         let names = self.link_names().await?;
+        let _dump = self.dumps.lock().await;
         let addrs: Vec<AddressMessage> = self
             .handle
             .address()
@@ -518,6 +532,7 @@ impl NetlinkKernel {
         &self,
         family: AddressFamily,
     ) -> Result<Vec<NeighbourMessage>, DataplaneError> {
+        let _dump = self.dumps.lock().await;
         self.handle
             .neighbours()
             .get()
@@ -609,6 +624,7 @@ impl Kernel for NetlinkKernel {
 
     async fn addresses_v4(&self, dev: &str) -> Result<Vec<Ipv4Net>, DataplaneError> {
         let index = self.link_index(dev).await?;
+        let _dump = self.dumps.lock().await;
         let addrs: Vec<AddressMessage> = self
             .handle
             .address()
@@ -658,6 +674,7 @@ impl Kernel for NetlinkKernel {
 
     async fn routes(&self) -> Result<Vec<KernelRoute>, DataplaneError> {
         let names = self.link_names().await?;
+        let _dump = self.dumps.lock().await;
         let mut routes = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut query = RouteMessage::default();
