@@ -9,7 +9,9 @@
 pub mod allocator;
 pub mod block;
 pub mod check;
+pub mod clock;
 pub mod model;
+pub mod selector;
 pub mod store;
 
 pub use allocator::{AssignRequest, Ipam, IpamError};
