@@ -9,9 +9,10 @@ use ipnet::IpNet;
 
 use super::*;
 use crate::check::check_invariants;
+use crate::model::IpamHandleSpec;
 use crate::store::{KvPair, Listing, MemStore, Watch};
 
-async fn add_pool(store: &MemStore, name: &str, cidr: &str, block_size: Option<u8>) {
+pub(crate) async fn add_pool(store: &MemStore, name: &str, cidr: &str, block_size: Option<u8>) {
     let mut spec = serde_json::json!({ "cidr": cidr });
     if let Some(bs) = block_size {
         spec["blockSize"] = bs.into();
@@ -23,26 +24,56 @@ async fn add_pool(store: &MemStore, name: &str, cidr: &str, block_size: Option<u
         .expect("create pool");
 }
 
-fn ipam(store: &MemStore) -> Ipam {
+/// Writes the IPAMConfig `default` from YAML.
+pub(crate) async fn set_config(store: &MemStore, yaml: &str) {
+    let spec: IpamConfigSpec = serde_yaml::from_str(yaml).expect("config");
+    match store
+        .get_obj::<IpamConfigSpec>(IPAM_CONFIG_NAME)
+        .await
+        .expect("get")
+    {
+        Some(mut c) => {
+            c.spec = spec;
+            store.update_obj(&c).await.expect("update config");
+        }
+        None => {
+            store
+                .create_obj(&Object::new(IPAM_CONFIG_NAME, spec))
+                .await
+                .expect("create config");
+        }
+    }
+}
+
+/// Creates a pool from a JSON spec.
+pub(crate) async fn add_pool_spec(store: &MemStore, name: &str, spec: serde_json::Value) {
+    let spec: IpPoolSpec = serde_json::from_value(spec).expect("pool spec");
+    store
+        .create_obj(&Object::new(name, spec))
+        .await
+        .expect("create pool");
+}
+
+pub(crate) fn ipam(store: &MemStore) -> Ipam {
     Ipam::new(Arc::new(store.clone()))
 }
 
-fn req(handle: &str, node: &str) -> AssignRequest {
+pub(crate) fn req(handle: &str, node: &str) -> AssignRequest {
     AssignRequest::workload(handle, node, 1)
 }
 
-async fn one(ipam: &Ipam, handle: &str, node: &str) -> IpNet {
+pub(crate) async fn one(ipam: &Ipam, handle: &str, node: &str) -> IpNet {
     let nets = ipam.auto_assign(&req(handle, node)).await.expect("assign");
     assert_eq!(nets.len(), 1, "{nets:?}");
     nets[0]
 }
 
-async fn affinities(store: &MemStore) -> Vec<BlockAffinitySpec> {
+pub(crate) async fn affinities(store: &MemStore) -> Vec<BlockAffinitySpec> {
     let (affs, _) = store.list_objs::<BlockAffinitySpec>().await.expect("list");
     affs.into_iter().map(|a| a.spec).collect()
 }
 
-async fn block_spec(store: &MemStore, cidr: &IpNet) -> IpamBlockSpec {
+pub(crate) async fn block_spec(store: &MemStore, cidr: &IpNet) -> IpamBlockSpec {
     store
         .get_obj::<IpamBlockSpec>(&cidr_to_name(cidr))
         .await
@@ -51,7 +82,7 @@ async fn block_spec(store: &MemStore, cidr: &IpNet) -> IpamBlockSpec {
         .spec
 }
 
-async fn assert_consistent(store: &MemStore) {
+pub(crate) async fn assert_consistent(store: &MemStore) {
     if let Err(problems) = check_invariants(store).await {
         panic!("IPAM invariants broken:\n{}", problems.join("\n"));
     }
@@ -208,6 +239,8 @@ async fn re_add_with_the_same_handle_returns_the_same_address() {
 async fn exhausted_pool_is_a_capacity_error_and_leaves_nothing_behind() {
     let store = MemStore::default();
     add_pool(&store, "tiny", "10.0.0.0/26", Some(26)).await;
+    // Strict affinity: n2 may not borrow from n1's block.
+    set_config(&store, "strictAffinity: true").await;
     let ipam = ipam(&store);
     let a = one(&ipam, "h1", "n1").await;
     let err = ipam
@@ -336,7 +369,10 @@ async fn ipv6_uses_the_same_logic() {
     add_pool(&store, "v6", "fd00:10::/112", None).await;
     let ipam = ipam(&store);
     let nets = ipam
-        .auto_assign_family(&AssignRequest::workload("h", "n1", 2), Family::V6)
+        .auto_assign(&AssignRequest {
+            num_v6: 2,
+            ..AssignRequest::workload("h", "n1", 0)
+        })
         .await
         .expect("assign");
     assert_eq!(nets.len(), 2);
@@ -426,15 +462,8 @@ fn candidate_blocks_start_per_node_and_wrap() {
     assert!(v6.contains(&first));
 }
 
-#[test]
-fn rfc3339_formats_utc() {
-    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-}
-
 /// A small deterministic generator, so that a failing interleaving of choices can be rerun.
-fn xorshift(state: &mut u64) -> u64 {
+pub(crate) fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;
     *state ^= *state << 17;

@@ -250,6 +250,13 @@ impl IpamConfigSpec {
     }
 }
 
+/// Annotation on an `IPAMBlock`: when (RFC 3339) the block last became empty. Brindle writes
+/// it on every block write that leaves the block empty (creation included) and removes it on
+/// every write that leaves addresses in it; [`crate::Ipam::release_empty_blocks`] releases a
+/// node's empty block only once this is older than the grace period. Not part of Calico's
+/// schema, hence an annotation rather than a spec field.
+pub const EMPTY_SINCE_ANNOTATION: &str = "brindle.dev/empty-since";
+
 /// `IPAMBlock` spec (Calico `crd.projectcalico.org/v1` field names).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
