@@ -20,3 +20,8 @@ pub mod store;
 pub use allocator::{
     Allocation, AssignRequest, Ipam, IpamError, NodeRelease, Refusal, ReleaseOptions, ReleaseReport,
 };
+
+#[cfg(test)]
+mod assign_tests;
+#[cfg(test)]
+mod lifecycle_tests;
