@@ -24,4 +24,6 @@ pub use allocator::{
 #[cfg(test)]
 mod assign_tests;
 #[cfg(test)]
+mod concurrency_tests;
+#[cfg(test)]
 mod lifecycle_tests;
