@@ -351,3 +351,30 @@ async fn blocks_of_an_old_block_size_are_used_and_never_overlapped() {
     let spec = block_spec(&store, &a.trunc()).await;
     assert_eq!(block::allocated_count(&spec), 2);
 }
+
+#[tokio::test]
+async fn assign_ip_refuses_a_block_that_would_overlap_a_smaller_old_one() {
+    let store = MemStore::default();
+    add_pool(&store, "p", "10.0.0.0/24", Some(30)).await;
+    let ipam = ipam(&store);
+    let a = one(&ipam, "h1", "n1").await;
+    let mut pool: Object<IpPoolSpec> = store.get_obj("p").await.expect("get").expect("pool");
+    pool.spec.block_size = Some(28);
+    store.update_obj(&pool).await.expect("update");
+    // An address outside the old /30 but inside the /28 that would contain it.
+    let base = match a.trunc().addr() {
+        IpAddr::V4(v4) => u32::from(v4) & !0xf,
+        IpAddr::V6(_) => unreachable!(),
+    };
+    let target = (0..16)
+        .map(|i| IpAddr::V4((base + i).into()))
+        .find(|ip| !a.trunc().contains(ip))
+        .expect("an address outside the /30");
+    let err = ipam
+        .assign_ip(target, "h2", "n2", &BTreeMap::new())
+        .await
+        .expect_err("overlap");
+    assert!(matches!(err, IpamError::BlockOverlap { .. }), "{err}");
+    assert_eq!(affinities(&store).await.len(), 1, "nothing half-written");
+    assert_consistent(&store).await;
+}
