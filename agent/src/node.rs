@@ -168,6 +168,7 @@ pub async fn ensure_vxlan_tunnel(
             .into(),
             use_: AllowedUse::Tunnel,
             pools: Some(vxlan_pools),
+            ..AssignRequest::default()
         })
         .await?;
     let addr = ips.first().map(|ip| ip.addr().to_string());

@@ -142,6 +142,7 @@ impl PodNetwork {
                 attrs,
                 use_: AllowedUse::Workload,
                 pools: None,
+                ..AssignRequest::default()
             })
             .await
             .map_err(|e| {

@@ -1,50 +1,54 @@
-//! Block IPAM over a [`Store`]: Calico's `AutoAssign` and `ReleaseByHandle` (reference §4.2-4.4).
+//! Block IPAM over a [`Store`]: Calico's `AutoAssign`, `AssignIP`, `ReleaseIPs`,
+//! `ReleaseByHandle` and the affinity life cycle (reference §4.2-4.4).
 //!
 //! Records touched, all with compare-and-swap writes retried on conflict:
 //!
 //! ```text
-//!   IPPool (read only)          BlockAffinity <node>-<block>     IPAMBlock <block>       IPAMHandle <handle>
+//!   IPPool, IPAMConfig (read)   BlockAffinity <node>-<block>     IPAMBlock <block>       IPAMHandle <handle>
 //!   cidr, blockSize,    claim:  1. create {state: pending}  -->  2. create, host:<node>
-//!   allowedUses, ...            3. update {state: confirmed}
+//!   nodeSelector, ...           3. update {state: confirmed}
 //!                       assign:                                  pop `unallocated` (CAS) --> block[cidr] += n (CAS)
-//!                       release:                                 free handle's ordinals  --> block[cidr] -= n, delete at 0
+//!                       borrow:                                  same, in another node's block, attribute node=<me>
+//!                       release:                                 free ordinals (CAS)     --> block[cidr] -= n, delete at 0
+//!                       give up:    1. {state: pendingDeletion}  2. delete if empty (CAS), else unaffine
+//!                                   3. delete
 //! ```
 //!
-//! Choices of this first version (each a small addition later):
-//! - IPv4 only through the public API; the logic is per family (`Family`), so IPv6 needs only
-//!   a request field and a call.
-//! - A pool's `nodeSelector` other than `all()` is ignored (with a warning): every node may use
-//!   every enabled pool.
-//! - No borrowing from other nodes' blocks when the node's own are full and no block is free
-//!   (Calico's step 4 with strictAffinity false). TODO(#6).
-//! - Empty affine blocks are kept; releasing them is the GC's job, as in Calico.
-//! - `maxBlocksPerHost` is the constant [`MAX_BLOCKS_PER_HOST`]; there is no IPAMConfig yet.
-//! - Re-ADD is idempotent: a handle that already holds addresses gets them back, nothing new.
-//! - Concurrent calls for the same handle are the caller's to serialise (the CNI holds a
-//!   per-node lock, and handle IDs are unique per container); different handles are safe.
-//!
-//! The decisions are written up in `docs/ipam.md`.
+//! Code: this file (requests, pools, assignment, borrowing, `assign_ip`), `affinity.rs`
+//! (claiming, reclaiming and releasing blocks), `release.rs` (release paths and handles). The
+//! decisions are written up in `docs/ipam.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 use tracing::{debug, error, info, warn};
 
 use crate::block;
+use crate::clock::{rfc3339, Clock, SystemClock};
 use crate::model::{
-    affinity_name, cidr_to_name, handle_name, host_affinity, ordinal_to_ip, AffinityState,
-    AllowedUse, BlockAffinitySpec, IpPoolSpec, IpamBlockSpec, IpamHandleSpec, Object,
+    cidr_to_name, host_affinity, ip_to_ordinal, ordinal_to_ip, AffinityState, AllowedUse,
+    BlockAffinitySpec, IpPoolSpec, IpamBlockSpec, IpamConfigSpec, Object,
+    DEFAULT_MAX_BLOCKS_PER_HOST, EMPTY_SINCE_ANNOTATION, IPAM_CONFIG_NAME,
 };
+use crate::selector::Selector;
 use crate::store::{Store, StoreError, StoreExt};
 
-/// How many blocks one node may own (Calico's `maxBlocksPerHost` default).
-pub const MAX_BLOCKS_PER_HOST: usize = 20;
+pub use crate::affinity::NodeRelease;
+pub use crate::block::{Refusal, ReleaseOptions};
+pub use crate::release::ReleaseReport;
+
+/// How many blocks one node may own when `IPAMConfig` does not say (Calico's default).
+pub const MAX_BLOCKS_PER_HOST: usize = DEFAULT_MAX_BLOCKS_PER_HOST as usize;
 
 /// Attempts of one read-modify-write before giving up (Calico's `datastoreRetries`).
 pub const DATASTORE_RETRIES: usize = 100;
+
+/// How old another node's claim on an empty block must be before this node may take the block
+/// (Calico's `EmptyBlockMinReclaimAge`).
+pub const EMPTY_BLOCK_MIN_RECLAIM_AGE: Duration = Duration::from_secs(60);
 
 /// What to allocate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,40 +59,72 @@ pub struct AssignRequest {
     pub node: String,
     /// How many IPv4 addresses.
     pub num: usize,
-    /// Secondary attributes stored with the allocation (`node`, `namespace`, `pod`...).
+    /// How many IPv6 addresses.
+    pub num_v6: usize,
+    /// Secondary attributes stored with the allocation (`namespace`, `pod`...). `node` is
+    /// always set to [`AssignRequest::node`].
     pub attrs: BTreeMap<String, String>,
     pub use_: AllowedUse,
-    /// Pool names to allocate from; `None` means every enabled pool that allows `use_`.
+    /// Pool names to allocate from, used exactly (their `nodeSelector` is then ignored, as in
+    /// Calico); `None` means every enabled pool that allows `use_` and selects the node.
     pub pools: Option<Vec<String>>,
+    /// The node's labels, matched against pools' `nodeSelector`.
+    pub node_labels: BTreeMap<String, String>,
+}
+
+impl Default for AssignRequest {
+    fn default() -> Self {
+        AssignRequest {
+            handle_id: String::new(),
+            node: String::new(),
+            num: 0,
+            num_v6: 0,
+            attrs: BTreeMap::new(),
+            use_: AllowedUse::Workload,
+            pools: None,
+            node_labels: BTreeMap::new(),
+        }
+    }
 }
 
 impl AssignRequest {
-    /// A request for `num` workload addresses from any pool, with no attributes.
+    /// A request for `num` IPv4 workload addresses from any pool, with no attributes.
     pub fn workload(handle_id: impl Into<String>, node: impl Into<String>, num: usize) -> Self {
         AssignRequest {
             handle_id: handle_id.into(),
             node: node.into(),
             num,
-            attrs: BTreeMap::new(),
-            use_: AllowedUse::Workload,
-            pools: None,
+            ..AssignRequest::default()
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
-    #[error("no enabled {family} IP pool allows {use_:?} addresses")]
+    #[error("no enabled {family} IP pool allows {use_:?} addresses on node {node}")]
     NoPool {
         use_: AllowedUse,
         family: &'static str,
+        node: String,
     },
     #[error("IP pool {name:?} does not exist")]
     PoolNotFound { name: String },
+    #[error("IP pool {name:?} is disabled")]
+    PoolDisabled { name: String },
+    #[error("IP pool {name:?} is not valid: {reason}")]
+    InvalidPool { name: String, reason: String },
+    #[error("{ip} is not in any IP pool")]
+    OutsidePools { ip: IpAddr },
     #[error("no free block left for node {node} in pools {pools:?}")]
     Exhausted { node: String, pools: Vec<String> },
     #[error("node {node} owns {max} blocks (maxBlocksPerHost), all full")]
     BlockLimit { node: String, max: usize },
+    #[error("{ip} is already allocated (handle {handle:?})")]
+    AddressInUse { ip: IpAddr, handle: Option<String> },
+    #[error("block {cidr} would overlap the existing block {existing} (did the pool's blockSize change?)")]
+    BlockOverlap { cidr: IpNet, existing: IpNet },
+    #[error("IPAMConfig {IPAM_CONFIG_NAME:?} is not valid: {0}")]
+    InvalidConfig(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("gave up {what} after {DATASTORE_RETRIES} conflicting writes")]
@@ -106,6 +142,20 @@ impl IpamError {
     }
 }
 
+/// One allocated address as the blocks record it (for `ipam show --ip`, the GC and tests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    /// The address with its block's prefix length.
+    pub address: IpNet,
+    pub block: IpNet,
+    /// The block's `affinity` (`host:<node>`), `None` for an unaffine block.
+    pub block_affinity: Option<String>,
+    pub handle_id: Option<String>,
+    pub attrs: BTreeMap<String, String>,
+    /// `sequenceNumberForAllocation` of the ordinal: pass it to [`Ipam::release_ips`].
+    pub sequence_number: Option<u64>,
+}
+
 /// An address family; the allocation logic is written once for both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Family {
@@ -114,7 +164,7 @@ pub(crate) enum Family {
 }
 
 impl Family {
-    fn of(net: &IpNet) -> Family {
+    pub(crate) fn of(net: &IpNet) -> Family {
         match net {
             IpNet::V4(_) => Family::V4,
             IpNet::V6(_) => Family::V6,
@@ -130,91 +180,204 @@ impl Family {
 }
 
 /// A usable pool.
-struct Pool {
-    name: String,
-    spec: IpPoolSpec,
+pub(crate) struct Pool {
+    pub(crate) name: String,
+    pub(crate) spec: IpPoolSpec,
+}
+
+/// Who an assignment is for: the handle, the node, and the attributes to record (with `node`).
+pub(crate) struct Claimant<'a> {
+    pub(crate) handle_id: &'a str,
+    pub(crate) node: &'a str,
+    pub(crate) attrs: BTreeMap<String, String>,
+}
+
+impl<'a> Claimant<'a> {
+    fn new(handle_id: &'a str, node: &'a str, attrs: &BTreeMap<String, String>) -> Self {
+        let mut attrs = attrs.clone();
+        if let Some(other) = attrs.insert("node".to_string(), node.to_string()) {
+            if other != node {
+                warn!(attribute = %other, %node, "attribute node differs from the allocating node; recording the allocating node");
+            }
+        }
+        Claimant {
+            handle_id,
+            node,
+            attrs,
+        }
+    }
+}
+
+/// Whose block an assignment may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BlockUse {
+    /// Only a block affine to the claimant's node; recreated if its affinity is confirmed but
+    /// the block is missing.
+    Affine,
+    /// Any existing block (borrowing).
+    Any,
 }
 
 /// Allocates addresses from per-node blocks of the IP pools in a [`Store`].
 #[derive(Clone)]
 pub struct Ipam {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Ipam {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Ipam { store }
+        Ipam::with_clock(store, Arc::new(SystemClock))
     }
 
-    /// Allocates `req.num` IPv4 addresses for `req.handle_id` on `req.node`, each with its
-    /// block's prefix length (as Calico returns them). All or nothing: on error, whatever this
-    /// call had allocated is released again.
+    /// An allocator reading the time from `clock` (claim times, reclaim ages, empty-since).
+    pub fn with_clock(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Ipam { store, clock }
+    }
+
+    /// The `IPAMConfig` in force: the object named `default`, or the defaults when it is absent.
+    pub async fn config(&self) -> Result<IpamConfigSpec, IpamError> {
+        let Some(obj) = self
+            .store
+            .get_obj::<IpamConfigSpec>(IPAM_CONFIG_NAME)
+            .await?
+        else {
+            return Ok(IpamConfigSpec::default());
+        };
+        obj.spec.validate().map_err(IpamError::InvalidConfig)?;
+        Ok(obj.spec)
+    }
+
+    /// Allocates `req.num` IPv4 and `req.num_v6` IPv6 addresses for `req.handle_id` on
+    /// `req.node`, each with its block's prefix length (as Calico returns them), IPv4 first.
     ///
-    /// Idempotent per handle: if `req.handle_id` already holds IPv4 addresses, those are
-    /// returned, whatever `req.num`, and nothing is allocated.
+    /// Order, as Calico: the node's confirmed affine blocks; new blocks claimed in the node's
+    /// order (reclaiming other nodes' empty blocks claimed over a minute ago when no block is
+    /// free) up to `maxBlocksPerHost`; then, unless `strictAffinity`, addresses borrowed from
+    /// other nodes' blocks.
+    ///
+    /// All or nothing, across both families: on error, whatever this call had allocated is
+    /// released again. Idempotent per handle and family: if `req.handle_id` already holds
+    /// addresses of a family, those are returned, whatever the number asked, and none is added.
+    #[tracing::instrument(skip_all, fields(handle = %req.handle_id, node = %req.node, v4 = req.num, v6 = req.num_v6))]
     pub async fn auto_assign(&self, req: &AssignRequest) -> Result<Vec<IpNet>, IpamError> {
-        self.auto_assign_family(req, Family::V4).await
-    }
-
-    #[tracing::instrument(skip_all, fields(handle = %req.handle_id, node = %req.node, num = req.num, family = family.name()))]
-    pub(crate) async fn auto_assign_family(
-        &self,
-        req: &AssignRequest,
-        family: Family,
-    ) -> Result<Vec<IpNet>, IpamError> {
-        if req.num == 0 {
-            return Ok(Vec::new());
-        }
-        let held = self.handle_nets(&req.handle_id, Some(family)).await?;
-        if !held.is_empty() {
-            info!(
-                held = held.len(),
-                "handle already holds addresses, returning them"
-            );
-            return Ok(held);
-        }
-        let pools = self.pools_for(req, family).await?;
-        let mut done = Vec::new();
-        match self.assign_from_pools(req, &pools, &mut done).await {
-            Ok(()) => {
-                let nets: Vec<IpNet> = done
-                    .iter()
-                    .flat_map(|(cidr, ords)| ords.iter().filter_map(|&o| net_at(cidr, o)))
-                    .collect();
-                info!(addresses = ?nets, "assigned");
-                Ok(nets)
+        let mut out = Vec::new();
+        let mut plan = Vec::new();
+        // Everything that can fail without writing is checked before anything is written.
+        for (family, num) in [(Family::V4, req.num), (Family::V6, req.num_v6)] {
+            if num == 0 {
+                continue;
             }
-            Err(e) => {
+            let held = self.handle_nets(&req.handle_id, Some(family)).await?;
+            if !held.is_empty() {
+                info!(
+                    family = family.name(),
+                    held = held.len(),
+                    "handle already holds addresses, returning them"
+                );
+                out.extend(held);
+                continue;
+            }
+            plan.push((num, self.pools_for(req, family).await?));
+        }
+        if plan.is_empty() {
+            out.sort();
+            return Ok(out);
+        }
+        let config = self.config().await?;
+        let who = Claimant::new(&req.handle_id, &req.node, &req.attrs);
+        let mut done = Vec::new();
+        for (num, pools) in &plan {
+            if let Err(e) = self
+                .assign_family(&who, *num, pools, &config, &mut done)
+                .await
+            {
                 warn!(error = %e, "assignment failed, rolling back");
                 self.roll_back(&req.handle_id, &done).await;
-                Err(e)
+                return Err(e);
             }
         }
+        let new: Vec<IpNet> = done
+            .iter()
+            .flat_map(|(cidr, ords)| ords.iter().filter_map(|&o| net_at(cidr, o)))
+            .collect();
+        info!(addresses = ?new, "assigned");
+        out.extend(new);
+        out.sort();
+        Ok(out)
     }
 
-    /// Releases every address of `handle_id` and deletes the handle; returns the addresses
-    /// freed. A handle that does not exist has nothing to release.
-    #[tracing::instrument(skip(self))]
-    pub async fn release_by_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>, IpamError> {
-        let Some(handle) = self.get_handle(handle_id).await? else {
-            debug!("no such handle, nothing to release");
-            return Ok(Vec::new());
-        };
-        let mut freed_ips = Vec::new();
-        let mut counts = BTreeMap::new();
-        for (key, &count) in &handle.spec.block {
-            counts.insert(key.clone(), count);
-            let Ok(cidr) = key.parse::<IpNet>() else {
-                warn!(block = %key, "handle names a block that is not a CIDR; dropping the entry");
+    /// Allocates exactly `ip` to `handle_id` on `node` (Calico's `AssignIP`), claiming the
+    /// block that would hold it for `node` when there is none; an existing block is used
+    /// whoever owns it (the allocation then records `node`, like a borrowed one). Returns the
+    /// address with its block's prefix length.
+    ///
+    /// Fails with [`IpamError::AddressInUse`] when another handle holds `ip` (the same handle
+    /// gets it back: re-ADD is idempotent), [`IpamError::OutsidePools`] or
+    /// [`IpamError::PoolDisabled`] when no enabled pool contains it, and
+    /// [`IpamError::BlockOverlap`] when its block would overlap a block of another size.
+    #[tracing::instrument(skip(self, attrs))]
+    pub async fn assign_ip(
+        &self,
+        ip: IpAddr,
+        handle_id: &str,
+        node: &str,
+        attrs: &BTreeMap<String, String>,
+    ) -> Result<IpNet, IpamError> {
+        let pool = self.pool_containing(ip).await?;
+        let who = Claimant::new(handle_id, node, attrs);
+        for _ in 0..DATASTORE_RETRIES {
+            let (blocks, _) = self.store.list_objs::<IpamBlockSpec>().await?;
+            let Some(mut obj) = blocks
+                .into_iter()
+                .find(|b| !b.spec.deleted && b.spec.cidr.contains(&ip))
+            else {
+                let cidr = IpNet::new(ip, pool.spec.block_size())
+                    .map_err(|_| IpamError::InvalidPool {
+                        name: pool.name.clone(),
+                        reason: "bad blockSize".to_string(),
+                    })?
+                    .trunc();
+                if let Some(existing) = self.overlapping_block(cidr).await? {
+                    return Err(IpamError::BlockOverlap { cidr, existing });
+                }
+                // Claimed by us or lost to someone else: either way the next pass finds it.
+                self.try_claim(node, cidr).await?;
                 continue;
             };
-            let freed = self.release_in_block(cidr, handle_id, None).await?;
-            freed_ips.extend(freed.iter().filter_map(|&o| ordinal_to_ip(&cidr, o)));
+            let cidr = obj.spec.cidr;
+            let Some(ordinal) = ip_to_ordinal(&cidr, ip) else {
+                continue;
+            };
+            let net = net_at(&cidr, ordinal).unwrap_or(cidr);
+            match block::assign_ordinal(&mut obj.spec, ordinal, Some(handle_id), &who.attrs) {
+                Ok(()) => {}
+                Err(Some(holder)) if holder == handle_id => {
+                    debug!("address already held by this handle");
+                    return Ok(net);
+                }
+                Err(holder) => return Err(IpamError::AddressInUse { ip, handle: holder }),
+            }
+            match self.write_block(&mut obj).await {
+                Ok(()) => {}
+                Err(e) if retryable(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if let Err(e) = self.add_to_handle(handle_id, cidr, 1).await {
+                if let Err(undo) = self
+                    .release_in_block(cidr, handle_id, Some(&[ordinal]))
+                    .await
+                {
+                    error!(block = %cidr, error = %undo, "could not undo an assignment whose handle write failed");
+                }
+                return Err(e);
+            }
+            info!(address = %net, "assigned");
+            return Ok(net);
         }
-        self.decrement_handle(handle_id, &counts).await?;
-        freed_ips.sort();
-        info!(addresses = ?freed_ips, "released");
-        Ok(freed_ips)
+        Err(IpamError::TooManyRetries {
+            what: format!("assigning {ip}"),
+        })
     }
 
     /// The addresses `handle_id` holds, ascending; empty when the handle does not exist.
@@ -230,12 +393,37 @@ impl Ipam {
         Ok(blocks)
     }
 
+    /// What the blocks record about `ip`; `None` when it is not allocated.
+    pub async fn get_allocation(&self, ip: IpAddr) -> Result<Option<Allocation>, IpamError> {
+        let (blocks, _) = self.store.list_objs::<IpamBlockSpec>().await?;
+        for b in blocks.iter().filter(|b| !b.spec.deleted) {
+            let Some(ordinal) = ip_to_ordinal(&b.spec.cidr, ip) else {
+                continue;
+            };
+            let Some(Some(idx)) = b.spec.allocations.get(ordinal) else {
+                return Ok(None);
+            };
+            let attr = b.spec.attributes.get(*idx);
+            return Ok(Some(Allocation {
+                address: net_at(&b.spec.cidr, ordinal).unwrap_or(b.spec.cidr),
+                block: b.spec.cidr,
+                block_affinity: b.spec.affinity.clone(),
+                handle_id: attr.and_then(|a| a.handle_id.clone()),
+                attrs: attr.map(|a| a.secondary.clone()).unwrap_or_default(),
+                sequence_number: block::sequence_of(&b.spec, ordinal),
+            }));
+        }
+        Ok(None)
+    }
+
     // --- pools and affinities ---
 
-    /// The pools `req` may allocate from, in the requested order or by name.
+    /// The pools `req` may allocate from in `family`: the requested ones by name, or the
+    /// enabled ones whose `nodeSelector` selects the node; then by family and allowed use.
     async fn pools_for(&self, req: &AssignRequest, family: Family) -> Result<Vec<Pool>, IpamError> {
         let (mut all, _) = self.store.list_objs::<IpPoolSpec>().await?;
         all.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let requested = req.pools.is_some();
         let candidates: Vec<Object<IpPoolSpec>> = match &req.pools {
             Some(names) => names
                 .iter()
@@ -252,17 +440,35 @@ impl Ipam {
         for p in candidates {
             let name = p.metadata.name;
             let spec = p.spec;
-            if Family::of(&spec.cidr) != family || spec.disabled || !spec.allows(req.use_) {
+            if Family::of(&spec.cidr) != family || !spec.allows(req.use_) {
+                continue;
+            }
+            if spec.disabled {
+                if requested {
+                    return Err(IpamError::PoolDisabled { name });
+                }
                 continue;
             }
             if let Err(reason) = spec.validate() {
+                if requested {
+                    return Err(IpamError::InvalidPool { name, reason });
+                }
                 warn!(pool = %name, %reason, "skipping invalid pool");
                 continue;
             }
-            if let Some(sel) = spec.node_selector.as_deref() {
-                let sel = sel.trim();
-                if !sel.is_empty() && sel != "all()" && req.pools.is_none() {
-                    warn!(pool = %name, selector = %sel, "nodeSelector is not supported yet; pool used on every node");
+            if !requested {
+                let selector = spec.node_selector.as_deref().unwrap_or("");
+                match Selector::parse(selector) {
+                    Ok(sel) if sel.matches(&req.node_labels) => {}
+                    Ok(_) => {
+                        debug!(pool = %name, %selector, "nodeSelector does not select the node");
+                        continue;
+                    }
+                    // validate() parsed it already; kept for completeness.
+                    Err(e) => {
+                        warn!(pool = %name, error = %e, "skipping pool with a bad nodeSelector");
+                        continue;
+                    }
                 }
             }
             pools.push(Pool { name, spec });
@@ -271,13 +477,42 @@ impl Ipam {
             return Err(IpamError::NoPool {
                 use_: req.use_,
                 family: family.name(),
+                node: req.node.clone(),
             });
         }
         Ok(pools)
     }
 
+    /// The enabled, valid pool containing `ip`.
+    async fn pool_containing(&self, ip: IpAddr) -> Result<Pool, IpamError> {
+        let (all, _) = self.store.list_objs::<IpPoolSpec>().await?;
+        let containing: Vec<Object<IpPoolSpec>> = all
+            .into_iter()
+            .filter(|p| p.spec.cidr.contains(&ip))
+            .collect();
+        if let Some(p) = containing
+            .iter()
+            .find(|p| !p.spec.disabled && p.spec.validate().is_ok())
+        {
+            return Ok(Pool {
+                name: p.metadata.name.clone(),
+                spec: p.spec.clone(),
+            });
+        }
+        match containing.into_iter().next() {
+            None => Err(IpamError::OutsidePools { ip }),
+            Some(p) if p.spec.disabled => Err(IpamError::PoolDisabled {
+                name: p.metadata.name,
+            }),
+            Some(p) => Err(IpamError::InvalidPool {
+                reason: p.spec.validate().err().unwrap_or_default(),
+                name: p.metadata.name,
+            }),
+        }
+    }
+
     /// CIDRs of `node`'s confirmed block affinities.
-    async fn confirmed_affinities(&self, node: &str) -> Result<Vec<IpNet>, IpamError> {
+    pub(crate) async fn confirmed_affinities(&self, node: &str) -> Result<Vec<IpNet>, IpamError> {
         let (affs, _) = self.store.list_objs::<BlockAffinitySpec>().await?;
         Ok(affs
             .into_iter()
@@ -292,17 +527,19 @@ impl Ipam {
 
     // --- assignment ---
 
-    /// Fills `done` with (block, ordinals) until `req.num` addresses are assigned and recorded in
-    /// the handle; on error `done` holds what must be rolled back.
-    async fn assign_from_pools(
+    /// Assigns `num` addresses of one family from `pools`, appending (block, ordinals) to `done`
+    /// as they are recorded in blocks and handle; on error `done` holds what to roll back.
+    async fn assign_family(
         &self,
-        req: &AssignRequest,
+        who: &Claimant<'_>,
+        num: usize,
         pools: &[Pool],
+        config: &IpamConfigSpec,
         done: &mut Vec<(IpNet, Vec<usize>)>,
     ) -> Result<(), IpamError> {
-        let mut remaining = req.num;
+        let mut remaining = num;
         let mut affine: Vec<IpNet> = self
-            .confirmed_affinities(&req.node)
+            .confirmed_affinities(who.node)
             .await?
             .into_iter()
             .filter(|b| pools.iter().any(|p| p.spec.cidr.contains(b)))
@@ -313,81 +550,158 @@ impl Ipam {
             if remaining == 0 {
                 return Ok(());
             }
-            let ords = self.assign_from_block(req, cidr, remaining).await?;
-            remaining -= ords.len();
-            if !ords.is_empty() {
-                done.push((cidr, ords));
-            }
+            remaining -= self
+                .assign_from_block(who, cidr, remaining, BlockUse::Affine, done)
+                .await?;
         }
-        while remaining > 0 {
-            if owned >= MAX_BLOCKS_PER_HOST {
-                return Err(IpamError::BlockLimit {
-                    node: req.node.clone(),
-                    max: MAX_BLOCKS_PER_HOST,
-                });
+        let mut limited = false;
+        while remaining > 0 && config.auto_allocate_blocks {
+            if owned >= config.max_blocks() {
+                limited = true;
+                break;
             }
-            let cidr = self.claim_block(&req.node, pools).await?;
+            let cidr = match self.claim_block(who.node, pools).await {
+                Ok(cidr) => cidr,
+                Err(IpamError::Exhausted { .. }) => break,
+                Err(e) => return Err(e),
+            };
             owned += 1;
-            let ords = self.assign_from_block(req, cidr, remaining).await?;
-            remaining -= ords.len();
-            if !ords.is_empty() {
-                done.push((cidr, ords));
-            }
+            remaining -= self
+                .assign_from_block(who, cidr, remaining, BlockUse::Affine, done)
+                .await?;
         }
-        Ok(())
+        if remaining > 0 && !config.strict_affinity {
+            remaining -= self.borrow(who, pools, remaining, done).await?;
+        }
+        if remaining == 0 {
+            Ok(())
+        } else if limited {
+            Err(IpamError::BlockLimit {
+                node: who.node.to_string(),
+                max: config.max_blocks(),
+            })
+        } else {
+            Err(IpamError::Exhausted {
+                node: who.node.to_string(),
+                pools: pools.iter().map(|p| p.name.clone()).collect(),
+            })
+        }
     }
 
-    /// Assigns up to `n` addresses from one of the node's blocks and records them in the handle;
-    /// if the handle cannot be written, the block assignment is undone before returning the error.
+    /// Borrowing (Calico's step 4): up to `n` addresses from existing blocks of `pools` that
+    /// are not the node's, tried from a per-node starting point. Returns how many were taken.
+    async fn borrow(
+        &self,
+        who: &Claimant<'_>,
+        pools: &[Pool],
+        n: usize,
+        done: &mut Vec<(IpNet, Vec<usize>)>,
+    ) -> Result<usize, IpamError> {
+        let (blocks, _) = self.store.list_objs::<IpamBlockSpec>().await?;
+        let me = host_affinity(who.node);
+        let mut tried = BTreeSet::new();
+        let mut got = 0;
+        for pool in pools {
+            let mut candidates: Vec<IpNet> = blocks
+                .iter()
+                .map(|b| &b.spec)
+                .filter(|b| {
+                    !b.deleted
+                        && pool.spec.cidr.contains(&b.cidr)
+                        && b.affinity.as_deref() != Some(me.as_str())
+                        && block::free_count(b) > 0
+                })
+                .map(|b| b.cidr)
+                .collect();
+            candidates.sort();
+            if !candidates.is_empty() {
+                let start = fnv1a32(who.node.as_bytes()) as usize % candidates.len();
+                candidates.rotate_left(start);
+            }
+            for cidr in candidates {
+                if got == n {
+                    return Ok(got);
+                }
+                if !tried.insert(cidr) {
+                    continue;
+                }
+                let before = got;
+                got += self
+                    .assign_from_block(who, cidr, n - got, BlockUse::Any, done)
+                    .await?;
+                if got > before {
+                    info!(block = %cidr, count = got - before, "borrowed from another node's block");
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    /// Assigns up to `n` addresses from one block and records them in the handle, appending
+    /// them to `done`; returns how many. If the handle cannot be written, the block assignment
+    /// is undone before returning the error.
     async fn assign_from_block(
         &self,
-        req: &AssignRequest,
+        who: &Claimant<'_>,
         cidr: IpNet,
         n: usize,
-    ) -> Result<Vec<usize>, IpamError> {
-        let ords = self.assign_in_block(req, cidr, n).await?;
+        use_: BlockUse,
+        done: &mut Vec<(IpNet, Vec<usize>)>,
+    ) -> Result<usize, IpamError> {
+        let ords = self.assign_in_block(who, cidr, n, use_).await?;
         if ords.is_empty() {
-            return Ok(ords);
+            return Ok(0);
         }
-        if let Err(e) = self.add_to_handle(&req.handle_id, cidr, ords.len()).await {
+        if let Err(e) = self.add_to_handle(who.handle_id, cidr, ords.len()).await {
             if let Err(undo) = self
-                .release_in_block(cidr, &req.handle_id, Some(&ords))
+                .release_in_block(cidr, who.handle_id, Some(&ords))
                 .await
             {
                 error!(block = %cidr, error = %undo, "could not undo an assignment whose handle write failed");
             }
             return Err(e);
         }
-        Ok(ords)
+        let count = ords.len();
+        done.push((cidr, ords));
+        Ok(count)
     }
 
     /// The block half of an assignment: pops up to `n` ordinals, with CAS retries.
     async fn assign_in_block(
         &self,
-        req: &AssignRequest,
+        who: &Claimant<'_>,
         cidr: IpNet,
         n: usize,
+        use_: BlockUse,
     ) -> Result<Vec<usize>, IpamError> {
         let name = cidr_to_name(&cidr);
-        let me = host_affinity(&req.node);
+        let me = host_affinity(who.node);
         for _ in 0..DATASTORE_RETRIES {
             let Some(mut obj) = self.store.get_obj::<IpamBlockSpec>(&name).await? else {
-                // A confirmed affinity without its block: a claim interrupted, or the block was
-                // deleted under us. Recreate it, as Calico does.
+                if use_ == BlockUse::Any {
+                    return Ok(Vec::new());
+                }
+                // A confirmed affinity without its block: a claim interrupted, or the block
+                // released under us. Recreate it and confirm the affinity, as Calico does.
                 info!(block = %cidr, "affine block missing, recreating it");
-                self.create_block(&req.node, cidr).await?;
+                if !self.create_block(who.node, cidr).await? {
+                    return Ok(Vec::new());
+                }
+                self.confirm_affinity(who.node, cidr).await?;
                 continue;
             };
-            if obj.spec.deleted || obj.spec.affinity.as_deref() != Some(me.as_str()) {
-                debug!(block = %cidr, affinity = ?obj.spec.affinity, "block is not ours, skipping");
+            if obj.spec.deleted
+                || (use_ == BlockUse::Affine && obj.spec.affinity.as_deref() != Some(me.as_str()))
+            {
+                debug!(block = %cidr, affinity = ?obj.spec.affinity, "block is not usable, skipping");
                 return Ok(Vec::new());
             }
-            let ords = block::assign(&mut obj.spec, n, Some(&req.handle_id), &req.attrs);
+            let ords = block::assign(&mut obj.spec, n, Some(who.handle_id), &who.attrs);
             if ords.is_empty() {
                 return Ok(ords);
             }
-            match self.store.update_obj(&obj).await {
-                Ok(_) => {
+            match self.write_block(&mut obj).await {
+                Ok(()) => {
                     debug!(block = %cidr, ordinals = ?ords, "assigned in block");
                     return Ok(ords);
                 }
@@ -416,363 +730,46 @@ impl Ipam {
         }
     }
 
-    // --- claiming blocks ---
-
-    /// Finds a block for `node`: one of its own with room whose claim was not finished, or a
-    /// new one claimed in two phases. Candidates of each pool are tried in the node's order.
-    async fn claim_block(&self, node: &str, pools: &[Pool]) -> Result<IpNet, IpamError> {
-        let (blocks, _) = self.store.list_objs::<IpamBlockSpec>().await?;
-        let existing: BTreeMap<IpNet, IpamBlockSpec> =
-            blocks.into_iter().map(|b| (b.spec.cidr, b.spec)).collect();
-        let me = host_affinity(node);
-        for pool in pools {
-            for cidr in candidate_blocks(&pool.spec.cidr, pool.spec.block_size(), node) {
-                match existing.get(&cidr) {
-                    Some(b)
-                        if !b.deleted
-                            && b.affinity.as_deref() == Some(me.as_str())
-                            && block::free_count(b) > 0 =>
-                    {
-                        self.confirm_affinity(node, cidr).await?;
-                        return Ok(cidr);
-                    }
-                    Some(_) => continue,
-                    None => {
-                        if self.try_claim(node, cidr).await? {
-                            return Ok(cidr);
-                        }
-                    }
-                }
-            }
-        }
-        Err(IpamError::Exhausted {
-            node: node.to_string(),
-            pools: pools.iter().map(|p| p.name.clone()).collect(),
-        })
-    }
-
-    /// Claims `cidr` for `node`: pending affinity, block, confirmed affinity. Returns false,
-    /// leaving nothing behind, when another node got the block first.
-    async fn try_claim(&self, node: &str, cidr: IpNet) -> Result<bool, IpamError> {
-        self.ensure_pending_affinity(node, cidr).await?;
-        match self.create_block(node, cidr).await {
-            Ok(true) => {}
-            Ok(false) => {
-                self.delete_pending_affinity(node, cidr).await?;
-                debug!(block = %cidr, "block taken by another node");
-                return Ok(false);
-            }
-            Err(e) => {
-                if let Err(undo) = self.delete_pending_affinity(node, cidr).await {
-                    warn!(block = %cidr, error = %undo, "could not delete pending affinity");
-                }
-                return Err(e);
-            }
-        }
-        self.confirm_affinity(node, cidr).await?;
-        info!(block = %cidr, "claimed block");
-        Ok(true)
-    }
-
-    /// Creates the block affine to `node`; true if it now exists and is ours (created by us or,
-    /// concurrently, by another task of the same node), false if it belongs to someone else.
-    async fn create_block(&self, node: &str, cidr: IpNet) -> Result<bool, IpamError> {
-        let me = host_affinity(node);
-        let spec = block::new_block(cidr, Some(me.clone()), Some(now_rfc3339()), unix_nanos())
-            .ok_or_else(|| StoreError::Corrupt {
-                kind: "IPAMBlock".to_string(),
-                name: cidr_to_name(&cidr),
-                reason: format!("{cidr} is too large to be a block"),
-            })?;
-        let name = cidr_to_name(&cidr);
-        match self
-            .store
-            .create_obj(&Object::new(name.clone(), spec))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(StoreError::AlreadyExists { .. }) => {
-                let existing = self.store.get_obj::<IpamBlockSpec>(&name).await?;
-                Ok(existing.is_some_and(|b| {
-                    !b.spec.deleted && b.spec.affinity.as_deref() == Some(me.as_str())
-                }))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Phase one of a claim: the affinity exists and is pending, or already confirmed.
-    async fn ensure_pending_affinity(&self, node: &str, cidr: IpNet) -> Result<(), IpamError> {
-        let name = affinity_name(node, &cidr);
-        for _ in 0..DATASTORE_RETRIES {
-            let result = match self.store.get_obj::<BlockAffinitySpec>(&name).await? {
-                None => {
-                    let spec = BlockAffinitySpec {
-                        state: AffinityState::Pending,
-                        node: node.to_string(),
-                        type_: "host".to_string(),
-                        cidr,
-                        deleted: "false".to_string(),
-                    };
-                    self.store
-                        .create_obj(&Object::new(name.clone(), spec))
-                        .await
-                }
-                Some(a) if a.spec.state == AffinityState::Confirmed && a.spec.deleted != "true" => {
-                    return Ok(())
-                }
-                Some(a) if a.spec.state == AffinityState::Pending && a.spec.deleted != "true" => {
-                    return Ok(())
-                }
-                Some(mut a) => {
-                    a.spec.state = AffinityState::Pending;
-                    a.spec.deleted = "false".to_string();
-                    self.store.update_obj(&a).await
-                }
-            };
-            match result {
-                Ok(_) => return Ok(()),
-                Err(e) if retryable(&e) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::TooManyRetries {
-            what: format!("writing pending affinity {name}"),
-        })
-    }
-
-    /// Phase three of a claim (and repair of an interrupted one): the affinity is confirmed.
-    async fn confirm_affinity(&self, node: &str, cidr: IpNet) -> Result<(), IpamError> {
-        let name = affinity_name(node, &cidr);
-        for _ in 0..DATASTORE_RETRIES {
-            let result = match self.store.get_obj::<BlockAffinitySpec>(&name).await? {
-                Some(a) if a.spec.state == AffinityState::Confirmed && a.spec.deleted != "true" => {
-                    return Ok(())
-                }
-                Some(mut a) => {
-                    a.spec.state = AffinityState::Confirmed;
-                    a.spec.deleted = "false".to_string();
-                    self.store.update_obj(&a).await
-                }
-                None => {
-                    let spec = BlockAffinitySpec {
-                        state: AffinityState::Confirmed,
-                        node: node.to_string(),
-                        type_: "host".to_string(),
-                        cidr,
-                        deleted: "false".to_string(),
-                    };
-                    self.store
-                        .create_obj(&Object::new(name.clone(), spec))
-                        .await
-                }
-            };
-            match result {
-                Ok(_) => return Ok(()),
-                Err(e) if retryable(&e) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::TooManyRetries {
-            what: format!("confirming affinity {name}"),
-        })
-    }
-
-    /// Undoes phase one after losing the block to another node. A confirmed affinity is left
-    /// alone (it cannot be ours to drop).
-    async fn delete_pending_affinity(&self, node: &str, cidr: IpNet) -> Result<(), IpamError> {
-        let name = affinity_name(node, &cidr);
-        for _ in 0..DATASTORE_RETRIES {
-            let Some(a) = self.store.get_obj::<BlockAffinitySpec>(&name).await? else {
-                return Ok(());
-            };
-            if a.spec.state == AffinityState::Confirmed {
-                return Ok(());
-            }
-            match self.store.delete_obj(&a).await {
-                Ok(()) => return Ok(()),
-                Err(e) if retryable(&e) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::TooManyRetries {
-            what: format!("deleting pending affinity {name}"),
-        })
-    }
-
-    // --- handles and release ---
-
-    /// The handle record, unless absent or soft-deleted.
-    async fn get_handle(
+    /// Updates a block (compare-and-swap), keeping its empty-since annotation right.
+    pub(crate) async fn write_block(
         &self,
-        handle_id: &str,
-    ) -> Result<Option<Object<IpamHandleSpec>>, IpamError> {
-        let handle = self
-            .store
-            .get_obj::<IpamHandleSpec>(&handle_name(handle_id))
-            .await?;
-        Ok(handle.filter(|h| !h.spec.deleted))
+        obj: &mut Object<IpamBlockSpec>,
+    ) -> Result<(), StoreError> {
+        note_emptiness(obj, self.clock.now());
+        *obj = self.store.update_obj(obj).await?;
+        Ok(())
     }
+}
 
-    /// The addresses `handle_id` holds, with their blocks' prefix lengths, ascending.
-    async fn handle_nets(
-        &self,
-        handle_id: &str,
-        family: Option<Family>,
-    ) -> Result<Vec<IpNet>, IpamError> {
-        let Some(handle) = self.get_handle(handle_id).await? else {
-            return Ok(Vec::new());
-        };
-        let mut nets = Vec::new();
-        for key in handle.spec.block.keys() {
-            let Ok(cidr) = key.parse::<IpNet>() else {
-                continue;
-            };
-            if family.is_some_and(|f| f != Family::of(&cidr)) {
-                continue;
-            }
-            if let Some(b) = self
-                .store
-                .get_obj::<IpamBlockSpec>(&cidr_to_name(&cidr))
-                .await?
-            {
-                let ords = block::ordinals_of_handle(&b.spec, handle_id);
-                nets.extend(
-                    ords.into_iter()
-                        .filter_map(|o| block::ordinal_net(&b.spec, o)),
-                );
-            }
-        }
-        nets.sort();
-        Ok(nets)
-    }
-
-    /// Adds `n` addresses in `cidr` to the handle, creating it if needed.
-    async fn add_to_handle(&self, handle_id: &str, cidr: IpNet, n: usize) -> Result<(), IpamError> {
-        let name = handle_name(handle_id);
-        for _ in 0..DATASTORE_RETRIES {
-            let result = match self.store.get_obj::<IpamHandleSpec>(&name).await? {
-                None => {
-                    let spec = IpamHandleSpec {
-                        handle_id: handle_id.to_string(),
-                        block: BTreeMap::from([(cidr.to_string(), count_u32(n))]),
-                        deleted: false,
-                    };
-                    self.store
-                        .create_obj(&Object::new(name.clone(), spec))
-                        .await
-                }
-                Some(mut h) => {
-                    if h.spec.deleted {
-                        h.spec.block.clear();
-                        h.spec.deleted = false;
-                    }
-                    let count = h.spec.block.entry(cidr.to_string()).or_default();
-                    *count = count.saturating_add(count_u32(n));
-                    self.store.update_obj(&h).await
-                }
-            };
-            match result {
-                Ok(_) => return Ok(()),
-                Err(e) if retryable(&e) => {
-                    debug!(handle = %handle_id, "handle changed concurrently, retrying")
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::TooManyRetries {
-            what: format!("updating handle {handle_id}"),
-        })
-    }
-
-    /// Subtracts per-block counts from the handle; deletes it when nothing is left.
-    async fn decrement_handle(
-        &self,
-        handle_id: &str,
-        counts: &BTreeMap<String, u32>,
-    ) -> Result<(), IpamError> {
-        for _ in 0..DATASTORE_RETRIES {
-            let Some(mut h) = self.get_handle(handle_id).await? else {
-                return Ok(());
-            };
-            for (key, n) in counts {
-                if let Some(count) = h.spec.block.get_mut(key) {
-                    *count = count.saturating_sub(*n);
-                }
-            }
-            h.spec.block.retain(|_, count| *count > 0);
-            let result = if h.spec.block.is_empty() {
-                self.store.delete_obj(&h).await
-            } else {
-                self.store.update_obj(&h).await.map(drop)
-            };
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) if retryable(&e) => {
-                    debug!(handle = %handle_id, "handle changed concurrently, retrying")
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::TooManyRetries {
-            what: format!("updating handle {handle_id}"),
-        })
-    }
-
-    /// Frees the handle's ordinals in one block (only `only` when given), with CAS retries.
-    /// Empty blocks are kept: affine ones belong to their node until the GC releases them.
-    async fn release_in_block(
-        &self,
-        cidr: IpNet,
-        handle_id: &str,
-        only: Option<&[usize]>,
-    ) -> Result<Vec<usize>, IpamError> {
-        let name = cidr_to_name(&cidr);
-        for _ in 0..DATASTORE_RETRIES {
-            let Some(mut b) = self.store.get_obj::<IpamBlockSpec>(&name).await? else {
-                warn!(block = %cidr, handle = %handle_id, "handle names a block that does not exist");
-                return Ok(Vec::new());
-            };
-            let freed = match only {
-                Some(ords) => block::release_ordinals_of_handle(&mut b.spec, handle_id, ords),
-                None => block::release_handle(&mut b.spec, handle_id),
-            };
-            if freed.is_empty() {
-                return Ok(freed);
-            }
-            match self.store.update_obj(&b).await {
-                Ok(_) => {
-                    debug!(block = %cidr, ordinals = ?freed, "released in block");
-                    return Ok(freed);
-                }
-                Err(e) if retryable(&e) => {
-                    debug!(block = %cidr, "block changed concurrently, retrying")
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::TooManyRetries {
-            what: format!("releasing in block {cidr}"),
-        })
+/// Sets the empty-since annotation on an empty block that lacks it, and removes it from a
+/// block that holds addresses.
+pub(crate) fn note_emptiness(obj: &mut Object<IpamBlockSpec>, now: SystemTime) {
+    let annotations = &mut obj.metadata.annotations;
+    if block::is_empty(&obj.spec) {
+        annotations
+            .entry(EMPTY_SINCE_ANNOTATION.to_string())
+            .or_insert_with(|| rfc3339(now));
+    } else {
+        annotations.remove(EMPTY_SINCE_ANNOTATION);
     }
 }
 
 /// A write that lost a race: the record changed, appeared or vanished since it was read.
-fn retryable(e: &StoreError) -> bool {
+pub(crate) fn retryable(e: &StoreError) -> bool {
     e.is_conflict() || matches!(e, StoreError::NotFound { .. })
 }
 
-fn count_u32(n: usize) -> u32 {
+pub(crate) fn count_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The address at `ordinal` of `block` with the block's prefix length.
-fn net_at(block: &IpNet, ordinal: usize) -> Option<IpNet> {
+pub(crate) fn net_at(block: &IpNet, ordinal: usize) -> Option<IpNet> {
     IpNet::new(ordinal_to_ip(block, ordinal)?, block.prefix_len()).ok()
 }
 
 /// FNV-1a, 32 bits.
-fn fnv1a32(data: &[u8]) -> u32 {
+pub(crate) fn fnv1a32(data: &[u8]) -> u32 {
     data.iter().fold(0x811c_9dc5_u32, |h, &b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })
@@ -810,43 +807,6 @@ pub(crate) fn candidate_blocks(
     })
 }
 
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-/// The current UTC time as RFC 3339 (`2026-11-22T10:00:00Z`), for `affinityClaimTime`.
-fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    rfc3339(secs)
-}
-
-fn rfc3339(unix_secs: u64) -> String {
-    let days = i64::try_from(unix_secs / 86_400).unwrap_or(0);
-    let rem = unix_secs % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 #[path = "allocator_tests.rs"]
-mod tests;
+pub(crate) mod tests;

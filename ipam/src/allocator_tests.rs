@@ -1,6 +1,6 @@
 //! Tests of [`super::Ipam`] against the in-memory store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -9,9 +9,10 @@ use ipnet::IpNet;
 
 use super::*;
 use crate::check::check_invariants;
+use crate::model::IpamHandleSpec;
 use crate::store::{KvPair, Listing, MemStore, Watch};
 
-async fn add_pool(store: &MemStore, name: &str, cidr: &str, block_size: Option<u8>) {
+pub(crate) async fn add_pool(store: &MemStore, name: &str, cidr: &str, block_size: Option<u8>) {
     let mut spec = serde_json::json!({ "cidr": cidr });
     if let Some(bs) = block_size {
         spec["blockSize"] = bs.into();
@@ -23,26 +24,56 @@ async fn add_pool(store: &MemStore, name: &str, cidr: &str, block_size: Option<u
         .expect("create pool");
 }
 
-fn ipam(store: &MemStore) -> Ipam {
+/// Writes the IPAMConfig `default` from YAML.
+pub(crate) async fn set_config(store: &MemStore, yaml: &str) {
+    let spec: IpamConfigSpec = serde_yaml::from_str(yaml).expect("config");
+    match store
+        .get_obj::<IpamConfigSpec>(IPAM_CONFIG_NAME)
+        .await
+        .expect("get")
+    {
+        Some(mut c) => {
+            c.spec = spec;
+            store.update_obj(&c).await.expect("update config");
+        }
+        None => {
+            store
+                .create_obj(&Object::new(IPAM_CONFIG_NAME, spec))
+                .await
+                .expect("create config");
+        }
+    }
+}
+
+/// Creates a pool from a JSON spec.
+pub(crate) async fn add_pool_spec(store: &MemStore, name: &str, spec: serde_json::Value) {
+    let spec: IpPoolSpec = serde_json::from_value(spec).expect("pool spec");
+    store
+        .create_obj(&Object::new(name, spec))
+        .await
+        .expect("create pool");
+}
+
+pub(crate) fn ipam(store: &MemStore) -> Ipam {
     Ipam::new(Arc::new(store.clone()))
 }
 
-fn req(handle: &str, node: &str) -> AssignRequest {
+pub(crate) fn req(handle: &str, node: &str) -> AssignRequest {
     AssignRequest::workload(handle, node, 1)
 }
 
-async fn one(ipam: &Ipam, handle: &str, node: &str) -> IpNet {
+pub(crate) async fn one(ipam: &Ipam, handle: &str, node: &str) -> IpNet {
     let nets = ipam.auto_assign(&req(handle, node)).await.expect("assign");
     assert_eq!(nets.len(), 1, "{nets:?}");
     nets[0]
 }
 
-async fn affinities(store: &MemStore) -> Vec<BlockAffinitySpec> {
+pub(crate) async fn affinities(store: &MemStore) -> Vec<BlockAffinitySpec> {
     let (affs, _) = store.list_objs::<BlockAffinitySpec>().await.expect("list");
     affs.into_iter().map(|a| a.spec).collect()
 }
 
-async fn block_spec(store: &MemStore, cidr: &IpNet) -> IpamBlockSpec {
+pub(crate) async fn block_spec(store: &MemStore, cidr: &IpNet) -> IpamBlockSpec {
     store
         .get_obj::<IpamBlockSpec>(&cidr_to_name(cidr))
         .await
@@ -51,7 +82,7 @@ async fn block_spec(store: &MemStore, cidr: &IpNet) -> IpamBlockSpec {
         .spec
 }
 
-async fn assert_consistent(store: &MemStore) {
+pub(crate) async fn assert_consistent(store: &MemStore) {
     if let Err(problems) = check_invariants(store).await {
         panic!("IPAM invariants broken:\n{}", problems.join("\n"));
     }
@@ -208,6 +239,8 @@ async fn re_add_with_the_same_handle_returns_the_same_address() {
 async fn exhausted_pool_is_a_capacity_error_and_leaves_nothing_behind() {
     let store = MemStore::default();
     add_pool(&store, "tiny", "10.0.0.0/26", Some(26)).await;
+    // Strict affinity: n2 may not borrow from n1's block.
+    set_config(&store, "strictAffinity: true").await;
     let ipam = ipam(&store);
     let a = one(&ipam, "h1", "n1").await;
     let err = ipam
@@ -336,7 +369,10 @@ async fn ipv6_uses_the_same_logic() {
     add_pool(&store, "v6", "fd00:10::/112", None).await;
     let ipam = ipam(&store);
     let nets = ipam
-        .auto_assign_family(&AssignRequest::workload("h", "n1", 2), Family::V6)
+        .auto_assign(&AssignRequest {
+            num_v6: 2,
+            ..AssignRequest::workload("h", "n1", 0)
+        })
         .await
         .expect("assign");
     assert_eq!(nets.len(), 2);
@@ -424,163 +460,4 @@ fn candidate_blocks_start_per_node_and_wrap() {
     let first = candidate_blocks(&v6, 122, "n1").next().expect("first");
     assert_eq!(first.prefix_len(), 122);
     assert!(v6.contains(&first));
-}
-
-#[test]
-fn rfc3339_formats_utc() {
-    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-}
-
-/// A small deterministic generator, so that a failing interleaving of choices can be rerun.
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-/// A store that yields to the scheduler around every operation, so that concurrent tasks
-/// interleave between their reads and their writes, and counts the writes that lost a race.
-struct Interleaving {
-    inner: MemStore,
-    lost_races: std::sync::atomic::AtomicUsize,
-}
-
-impl Interleaving {
-    fn count<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
-        if r.as_ref().is_err_and(retryable) {
-            self.lost_races
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-#[async_trait]
-impl Store for Interleaving {
-    async fn get(&self, kind: &str, name: &str) -> Result<Option<KvPair>, StoreError> {
-        tokio::task::yield_now().await;
-        let r = self.inner.get(kind, name).await;
-        tokio::task::yield_now().await;
-        r
-    }
-    async fn list(&self, kind: &str) -> Result<Listing, StoreError> {
-        tokio::task::yield_now().await;
-        let r = self.inner.list(kind).await;
-        tokio::task::yield_now().await;
-        r
-    }
-    async fn create(&self, kind: &str, name: &str, value: Vec<u8>) -> Result<u64, StoreError> {
-        tokio::task::yield_now().await;
-        self.count(self.inner.create(kind, name, value).await)
-    }
-    async fn update(
-        &self,
-        kind: &str,
-        name: &str,
-        value: Vec<u8>,
-        expected: u64,
-    ) -> Result<u64, StoreError> {
-        tokio::task::yield_now().await;
-        self.count(self.inner.update(kind, name, value, expected).await)
-    }
-    async fn delete(
-        &self,
-        kind: &str,
-        name: &str,
-        expected: Option<u64>,
-    ) -> Result<(), StoreError> {
-        tokio::task::yield_now().await;
-        self.count(self.inner.delete(kind, name, expected).await)
-    }
-    async fn watch(&self, kind: Option<&str>, after: u64) -> Result<Watch, StoreError> {
-        self.inner.watch(kind, after).await
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_allocation_keeps_the_records_consistent() {
-    let store = MemStore::default();
-    // 16 blocks of 16 addresses: both nodes claim several, and race for the same candidates.
-    add_pool(&store, "default", "10.0.0.0/24", Some(28)).await;
-    let racy = Arc::new(Interleaving {
-        inner: store.clone(),
-        lost_races: Default::default(),
-    });
-    let ipam = Ipam::new(racy.clone());
-    let mut tasks = Vec::new();
-    for t in 0..8u64 {
-        let ipam = ipam.clone();
-        tasks.push(tokio::spawn(async move {
-            let node = format!("n{}", t % 2);
-            let mut rng = 0x9e37_79b9_7f4a_7c15 ^ (t + 1);
-            let mut held: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
-            for k in 0..60 {
-                let release = !held.is_empty() && (held.len() >= 6 || xorshift(&mut rng) % 3 == 0);
-                if release {
-                    let pick = (xorshift(&mut rng) as usize) % held.len();
-                    let handle = held.keys().nth(pick).cloned().expect("held");
-                    let nets = held.remove(&handle).expect("held");
-                    let mut freed = ipam.release_by_handle(&handle).await.expect("release");
-                    freed.sort();
-                    let mut want: Vec<IpAddr> = nets.iter().map(IpNet::addr).collect();
-                    want.sort();
-                    assert_eq!(freed, want, "release of {handle}");
-                } else {
-                    let handle = format!("t{t}-{k}");
-                    let num = 1 + (xorshift(&mut rng) % 2) as usize;
-                    let nets = ipam
-                        .auto_assign(&AssignRequest::workload(&handle, &node, num))
-                        .await
-                        .expect("assign");
-                    assert_eq!(nets.len(), num);
-                    held.insert(handle, nets);
-                }
-                tokio::task::yield_now().await;
-            }
-            (node, held)
-        }));
-    }
-    let mut all_held: Vec<(String, String, IpNet)> = Vec::new();
-    for task in tasks {
-        let (node, held) = task.await.expect("task");
-        for (handle, nets) in held {
-            all_held.extend(nets.into_iter().map(|n| (node.clone(), handle.clone(), n)));
-        }
-    }
-    assert_consistent(&store).await;
-    let lost = racy.lost_races.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(lost > 0, "the tasks never raced; the test proves nothing");
-    let distinct: BTreeSet<IpAddr> = all_held.iter().map(|(_, _, n)| n.addr()).collect();
-    assert_eq!(distinct.len(), all_held.len(), "an address is held twice");
-    for (node, handle, net) in &all_held {
-        assert!(ipam
-            .ips_by_handle(handle)
-            .await
-            .expect("ips")
-            .contains(&net.addr()));
-        // Addresses come only from the node's own blocks (no borrowing yet).
-        let blocks = ipam.node_blocks(node).await.expect("blocks");
-        assert!(
-            blocks.contains(&net.trunc()),
-            "{net} of {node} outside {blocks:?}"
-        );
-    }
-    let affs = affinities(&store).await;
-    assert!(
-        affs.iter().all(|a| a.state == AffinityState::Confirmed),
-        "pending affinities left: {affs:?}"
-    );
-    let (blocks, _) = store.list_objs::<IpamBlockSpec>().await.expect("list");
-    for b in &blocks {
-        let owner = b.spec.affinity.as_deref().expect("affine");
-        assert!(
-            affs.iter()
-                .any(|a| host_affinity(&a.node) == owner && a.cidr == b.spec.cidr),
-            "block {} has no affinity record",
-            b.spec.cidr
-        );
-    }
 }

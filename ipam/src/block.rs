@@ -252,6 +252,141 @@ pub fn release_addresses(block: &mut IpamBlockSpec, ips: &[IpAddr]) -> Released 
     out
 }
 
+/// Assigns exactly `ordinal` (Calico's `AssignIP` within a block). Fails with the current
+/// holder's handle when the ordinal is allocated already, or is outside the block (`Err(None)`).
+pub fn assign_ordinal(
+    block: &mut IpamBlockSpec,
+    ordinal: usize,
+    handle_id: Option<&str>,
+    secondary: &BTreeMap<String, String>,
+) -> Result<(), Option<String>> {
+    match block.allocations.get(ordinal) {
+        None => return Err(None),
+        Some(Some(_)) => return Err(handle_of(block, ordinal).map(str::to_string)),
+        Some(None) => {}
+    }
+    block.unallocated.retain(|&o| o != ordinal);
+    let attr = find_or_add_attribute(block, handle_id, secondary);
+    block.allocations[ordinal] = Some(attr);
+    block
+        .sequence_number_for_allocation
+        .insert(ordinal.to_string(), block.sequence_number);
+    block.sequence_number += 1;
+    Ok(())
+}
+
+/// The sequence number at which `ordinal` was handed out, if it is allocated and has one.
+pub fn sequence_of(block: &IpamBlockSpec, ordinal: usize) -> Option<u64> {
+    block
+        .sequence_number_for_allocation
+        .get(&ordinal.to_string())
+        .copied()
+}
+
+/// One address to release, with what the caller believes about its allocation (Calico's
+/// `ReleaseOptions`). Each condition given must hold, or the address is left allocated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseOptions {
+    pub address: IpAddr,
+    /// Release only if the address is allocated to this handle.
+    pub handle_id: Option<String>,
+    /// Release only if the address was handed out at this block sequence number (the value of
+    /// `sequenceNumberForAllocation` the caller read). A release that comes late, after the
+    /// address was freed and handed out again, then does nothing.
+    pub sequence_number: Option<u64>,
+}
+
+impl ReleaseOptions {
+    /// Release `address` whoever holds it.
+    pub fn address(address: IpAddr) -> Self {
+        ReleaseOptions {
+            address,
+            handle_id: None,
+            sequence_number: None,
+        }
+    }
+}
+
+/// Why a release was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The address is allocated to another handle (or to none).
+    HandleMismatch {
+        expected: String,
+        actual: Option<String>,
+    },
+    /// The address was handed out again since the caller looked (or has no recorded number).
+    SequenceMismatch { expected: u64, actual: Option<u64> },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::HandleMismatch { expected, actual } => {
+                write!(f, "allocated to handle {actual:?}, not {expected:?}")
+            }
+            Refusal::SequenceMismatch { expected, actual } => write!(
+                f,
+                "allocated at sequence number {actual:?}, not {expected} (handed out again since)"
+            ),
+        }
+    }
+}
+
+/// The outcome of [`release_checked`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckedRelease {
+    /// Freed addresses with the handle each was allocated to.
+    pub freed: Vec<(IpAddr, Option<String>)>,
+    /// Addresses that were not allocated, or are not in this block.
+    pub not_allocated: Vec<IpAddr>,
+    /// Addresses left allocated because a condition of their options did not hold.
+    pub refused: Vec<(IpAddr, Refusal)>,
+}
+
+/// Releases the addresses of `opts` whose conditions hold; the rest are reported.
+pub fn release_checked(block: &mut IpamBlockSpec, opts: &[ReleaseOptions]) -> CheckedRelease {
+    let mut out = CheckedRelease::default();
+    let mut ordinals = Vec::new();
+    for opt in opts {
+        let ip = opt.address;
+        let Some(o) = ip_to_ordinal(&block.cidr, ip)
+            .filter(|&o| block.allocations.get(o).is_some_and(Option::is_some))
+        else {
+            out.not_allocated.push(ip);
+            continue;
+        };
+        if ordinals.contains(&o) {
+            continue;
+        }
+        let handle = handle_of(block, o).map(str::to_string);
+        if let Some(expected) = &opt.handle_id {
+            if handle.as_deref() != Some(expected.as_str()) {
+                out.refused.push((
+                    ip,
+                    Refusal::HandleMismatch {
+                        expected: expected.clone(),
+                        actual: handle,
+                    },
+                ));
+                continue;
+            }
+        }
+        if let Some(expected) = opt.sequence_number {
+            let actual = sequence_of(block, o);
+            if actual != Some(expected) {
+                out.refused
+                    .push((ip, Refusal::SequenceMismatch { expected, actual }));
+                continue;
+            }
+        }
+        out.freed.push((ip, handle));
+        ordinals.push(o);
+    }
+    free_ordinals(block, &ordinals);
+    out
+}
+
 /// Drops attribute entries that no allocation refers to and renumbers the rest, keeping their
 /// order (Calico's `deleteUnreferencedAttributes`).
 fn delete_unreferenced_attributes(block: &mut IpamBlockSpec) {
@@ -375,6 +510,73 @@ mod tests {
         assert_eq!(out.not_allocated, vec![ip("10.0.0.5"), ip("10.9.9.9")]);
         assert_eq!(handle_count(&b, "h1"), 1);
         assert_eq!(b.attributes.len(), 1);
+    }
+
+    #[test]
+    fn assign_ordinal_takes_exactly_that_address() {
+        let mut b = block("10.0.0.0/29");
+        assign_ordinal(&mut b, 5, Some("h1"), &attrs("a")).expect("free");
+        assert_eq!(handle_of(&b, 5), Some("h1"));
+        assert!(!b.unallocated.contains(&5));
+        assert_eq!(sequence_of(&b, 5), Some(7));
+        assert_eq!(
+            assign_ordinal(&mut b, 5, Some("h2"), &attrs("b")),
+            Err(Some("h1".to_string()))
+        );
+        assert_eq!(
+            assign_ordinal(&mut b, 8, Some("h2"), &attrs("b")),
+            Err(None)
+        );
+        // The queue skips it afterwards.
+        assert_eq!(
+            assign(&mut b, 7, Some("h3"), &attrs("c")),
+            vec![0, 1, 2, 3, 4, 6, 7]
+        );
+    }
+
+    #[test]
+    fn release_checked_refuses_a_late_release() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let mut b = block("10.0.0.0/30");
+        assign(&mut b, 1, Some("h1"), &attrs("a"));
+        let seq = sequence_of(&b, 0).expect("recorded");
+        // The GC saw ordinal 0 held by h1 at `seq`; meanwhile h1 released it and h2 got it.
+        release_handle(&mut b, "h1");
+        b.unallocated.retain(|&o| o != 0);
+        b.unallocated.insert(0, 0);
+        assert_eq!(assign(&mut b, 1, Some("h2"), &attrs("b")), vec![0]);
+        let late = ReleaseOptions {
+            address: ip("10.0.0.0"),
+            handle_id: None,
+            sequence_number: Some(seq),
+        };
+        let out = release_checked(&mut b, std::slice::from_ref(&late));
+        assert!(out.freed.is_empty());
+        assert!(matches!(
+            out.refused[..],
+            [(_, Refusal::SequenceMismatch { .. })]
+        ));
+        assert_eq!(handle_of(&b, 0), Some("h2"));
+        let wrong_handle = ReleaseOptions {
+            handle_id: Some("h1".into()),
+            sequence_number: None,
+            ..late.clone()
+        };
+        let out = release_checked(&mut b, &[wrong_handle]);
+        assert!(matches!(
+            out.refused[..],
+            [(_, Refusal::HandleMismatch { .. })]
+        ));
+        let right = ReleaseOptions {
+            handle_id: Some("h2".into()),
+            sequence_number: sequence_of(&b, 0),
+            ..late
+        };
+        let free = ReleaseOptions::address(ip("10.0.0.3"));
+        let out = release_checked(&mut b, &[right, free]);
+        assert_eq!(out.freed, vec![(ip("10.0.0.0"), Some("h2".to_string()))]);
+        assert_eq!(out.not_allocated, vec![ip("10.0.0.3")]);
+        assert!(is_empty(&b));
     }
 
     #[test]

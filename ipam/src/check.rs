@@ -13,14 +13,26 @@
 //! 3. Each handle's name is `handle_name(handleID)`, and for every block its count equals the
 //!    number of allocations in that block carrying the handle; conversely every allocation with
 //!    a handle is counted by that handle.
+//! 4. Every allocation records its `node` attribute (Brindle always writes it: the route
+//!    programmer routes borrowed addresses by it, and the GC checks workloads on that node).
+//! 5. Every allocated ordinal has a `sequenceNumberForAllocation` entry, below the block's
+//!    `sequenceNumber`; free ordinals have none.
+//! 6. No two blocks overlap (a pool's blockSize may have changed since some were made).
+//! 7. Affinities: each is named `affinity_name(node, cidr)`; a confirmed one has its block, affine
+//!    to that node; a block affine to a node has a confirmed affinity (pending and
+//!    pendingDeletion ones are transitions and may lack a block).
+//! 8. An unaffine block is not empty (the release that empties it deletes it), and a block
+//!    holding addresses carries no empty-since annotation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::block;
 use crate::model::{
-    cidr_to_name, handle_name, ordinal_to_ip, IpamBlockSpec, IpamHandleSpec, Object,
+    affinity_name, cidr_to_name, handle_name, host_affinity, ordinal_to_ip, AffinityState,
+    BlockAffinitySpec, IpamBlockSpec, IpamHandleSpec, Object, EMPTY_SINCE_ANNOTATION,
 };
 use crate::store::{Store, StoreExt};
 
@@ -37,12 +49,20 @@ pub async fn check_invariants(store: &dyn Store) -> Result<(), Vec<String>> {
         .await
         .map_err(|e| vec![format!("cannot list IPAM handles: {e}")])?
         .0;
+    let affinities = store
+        .list_objs::<BlockAffinitySpec>()
+        .await
+        .map_err(|e| vec![format!("cannot list block affinities: {e}")])?
+        .0;
     let mut problems = Vec::new();
     for b in &blocks {
         check_block(b, &mut problems);
+        check_allocation_records(b, &mut problems);
     }
     check_no_double_allocation(&blocks, &mut problems);
+    check_no_overlap(&blocks, &mut problems);
     check_handles(&blocks, &handles, &mut problems);
+    check_affinities(&blocks, &affinities, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -111,6 +131,122 @@ fn check_block(obj: &Object<IpamBlockSpec>, problems: &mut Vec<String>) {
             problems.push(format!(
                 "block {name}: ordinal {ordinal} is neither allocated nor in unallocated (lost)"
             ));
+        }
+    }
+}
+
+/// Invariants 4, 5 and 8 for one block.
+fn check_allocation_records(obj: &Object<IpamBlockSpec>, problems: &mut Vec<String>) {
+    let b = &obj.spec;
+    let name = &obj.metadata.name;
+    for (ordinal, idx) in b.allocations.iter().enumerate() {
+        let key = ordinal.to_string();
+        let seq = b.sequence_number_for_allocation.get(&key);
+        let Some(idx) = idx else {
+            if seq.is_some() {
+                problems.push(format!(
+                    "block {name}: free ordinal {ordinal} still has a sequence number"
+                ));
+            }
+            continue;
+        };
+        match seq {
+            None => problems.push(format!(
+                "block {name}: allocated ordinal {ordinal} has no sequence number"
+            )),
+            Some(&s) if s >= b.sequence_number => problems.push(format!(
+                "block {name}: ordinal {ordinal} was allocated at sequence number {s}, not below the block's {}",
+                b.sequence_number
+            )),
+            Some(_) => {}
+        }
+        if let Some(attr) = b.attributes.get(*idx) {
+            if attr.secondary.get("node").is_none_or(String::is_empty) {
+                problems.push(format!(
+                    "block {name}: ordinal {ordinal} (handle {:?}) has no node attribute",
+                    attr.handle_id
+                ));
+            }
+        }
+    }
+    let empty = block::is_empty(b);
+    if b.affinity.is_none() && empty && !b.deleted {
+        problems.push(format!(
+            "block {name}: unaffine and empty, it should have been deleted"
+        ));
+    }
+    if !empty
+        && obj
+            .metadata
+            .annotations
+            .contains_key(EMPTY_SINCE_ANNOTATION)
+    {
+        problems.push(format!(
+            "block {name}: holds addresses but is annotated {EMPTY_SINCE_ANNOTATION}"
+        ));
+    }
+}
+
+fn check_no_overlap(blocks: &[Object<IpamBlockSpec>], problems: &mut Vec<String>) {
+    let mut cidrs: Vec<(&IpNet, &str)> = blocks
+        .iter()
+        .map(|b| (&b.spec.cidr, b.metadata.name.as_str()))
+        .collect();
+    cidrs.sort();
+    for (i, (a, an)) in cidrs.iter().enumerate() {
+        for (b, bn) in &cidrs[i + 1..] {
+            if a != b && (a.contains(*b) || b.contains(*a)) {
+                problems.push(format!("block {an} ({a}) overlaps block {bn} ({b})"));
+            }
+        }
+    }
+}
+
+fn check_affinities(
+    blocks: &[Object<IpamBlockSpec>],
+    affinities: &[Object<BlockAffinitySpec>],
+    problems: &mut Vec<String>,
+) {
+    let by_cidr: BTreeMap<IpNet, &IpamBlockSpec> = blocks
+        .iter()
+        .filter(|b| !b.spec.deleted)
+        .map(|b| (b.spec.cidr, &b.spec))
+        .collect();
+    let mut confirmed: BTreeSet<(String, IpNet)> = BTreeSet::new();
+    for obj in affinities.iter().filter(|a| a.spec.deleted != "true") {
+        let a = &obj.spec;
+        let name = &obj.metadata.name;
+        if *name != affinity_name(&a.node, &a.cidr) {
+            problems.push(format!(
+                "affinity {name}: name does not match node {} and cidr {}",
+                a.node, a.cidr
+            ));
+        }
+        if a.state != AffinityState::Confirmed {
+            continue;
+        }
+        confirmed.insert((host_affinity(&a.node), a.cidr));
+        match by_cidr.get(&a.cidr) {
+            None => problems.push(format!(
+                "affinity {name}: confirmed, but block {} does not exist",
+                a.cidr
+            )),
+            Some(b) if b.affinity.as_deref() != Some(host_affinity(&a.node).as_str()) => problems
+                .push(format!(
+                    "affinity {name}: confirmed for {}, but block {} is affine to {:?}",
+                    a.node, a.cidr, b.affinity
+                )),
+            Some(_) => {}
+        }
+    }
+    for (cidr, b) in &by_cidr {
+        if let Some(owner) = &b.affinity {
+            if !confirmed.contains(&(owner.clone(), *cidr)) {
+                problems.push(format!(
+                    "block {}: affine to {owner}, which has no confirmed affinity for it",
+                    cidr_to_name(cidr)
+                ));
+            }
         }
     }
 }
@@ -206,12 +342,32 @@ mod tests {
         Object::new(handle_name(id), spec)
     }
 
+    fn node_attr(node: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("node".to_string(), node.to_string())])
+    }
+
+    async fn confirmed(store: &MemStore, node: &str, cidr: &str) {
+        let cidr: IpNet = cidr.parse().expect("cidr");
+        let spec = BlockAffinitySpec {
+            state: AffinityState::Confirmed,
+            node: node.to_string(),
+            type_: "host".to_string(),
+            cidr,
+            deleted: "false".to_string(),
+        };
+        store
+            .create_obj(&Object::new(affinity_name(node, &cidr), spec))
+            .await
+            .expect("create");
+    }
+
     #[tokio::test]
     async fn consistent_records_pass() {
         let store = MemStore::default();
         let mut b = block_obj("10.0.0.0/29");
-        block::assign(&mut b.spec, 2, Some("h1"), &BTreeMap::new());
+        block::assign(&mut b.spec, 2, Some("h1"), &node_attr("n1"));
         store.create_obj(&b).await.expect("create");
+        confirmed(&store, "n1", "10.0.0.0/29").await;
         store
             .create_obj(&handle_obj("h1", "10.0.0.0/29", 2))
             .await
@@ -223,7 +379,7 @@ mod tests {
     async fn each_broken_invariant_is_reported() {
         let store = MemStore::default();
         let mut a = block_obj("10.0.0.0/29");
-        block::assign(&mut a.spec, 2, Some("h1"), &BTreeMap::new());
+        block::assign(&mut a.spec, 2, Some("h1"), &node_attr("n1"));
         a.spec.unallocated.push(0); // allocated and free
         a.spec.unallocated.retain(|&o| o != 7); // lost
         a.spec.unallocated.push(3); // twice
@@ -231,7 +387,7 @@ mod tests {
         store.create_obj(&a).await.expect("create");
         // Overlaps the first block, and allocates 10.0.0.0 again.
         let mut overlap = block_obj("10.0.0.0/30");
-        block::assign(&mut overlap.spec, 1, Some("h2"), &BTreeMap::new());
+        block::assign(&mut overlap.spec, 1, Some("h2"), &node_attr("n1"));
         store.create_obj(&overlap).await.expect("create");
         store
             .create_obj(&handle_obj("h1", "10.0.0.0/29", 2))
@@ -252,5 +408,51 @@ mod tests {
             "{problems:#?}"
         );
         assert!(has("handle \"h2\": records 0"), "{problems:#?}");
+        assert!(has("overlaps block"), "{problems:#?}");
+        assert!(has("which has no confirmed affinity"), "{problems:#?}");
+    }
+
+    #[tokio::test]
+    async fn allocation_records_and_affinities_are_checked() {
+        let store = MemStore::default();
+        // No node attribute, a missing and a stale sequence number, an annotation that lies.
+        let mut b = block_obj("10.0.1.0/29");
+        block::assign(&mut b.spec, 2, Some("h1"), &BTreeMap::new());
+        b.spec.sequence_number_for_allocation.remove("0");
+        b.spec
+            .sequence_number_for_allocation
+            .insert("5".to_string(), 1);
+        b.metadata.annotations.insert(
+            EMPTY_SINCE_ANNOTATION.to_string(),
+            "2026-01-01T00:00:00Z".into(),
+        );
+        store.create_obj(&b).await.expect("create");
+        store
+            .create_obj(&handle_obj("h1", "10.0.1.0/29", 2))
+            .await
+            .expect("create");
+        confirmed(&store, "n1", "10.0.1.0/29").await;
+        // A confirmed affinity without a block, and an empty unaffine block.
+        confirmed(&store, "n2", "10.0.2.0/29").await;
+        let mut unaffine = block_obj("10.0.3.0/29");
+        unaffine.spec.affinity = None;
+        store.create_obj(&unaffine).await.expect("create");
+        let problems = check_invariants(&store).await.expect_err("broken");
+        let has = |s: &str| problems.iter().any(|p| p.contains(s));
+        assert!(
+            has("ordinal 0 (handle Some(\"h1\")) has no node attribute"),
+            "{problems:#?}"
+        );
+        assert!(
+            has("allocated ordinal 0 has no sequence number"),
+            "{problems:#?}"
+        );
+        assert!(
+            has("free ordinal 5 still has a sequence number"),
+            "{problems:#?}"
+        );
+        assert!(has("holds addresses but is annotated"), "{problems:#?}");
+        assert!(has("block 10.0.2.0/29 does not exist"), "{problems:#?}");
+        assert!(has("unaffine and empty"), "{problems:#?}");
     }
 }

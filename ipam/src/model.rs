@@ -173,9 +173,89 @@ impl IpPoolSpec {
         if self.ipip_mode != EncapMode::Never && matches!(self.cidr, IpNet::V6(_)) {
             return Err("spec.ipipMode: IPIP is IPv4 only".to_string());
         }
+        if let Some(sel) = &self.node_selector {
+            crate::selector::Selector::parse(sel).map_err(|e| format!("spec.nodeSelector: {e}"))?;
+        }
         Ok(())
     }
 }
+
+/// `IPAMConfig` spec (Calico `crd.projectcalico.org/v1` `ipamconfigs`, v3 `IPAMConfiguration`).
+/// One object, named [`IPAM_CONFIG_NAME`]; when it is absent the defaults apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpamConfigSpec {
+    /// Never borrow addresses from other nodes' blocks.
+    #[serde(default)]
+    pub strict_affinity: bool,
+    /// Claim new blocks when a node's blocks are full.
+    #[serde(default = "default_true")]
+    pub auto_allocate_blocks: bool,
+    /// Blocks one node may own; 0 means [`DEFAULT_MAX_BLOCKS_PER_HOST`].
+    #[serde(default)]
+    pub max_blocks_per_host: u32,
+}
+
+/// The name of the one `IPAMConfig` object that is read.
+pub const IPAM_CONFIG_NAME: &str = "default";
+
+/// Calico's `maxBlocksPerHost` when unset or 0.
+pub const DEFAULT_MAX_BLOCKS_PER_HOST: u32 = 20;
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for IpamConfigSpec {
+    fn default() -> Self {
+        IpamConfigSpec {
+            strict_affinity: false,
+            auto_allocate_blocks: true,
+            max_blocks_per_host: 0,
+        }
+    }
+}
+
+impl Resource for IpamConfigSpec {
+    const KIND: &'static str = "IPAMConfig";
+}
+
+impl IpamConfigSpec {
+    /// The block limit in force: `maxBlocksPerHost`, or 20 when it is 0.
+    pub fn max_blocks(&self) -> usize {
+        let n = if self.max_blocks_per_host == 0 {
+            DEFAULT_MAX_BLOCKS_PER_HOST
+        } else {
+            self.max_blocks_per_host
+        };
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+
+    /// Calico's rules (`libcalico-go` `validateIPAMConfig`): a block limit needs strict
+    /// affinity, and a node that may neither claim blocks nor be strict could borrow only.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_blocks_per_host > 0 && !self.strict_affinity {
+            return Err(
+                "spec.maxBlocksPerHost: a block limit requires spec.strictAffinity: true"
+                    .to_string(),
+            );
+        }
+        if !self.strict_affinity && !self.auto_allocate_blocks {
+            return Err(
+                "spec.autoAllocateBlocks: false is only allowed with spec.strictAffinity: true"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Annotation on an `IPAMBlock`: when (RFC 3339) the block last became empty. Brindle writes
+/// it on every block write that leaves the block empty (creation included) and removes it on
+/// every write that leaves addresses in it; [`crate::Ipam::release_empty_blocks`] releases a
+/// node's empty block only once this is older than the grace period. Not part of Calico's
+/// schema, hence an annotation rather than a spec field.
+pub const EMPTY_SINCE_ANNOTATION: &str = "brindle.dev/empty-since";
 
 /// `IPAMBlock` spec (Calico `crd.projectcalico.org/v1` field names).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -360,6 +440,47 @@ mod tests {
         pool.ipip_mode = EncapMode::Always;
         pool.vxlan_mode = EncapMode::CrossSubnet;
         assert!(pool.validate().expect_err("invalid").contains("ipipMode"));
+    }
+
+    #[test]
+    fn ipam_config_defaults_and_calico_rules() {
+        let c: IpamConfigSpec = serde_yaml::from_str("{}").expect("parses");
+        assert_eq!(c, IpamConfigSpec::default());
+        assert!(c.auto_allocate_blocks && !c.strict_affinity);
+        assert_eq!(c.max_blocks(), 20);
+        assert!(c.validate().is_ok());
+        let c: IpamConfigSpec =
+            serde_yaml::from_str("strictAffinity: true\nmaxBlocksPerHost: 4\n").expect("parses");
+        assert_eq!(c.max_blocks(), 4);
+        assert!(c.validate().is_ok());
+        let c: IpamConfigSpec = serde_yaml::from_str("maxBlocksPerHost: 4").expect("parses");
+        assert!(c
+            .validate()
+            .expect_err("needs strict")
+            .contains("maxBlocksPerHost"));
+        let c: IpamConfigSpec = serde_yaml::from_str("autoAllocateBlocks: false").expect("parses");
+        assert!(c
+            .validate()
+            .expect_err("borrow only")
+            .contains("autoAllocateBlocks"));
+        let c: IpamConfigSpec =
+            serde_yaml::from_str("autoAllocateBlocks: false\nstrictAffinity: true")
+                .expect("parses");
+        assert!(c.validate().is_ok());
+        assert!(serde_yaml::from_str::<IpamConfigSpec>("strictaffinity: true").is_err());
+    }
+
+    #[test]
+    fn pool_validation_checks_the_node_selector() {
+        let mut pool: IpPoolSpec = serde_yaml::from_str("cidr: 10.0.0.0/16").expect("parses");
+        pool.node_selector = Some("zone == 'a' && !has(gpu)".to_string());
+        assert!(pool.validate().is_ok());
+        pool.node_selector = Some("zone = 'a'".to_string());
+        let e = pool.validate().expect_err("bad selector");
+        assert!(
+            e.contains("spec.nodeSelector") && e.contains("position 5"),
+            "{e}"
+        );
     }
 
     #[test]
