@@ -27,9 +27,13 @@ async fn run_node(path: &str, node: &str) -> (f64, f64) {
     let ipam = Ipam::new(open(path).await);
     let start = Instant::now();
     for i in 0..PER_NODE {
-        ipam.auto_assign(&AssignRequest::workload(format!("bench.{node}-{i}"), node, 1))
-            .await
-            .expect("allocation");
+        ipam.auto_assign(&AssignRequest::workload(
+            format!("bench.{node}-{i}"),
+            node,
+            1,
+        ))
+        .await
+        .expect("allocation");
     }
     let allocated = start.elapsed().as_secs_f64();
     let start = Instant::now();
@@ -95,7 +99,9 @@ fn main() {
         let out = child.wait_with_output().expect("worker output");
         assert!(out.status.success(), "worker failed");
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut it = text.split_whitespace().map(|s| s.parse::<f64>().expect("seconds"));
+        let mut it = text
+            .split_whitespace()
+            .map(|s| s.parse::<f64>().expect("seconds"));
         alloc_secs = alloc_secs.max(it.next().expect("alloc"));
         release_secs = release_secs.max(it.next().expect("release"));
     }
