@@ -438,6 +438,69 @@ pub async fn check(
     Ok(report)
 }
 
+/// What `ipam release --from-report` did.
+#[derive(Debug, Default)]
+pub struct ReleaseOutcome {
+    pub released: Vec<IpAddr>,
+    /// Leaks of the report that a fresh check no longer confirms, with why.
+    pub skipped: Vec<String>,
+}
+
+/// Releases the leaked addresses of `report` that a fresh check confirms are still leaked with
+/// the same handle and sequence number; the release itself is sequence-checked, so an address
+/// handed out again between the check and the release is left alone.
+pub async fn release_from_report(
+    store: &dyn Store,
+    ipam: &brindle_ipam::Ipam,
+    report: &CheckReport,
+) -> Result<ReleaseOutcome, String> {
+    if report.version != env!("CARGO_PKG_VERSION") {
+        return Err(format!(
+            "the report was written by brindlectl {}, this is {}; run ipam check again",
+            report.version,
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
+    let fresh = check(store, &mut std::io::sink(), false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut outcome = ReleaseOutcome::default();
+    let mut opts = Vec::new();
+    for leak in &report.leaked {
+        match fresh.leaked.iter().find(|f| f.ip == leak.ip) {
+            Some(now)
+                if now.handle == leak.handle && now.sequence_number == leak.sequence_number =>
+            {
+                opts.push(brindle_ipam::block::ReleaseOptions {
+                    address: leak.ip,
+                    handle_id: leak.handle.clone(),
+                    sequence_number: leak.sequence_number,
+                });
+            }
+            Some(_) => outcome
+                .skipped
+                .push(format!("{}: allocated again since the report", leak.ip)),
+            None => outcome
+                .skipped
+                .push(format!("{}: no longer leaked", leak.ip)),
+        }
+    }
+    let done = ipam
+        .release_ips_detailed(&opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    outcome.released = done.released;
+    for (ip, why) in done.refused {
+        outcome.skipped.push(format!("{ip}: refused ({why:?})"));
+    }
+    for ip in done.not_allocated {
+        outcome
+            .skipped
+            .push(format!("{ip}: not allocated any more"));
+    }
+    Ok(outcome)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +563,52 @@ mod tests {
             text.ends_with("Check complete; found 1 problems.\n"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn release_from_report_frees_only_confirmed_leaks() {
+        let (store, ipam, ips) = cluster().await;
+        let report = check(store.as_ref(), &mut Vec::new(), false)
+            .await
+            .expect("check");
+        assert_eq!(report.leaked.len(), 1);
+        // Between the report and the release, the leaked address's owner comes back: it is
+        // released and handed out again, with a new sequence number.
+        ipam.release_by_handle("net.c").await.expect("release");
+        let mut req = AssignRequest::workload("net.d", "n1", 1);
+        req.attrs.insert("node".into(), "n1".into());
+        ipam.auto_assign(&req).await.expect("assign");
+        // And a new leak appears that the report does not know about.
+        let mut req = AssignRequest::workload("net.e", "n1", 1);
+        req.attrs.insert("node".into(), "n1".into());
+        let e = ipam.auto_assign(&req).await.expect("assign");
+        let outcome = release_from_report(store.as_ref(), &ipam, &report)
+            .await
+            .expect("release");
+        assert!(outcome.released.is_empty(), "{outcome:?}");
+        assert_eq!(outcome.skipped.len(), 1, "{outcome:?}");
+        assert_eq!(
+            ipam.ips_by_handle("net.e").await.expect("ips"),
+            vec![e[0].addr()]
+        );
+
+        // A report that still holds: the leak is freed.
+        let report = check(store.as_ref(), &mut Vec::new(), false)
+            .await
+            .expect("check");
+        let outcome = release_from_report(store.as_ref(), &ipam, &report)
+            .await
+            .expect("release");
+        assert_eq!(
+            outcome.released.len(),
+            2,
+            "net.d and net.e have no endpoint: {outcome:?}"
+        );
+        let after = check(store.as_ref(), &mut Vec::new(), false)
+            .await
+            .expect("check");
+        assert!(after.leaked.is_empty(), "{after:?}");
+        assert!(!ips.is_empty());
     }
 
     #[tokio::test]

@@ -23,6 +23,8 @@ pub mod dataplane;
 #[cfg(feature = "daemon")]
 pub mod datastore;
 #[cfg(feature = "daemon")]
+pub mod ipam_gc;
+#[cfg(feature = "daemon")]
 pub mod ipam_tools;
 #[cfg(feature = "daemon")]
 pub mod model;

@@ -97,6 +97,13 @@ enum IpamCommand {
         #[arg(short, long = "output")]
         output: Option<PathBuf>,
     },
+    /// Release the leaked addresses of an `ipam check -o` report. Only what a fresh check still
+    /// finds leaked, with the same handle and sequence number, is released.
+    Release {
+        /// The report written by `ipam check -o`.
+        #[arg(long)]
+        from_report: PathBuf,
+    },
 }
 
 fn read_source(path: &PathBuf) -> Result<(String, String), String> {
@@ -198,6 +205,29 @@ async fn run(cli: Cli) -> Result<String, String> {
                 return Err(format!("{} problems found", report.problems()));
             }
             Ok(String::new())
+        }
+        Command::Ipam(IpamCommand::Release { from_report }) => {
+            let (src, text) = read_source(from_report)?;
+            let report: brindle_agent::ipam_tools::CheckReport = serde_json::from_str(&text)
+                .map_err(|e| format!("{src}: not a check report: {e}"))?;
+            let store = open().await?;
+            let ipam = brindle_ipam::Ipam::new(store.clone());
+            let outcome =
+                brindle_agent::ipam_tools::release_from_report(store.as_ref(), &ipam, &report)
+                    .await?;
+            let mut out = String::new();
+            for ip in &outcome.released {
+                out += &format!("released {ip}\n");
+            }
+            for why in &outcome.skipped {
+                out += &format!("skipped {why}\n");
+            }
+            out += &format!(
+                "{} released, {} skipped\n",
+                outcome.released.len(),
+                outcome.skipped.len()
+            );
+            Ok(out)
         }
         Command::Status { socket, output } => {
             let (code, body) = server::get_over_socket(socket, brindle_agent::api::PATH_STATUS)
