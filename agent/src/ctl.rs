@@ -9,7 +9,9 @@ use brindle_ipam::store::{Store, StoreError, StoreExt};
 use serde::Deserialize;
 
 use crate::model::{
-    IpPoolSpec, IpamBlockSpec, NodeSpec, Object, WorkloadEndpointSpec, API_VERSION,
+    BgpConfigurationSpec, BgpPeerSpec, BlockAffinitySpec, IpPoolSpec, IpamBlockSpec,
+    IpamConfigSpec, IpamHandleSpec, NodeSpec, Object, Resource, WorkloadEndpointSpec, API_VERSION,
+    IPAM_CONFIG_NAME,
 };
 
 /// API versions `apply` accepts; Calico's are converted (their fields match for these kinds).
@@ -41,6 +43,11 @@ pub enum Kind {
     Node,
     WorkloadEndpoint,
     IpamBlock,
+    BlockAffinity,
+    IpamHandle,
+    IpamConfig,
+    BgpPeer,
+    BgpConfiguration,
 }
 
 impl Kind {
@@ -48,12 +55,22 @@ impl Kind {
         match s.to_ascii_lowercase().as_str() {
             "ippool" | "ippools" | "pool" | "pools" => Ok(Kind::IpPool),
             "node" | "nodes" => Ok(Kind::Node),
-            "workloadendpoint" | "workloadendpoints" | "wep" | "weps" => {
-                Ok(Kind::WorkloadEndpoint)
-            }
+            "workloadendpoint" | "workloadendpoints" | "wep" | "weps" => Ok(Kind::WorkloadEndpoint),
             "ipamblock" | "ipamblocks" | "block" | "blocks" => Ok(Kind::IpamBlock),
+            "blockaffinity" | "blockaffinities" | "affinity" | "affinities" => {
+                Ok(Kind::BlockAffinity)
+            }
+            "ipamhandle" | "ipamhandles" | "handle" | "handles" => Ok(Kind::IpamHandle),
+            "ipamconfig" | "ipamconfigs" | "ipamconfiguration" | "ipamconfigurations" => {
+                Ok(Kind::IpamConfig)
+            }
+            "bgppeer" | "bgppeers" | "peer" | "peers" => Ok(Kind::BgpPeer),
+            "bgpconfiguration" | "bgpconfigurations" | "bgpconfig" | "bgpconfigs" => {
+                Ok(Kind::BgpConfiguration)
+            }
             other => Err(CtlError::Usage(format!(
-                "unknown resource kind {other:?}; known: ippools, nodes, workloadendpoints, ipamblocks"
+                "unknown resource kind {other:?}; known: ippools, bgppeers, bgpconfigurations, \
+                 ipamconfigs, nodes, workloadendpoints, ipamblocks, blockaffinities, ipamhandles"
             ))),
         }
     }
@@ -63,14 +80,34 @@ impl Kind {
 #[derive(Debug)]
 pub enum Document {
     IpPool(Object<IpPoolSpec>),
+    BgpPeer(Object<BgpPeerSpec>),
+    BgpConfiguration(Object<BgpConfigurationSpec>),
+    IpamConfig(Object<IpamConfigSpec>),
 }
 
 impl Document {
+    /// `kind name`, as errors and `delete -f` name it.
     pub fn describe(&self) -> String {
+        let (kind, name) = self.key();
+        format!("{kind} {name}")
+    }
+
+    /// The kind and the name.
+    pub fn key(&self) -> (&'static str, &str) {
         match self {
-            Document::IpPool(p) => format!("IPPool {}", p.metadata.name),
+            Document::IpPool(o) => (IpPoolSpec::KIND, &o.metadata.name),
+            Document::BgpPeer(o) => (BgpPeerSpec::KIND, &o.metadata.name),
+            Document::BgpConfiguration(o) => (BgpConfigurationSpec::KIND, &o.metadata.name),
+            Document::IpamConfig(o) => (IpamConfigSpec::KIND, &o.metadata.name),
         }
     }
+}
+
+fn parse_obj<S: Resource>(value: serde_yaml::Value) -> Result<Object<S>, String> {
+    let mut obj: Object<S> = serde_yaml::from_value(value).map_err(|e| e.to_string())?;
+    obj.api_version = API_VERSION.to_string();
+    obj.metadata.resource_version = None;
+    Ok(obj)
 }
 
 #[derive(Deserialize)]
@@ -130,22 +167,32 @@ pub fn parse_documents(source_name: &str, text: &str) -> Result<Vec<Document>, C
                 "metadata.name: use lowercase letters, digits, '-' and '.' (at most 253)".into(),
             ));
         }
-        match kind.as_str() {
-            "IPPool" => {
-                let mut pool: Object<IpPoolSpec> = serde_yaml::from_value(value)
-                    .map_err(|e| invalid(what.clone(), e.to_string()))?;
-                pool.api_version = API_VERSION.to_string();
-                pool.metadata.resource_version = None;
-                pool.spec.validate().map_err(|e| invalid(what.clone(), e))?;
-                docs.push(Document::IpPool(pool));
-            }
-            other => {
-                return Err(invalid(
-                    what,
-                    format!("kind {other:?} cannot be applied yet (supported: IPPool)"),
-                ))
-            }
-        }
+        let doc = match kind.as_str() {
+            "IPPool" => parse_obj::<IpPoolSpec>(value).and_then(|o| {
+                o.spec.validate()?;
+                Ok(Document::IpPool(o))
+            }),
+            "BGPPeer" => parse_obj::<BgpPeerSpec>(value).and_then(|o| {
+                o.spec.validate()?;
+                Ok(Document::BgpPeer(o))
+            }),
+            "BGPConfiguration" => parse_obj::<BgpConfigurationSpec>(value).and_then(|o| {
+                o.spec.validate(&o.metadata.name)?;
+                Ok(Document::BgpConfiguration(o))
+            }),
+            "IPAMConfig" | "IPAMConfiguration" => parse_obj::<IpamConfigSpec>(value).and_then(|mut o| {
+                if o.metadata.name != IPAM_CONFIG_NAME {
+                    return Err(format!("metadata.name: the IPAM configuration is named {IPAM_CONFIG_NAME:?}"));
+                }
+                o.kind = IpamConfigSpec::KIND.to_string();
+                o.spec.validate()?;
+                Ok(Document::IpamConfig(o))
+            }),
+            other => Err(format!(
+                "kind {other:?} cannot be applied (supported: IPPool, BGPPeer, BGPConfiguration, IPAMConfig)"
+            )),
+        };
+        docs.push(doc.map_err(|e| invalid(what, e))?);
     }
     if docs.is_empty() {
         return Err(CtlError::Usage(format!(
@@ -205,34 +252,68 @@ fn check_pools(new: &[&Object<IpPoolSpec>], stored: &[Object<IpPoolSpec>]) -> Re
 /// Writes validated documents: creates, or updates at the stored revision. Returns one line per
 /// document saying what happened.
 pub async fn apply(store: &dyn Store, docs: &[Document]) -> Result<Vec<String>, CtlError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for doc in docs {
+        if !seen.insert(doc.key()) {
+            return Err(CtlError::Usage(format!("{} appears twice", doc.describe())));
+        }
+    }
     let (stored, _) = store.list_objs::<IpPoolSpec>().await?;
     let pools: Vec<&Object<IpPoolSpec>> = docs
         .iter()
-        .map(|d| match d {
-            Document::IpPool(p) => p,
+        .filter_map(|d| match d {
+            Document::IpPool(p) => Some(p),
+            _ => None,
         })
         .collect();
     check_pools(&pools, &stored).map_err(CtlError::Usage)?;
     let mut out = Vec::new();
-    for pool in pools {
-        let line = match stored
-            .iter()
-            .find(|p| p.metadata.name == pool.metadata.name)
-        {
-            Some(old) => {
-                let mut updated = pool.clone();
-                updated.metadata.resource_version = old.metadata.resource_version.clone();
-                store.update_obj(&updated).await?;
-                format!("ippool/{} configured", pool.metadata.name)
-            }
-            None => {
-                store.create_obj(pool).await?;
-                format!("ippool/{} created", pool.metadata.name)
-            }
-        };
-        out.push(line);
+    for doc in docs {
+        out.push(match doc {
+            Document::IpPool(o) => upsert(store, o).await?,
+            Document::BgpPeer(o) => upsert(store, o).await?,
+            Document::BgpConfiguration(o) => upsert(store, o).await?,
+            Document::IpamConfig(o) => upsert(store, o).await?,
+        });
     }
     Ok(out)
+}
+
+/// Creates `obj`, or replaces the stored one at its current revision.
+async fn upsert<S: Resource>(store: &dyn Store, obj: &Object<S>) -> Result<String, CtlError> {
+    let label = format!("{}/{}", S::KIND.to_ascii_lowercase(), obj.metadata.name);
+    match store.get_obj::<S>(&obj.metadata.name).await? {
+        Some(old) => {
+            let mut updated = obj.clone();
+            updated.metadata.resource_version = old.metadata.resource_version;
+            store.update_obj(&updated).await?;
+            Ok(format!("{label} configured"))
+        }
+        None => {
+            store.create_obj(obj).await?;
+            Ok(format!("{label} created"))
+        }
+    }
+}
+
+/// Deletes a resource of an applicable kind by name (pools with the in-use check).
+pub async fn delete(store: &dyn Store, kind: Kind, name: &str) -> Result<String, CtlError> {
+    async fn plain<S: Resource>(store: &dyn Store, name: &str) -> Result<String, CtlError> {
+        let Some(obj) = store.get_obj::<S>(name).await? else {
+            return Err(CtlError::Usage(format!("{} {name:?} not found", S::KIND)));
+        };
+        store.delete_obj(&obj).await?;
+        Ok(format!("{}/{name} deleted", S::KIND.to_ascii_lowercase()))
+    }
+    match kind {
+        Kind::IpPool => delete_pool(store, name).await,
+        Kind::BgpPeer => plain::<BgpPeerSpec>(store, name).await,
+        Kind::BgpConfiguration => plain::<BgpConfigurationSpec>(store, name).await,
+        Kind::IpamConfig => plain::<IpamConfigSpec>(store, name).await,
+        other => Err(CtlError::Usage(format!(
+            "{other:?} records are managed by Brindle itself and cannot be deleted with brindlectl"
+        ))),
+    }
 }
 
 /// Deletes a pool, refusing while addresses of it are allocated.
@@ -414,6 +495,112 @@ pub async fn get(
                 },
             )
         }
+        Kind::BlockAffinity => {
+            let objs = pick(
+                store.list_objs::<BlockAffinitySpec>().await?.0,
+                name,
+                "BlockAffinity",
+            )?;
+            render(&objs, output, &["NAME", "NODE", "CIDR", "STATE"], |a| {
+                vec![
+                    a.metadata.name.clone(),
+                    a.spec.node.clone(),
+                    a.spec.cidr.to_string(),
+                    format!("{:?}", a.spec.state).to_ascii_lowercase(),
+                ]
+            })
+        }
+        Kind::IpamHandle => {
+            let objs = pick(
+                store.list_objs::<IpamHandleSpec>().await?.0,
+                name,
+                "IPAMHandle",
+            )?;
+            render(&objs, output, &["NAME", "HANDLE", "BLOCKS"], |h| {
+                let blocks: Vec<String> = h
+                    .spec
+                    .block
+                    .iter()
+                    .map(|(b, n)| format!("{b}:{n}"))
+                    .collect();
+                vec![
+                    h.metadata.name.clone(),
+                    h.spec.handle_id.clone(),
+                    blocks.join(","),
+                ]
+            })
+        }
+        Kind::IpamConfig => {
+            let objs = pick(
+                store.list_objs::<IpamConfigSpec>().await?.0,
+                name,
+                "IPAMConfig",
+            )?;
+            render(
+                &objs,
+                output,
+                &[
+                    "NAME",
+                    "STRICT AFFINITY",
+                    "AUTO ALLOCATE BLOCKS",
+                    "MAX BLOCKS PER HOST",
+                ],
+                |c| {
+                    vec![
+                        c.metadata.name.clone(),
+                        c.spec.strict_affinity.to_string(),
+                        c.spec.auto_allocate_blocks.to_string(),
+                        c.spec.max_blocks().to_string(),
+                    ]
+                },
+            )
+        }
+        Kind::BgpPeer => {
+            let objs = pick(store.list_objs::<BgpPeerSpec>().await?.0, name, "BGPPeer")?;
+            render(&objs, output, &["NAME", "PEERIP", "NODE", "ASN"], |p| {
+                let selector = |s: &Option<String>| s.as_ref().map(|s| format!("selector: {s}"));
+                vec![
+                    p.metadata.name.clone(),
+                    p.spec
+                        .peer_ip
+                        .clone()
+                        .or_else(|| selector(&p.spec.peer_selector))
+                        .unwrap_or_default(),
+                    p.spec
+                        .node
+                        .clone()
+                        .or_else(|| selector(&p.spec.node_selector))
+                        .unwrap_or_else(|| "(global)".into()),
+                    p.spec.as_number.map(|a| a.to_string()).unwrap_or_default(),
+                ]
+            })
+        }
+        Kind::BgpConfiguration => {
+            let objs = pick(
+                store.list_objs::<BgpConfigurationSpec>().await?.0,
+                name,
+                "BGPConfiguration",
+            )?;
+            render(
+                &objs,
+                output,
+                &["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"],
+                |c| {
+                    vec![
+                        c.metadata.name.clone(),
+                        c.spec
+                            .log_severity_screen
+                            .clone()
+                            .unwrap_or_else(|| "Info".into()),
+                        c.spec.mesh_enabled().to_string(),
+                        c.spec
+                            .as_number
+                            .unwrap_or(brindle_bgp::DEFAULT_ASN)
+                            .to_string(),
+                    ]
+                },
+            )
+        }
         Kind::IpamBlock => {
             let blocks = pick(
                 store.list_objs::<IpamBlockSpec>().await?.0,
@@ -556,5 +743,103 @@ spec:
             .expect_err("immutable")
             .to_string();
         assert!(e.contains("blockSize cannot change"), "{e}");
+    }
+
+    const BGP: &str = "\
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata:
+  name: default
+spec:
+  nodeToNodeMeshEnabled: false
+  asNumber: 64513
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: rack1-tor
+spec:
+  peerIP: 192.168.1.1
+  asNumber: 64512
+  nodeSelector: rack == 'rack-1'
+---
+apiVersion: crd.projectcalico.org/v1
+kind: IPAMConfig
+metadata:
+  name: default
+spec:
+  strictAffinity: true
+";
+
+    #[tokio::test]
+    async fn calico_bgp_documents_apply_get_and_delete() {
+        let store = MemStore::default();
+        let docs = parse_documents("bgp.yaml", BGP).expect("valid");
+        let out = apply(&store, &docs).await.expect("applies");
+        assert_eq!(
+            out,
+            [
+                "bgpconfiguration/default created",
+                "bgppeer/rack1-tor created",
+                "ipamconfig/default created"
+            ]
+        );
+        let peers = get(&store, Kind::BgpPeer, None, Output::Table)
+            .await
+            .expect("get");
+        assert!(
+            peers.contains("rack1-tor")
+                && peers.contains("192.168.1.1")
+                && peers.contains("selector: rack == 'rack-1'"),
+            "{peers}"
+        );
+        let conf = get(&store, Kind::BgpConfiguration, None, Output::Table)
+            .await
+            .expect("get");
+        assert!(conf.contains("false") && conf.contains("64513"), "{conf}");
+        let ipam = get(&store, Kind::IpamConfig, None, Output::Table)
+            .await
+            .expect("get");
+        assert!(ipam.contains("true") && ipam.contains("20"), "{ipam}");
+        assert_eq!(
+            delete(&store, Kind::BgpPeer, "rack1-tor")
+                .await
+                .expect("delete"),
+            "bgppeer/rack1-tor deleted"
+        );
+        assert!(delete(&store, Kind::BgpPeer, "rack1-tor").await.is_err());
+        assert!(delete(&store, Kind::IpamBlock, "x").await.is_err());
+    }
+
+    #[test]
+    fn invalid_bgp_documents_are_refused_with_the_field() {
+        let bad = BGP.replace(
+            "peerIP: 192.168.1.1",
+            "peerIP: 192.168.1.1\n  peerSelector: all()",
+        );
+        let e = error_of(&bad);
+        assert!(
+            e.contains("document 2 (BGPPeer rack1-tor)") && e.contains("mutually exclusive"),
+            "{e}"
+        );
+        let bad = BGP.replace(
+            "name: default\nspec:\n  nodeToNodeMeshEnabled",
+            "name: other\nspec:\n  nodeToNodeMeshEnabled",
+        );
+        assert!(
+            error_of(&bad).contains("metadata.name"),
+            "{}",
+            error_of(&bad)
+        );
+        let twice = format!("{BGP}---\n{}", BGP.split("---").nth(1).expect("peer doc"));
+        let docs = parse_documents("f", &twice).expect("each valid");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        let e = rt
+            .block_on(apply(&MemStore::default(), &docs))
+            .expect_err("duplicate")
+            .to_string();
+        assert!(e.contains("appears twice"), "{e}");
     }
 }

@@ -28,18 +28,20 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Create or update the resources of a YAML file (one or many documents; `-` for stdin).
-    /// Every document is checked first; if any is invalid nothing is written.
-    /// Accepts Calico's `crd.projectcalico.org/v1` and `projectcalico.org/v3` IPPools too.
+    /// Create or update the resources of a YAML file (one or many documents; `-` for stdin):
+    /// IPPool, BGPPeer, BGPConfiguration, IPAMConfig. Every document is checked first; if any
+    /// is invalid nothing is written. Calico's `crd.projectcalico.org/v1` and
+    /// `projectcalico.org/v3` documents of these kinds are accepted and converted.
     Apply {
         /// The file to apply.
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
-    /// List resources of a kind (ippools, nodes, workloadendpoints, ipamblocks) as a table,
-    /// YAML or JSON.
+    /// List resources of a kind as a table (`-o wide` adds columns), YAML or JSON: ippools,
+    /// bgppeers, bgpconfigurations, ipamconfigs, nodes, workloadendpoints, ipamblocks,
+    /// blockaffinities, ipamhandles.
     Get {
-        /// The kind: ippools, nodes, workloadendpoints (weps) or ipamblocks.
+        /// The kind (plural or singular, as kubectl takes them).
         kind: String,
         /// Only this resource.
         name: Option<String>,
@@ -47,10 +49,10 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Delete a resource by kind and name, or those of a file. An IP pool with allocated
-    /// addresses is refused.
+    /// Delete a resource by kind and name, or those of a file (IPPool, BGPPeer,
+    /// BGPConfiguration, IPAMConfig). An IP pool with allocated addresses is refused.
     Delete {
-        /// The kind (ippool), when deleting by name.
+        /// The kind, when deleting by name.
         kind: Option<String>,
         /// The name, when deleting by name.
         name: Option<String>,
@@ -142,29 +144,28 @@ async fn run(cli: Cli) -> Result<String, String> {
                 .map_err(|e| e.to_string())
         }
         Command::Delete { kind, name, file } => {
-            let names: Vec<String> = match (kind, name, file) {
+            let targets: Vec<(Kind, String)> = match (kind, name, file) {
                 (None, None, Some(file)) => {
                     let (src, text) = read_source(file)?;
                     ctl::parse_documents(&src, &text)
                         .map_err(|e| e.to_string())?
                         .iter()
-                        .map(|d| match d {
-                            ctl::Document::IpPool(p) => p.metadata.name.clone(),
+                        .map(|d| {
+                            let (kind, name) = d.key();
+                            Kind::parse(kind).map(|k| (k, name.to_string()))
                         })
-                        .collect()
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| e.to_string())?
                 }
                 (Some(kind), Some(name), None) => {
-                    if Kind::parse(kind).map_err(|e| e.to_string())? != Kind::IpPool {
-                        return Err(format!("{kind} cannot be deleted with brindlectl yet"));
-                    }
-                    vec![name.clone()]
+                    vec![(Kind::parse(kind).map_err(|e| e.to_string())?, name.clone())]
                 }
-                _ => return Err("usage: brindlectl delete ippool NAME | delete -f FILE".into()),
+                _ => return Err("usage: brindlectl delete KIND NAME | delete -f FILE".into()),
             };
             let store = open().await?;
             let mut out = String::new();
-            for name in names {
-                out += &ctl::delete_pool(store.as_ref(), &name)
+            for (kind, name) in targets {
+                out += &ctl::delete(store.as_ref(), kind, &name)
                     .await
                     .map_err(|e| e.to_string())?;
                 out.push('\n');
