@@ -366,6 +366,28 @@ fn node_and_pod() -> (Netns, Netns) {
     (node, pod)
 }
 
+/// A multi-threaded runtime whose workers stay outside `node`, and a dataplane connected inside
+/// it (the connection is opened on a thread that entered the namespace).
+fn dataplane_in(node: &Netns) -> (tokio::runtime::Runtime, Dataplane) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let handle = runtime.handle().clone();
+    let path = node.path();
+    let dp = std::thread::spawn(move || {
+        let file = File::open(&path).expect("opening the node netns");
+        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+        let _entered = handle.enter();
+        futures::executor::block_on(Dataplane::connect())
+    })
+    .join()
+    .expect("connect thread")
+    .expect("connect");
+    (runtime, dp)
+}
+
 fn pod_spec(pod: &Ns, host_ifname: &str, ip: &str) -> PodSpec {
     PodSpec {
         netns: pod.path(),
@@ -548,22 +570,7 @@ fn concurrent_pod_setups_from_threads_outside_the_node_namespace() {
         .map(|(i, (p, ip))| pod_spec(p, &format!("brdconc{i}"), ip))
         .collect();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let handle = runtime.handle().clone();
-    let path = node.path();
-    let mut dp = std::thread::spawn(move || {
-        let file = File::open(&path).expect("opening the node netns");
-        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-        let _entered = handle.enter();
-        futures::executor::block_on(Dataplane::connect())
-    })
-    .join()
-    .expect("connect thread")
-    .expect("connect");
+    let (runtime, mut dp) = dataplane_in(&node);
 
     runtime.block_on(async {
         let mut tasks = Vec::new();
@@ -633,22 +640,7 @@ fn reconcile_passes_and_pod_setups_run_together() {
             )
         })
         .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let handle = runtime.handle().clone();
-    let path = node.path();
-    let mut dp = std::thread::spawn(move || {
-        let file = File::open(&path).expect("opening the node netns");
-        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-        let _entered = handle.enter();
-        futures::executor::block_on(Dataplane::connect())
-    })
-    .join()
-    .expect("connect thread")
-    .expect("connect");
+    let (runtime, mut dp) = dataplane_in(&node);
 
     // As in the agent, the pods are desired before they are wired: the reconciler races the
     // setups to install their host routes, and a setup that finds its route present dumps the
