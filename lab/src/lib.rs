@@ -125,9 +125,22 @@ impl Encap {
     }
 }
 
+/// Which datastore backend the cluster runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Datastore {
+    /// One SQLite file shared by every node's agent.
+    Embedded,
+    /// A real etcd server (Debian's `etcd`) in the fabric namespace, reached over the fabric.
+    Etcd,
+}
+
+/// Where the lab's etcd listens: the fabric bridge's address, which every node reaches.
+const ETCD_URL: &str = "http://10.99.0.1:2379";
+
 /// What cluster to build.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
+    pub datastore: Datastore,
     pub nodes: usize,
     pub pods_per_node: usize,
     pub pool_cidr: String,
@@ -139,6 +152,7 @@ pub struct ClusterSpec {
 impl Default for ClusterSpec {
     fn default() -> Self {
         ClusterSpec {
+            datastore: Datastore::Embedded,
             nodes: 3,
             pods_per_node: 2,
             pool_cidr: "10.244.0.0/16".to_string(),
@@ -183,6 +197,7 @@ pub struct Cluster {
     spec: ClusterSpec,
     namespaces: Vec<String>,
     conflist: PathBuf,
+    etcd: Option<Child>,
 }
 
 impl Cluster {
@@ -203,7 +218,10 @@ impl Cluster {
         let id = format!("{:x}{}", std::process::id() % 0xfff, n);
         let dir = std::env::temp_dir().join(format!("brindle-lab-{id}"));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let datastore = format!("embedded:{}", dir.join("store.db").display());
+        let datastore = match spec.datastore {
+            Datastore::Embedded => format!("embedded:{}", dir.join("store.db").display()),
+            Datastore::Etcd => ETCD_URL.replacen("http://", "etcd://", 1),
+        };
         let mut cluster = Cluster {
             fabric: format!("bl{id}-fabric"),
             id,
@@ -215,9 +233,13 @@ impl Cluster {
             datastore,
             spec,
             namespaces: Vec::new(),
+            etcd: None,
         };
         // On error `cluster` is dropped here, which tears down whatever exists.
         cluster.build_fabric()?;
+        if cluster.spec.datastore == Datastore::Etcd {
+            cluster.start_etcd()?;
+        }
         cluster.create_pool()?;
         cluster.start_agents()?;
         cluster.start_pods()?;
@@ -287,6 +309,49 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts etcd in the fabric namespace and waits until it answers.
+    fn start_etcd(&mut self) -> Result<()> {
+        self.say(&format!("      etcd in {} on {ETCD_URL}", self.fabric));
+        let data = self.dir.join("etcd");
+        let log = fs::File::create(self.dir.join("etcd.log"))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.fabric, "etcd", "--name", "lab"])
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                ETCD_URL,
+                "--advertise-client-urls",
+                ETCD_URL,
+            ])
+            .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-cluster", "lab=http://127.0.0.1:2380"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting etcd (Debian package etcd-server)")?;
+        self.etcd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let probe = "exec 3<>/dev/tcp/10.99.0.1/2379; printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3";
+        loop {
+            check_interrupted()?;
+            if let Ok(out) = in_ns(&self.fabric, "bash", &["-c", probe]) {
+                if out.contains("\"health\":\"true\"") {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "etcd not healthy after 20 s:\n{}",
+                    tail(&self.dir.join("etcd.log"), 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn create_pool(&mut self) -> Result<()> {
         self.say(&format!(
             "[2/5] datastore {} with IPPool {} ({})",
@@ -309,10 +374,12 @@ impl Cluster {
     }
 
     /// Runs `brindlectl` against the lab's datastore.
+    /// (In the fabric namespace, where etcd is reachable.)
     pub fn ctl(&self, args: &[&str]) -> Result<String> {
+        let bin = self.bins.join("brindlectl").display().to_string();
         let mut all = vec!["--datastore", &self.datastore];
         all.extend_from_slice(args);
-        run(&self.bins.join("brindlectl").display().to_string(), &all)
+        in_ns(&self.fabric, &bin, &all)
     }
 
     /// Starts (or restarts) node `i`'s agent.
@@ -604,6 +671,9 @@ impl Cluster {
             if let Some(mut child) = node.agent.take() {
                 terminate(&mut child);
             }
+        }
+        if let Some(mut etcd) = self.etcd.take() {
+            terminate(&mut etcd);
         }
         for ns in self.namespaces.drain(..).rev() {
             let _ = ip(&["netns", "del", &ns]);

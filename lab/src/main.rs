@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Result;
-use brindle_lab::{Cluster, ClusterSpec, Encap, INTERRUPTED};
+use brindle_lab::{Cluster, ClusterSpec, Datastore, Encap, INTERRUPTED};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Build Brindle clusters out of network namespaces on this machine (root required).
@@ -32,7 +32,19 @@ enum Command {
         /// Encapsulation of the IP pool.
         #[arg(long, value_enum, default_value = "vxlan")]
         encap: EncapArg,
+        /// Datastore: `embedded` (one SQLite file) or `etcd` (a real etcd server in the
+        /// fabric namespace; needs Debian's etcd-server).
+        #[arg(long, value_enum, default_value = "embedded")]
+        datastore: DatastoreArg,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DatastoreArg {
+    /// SQLite in one file shared by every node's agent.
+    Embedded,
+    /// A real etcd server.
+    Etcd,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -45,8 +57,12 @@ enum EncapArg {
     Never,
 }
 
-fn demo(nodes: u16, pods_per_node: u16, encap: EncapArg) -> Result<bool> {
+fn demo(nodes: u16, pods_per_node: u16, encap: EncapArg, datastore: DatastoreArg) -> Result<bool> {
     let spec = ClusterSpec {
+        datastore: match datastore {
+            DatastoreArg::Embedded => Datastore::Embedded,
+            DatastoreArg::Etcd => Datastore::Etcd,
+        },
         nodes: nodes.into(),
         pods_per_node: pods_per_node.into(),
         encap: match encap {
@@ -120,7 +136,8 @@ fn main() -> ExitCode {
             nodes,
             pods_per_node,
             encap,
-        } => demo(nodes, pods_per_node, encap),
+            datastore,
+        } => demo(nodes, pods_per_node, encap, datastore),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
