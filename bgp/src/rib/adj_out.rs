@@ -75,8 +75,10 @@ fn reflect(_from_client: bool, _target: &PeerInfo, _local: &LocalInfo) -> bool {
 pub(crate) struct ExportCache {
     /// (source set address, local route, next hop) -> (source set, exported set). The source
     /// `Arc` is held so that its address cannot be reused while the cache lives.
-    map: HashMap<(usize, bool, IpAddr), (Arc<PathAttributes>, Arc<PathAttributes>)>,
+    map: HashMap<ExportKey, (Arc<PathAttributes>, Arc<PathAttributes>)>,
 }
+
+type ExportKey = (usize, bool, IpAddr);
 
 /// The route `best` (for a prefix of `family`) as announced to `target`, or `None` if it is
 /// not announced there.
@@ -204,8 +206,8 @@ pub fn pack_updates(
             attributes: (*out.attrs).clone(),
             ..Default::default()
         };
-        let v6 = matches!(out.next_hop, IpAddr::V6(_));
-        if let IpAddr::V6(_) = out.next_hop {
+        let v6 = out.next_hop.is_ipv6();
+        if v6 {
             skeleton.mp_reach = Some(MpReach {
                 afi: packet::Afi::IPV6,
                 safi: packet::Safi::UNICAST,
@@ -300,6 +302,7 @@ pub(crate) fn end_of_rib(family: AddressFamily) -> Update {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a panic is how a test reports
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -89,6 +89,7 @@ fn hash(a: &PathAttributes) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a panic is how a test reports
 mod tests {
     use super::*;
 

@@ -209,6 +209,7 @@ fn keep_lowest_med(paths: &mut [Path], alive: &mut Vec<usize>, local_asn: u32) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a panic is how a test reports
 mod tests {
     use std::net::Ipv4Addr;
 

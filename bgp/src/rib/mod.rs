@@ -417,7 +417,7 @@ impl Rib {
             attr_sets,
         } = self;
         let mut changes = RibChanges::default();
-        let mut out: BTreeMap<PeerId, (Vec<(IpNet, OutPath)>, Vec<IpNet>)> = BTreeMap::new();
+        let mut out: BTreeMap<PeerId, PendingOut> = BTreeMap::new();
         let mut caches: HashMap<PeerId, ExportCache> = HashMap::new();
 
         for prefix in dirty {
@@ -502,6 +502,9 @@ impl Rib {
         changes
     }
 }
+
+/// Announcements and withdrawals for one peer, before packing.
+type PendingOut = (Vec<(IpNet, OutPath)>, Vec<IpNet>);
 
 fn source_of(info: &PeerInfo) -> RouteSource {
     RouteSource::Peer {

@@ -1,5 +1,8 @@
 //! RIB scenarios: UPDATEs in, best routes and per-peer UPDATEs out.
 
+// A panic is how a test reports.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
@@ -578,7 +581,7 @@ fn ipv6_next_hop_self_over_an_ipv4_session_is_mapped_when_not_configured() {
 #[test]
 fn initial_dump_ends_with_end_of_rib_per_family() {
     let (e1, e2) = (ebgp_peer(1), ebgp_peer(2));
-    let mut rib = rib_with(&[e1.clone()]);
+    let mut rib = rib_with(std::slice::from_ref(&e1));
     rib.add_peer(e2.clone()).unwrap();
     rib.originate(net("10.244.0.0/26"), PathAttributes::default());
     rib.originate(net("2001:db8:44::/64"), PathAttributes::default());
@@ -651,7 +654,7 @@ fn routes_learned_from_an_unnegotiated_family_are_ignored() {
 #[test]
 fn unknown_and_duplicate_peers_are_errors() {
     let e1 = ebgp_peer(1);
-    let mut rib = rib_with(&[e1.clone()]);
+    let mut rib = rib_with(std::slice::from_ref(&e1));
     assert_eq!(rib.add_peer(e1.clone()), Err(RibError::PeerExists(e1.id())));
     let other = PeerId(v4("192.0.2.99"));
     assert_eq!(rib.peer_down(other), Err(RibError::UnknownPeer(other)));
