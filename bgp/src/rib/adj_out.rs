@@ -76,6 +76,8 @@ pub(crate) struct ExportCache {
     /// (source set address, local route, next hop) -> (source set, exported set). The source
     /// `Arc` is held so that its address cannot be reused while the cache lives.
     map: HashMap<ExportKey, (Arc<PathAttributes>, Arc<PathAttributes>)>,
+    /// The last answer: consecutive prefixes usually come from one UPDATE.
+    last: Option<(ExportKey, Arc<PathAttributes>)>,
 }
 
 type ExportKey = (usize, bool, IpAddr);
@@ -115,16 +117,24 @@ pub(crate) fn export(
     };
 
     let key = (Arc::as_ptr(&best.attrs) as usize, is_local, next_hop);
-    if let Some((_, out)) = cache.map.get(&key) {
-        return Some(OutPath {
-            attrs: Arc::clone(out),
-            next_hop,
-        });
-    }
-    let out = sets.intern(export_attrs(&best.attrs, is_local, target, local, next_hop));
-    cache
-        .map
-        .insert(key, (Arc::clone(&best.attrs), Arc::clone(&out)));
+    let out = match &cache.last {
+        Some((k, out)) if *k == key => Arc::clone(out),
+        _ => {
+            let out = match cache.map.get(&key) {
+                Some((_, out)) => Arc::clone(out),
+                None => {
+                    let out =
+                        sets.intern(export_attrs(&best.attrs, is_local, target, local, next_hop));
+                    cache
+                        .map
+                        .insert(key, (Arc::clone(&best.attrs), Arc::clone(&out)));
+                    out
+                }
+            };
+            cache.last = Some((key, Arc::clone(&out)));
+            out
+        }
+    };
     Some(OutPath {
         attrs: out,
         next_hop,
@@ -188,6 +198,7 @@ pub fn pack_updates(
     let mut announcements = Vec::new();
 
     let mut index: HashMap<(usize, IpAddr), usize> = HashMap::new();
+    let mut last: Option<((usize, IpAddr), usize)> = None;
     let mut groups: Vec<(OutPath, Vec<IpNet>)> = Vec::new();
     for (prefix, out) in announce {
         if !AddressFamily::of(&prefix).matches(out.next_hop) {
@@ -195,10 +206,17 @@ pub fn pack_updates(
             continue;
         }
         let key = (Arc::as_ptr(&out.attrs) as usize, out.next_hop);
-        let slot = *index.entry(key).or_insert_with(|| {
-            groups.push((out, Vec::new()));
-            groups.len() - 1
-        });
+        let slot = match last {
+            Some((k, slot)) if k == key => slot,
+            _ => {
+                let slot = *index.entry(key).or_insert_with(|| {
+                    groups.push((out, Vec::new()));
+                    groups.len() - 1
+                });
+                last = Some((key, slot));
+                slot
+            }
+        };
         groups[slot].1.push(prefix);
     }
     for (out, prefixes) in groups {

@@ -30,7 +30,6 @@
 //! with MED only within one neighbouring AS). Steps 7-9 then order the group, best first.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -100,6 +99,19 @@ impl Path {
 /// Returns the multipath group as indices into `paths`, best first; empty when no candidate
 /// is eligible.
 pub(crate) fn select(paths: &mut [Path], local_asn: u32) -> Vec<usize> {
+    // The common case: one candidate.
+    if let [only] = paths {
+        return match only.ineligible {
+            Some(why) => {
+                only.selection = Selection::Lost(LossReason::Ineligible(why));
+                Vec::new()
+            }
+            None => {
+                only.selection = Selection::Best;
+                vec![0]
+            }
+        };
+    }
     let mut alive = Vec::with_capacity(paths.len());
     for (i, p) in paths.iter_mut().enumerate() {
         match p.ineligible {
@@ -192,15 +204,22 @@ fn keep_min<K: Ord>(
 /// RFC 4271 §9.1.2.2 c: drops every route for which another route from the same neighbouring
 /// AS has a lower MED.
 fn keep_lowest_med(paths: &mut [Path], alive: &mut Vec<usize>, local_asn: u32) {
-    let mut lowest: HashMap<u32, u32> = HashMap::new();
+    if alive.len() < 2 {
+        return;
+    }
+    // (neighbour AS, lowest MED); a destination has a handful of candidates.
+    let mut lowest: Vec<(u32, u32)> = Vec::new();
     for &i in alive.iter() {
-        let p = &paths[i];
-        let med = lowest.entry(p.neighbour_as(local_asn)).or_insert(u32::MAX);
-        *med = (*med).min(p.med());
+        let (asn, med) = (paths[i].neighbour_as(local_asn), paths[i].med());
+        match lowest.iter_mut().find(|(a, _)| *a == asn) {
+            Some((_, m)) => *m = (*m).min(med),
+            None => lowest.push((asn, med)),
+        }
     }
     alive.retain(|&i| {
         let p = &paths[i];
-        let keep = lowest.get(&p.neighbour_as(local_asn)) == Some(&p.med());
+        let asn = p.neighbour_as(local_asn);
+        let keep = lowest.iter().any(|&(a, m)| a == asn && m == p.med());
         if !keep {
             paths[i].selection = Selection::Lost(LossReason::Med);
         }

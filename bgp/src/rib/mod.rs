@@ -13,9 +13,12 @@
 //!        Adj-RIB-Out --pack_updates--> RibChanges::per_peer_out
 //! ```
 //!
-//! Candidates are stored per destination (holo-bgp's layout), so the decision process reads
-//! one small vector; each peer keeps the set of prefixes it announced, for `peer_down` and the
-//! counters. Only the best route is announced (no ADD-PATH). There is no import or export
+//! Everything about a prefix lives in its destination (holo-bgp's layout): the candidates
+//! (the Adj-RIBs-In), the best route and what each peer was sent (the Adj-RIBs-Out). The
+//! decision and the export for a prefix then touch one place in memory, and a batch walks the
+//! table in prefix order (per-peer hash maps of 100,000 prefixes made every export a cache
+//! miss). Work that needs all of one peer's routes (`peer_down`, `peer_up`) walks the table.
+//! Only the best route is announced (no ADD-PATH). There is no import or export
 //! policy yet (`policy.rs` will sit between ingress and the decision, and in `adj_out.rs`).
 
 mod adj_out;
@@ -26,7 +29,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -59,12 +62,12 @@ pub struct Rib {
 struct PeerState {
     info: PeerInfo,
     session: Option<Session>,
-    /// The prefixes this peer announced (its Adj-RIB-In; the paths are in the destinations).
-    adj_in: HashSet<IpNet>,
+    /// Prefixes in its Adj-RIB-In (the paths are in the destinations).
+    received: usize,
     /// How many of those are ineligible.
     ineligible: usize,
-    /// What we announced to it.
-    adj_out: HashMap<IpNet, OutPath>,
+    /// Prefixes in its Adj-RIB-Out.
+    advertised: usize,
 }
 
 #[derive(Debug)]
@@ -84,8 +87,11 @@ impl PeerState {
 
 #[derive(Debug, Default)]
 struct Destination {
+    /// The candidates: at most one per peer, and the local route.
     paths: Vec<Path>,
     best: Option<BestRoute>,
+    /// What each established peer was last sent for this prefix.
+    adj_out: Vec<(PeerId, OutPath)>,
 }
 
 impl Destination {
@@ -107,6 +113,42 @@ impl Destination {
     fn remove(&mut self, source: &RouteSource) -> Option<Path> {
         let i = self.paths.iter().position(|p| p.source == *source)?;
         Some(self.paths.swap_remove(i))
+    }
+
+    fn sent_to(&self, peer: PeerId) -> Option<&OutPath> {
+        self.adj_out
+            .iter()
+            .find_map(|(id, out)| (*id == peer).then_some(out))
+    }
+
+    /// Records what `peer` is sent now (`None`: a withdrawal) and adjusts its `advertised`
+    /// count. Returns whether anything changed.
+    fn send(&mut self, peer: PeerId, new: Option<&OutPath>, advertised: &mut usize) -> bool {
+        let slot = self.adj_out.iter().position(|(id, _)| *id == peer);
+        match (slot, new) {
+            (None, None) => false,
+            (Some(i), Some(new)) => {
+                if self.adj_out[i].1 == *new {
+                    return false;
+                }
+                self.adj_out[i].1 = new.clone();
+                true
+            }
+            (None, Some(new)) => {
+                self.adj_out.push((peer, new.clone()));
+                *advertised += 1;
+                true
+            }
+            (Some(i), None) => {
+                self.adj_out.swap_remove(i);
+                *advertised -= 1;
+                true
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.adj_out.is_empty()
     }
 }
 
@@ -135,9 +177,9 @@ impl Rib {
             PeerState {
                 info,
                 session: None,
-                adj_in: HashSet::new(),
+                received: 0,
                 ineligible: 0,
-                adj_out: HashMap::new(),
+                advertised: 0,
             },
         );
         Ok(())
@@ -169,17 +211,21 @@ impl Rib {
             .collect();
         families.sort();
         families.dedup();
-        state.adj_out.clear();
         let mut cache = ExportCache::default();
-        for &family in &families {
-            for (prefix, dest) in &tables[family.index()] {
-                let Some(best) = dest.best_path() else {
+        state.advertised = 0;
+        for family in AddressFamily::ALL {
+            let carried = families.contains(&family);
+            for dest in tables[family.index()].values_mut() {
+                // Left over from an earlier session if peer_down was not called.
+                dest.adj_out.retain(|(id, _)| *id != peer);
+                let Some(best) = dest.best_path().filter(|_| carried) else {
                     continue;
                 };
                 if let Some(out) =
                     adj_out::export(best, family, &state.info, local, attr_sets, &mut cache)
                 {
-                    state.adj_out.insert(*prefix, out);
+                    dest.adj_out.push((peer, out));
+                    state.advertised += 1;
                 }
             }
         }
@@ -200,13 +246,10 @@ impl Rib {
         let session = state.session.as_ref().ok_or(RibError::PeerNotUp(peer))?;
         let mut out = Vec::new();
         for &family in &session.families {
-            let mut routes: Vec<(IpNet, OutPath)> = state
-                .adj_out
+            let routes: Vec<(IpNet, OutPath)> = self.tables[family.index()]
                 .iter()
-                .filter(|(p, _)| AddressFamily::of(p) == family)
-                .map(|(p, o)| (*p, o.clone()))
+                .filter_map(|(prefix, dest)| Some((*prefix, dest.sent_to(peer)?.clone())))
                 .collect();
-            routes.sort_unstable_by_key(|(p, _)| *p);
             out.extend(pack_updates(routes, Vec::new(), &session.encode));
             out.push(adj_out::end_of_rib(family));
         }
@@ -222,17 +265,20 @@ impl Rib {
             .get_mut(&peer)
             .ok_or(RibError::UnknownPeer(peer))?;
         state.session = None;
-        state.adj_out.clear();
+        state.received = 0;
         state.ineligible = 0;
-        let prefixes: Vec<IpNet> = state.adj_in.drain().collect();
+        state.advertised = 0;
         let source = source_of(&state.info);
-        for prefix in &prefixes {
-            let table = &mut self.tables[AddressFamily::of(prefix).index()];
-            if let Some(dest) = table.get_mut(prefix) {
-                dest.remove(&source);
+        let mut dirty = Vec::new();
+        for table in &mut self.tables {
+            for (prefix, dest) in table.iter_mut() {
+                dest.adj_out.retain(|(id, _)| *id != peer);
+                if dest.remove(&source).is_some() {
+                    dirty.push(*prefix);
+                }
             }
         }
-        Ok(self.process(prefixes))
+        Ok(self.process(dirty))
     }
 
     /// Applies an UPDATE received from `peer`.
@@ -277,14 +323,13 @@ impl Rib {
             if !session.families.contains(&AddressFamily::of(&prefix)) {
                 continue;
             }
-            if !state.adj_in.remove(&prefix) {
-                continue;
-            }
             let table = &mut tables[AddressFamily::of(&prefix).index()];
-            if let Some(old) = table.get_mut(&prefix).and_then(|d| d.remove(&source)) {
-                if old.ineligible.is_some() {
-                    state.ineligible -= 1;
-                }
+            let Some(old) = table.get_mut(&prefix).and_then(|d| d.remove(&source)) else {
+                continue;
+            };
+            state.received -= 1;
+            if old.ineligible.is_some() {
+                state.ineligible -= 1;
             }
             dirty.push(prefix);
         }
@@ -312,15 +357,14 @@ impl Rib {
                     selection: Selection::Lost(LossReason::PeerAddress),
                 };
                 let dest = tables[family.index()].entry(prefix).or_default();
-                if let Some(old) = dest.upsert(path) {
-                    if old.ineligible.is_some() {
-                        state.ineligible -= 1;
-                    }
+                match dest.upsert(path) {
+                    Some(old) if old.ineligible.is_some() => state.ineligible -= 1,
+                    Some(_) => {}
+                    None => state.received += 1,
                 }
                 if ineligible.is_some() {
                     state.ineligible += 1;
                 }
-                state.adj_in.insert(prefix);
                 dirty.push(prefix);
             }
         }
@@ -399,9 +443,9 @@ impl Rib {
     pub fn peer_counts(&self, peer: PeerId) -> Option<PeerCounts> {
         let state = self.peers.get(&peer)?;
         Some(PeerCounts {
-            received: state.adj_in.len(),
-            accepted: state.adj_in.len() - state.ineligible,
-            advertised: state.adj_out.len(),
+            received: state.received,
+            accepted: state.received - state.ineligible,
+            advertised: state.advertised,
         })
     }
 
@@ -417,8 +461,11 @@ impl Rib {
             attr_sets,
         } = self;
         let mut changes = RibChanges::default();
-        let mut out: BTreeMap<PeerId, PendingOut> = BTreeMap::new();
-        let mut caches: HashMap<PeerId, ExportCache> = HashMap::new();
+        // Indexed like `peers` (whose order does not change during this call).
+        let mut out: Vec<PendingOut> = Vec::new();
+        out.resize_with(peers.len(), Default::default);
+        let mut caches: Vec<ExportCache> = Vec::new();
+        caches.resize_with(peers.len(), Default::default);
 
         for prefix in dirty {
             let family = AddressFamily::of(&prefix);
@@ -457,47 +504,41 @@ impl Rib {
             }
 
             if exported_changed {
-                let best = group.first().map(|&b| &dest.paths[b]);
-                for (id, peer) in peers.iter_mut() {
+                let best = group.first().map(|&b| dest.paths[b].clone());
+                for ((id, peer), (cache, (announce, withdraw))) in
+                    peers.iter_mut().zip(caches.iter_mut().zip(out.iter_mut()))
+                {
                     if !peer.carries(family) {
                         continue;
                     }
-                    let cache = caches.entry(*id).or_default();
-                    let new = best.and_then(|b| {
+                    let new = best.as_ref().and_then(|b| {
                         adj_out::export(b, family, &peer.info, local, attr_sets, cache)
                     });
-                    let old = peer.adj_out.get(&prefix);
-                    if old == new.as_ref() {
+                    if !dest.send(*id, new.as_ref(), &mut peer.advertised) {
                         continue;
                     }
-                    let (announce, withdraw) = out.entry(*id).or_default();
                     match new {
-                        Some(new) => {
-                            peer.adj_out.insert(prefix, new.clone());
-                            announce.push((prefix, new));
-                        }
-                        None => {
-                            peer.adj_out.remove(&prefix);
-                            withdraw.push(prefix);
-                        }
+                        Some(new) => announce.push((prefix, new)),
+                        None => withdraw.push(prefix),
                     }
                 }
             }
 
             dest.best = new_best;
-            if dest.paths.is_empty() {
+            if dest.is_empty() {
                 table.remove(&prefix);
             }
         }
 
-        for (id, (announce, withdraw)) in out {
-            let Some(session) = peers.get(&id).and_then(|p| p.session.as_ref()) else {
+        for ((id, peer), (announce, withdraw)) in peers.iter().zip(out) {
+            let Some(session) = &peer.session else {
                 continue;
             };
-            let updates = pack_updates(announce, withdraw, &session.encode);
-            if !updates.is_empty() {
-                changes.per_peer_out.insert(id, updates);
+            if announce.is_empty() && withdraw.is_empty() {
+                continue;
             }
+            let updates = pack_updates(announce, withdraw, &session.encode);
+            changes.per_peer_out.insert(*id, updates);
         }
         changes
     }

@@ -719,3 +719,37 @@ fn hundred_thousand_prefixes_to_ten_peers() {
         assert_eq!(wd.len(), N as usize);
     }
 }
+
+/// Prints how long the 100,000 x 10 case takes; asserts nothing. Run with
+/// `cargo test --release -p brindle-bgp --lib rib::tests::timing_probe -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a test"]
+fn timing_probe() {
+    use std::time::Instant;
+    const N: u32 = 100_000;
+    let source = ebgp_peer(1);
+    let mut peers = vec![source.clone()];
+    peers.extend((1..=10).map(ibgp_peer));
+    let mut rib = rib_with(&peers);
+    let prefixes: Vec<IpNet> = (0..N)
+        .map(|i| {
+            IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap())
+        })
+        .collect();
+    let t = Instant::now();
+    for chunk in prefixes.chunks(1000) {
+        let u = Update {
+            attributes: attrs(&[65001, 65100], "192.0.2.1"),
+            nlri: chunk.to_vec(),
+            ..Default::default()
+        };
+        rib.apply_update(source.id(), &u).unwrap();
+    }
+    eprintln!("insert+export: {:?}", t.elapsed());
+    let t = Instant::now();
+    let d = rib.initial_updates(peers[1].id()).unwrap();
+    eprintln!("dump: {:?} {}", t.elapsed(), d.len());
+    let t = Instant::now();
+    rib.peer_down(source.id()).unwrap();
+    eprintln!("down: {:?}", t.elapsed());
+}
