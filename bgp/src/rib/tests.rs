@@ -248,8 +248,8 @@ fn ibgp_local_pref_defaults_to_100_and_ebgp_local_pref_is_ignored() {
     from_ebgp.local_pref = Some(1000);
     rib.apply_update(e1.id(), &announce(&["203.0.113.0/24"], from_ebgp))
         .unwrap();
-    // iBGP without LOCAL_PREF: 100. Shorter path than nothing? Same length (1), so LOCAL_PREF
-    // ties at 100 and eBGP over iBGP decides.
+    // iBGP without LOCAL_PREF gets 100. Both paths have length 1, so LOCAL_PREF ties at 100
+    // (the eBGP 1000 did not count) and eBGP over iBGP decides.
     rib.apply_update(
         i1.id(),
         &announce(&["203.0.113.0/24"], attrs(&[65009], "10.0.0.1")),
