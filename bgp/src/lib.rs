@@ -7,6 +7,7 @@
 
 pub mod fsm;
 pub mod packet;
+pub mod rib;
 
 /// The TCP port BGP listens on (RFC 4271 §8.2.1).
 pub const BGP_PORT: u16 = 179;

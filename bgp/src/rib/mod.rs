@@ -1,0 +1,590 @@
+//! The RIB (RFC 4271 §3.2): Adj-RIBs-In, the Loc-RIB and Adj-RIBs-Out for IPv4 and IPv6
+//! unicast. Pure and synchronous: the speaker task owns one [`Rib`] and feeds it decoded
+//! UPDATEs and session events; every operation returns the [`RibChanges`] it caused (best-route
+//! changes for the dataplane, UPDATEs for each established peer).
+//!
+//! ```text
+//!  apply_update / originate / peer_down
+//!     |  Adj-RIB-In: one Path per (prefix, peer) in the prefix's Destination
+//!     v  (ingress: LOCAL_PREF rules, loop checks; attributes interned, attr_set.rs)
+//!  dirty prefixes --decision.rs--> Loc-RIB best + multipath group --> RibChanges::best
+//!     |
+//!     '--adj_out.rs: should_export + per-peer attributes--> diff against the peer's
+//!        Adj-RIB-Out --pack_updates--> RibChanges::per_peer_out
+//! ```
+//!
+//! Everything about a prefix lives in its destination (holo-bgp's layout): the candidates
+//! (the Adj-RIBs-In), the best route and what each peer was sent (the Adj-RIBs-Out). The
+//! decision and the export for a prefix then touch one place in memory, and a batch walks the
+//! table in prefix order (per-peer hash maps of 100,000 prefixes made every export a cache
+//! miss). Work that needs all of one peer's routes (`peer_down`, `peer_up`) walks the table.
+//! Only the best route is announced (no ADD-PATH). There is no import or export
+//! policy yet (`policy.rs` will sit between ingress and the decision, and in `adj_out.rs`).
+
+mod adj_out;
+mod attr_set;
+mod decision;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+pub use adj_out::{pack_updates, should_export, OutPath};
+pub use types::{
+    AddressFamily, BestChange, BestRoute, Candidate, Ineligibility, LocalInfo, LossReason,
+    PeerCounts, PeerId, PeerInfo, RibChanges, RibError, RouteEntry, RouteSource, Selection,
+    DEFAULT_LOCAL_PREF,
+};
+
+use self::adj_out::ExportCache;
+use self::attr_set::AttrSets;
+use self::decision::Path;
+use crate::fsm::NegotiatedSession;
+use crate::packet::{AsPath, EncodeContext, Origin, PathAttributes, Treatment, Update};
+
+/// The RIB of one speaker.
+#[derive(Debug)]
+pub struct Rib {
+    local: LocalInfo,
+    peers: BTreeMap<PeerId, PeerState>,
+    /// The Loc-RIB with each prefix's candidates, per family ([`AddressFamily::index`]).
+    tables: [BTreeMap<IpNet, Destination>; 2],
+    attr_sets: AttrSets,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    info: PeerInfo,
+    session: Option<Session>,
+    /// Prefixes in its Adj-RIB-In (the paths are in the destinations).
+    received: usize,
+    /// How many of those are ineligible.
+    ineligible: usize,
+    /// Prefixes in its Adj-RIB-Out.
+    advertised: usize,
+}
+
+#[derive(Debug)]
+struct Session {
+    families: Vec<AddressFamily>,
+    encode: EncodeContext,
+}
+
+impl PeerState {
+    /// The session, if it is established and carries `family`.
+    fn carries(&self, family: AddressFamily) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.families.contains(&family))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Destination {
+    /// The candidates: at most one per peer, and the local route.
+    paths: Vec<Path>,
+    best: Option<BestRoute>,
+    /// What each established peer was last sent for this prefix.
+    adj_out: Vec<(PeerId, OutPath)>,
+}
+
+impl Destination {
+    fn best_path(&self) -> Option<&Path> {
+        self.paths.iter().find(|p| p.selection == Selection::Best)
+    }
+
+    /// Inserts or replaces the path from `path.source`; returns the one it replaced.
+    fn upsert(&mut self, path: Path) -> Option<Path> {
+        match self.paths.iter_mut().find(|p| p.source == path.source) {
+            Some(slot) => Some(std::mem::replace(slot, path)),
+            None => {
+                self.paths.push(path);
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, source: &RouteSource) -> Option<Path> {
+        let i = self.paths.iter().position(|p| p.source == *source)?;
+        Some(self.paths.swap_remove(i))
+    }
+
+    fn sent_to(&self, peer: PeerId) -> Option<&OutPath> {
+        self.adj_out
+            .iter()
+            .find_map(|(id, out)| (*id == peer).then_some(out))
+    }
+
+    /// Records what `peer` is sent now (`None`: a withdrawal) and adjusts its `advertised`
+    /// count. Returns whether anything changed.
+    fn send(&mut self, peer: PeerId, new: Option<&OutPath>, advertised: &mut usize) -> bool {
+        let slot = self.adj_out.iter().position(|(id, _)| *id == peer);
+        match (slot, new) {
+            (None, None) => false,
+            (Some(i), Some(new)) => {
+                if self.adj_out[i].1 == *new {
+                    return false;
+                }
+                self.adj_out[i].1 = new.clone();
+                true
+            }
+            (None, Some(new)) => {
+                self.adj_out.push((peer, new.clone()));
+                *advertised += 1;
+                true
+            }
+            (Some(i), None) => {
+                self.adj_out.swap_remove(i);
+                *advertised -= 1;
+                true
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.adj_out.is_empty()
+    }
+}
+
+impl Rib {
+    pub fn new(local: LocalInfo) -> Self {
+        Rib {
+            local,
+            peers: BTreeMap::new(),
+            tables: [BTreeMap::new(), BTreeMap::new()],
+            attr_sets: AttrSets::default(),
+        }
+    }
+
+    pub fn local(&self) -> &LocalInfo {
+        &self.local
+    }
+
+    /// Configures a peer (down until [`Rib::peer_up`]).
+    pub fn add_peer(&mut self, info: PeerInfo) -> Result<(), RibError> {
+        let id = info.id();
+        if self.peers.contains_key(&id) {
+            return Err(RibError::PeerExists(id));
+        }
+        self.peers.insert(
+            id,
+            PeerState {
+                info,
+                session: None,
+                received: 0,
+                ineligible: 0,
+                advertised: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a peer and its routes.
+    pub fn remove_peer(&mut self, peer: PeerId) -> Result<RibChanges, RibError> {
+        let changes = self.peer_down(peer)?;
+        self.peers.remove(&peer);
+        Ok(changes)
+    }
+
+    /// The session with `peer` reached Established. Fills its Adj-RIB-Out with the current
+    /// best routes; send them with [`Rib::initial_updates`] before any later
+    /// [`RibChanges::per_peer_out`] for this peer.
+    pub fn peer_up(&mut self, peer: PeerId, session: &NegotiatedSession) -> Result<(), RibError> {
+        let Rib {
+            local,
+            peers,
+            tables,
+            attr_sets,
+        } = self;
+        let state = peers.get_mut(&peer).ok_or(RibError::UnknownPeer(peer))?;
+        state.info.router_id = session.peer_router_id;
+        let mut families: Vec<AddressFamily> = session
+            .families
+            .iter()
+            .filter_map(|f| AddressFamily::from_family(*f))
+            .collect();
+        families.sort();
+        families.dedup();
+        let mut cache = ExportCache::default();
+        state.advertised = 0;
+        for family in AddressFamily::ALL {
+            let carried = families.contains(&family);
+            for dest in tables[family.index()].values_mut() {
+                // Left over from an earlier session if peer_down was not called.
+                dest.adj_out.retain(|(id, _)| *id != peer);
+                let Some(best) = dest.best_path().filter(|_| carried) else {
+                    continue;
+                };
+                if let Some(out) =
+                    adj_out::export(best, family, &state.info, local, attr_sets, &mut cache)
+                {
+                    dest.adj_out.push((peer, out));
+                    state.advertised += 1;
+                }
+            }
+        }
+        state.session = Some(Session {
+            families,
+            encode: EncodeContext {
+                four_octet_as: session.four_octet_as,
+            },
+        });
+        Ok(())
+    }
+
+    /// The whole Adj-RIB-Out of `peer` as UPDATEs, each negotiated family closed by its
+    /// End-of-RIB marker (RFC 4724 §2). For a newly established session, and to answer a
+    /// ROUTE-REFRESH (RFC 2918 §4).
+    pub fn initial_updates(&self, peer: PeerId) -> Result<Vec<Update>, RibError> {
+        let state = self.peers.get(&peer).ok_or(RibError::UnknownPeer(peer))?;
+        let session = state.session.as_ref().ok_or(RibError::PeerNotUp(peer))?;
+        let mut out = Vec::new();
+        for &family in &session.families {
+            let routes: Vec<(IpNet, OutPath)> = self.tables[family.index()]
+                .iter()
+                .filter_map(|(prefix, dest)| Some((*prefix, dest.sent_to(peer)?.clone())))
+                .collect();
+            out.extend(pack_updates(routes, Vec::new(), &session.encode));
+            out.push(adj_out::end_of_rib(family));
+        }
+        Ok(out)
+    }
+
+    /// The session with `peer` went down: the routes learned on it leave the RIB (RFC 4271
+    /// §8.2.2, Established state: "deletes all routes associated with this connection") and
+    /// its Adj-RIB-Out is forgotten.
+    pub fn peer_down(&mut self, peer: PeerId) -> Result<RibChanges, RibError> {
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(RibError::UnknownPeer(peer))?;
+        state.session = None;
+        state.received = 0;
+        state.ineligible = 0;
+        state.advertised = 0;
+        let source = source_of(&state.info);
+        let mut dirty = Vec::new();
+        for table in &mut self.tables {
+            for (prefix, dest) in table.iter_mut() {
+                dest.adj_out.retain(|(id, _)| *id != peer);
+                if dest.remove(&source).is_some() {
+                    dirty.push(*prefix);
+                }
+            }
+        }
+        Ok(self.process(dirty))
+    }
+
+    /// Applies an UPDATE received from `peer`.
+    ///
+    /// RFC 7606: with treat-as-withdraw, every prefix it announces is withdrawn; with
+    /// attribute-discard the decoder has already dropped the attributes and the routes stand.
+    /// Prefixes of families the session did not negotiate are ignored (RFC 4760 §6 lets us
+    /// reset instead; ignoring keeps the session up).
+    pub fn apply_update(&mut self, peer: PeerId, update: &Update) -> Result<RibChanges, RibError> {
+        let Rib {
+            local,
+            peers,
+            tables,
+            attr_sets,
+        } = self;
+        let state = peers.get_mut(&peer).ok_or(RibError::UnknownPeer(peer))?;
+        let session = state.session.as_ref().ok_or(RibError::PeerNotUp(peer))?;
+        let source = source_of(&state.info);
+
+        let mut withdrawn: Vec<IpNet> = update.withdrawn.clone();
+        if let Some(mp) = &update.mp_unreach {
+            withdrawn.extend_from_slice(&mp.withdrawn);
+        }
+        // (prefix, next hop) for everything announced; an IPv4 prefix without NEXT_HOP was
+        // already treated as withdrawn by the decoder (RFC 7606 §3(d)).
+        let mut announced: Vec<(IpNet, Option<IpAddr>)> = Vec::new();
+        let v4_next_hop = update.attributes.next_hop.map(IpAddr::V4);
+        announced.extend(update.nlri.iter().map(|p| (*p, v4_next_hop)));
+        if let Some(mp) = &update.mp_reach {
+            announced.extend(mp.nlri.iter().map(|p| (*p, Some(mp.next_hop))));
+        }
+
+        let mut dirty = Vec::with_capacity(withdrawn.len() + announced.len());
+        if update
+            .treatment()
+            .is_some_and(|t| t >= Treatment::TreatAsWithdraw)
+        {
+            withdrawn.extend(announced.drain(..).map(|(p, _)| p));
+        }
+
+        for prefix in withdrawn {
+            if !session.families.contains(&AddressFamily::of(&prefix)) {
+                continue;
+            }
+            let table = &mut tables[AddressFamily::of(&prefix).index()];
+            let Some(old) = table.get_mut(&prefix).and_then(|d| d.remove(&source)) else {
+                continue;
+            };
+            state.received -= 1;
+            if old.ineligible.is_some() {
+                state.ineligible -= 1;
+            }
+            dirty.push(prefix);
+        }
+
+        if !announced.is_empty() {
+            let attrs = attr_sets.intern(ingress_attrs(&update.attributes, &state.info));
+            let loop_check = ineligibility(&attrs, local);
+            for (prefix, next_hop) in announced {
+                let family = AddressFamily::of(&prefix);
+                if !session.families.contains(&family) {
+                    continue;
+                }
+                let Some(next_hop) = next_hop else {
+                    continue;
+                };
+                let ineligible = loop_check.or_else(|| {
+                    (!family.matches(next_hop)).then_some(Ineligibility::UnusableNextHop)
+                });
+                let path = Path {
+                    source,
+                    attrs: Arc::clone(&attrs),
+                    next_hop: Some(next_hop),
+                    peer_router_id: state.info.router_id,
+                    ineligible,
+                    selection: Selection::Lost(LossReason::PeerAddress),
+                };
+                let dest = tables[family.index()].entry(prefix).or_default();
+                match dest.upsert(path) {
+                    Some(old) if old.ineligible.is_some() => state.ineligible -= 1,
+                    Some(_) => {}
+                    None => state.received += 1,
+                }
+                if ineligible.is_some() {
+                    state.ineligible += 1;
+                }
+                dirty.push(prefix);
+            }
+        }
+        Ok(self.process(dirty))
+    }
+
+    /// Originates `prefix` from this speaker (replacing an earlier origination of it). ORIGIN
+    /// defaults to IGP; the AS_PATH is empty (RFC 4271 §5.1.2: our AS is prepended towards
+    /// external peers); NEXT_HOP is ours, set per peer on export. A local route wins over
+    /// every learned route for the prefix (see `decision.rs`).
+    pub fn originate(&mut self, prefix: IpNet, attrs: PathAttributes) -> RibChanges {
+        let mut attrs = attrs;
+        attrs.origin.get_or_insert(Origin::Igp);
+        attrs.as_path = Some(AsPath::default());
+        attrs.next_hop = None;
+        let path = Path {
+            source: RouteSource::Local,
+            attrs: self.attr_sets.intern(attrs),
+            next_hop: None,
+            peer_router_id: self.local.router_id,
+            ineligible: None,
+            selection: Selection::Best,
+        };
+        self.tables[AddressFamily::of(&prefix).index()]
+            .entry(prefix)
+            .or_default()
+            .upsert(path);
+        self.process(vec![prefix])
+    }
+
+    /// Withdraws a prefix originated with [`Rib::originate`].
+    pub fn withdraw_local(&mut self, prefix: IpNet) -> RibChanges {
+        let removed = self.tables[AddressFamily::of(&prefix).index()]
+            .get_mut(&prefix)
+            .and_then(|dest| dest.remove(&RouteSource::Local));
+        match removed {
+            Some(_) => self.process(vec![prefix]),
+            None => RibChanges::default(),
+        }
+    }
+
+    /// The best route of `prefix`.
+    pub fn best(&self, prefix: &IpNet) -> Option<&BestRoute> {
+        self.tables[AddressFamily::of(prefix).index()]
+            .get(prefix)?
+            .best
+            .as_ref()
+    }
+
+    /// Every prefix of `family` in prefix order, with its candidates and why each lost.
+    pub fn routes(&self, family: AddressFamily) -> impl Iterator<Item = RouteEntry> + '_ {
+        self.tables[family.index()].iter().map(|(prefix, dest)| {
+            let mut candidates: Vec<Candidate> = dest
+                .paths
+                .iter()
+                .map(|p| Candidate {
+                    source: p.source,
+                    attrs: Arc::clone(&p.attrs),
+                    next_hop: p.next_hop,
+                    selection: p.selection,
+                })
+                .collect();
+            candidates.sort_by_key(|c| match c.selection {
+                Selection::Best => 0,
+                Selection::Multipath(_) => 1,
+                Selection::Lost(_) => 2,
+            });
+            RouteEntry {
+                prefix: *prefix,
+                candidates,
+            }
+        })
+    }
+
+    /// Received, accepted and advertised prefix counts of `peer`.
+    pub fn peer_counts(&self, peer: PeerId) -> Option<PeerCounts> {
+        let state = self.peers.get(&peer)?;
+        Some(PeerCounts {
+            received: state.received,
+            accepted: state.received - state.ineligible,
+            advertised: state.advertised,
+        })
+    }
+
+    /// Reruns the decision for `dirty` prefixes and carries the outcome to the Loc-RIB
+    /// consumers and to every established peer's Adj-RIB-Out.
+    fn process(&mut self, mut dirty: Vec<IpNet>) -> RibChanges {
+        dirty.sort_unstable();
+        dirty.dedup();
+        let Rib {
+            local,
+            peers,
+            tables,
+            attr_sets,
+        } = self;
+        let mut changes = RibChanges::default();
+        // Indexed like `peers` (whose order does not change during this call).
+        let mut out: Vec<PendingOut> = Vec::new();
+        out.resize_with(peers.len(), Default::default);
+        let mut caches: Vec<ExportCache> = Vec::new();
+        caches.resize_with(peers.len(), Default::default);
+
+        for prefix in dirty {
+            let family = AddressFamily::of(&prefix);
+            let table = &mut tables[family.index()];
+            let Some(dest) = table.get_mut(&prefix) else {
+                continue;
+            };
+            let group = decision::select(&mut dest.paths, local.asn);
+            let new_best = group.first().map(|&b| {
+                let mut next_hops: Vec<IpAddr> = Vec::with_capacity(group.len());
+                for nh in group.iter().filter_map(|&i| dest.paths[i].next_hop) {
+                    if !next_hops.contains(&nh) {
+                        next_hops.push(nh);
+                    }
+                }
+                BestRoute {
+                    next_hops,
+                    attrs: Arc::clone(&dest.paths[b].attrs),
+                    source: dest.paths[b].source,
+                }
+            });
+            let exported_changed = match (&dest.best, &new_best) {
+                (None, None) => false,
+                (Some(old), Some(new)) => {
+                    old.source != new.source
+                        || old.next_hops.first() != new.next_hops.first()
+                        || !(Arc::ptr_eq(&old.attrs, &new.attrs) || old.attrs == new.attrs)
+                }
+                _ => true,
+            };
+            if dest.best != new_best {
+                changes.best.push(BestChange {
+                    prefix,
+                    new: new_best.clone(),
+                });
+            }
+
+            if exported_changed {
+                let best = group.first().map(|&b| dest.paths[b].clone());
+                for ((id, peer), (cache, (announce, withdraw))) in
+                    peers.iter_mut().zip(caches.iter_mut().zip(out.iter_mut()))
+                {
+                    if !peer.carries(family) {
+                        continue;
+                    }
+                    let new = best.as_ref().and_then(|b| {
+                        adj_out::export(b, family, &peer.info, local, attr_sets, cache)
+                    });
+                    if !dest.send(*id, new.as_ref(), &mut peer.advertised) {
+                        continue;
+                    }
+                    match new {
+                        Some(new) => announce.push((prefix, new)),
+                        None => withdraw.push(prefix),
+                    }
+                }
+            }
+
+            dest.best = new_best;
+            if dest.is_empty() {
+                table.remove(&prefix);
+            }
+        }
+
+        for ((id, peer), (announce, withdraw)) in peers.iter().zip(out) {
+            let Some(session) = &peer.session else {
+                continue;
+            };
+            if announce.is_empty() && withdraw.is_empty() {
+                continue;
+            }
+            let updates = pack_updates(announce, withdraw, &session.encode);
+            changes.per_peer_out.insert(*id, updates);
+        }
+        changes
+    }
+}
+
+/// Announcements and withdrawals for one peer, before packing.
+type PendingOut = (Vec<(IpNet, OutPath)>, Vec<IpNet>);
+
+fn source_of(info: &PeerInfo) -> RouteSource {
+    RouteSource::Peer {
+        id: info.id(),
+        ibgp: info.ibgp,
+        rr_client: info.rr_client,
+    }
+}
+
+/// The attributes of a received route as the RIB keeps them.
+fn ingress_attrs(received: &PathAttributes, peer: &PeerInfo) -> PathAttributes {
+    let mut a = received.clone();
+    if peer.ibgp {
+        // RFC 4271 §5.1.5: LOCAL_PREF is mandatory on iBGP; if a peer leaves it out we use
+        // the default rather than dropping the route.
+        a.local_pref.get_or_insert(DEFAULT_LOCAL_PREF);
+    } else {
+        // RFC 4271 §5.1.5: a LOCAL_PREF from an external peer is ignored (the decoder already
+        // discards it, RFC 7606 §7.5; this holds whatever decoded the UPDATE).
+        a.local_pref = None;
+    }
+    a
+}
+
+/// The loop checks that make a route ineligible (RFC 4271 §9.1.2, RFC 4456 §8).
+fn ineligibility(attrs: &PathAttributes, local: &LocalInfo) -> Option<Ineligibility> {
+    if attrs
+        .as_path
+        .as_ref()
+        .is_some_and(|p| p.contains(local.asn))
+    {
+        return Some(Ineligibility::AsLoop);
+    }
+    if attrs.originator_id == Some(local.router_id) {
+        return Some(Ineligibility::OriginatorIdLoop);
+    }
+    let cluster_id = local.cluster_id.unwrap_or(local.router_id);
+    if attrs.cluster_list.contains(&cluster_id) {
+        return Some(Ineligibility::ClusterLoop);
+    }
+    None
+}
