@@ -118,8 +118,9 @@ impl Connection {
         let (read, write) = stream.into_split();
         let (writer, writer_rx) = mpsc::unbounded_channel();
         let (reader_ctl, ctl_rx) = mpsc::unbounded_channel();
-        let writer_task = tokio::spawn(run_writer(id, write, writer_rx, tx.clone()).in_current_span())
-            .abort_handle();
+        let writer_task =
+            tokio::spawn(run_writer(id, write, writer_rx, tx.clone()).in_current_span())
+                .abort_handle();
         tokio::spawn(run_reader(id, read, ctl_rx, tx).in_current_span());
         Connection {
             id,

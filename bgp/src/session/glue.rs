@@ -187,11 +187,12 @@ mod tests {
     #[test]
     fn decode_errors_map_to_their_fsm_event() {
         let header: DecodeError = packet::MessageError::BadType { msg_type: 9 }.into();
-        assert!(matches!(error_input(&header), Input::HeaderErr(n) if n.code == 1 && n.subcode == 3 && n.data == [9]));
+        assert!(
+            matches!(error_input(&header), Input::HeaderErr(n) if n.code == 1 && n.subcode == 3 && n.data == [9])
+        );
         let open: DecodeError = packet::MessageError::UnacceptableHoldTime { hold_time: 1 }.into();
         assert!(matches!(error_input(&open), Input::OpenMsgErr(n) if n.subcode == 6));
-        let update: DecodeError =
-            packet::MessageError::InvalidNetworkField { reason: "x" }.into();
+        let update: DecodeError = packet::MessageError::InvalidNetworkField { reason: "x" }.into();
         assert!(matches!(error_input(&update), Input::UpdateMsgErr(n) if n.code == 3));
     }
 }

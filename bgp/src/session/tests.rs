@@ -182,7 +182,10 @@ async fn two_sessions_establish_and_exchange_updates() {
         unreachable!()
     };
     assert_eq!(peer, IpAddr::V4(A));
-    assert_eq!(update.nlri, vec!["10.1.0.0/24".parse::<IpNet>().expect("prefix")]);
+    assert_eq!(
+        update.nlri,
+        vec!["10.1.0.0/24".parse::<IpNet>().expect("prefix")]
+    );
     assert_eq!(
         update.attributes.as_path,
         Some(AsPath::from_sequence(vec![AS_A]))
@@ -216,7 +219,9 @@ async fn two_sessions_establish_and_exchange_updates() {
         matches!(e, SessionEvent::RouteRefresh { .. })
     })
     .await;
-    assert!(matches!(ev, SessionEvent::RouteRefresh { afi, .. } if afi == crate::packet::Afi::IPV4));
+    assert!(
+        matches!(ev, SessionEvent::RouteRefresh { afi, .. } if afi == crate::packet::Afi::IPV4)
+    );
 }
 
 #[tokio::test]
@@ -234,7 +239,10 @@ async fn stop_sends_cease_and_the_peer_sees_it() {
         matches!(
             ev,
             SessionEvent::Down {
-                reason: DownReason::NotificationReceived { code: 6, subcode: 2 },
+                reason: DownReason::NotificationReceived {
+                    code: 6,
+                    subcode: 2
+                },
                 was_established: true,
                 ..
             }
@@ -266,8 +274,10 @@ async fn simultaneous_open_keeps_exactly_one_connection() {
     let mut p = pair(false, false).await;
     let ea = expect_event(&mut p.a_events, "A Established", 10, is_established).await;
     let eb = expect_event(&mut p.b_events, "B Established", 10, is_established).await;
-    let (SessionEvent::Established { local_addr: la, .. }, SessionEvent::Established { local_addr: lb, .. }) =
-        (ea, eb)
+    let (
+        SessionEvent::Established { local_addr: la, .. },
+        SessionEvent::Established { local_addr: lb, .. },
+    ) = (ea, eb)
     else {
         unreachable!()
     };
@@ -286,10 +296,28 @@ async fn simultaneous_open_keeps_exactly_one_connection() {
         p.b_port
     );
     while let Ok(ev) = p.a_events.try_recv() {
-        assert!(!matches!(ev, SessionEvent::Down { was_established: true, .. }), "{ev:?}");
+        assert!(
+            !matches!(
+                ev,
+                SessionEvent::Down {
+                    was_established: true,
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
     }
     while let Ok(ev) = p.b_events.try_recv() {
-        assert!(!matches!(ev, SessionEvent::Down { was_established: true, .. }), "{ev:?}");
+        assert!(
+            !matches!(
+                ev,
+                SessionEvent::Down {
+                    was_established: true,
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
     }
     // The session works.
     p.b.send_updates(vec![route("10.3.0.0/24", AS_B, B)])
@@ -305,8 +333,17 @@ async fn connection_refused_is_reported_precisely() {
     let (l, addr) = listener(B).await;
     drop(l);
     let (h, mut events) = spawn(session_config(A, addr, fsm_config(AS_A, ID_A, AS_B, false)));
-    let ev = expect_event(&mut events, "Down", 5, |e| matches!(e, SessionEvent::Down { .. })).await;
-    let SessionEvent::Down { reason, detail, was_established, .. } = ev else {
+    let ev = expect_event(&mut events, "Down", 5, |e| {
+        matches!(e, SessionEvent::Down { .. })
+    })
+    .await;
+    let SessionEvent::Down {
+        reason,
+        detail,
+        was_established,
+        ..
+    } = ev
+    else {
         unreachable!()
     };
     assert_eq!(reason, DownReason::TcpFailed);
@@ -354,8 +391,7 @@ impl RawPeer {
             ..DecodeContext::default()
         };
         loop {
-            if let Some((msg, n)) = decode(&self.buf, &ctx).expect("the session sends valid BGP")
-            {
+            if let Some((msg, n)) = decode(&self.buf, &ctx).expect("the session sends valid BGP") {
                 self.buf.drain(..n);
                 return Some(msg);
             }
@@ -380,7 +416,10 @@ impl RawPeer {
     }
 
     async fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write to session");
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("write to session");
     }
 
     /// Reads our OPEN, answers with an OPEN (AS 65002, `hold`) and a KEEPALIVE, and reads up to
@@ -436,9 +475,15 @@ async fn hold_timer_expires_when_the_peer_goes_silent() {
     expect_event(&mut events, "Established", 5, is_established).await;
     let started = std::time::Instant::now();
     // Silent from here on; the session keeps sending KEEPALIVEs until it gives up.
-    let n = raw.notification().await.expect("a NOTIFICATION before close");
+    let n = raw
+        .notification()
+        .await
+        .expect("a NOTIFICATION before close");
     assert_eq!((n.code, n.subcode), (4, 0));
-    let ev = expect_event(&mut events, "Down", 5, |e| matches!(e, SessionEvent::Down { .. })).await;
+    let ev = expect_event(&mut events, "Down", 5, |e| {
+        matches!(e, SessionEvent::Down { .. })
+    })
+    .await;
     assert!(matches!(
         ev,
         SessionEvent::Down {
@@ -448,7 +493,10 @@ async fn hold_timer_expires_when_the_peer_goes_silent() {
         }
     ));
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(2500) && waited < Duration::from_secs(5), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(2500) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
     // The session closes after its NOTIFICATION.
     assert_eq!(raw.read().await, None);
 }
@@ -477,12 +525,23 @@ async fn malformed_messages_get_the_right_notification() {
         let (_h, mut events, mut raw) = session_with_raw_peer().await;
         raw.send_raw(&bytes).await;
         let n = raw.notification().await.expect("a NOTIFICATION");
-        assert_eq!((n.code, n.subcode, n.data.as_slice()), (code, subcode, data), "{what}");
-        let ev = expect_event(&mut events, "Down", 5, |e| matches!(e, SessionEvent::Down { .. })).await;
+        assert_eq!(
+            (n.code, n.subcode, n.data.as_slice()),
+            (code, subcode, data),
+            "{what}"
+        );
+        let ev = expect_event(&mut events, "Down", 5, |e| {
+            matches!(e, SessionEvent::Down { .. })
+        })
+        .await;
         let SessionEvent::Down { reason, detail, .. } = ev else {
             unreachable!()
         };
-        assert_eq!(reason, DownReason::NotificationSent { code, subcode }, "{what}");
+        assert_eq!(
+            reason,
+            DownReason::NotificationSent { code, subcode },
+            "{what}"
+        );
         assert!(detail.is_some(), "{what}: the decode error is kept");
     }
 }
@@ -503,20 +562,30 @@ async fn malformed_attribute_is_treat_as_withdraw_and_the_session_stays_up() {
     msg.extend_from_slice(attrs);
     msg.extend_from_slice(nlri);
     raw.send_raw(&msg).await;
-    let ev = expect_event(&mut events, "UPDATE", 5, |e| matches!(e, SessionEvent::Update { .. })).await;
+    let ev = expect_event(&mut events, "UPDATE", 5, |e| {
+        matches!(e, SessionEvent::Update { .. })
+    })
+    .await;
     let SessionEvent::Update { update, .. } = ev else {
         unreachable!()
     };
     assert_eq!(update.treatment(), Some(Treatment::TreatAsWithdraw));
-    assert_eq!(update.nlri, vec!["10.2.0.0/24".parse::<IpNet>().expect("prefix")]);
+    assert_eq!(
+        update.nlri,
+        vec!["10.2.0.0/24".parse::<IpNet>().expect("prefix")]
+    );
 
     // Still up: a clean UPDATE goes through and nothing went down.
-    raw.send(&Message::Update(route("10.4.0.0/24", AS_B, B))).await;
+    raw.send(&Message::Update(route("10.4.0.0/24", AS_B, B)))
+        .await;
     let ev = expect_event(&mut events, "second UPDATE", 5, |e| {
         matches!(e, SessionEvent::Update { .. }) || matches!(e, SessionEvent::Down { .. })
     })
     .await;
-    assert!(matches!(ev, SessionEvent::Update { ref update, .. } if update.treatment().is_none()), "{ev:?}");
+    assert!(
+        matches!(ev, SessionEvent::Update { ref update, .. } if update.treatment().is_none()),
+        "{ev:?}"
+    );
     assert_eq!(h.status().state, State::Established);
     assert_eq!(h.status().updates_in, 2);
 }
@@ -531,17 +600,25 @@ async fn unexpected_open_in_established_is_an_fsm_error() {
         router_id: ID_B,
         capabilities: CapabilitySet::standard(),
     };
-    raw.send(&Message::Open(super::glue::open_message(&params))).await;
+    raw.send(&Message::Open(super::glue::open_message(&params)))
+        .await;
     let n = raw.notification().await.expect("a NOTIFICATION");
     // RFC 6608 §3: Receive Unexpected Message in Established State.
     assert_eq!((n.code, n.subcode), (5, 3));
-    expect_event(&mut events, "Down", 5, |e| matches!(e, SessionEvent::Down { .. })).await;
+    expect_event(&mut events, "Down", 5, |e| {
+        matches!(e, SessionEvent::Down { .. })
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn wrong_peer_as_is_refused_with_2_2() {
     let (l, addr) = listener(B).await;
-    let (_h, mut events) = spawn(session_config(A, addr, fsm_config(AS_A, ID_A, 65099, false)));
+    let (_h, mut events) = spawn(session_config(
+        A,
+        addr,
+        fsm_config(AS_A, ID_A, 65099, false),
+    ));
     let mut raw = RawPeer::accept(&l).await;
     let Some(Message::Open(_)) = raw.read().await else {
         panic!("expected OPEN");
@@ -553,14 +630,21 @@ async fn wrong_peer_as_is_refused_with_2_2() {
         router_id: ID_B,
         capabilities: CapabilitySet::standard(),
     };
-    raw.send(&Message::Open(super::glue::open_message(&params))).await;
+    raw.send(&Message::Open(super::glue::open_message(&params)))
+        .await;
     let n = raw.notification().await.expect("a NOTIFICATION");
     assert_eq!((n.code, n.subcode), (2, 2));
-    let ev = expect_event(&mut events, "Down", 5, |e| matches!(e, SessionEvent::Down { .. })).await;
+    let ev = expect_event(&mut events, "Down", 5, |e| {
+        matches!(e, SessionEvent::Down { .. })
+    })
+    .await;
     assert!(matches!(
         ev,
         SessionEvent::Down {
-            reason: DownReason::BadPeerAs { expected: 65099, got: AS_B },
+            reason: DownReason::BadPeerAs {
+                expected: 65099,
+                got: AS_B
+            },
             ..
         }
     ));
