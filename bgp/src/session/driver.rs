@@ -21,6 +21,8 @@ use crate::packet::{self, DecodeError, EncodeContext, Message, RouteRefresh, Upd
 
 /// What child tasks tell the session task. Each names its connection, connect attempt or FSM
 /// by id, so a message from something the session has since dropped is recognised and ignored.
+// An UPDATE dominates, as in `packet::Message`; boxing it would cost an allocation per UPDATE.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Internal {
     Connected {

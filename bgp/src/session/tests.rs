@@ -515,7 +515,9 @@ async fn malformed_messages_get_the_right_notification() {
     bad_nlri.extend_from_slice(&[0, 0, 0, 0, 33, 10, 0, 0, 0]);
     let mut bad_marker = header(19, 4);
     bad_marker[3] = 0;
-    let cases: [(&str, Vec<u8>, u8, u8, &[u8]); 4] = [
+    // (what, bytes, code, subcode, data)
+    type Case<'a> = (&'a str, Vec<u8>, u8, u8, &'a [u8]);
+    let cases: [Case; 4] = [
         ("unknown type", header(19, 9), 1, 3, &[9]),
         ("bad length", header(18, 4), 1, 2, &[0, 18]),
         ("bad marker", bad_marker, 1, 1, &[]),
