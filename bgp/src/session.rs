@@ -31,7 +31,10 @@
 //! - Inbound connections are accepted by the speaker's listener ([`listen`]) and handed to the
 //!   session of the peer they come from with [`SessionHandle::accept_inbound`]. The speaker
 //!   keeps a map from peer IP address to `SessionHandle`; an accepted connection whose source
-//!   address is not a configured peer is closed at once, before any BGP message is read.
+//!   address is not a configured peer is closed at once, before any BGP message is read. The
+//!   session closes an inbound connection it cannot use: in Idle (RFC 4271 §8.2.2), while
+//!   Established (§6.8), while it already has two connections, or while its only connection
+//!   is itself inbound and not yet Established.
 //! - `ttl` sets IP_TTL (IPV6_UNICAST_HOPS for IPv6) on both outbound and accepted connections,
 //!   for eBGP multihop. When it is `None` the kernel default (64) is used: this version does
 //!   not force TTL 1 on single-hop eBGP sessions, nor check the TTL of received packets (GTSM,
@@ -332,7 +335,28 @@ pub fn spawn_session(
 ///
 /// The speaker accepts in a loop and routes each connection by its source address: to
 /// [`SessionHandle::accept_inbound`] of the peer with that address, or closed at once (dropped)
-/// when no peer has it.
+/// when no peer has it. On an IPv6 wildcard socket, IPv4 peers arrive as IPv4-mapped
+/// addresses: look them up by `from.ip().to_canonical()`.
+///
+/// ```no_run
+/// # use std::collections::HashMap;
+/// # use std::net::IpAddr;
+/// # use brindle_bgp::session::{listen, SessionHandle};
+/// # async fn speaker(sessions: HashMap<IpAddr, SessionHandle>) -> std::io::Result<()> {
+/// let listener = listen("0.0.0.0:179".parse().expect("address")).await?;
+/// loop {
+///     let (stream, from) = listener.accept().await?;
+///     match sessions.get(&from.ip().to_canonical()) {
+///         Some(session) => {
+///             // The session decides: first connection, collision, or refused (Idle).
+///             let _ = session.accept_inbound(stream);
+///         }
+///         // Not a configured peer: closed before any BGP message is read.
+///         None => drop(stream),
+///     }
+/// }
+/// # }
+/// ```
 pub async fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?

@@ -132,16 +132,16 @@ struct Pair {
 async fn pair(a_passive: bool, b_passive: bool) -> Pair {
     let (la, a_addr) = listener(A).await;
     let (lb, b_addr) = listener(B).await;
-    let (a, a_events) = spawn(session_config(
-        A,
-        b_addr,
-        fsm_config(AS_A, ID_A, AS_B, a_passive),
-    ));
-    let (b, b_events) = spawn(session_config(
-        B,
-        a_addr,
-        fsm_config(AS_B, ID_B, AS_A, b_passive),
-    ));
+    // TTLs set (single-hop on loopback, and the maximum) to exercise the socket options on
+    // outbound and accepted connections.
+    let (a, a_events) = spawn(SessionConfig {
+        ttl: Some(1),
+        ..session_config(A, b_addr, fsm_config(AS_A, ID_A, AS_B, a_passive))
+    });
+    let (b, b_events) = spawn(SessionConfig {
+        ttl: Some(255),
+        ..session_config(B, a_addr, fsm_config(AS_B, ID_B, AS_A, b_passive))
+    });
     route_inbound(la, B, a.clone());
     route_inbound(lb, A, b.clone());
     Pair {
