@@ -120,7 +120,11 @@ mod tests {
 
     #[tokio::test]
     async fn unsupported_backends_say_so() {
-        let err = open("kubernetes").await.err().expect("kubernetes").to_string();
+        let err = open("kubernetes")
+            .await
+            .err()
+            .expect("kubernetes")
+            .to_string();
         assert!(err.contains("not supported yet (issue #5)"), "{err}");
     }
 

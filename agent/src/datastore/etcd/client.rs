@@ -108,22 +108,20 @@ impl Client {
         let mut failures = Vec::new();
         for i in 0..self.endpoints.len() {
             let idx = (start + i) % self.endpoints.len();
-            let attempt = tokio::time::timeout(
-                self.timeout,
-                self.attempt(idx, path, body.clone(), retry),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                let why = format!("no answer within {:?}", self.timeout);
-                match retry {
-                    Retry::Idempotent => Attempt::Next(why),
-                    // The write may have been applied; the caller must find out by reading.
-                    Retry::Once => Attempt::Done(Err(CallError::Transport(format!(
-                        "{} {path}: {why}",
-                        self.endpoints[idx]
-                    )))),
-                }
-            });
+            let attempt =
+                tokio::time::timeout(self.timeout, self.attempt(idx, path, body.clone(), retry))
+                    .await
+                    .unwrap_or_else(|_| {
+                        let why = format!("no answer within {:?}", self.timeout);
+                        match retry {
+                            Retry::Idempotent => Attempt::Next(why),
+                            // The write may have been applied; the caller must find out by reading.
+                            Retry::Once => Attempt::Done(Err(CallError::Transport(format!(
+                                "{} {path}: {why}",
+                                self.endpoints[idx]
+                            )))),
+                        }
+                    });
             match attempt {
                 Attempt::Done(result) => {
                     if result.is_ok() {
@@ -144,51 +142,42 @@ impl Client {
     }
 
     async fn attempt(&self, idx: usize, path: &'static str, body: Bytes, retry: Retry) -> Attempt {
-        let mut request = self.request(idx, path, body);
-        // A pooled connection may have been closed by the server meanwhile; hyper then hands the
-        // request back unsent and a fresh connection is tried, once.
+        // A pooled connection may have been closed by the server since it was last used (etcd
+        // restarted). Such a failure is retried once on a fresh connection; see `stale`.
         for fresh in [false, true] {
-            let mut sender = match self.take_idle(idx) {
-                Some(sender) if !fresh => sender,
+            let (mut sender, reused) = match self.take_idle(idx) {
+                Some(sender) if !fresh => (sender, true),
                 _ => match self.connect(idx).await {
-                    Ok(sender) => sender,
+                    Ok(sender) => (sender, false),
                     Err(why) => return Attempt::Next(why),
                 },
             };
             if sender.ready().await.is_err() {
+                self.drop_idle(idx);
                 continue;
             }
-            let response = match sender.try_send_request(request).await {
+            let response = match sender
+                .try_send_request(self.request(idx, path, body.clone()))
+                .await
+            {
                 Ok(response) => response,
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => {
-                        request = unsent;
-                        continue;
-                    }
-                    None => {
-                        let why = format!("connection failed: {}", e.error());
-                        return match retry {
-                            Retry::Idempotent => Attempt::Next(why),
-                            Retry::Once => Attempt::Done(Err(CallError::Transport(format!(
-                                "{} {path}: {why}",
-                                self.endpoints[idx]
-                            )))),
-                        };
-                    }
-                },
+                Err(e) if e.message().is_some() || (reused && stale(e.error(), retry)) => {
+                    // Unsent, or the server had closed this idle connection: the other idle
+                    // connections to it are most likely closed too.
+                    self.drop_idle(idx);
+                    continue;
+                }
+                Err(e) => {
+                    let why = format!("connection failed: {}", e.error());
+                    return self.after_send_failure(idx, path, why, retry);
+                }
             };
             let status = response.status();
             let body = match Limited::new(response.into_body(), MAX_BODY).collect().await {
                 Ok(body) => body.to_bytes(),
                 Err(e) => {
                     let why = format!("reading the answer failed: {e}");
-                    return match retry {
-                        Retry::Idempotent => Attempt::Next(why),
-                        Retry::Once => Attempt::Done(Err(CallError::Transport(format!(
-                            "{} {path}: {why}",
-                            self.endpoints[idx]
-                        )))),
-                    };
+                    return self.after_send_failure(idx, path, why, retry);
                 }
             };
             self.put_idle(idx, sender);
@@ -198,6 +187,18 @@ impl Client {
             return Attempt::Done(Ok(body));
         }
         Attempt::Next("connection closed before the request was sent".to_string())
+    }
+
+    /// A request may have reached etcd and the connection broke: reads move on to the next
+    /// endpoint, writes report the failure (the caller finds out by reading).
+    fn after_send_failure(&self, idx: usize, path: &str, why: String, retry: Retry) -> Attempt {
+        match retry {
+            Retry::Idempotent => Attempt::Next(why),
+            Retry::Once => Attempt::Done(Err(CallError::Transport(format!(
+                "{} {path}: {why}",
+                self.endpoints[idx]
+            )))),
+        }
     }
 
     /// `POST`s `body` to `path` on a connection of its own and returns the streaming answer.
@@ -283,12 +284,27 @@ impl Client {
         Some(idle.swap_remove(pos).1)
     }
 
+    fn drop_idle(&self, idx: usize) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|(i, _)| *i != idx);
+    }
+
     fn put_idle(&self, idx: usize, sender: SendRequest<Full<Bytes>>) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE {
             idle.push((idx, sender));
         }
     }
+}
+
+/// Whether a request sent on a reused connection may be sent again on a fresh one. Reads may.
+/// A write may when the connection ended before any answer (hyper's "incomplete message"):
+/// etcd closes connections only when it stops, so the request found a connection closed while
+/// it sat idle. This is the rule of Go's net/http (`errServerClosedIdle`); the one case it gets
+/// wrong is a server that applied the write and died before answering, which the retry then
+/// reports as a conflict.
+fn stale(error: &hyper::Error, retry: Retry) -> bool {
+    retry == Retry::Idempotent || error.is_incomplete_message()
 }
 
 fn status_error(path: &'static str, status: StatusCode, body: &[u8]) -> CallError {

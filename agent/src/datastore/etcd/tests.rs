@@ -57,7 +57,10 @@ fn bad_urls_say_why() {
 fn key_layout() {
     let store = EtcdStore::new(EtcdConfig::from_url("etcd://h:1").expect("url"));
     let db = &store.shared;
-    assert_eq!(db.key("IPPool", "p1").expect("key"), b"/brindle/v1/IPPool/p1");
+    assert_eq!(
+        db.key("IPPool", "p1").expect("key"),
+        b"/brindle/v1/IPPool/p1"
+    );
     assert_eq!(
         db.parse_key(b"/brindle/v1/IPAMBlock/10-0-0-0-26"),
         Some(("IPAMBlock".to_string(), "10-0-0-0-26".to_string()))

@@ -326,7 +326,9 @@ mod tests {
 
     #[test]
     fn base64_rejects_garbage() {
-        for bad in ["Z", "Zg=", "Z===", "Zh==", "Zm9=", "Zm9v*", "Zm 9v", "=Zm9", "Zg==Zg=="] {
+        for bad in [
+            "Z", "Zg=", "Z===", "Zh==", "Zm9=", "Zm9v*", "Zm 9v", "=Zm9", "Zg==Zg==",
+        ] {
             assert_eq!(decode(bad), None, "{bad}");
         }
     }
@@ -350,7 +352,10 @@ mod tests {
         assert!(!txn.succeeded);
         assert_eq!(txn.header.revision, 3);
         let kv = &txn.failure_range().expect("range").kvs[0];
-        assert_eq!((kv.key.as_slice(), kv.value.as_slice()), (&b"/a/"[..], &b"x"[..]));
+        assert_eq!(
+            (kv.key.as_slice(), kv.value.as_slice()),
+            (&b"/a/"[..], &b"x"[..])
+        );
         assert_eq!(kv.mod_revision, 2);
 
         let line: WatchLine = serde_json::from_str(
