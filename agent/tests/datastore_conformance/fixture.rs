@@ -153,7 +153,7 @@ impl EtcdServer {
         if found.is_none() {
             let msg = "no `etcd` binary in PATH: install Debian's etcd-server \
                        (scripts/test does) or set BRINDLE_ETCD";
-            if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            if std::env::var_os("CI").is_some() {
                 panic!("{msg}");
             }
             eprintln!("skipping etcd conformance test: {msg}");
