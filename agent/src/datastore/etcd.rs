@@ -47,7 +47,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use brindle_ipam::store::{KvPair, Listing, Store, StoreError, Watch};
 use serde_json::Value;
-use tracing::info;
+use tracing::{debug, info};
 
 use self::client::{CallError, Client, Retry};
 use self::wire::{DeleteRangeResponse, RangeResponse, TxnResponse};
@@ -57,7 +57,7 @@ use super::DatastoreError;
 pub const DEFAULT_PREFIX: &str = "/brindle";
 /// The default client port of etcd.
 const DEFAULT_PORT: u16 = 2379;
-/// Keys read per range call of a `list`.
+/// Keys read per range call of a `list`, by default.
 const LIST_PAGE: u64 = 1000;
 
 /// Where an [`EtcdStore`] connects and how it behaves.
@@ -69,6 +69,9 @@ pub struct EtcdConfig {
     pub prefix: String,
     /// How long one call (to one endpoint) may take, and how long a watch waits to connect.
     pub timeout: Duration,
+    /// Keys read per range call of a `list` (1,000); later pages read at the first page's
+    /// revision.
+    pub list_page: u64,
 }
 
 impl EtcdConfig {
@@ -114,6 +117,7 @@ impl EtcdConfig {
             endpoints,
             prefix,
             timeout: Duration::from_secs(5),
+            list_page: LIST_PAGE,
         })
     }
 }
@@ -158,6 +162,7 @@ pub struct EtcdStore {
 
 struct Shared {
     client: Client,
+    list_page: u64,
     /// `<prefix>/v1/`.
     root: String,
 }
@@ -168,6 +173,7 @@ impl EtcdStore {
         EtcdStore {
             shared: Arc::new(Shared {
                 client: Client::new(config.endpoints, config.timeout),
+                list_page: config.list_page.max(1),
                 root: format!("{}/v1/", config.prefix),
             }),
         }
@@ -242,6 +248,42 @@ impl Shared {
         Ok(range.header.revision)
     }
 
+    /// Every record under `prefix`, a page at a time; pages after the first read at the first
+    /// page's revision, so the listing is one snapshot.
+    async fn list_snapshot(&self, kind: &str, prefix: &[u8]) -> Result<Listing, CallError> {
+        let mut items = Vec::new();
+        let mut from = prefix.to_vec();
+        let mut revision = 0;
+        loop {
+            let body = wire::range_prefix(prefix, &from, self.list_page, revision);
+            let page: RangeResponse = self
+                .client
+                .call("/v3/kv/range", &body, Retry::Idempotent)
+                .await?;
+            if revision == 0 {
+                revision = page.header.revision;
+            }
+            let Some(last) = page.kvs.last() else { break };
+            // The next page starts just after the last key.
+            from = last.key.clone();
+            from.push(0);
+            for kv in page.kvs {
+                if let Some((_, name)) = self.parse_key(&kv.key) {
+                    items.push(KvPair {
+                        kind: kind.to_string(),
+                        name,
+                        value: kv.value,
+                        revision: kv.mod_revision,
+                    });
+                }
+            }
+            if !page.more {
+                break;
+            }
+        }
+        Ok(Listing { items, revision })
+    }
+
     async fn txn(&self, what: &str, body: Value) -> Result<TxnResponse, StoreError> {
         self.client
             .call("/v3/kv/txn", &body, Retry::Once)
@@ -300,39 +342,19 @@ impl Store for EtcdStore {
     async fn list(&self, kind: &str) -> Result<Listing, StoreError> {
         let db = &self.shared;
         let prefix = db.kind_prefix(kind)?.into_bytes();
-        let mut items = Vec::new();
-        let mut from = prefix.clone();
-        // Every page after the first reads at the first page's revision: one snapshot.
-        let mut revision = 0;
+        // A compaction between two pages makes the snapshot unreadable: start again.
+        let mut attempts = 0;
         loop {
-            let body = wire::range_prefix(&prefix, &from, LIST_PAGE, revision);
-            let page: RangeResponse = db
-                .client
-                .call("/v3/kv/range", &body, Retry::Idempotent)
-                .await
-                .map_err(|e| db.unavailable("list", e))?;
-            if revision == 0 {
-                revision = page.header.revision;
-            }
-            let Some(last) = page.kvs.last() else { break };
-            // The next page starts just after the last key.
-            from = last.key.clone();
-            from.push(0);
-            for kv in page.kvs {
-                if let Some((_, name)) = db.parse_key(&kv.key) {
-                    items.push(KvPair {
-                        kind: kind.to_string(),
-                        name,
-                        value: kv.value,
-                        revision: kv.mod_revision,
-                    });
+            attempts += 1;
+            match db.list_snapshot(kind, &prefix).await {
+                Err(CallError::Status { message, .. })
+                    if attempts < 3 && message.contains("compacted") =>
+                {
+                    debug!(kind, "etcd compacted during a list; listing again");
                 }
-            }
-            if !page.more {
-                break;
+                result => return result.map_err(|e| db.unavailable("list", e)),
             }
         }
-        Ok(Listing { items, revision })
     }
 
     async fn create(&self, kind: &str, name: &str, value: Vec<u8>) -> Result<u64, StoreError> {

@@ -103,7 +103,11 @@ impl Backend {
             server.port(),
             unique(test)
         );
-        let config = EtcdConfig::from_url(&spec).expect("etcd url");
+        let config = EtcdConfig {
+            // Lists of more than a few items take several pages (at one revision).
+            list_page: 7,
+            ..EtcdConfig::from_url(&spec).expect("etcd url")
+        };
         let store = EtcdStore::connect(config).await.expect("connect etcd");
         Some(Backend {
             store: Arc::new(store.clone()),

@@ -8,6 +8,7 @@
 //!                                │   progress      -> after = header.revision
 //!                                │   compacted     -> Resync, after = current revision
 //!                                │   stream broken -> back off, reconnect from after + 1
+//!                                │   (or silent for 11 min)
 //!                                └── mpsc<WatchEvent> (bounded) ──> caller's Watch
 //! ```
 //! The task ends when the caller drops the receiver. Because `after` only moves past what was
@@ -30,6 +31,9 @@ const WATCH_CHANNEL: usize = 1024;
 const MAX_LINE: usize = 64 << 20;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A stream silent for this long is presumed dead (a partitioned member sends no FIN) and is
+/// reopened: etcd sends a progress notification to idle watches every 10 minutes.
+const STREAM_IDLE: Duration = Duration::from_secs(11 * 60);
 
 /// How one stream ended.
 enum Ended {
@@ -152,7 +156,10 @@ impl Watcher {
         };
         let mut buf: Vec<u8> = Vec::new();
         loop {
-            let frame = match body.frame().await {
+            let Ok(frame) = tokio::time::timeout(STREAM_IDLE, body.frame()).await else {
+                return Ended::Failed(format!("watch stream silent for {STREAM_IDLE:?}"));
+            };
+            let frame = match frame {
                 None => return Ended::Failed("etcd closed the watch stream".to_string()),
                 Some(Err(e)) => return Ended::Failed(format!("watch stream: {e}")),
                 Some(Ok(frame)) => frame,
