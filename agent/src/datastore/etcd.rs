@@ -67,7 +67,8 @@ pub struct EtcdConfig {
     pub endpoints: Vec<String>,
     /// Keys live under `<prefix>/v1/`. No trailing slash.
     pub prefix: String,
-    /// How long one call (to one endpoint) may take, and how long a watch waits to connect.
+    /// How long connecting to one endpoint may take (then the next is tried); a call's whole
+    /// exchange with one endpoint may take twice that. Default 5 s.
     pub timeout: Duration,
     /// Keys read per range call of a `list` (1,000); later pages read at the first page's
     /// revision.

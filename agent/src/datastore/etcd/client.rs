@@ -108,20 +108,22 @@ impl Client {
         let mut failures = Vec::new();
         for i in 0..self.endpoints.len() {
             let idx = (start + i) % self.endpoints.len();
-            let attempt =
-                tokio::time::timeout(self.timeout, self.attempt(idx, path, body.clone(), retry))
-                    .await
-                    .unwrap_or_else(|_| {
-                        let why = format!("no answer within {:?}", self.timeout);
-                        match retry {
-                            Retry::Idempotent => Attempt::Next(why),
-                            // The write may have been applied; the caller must find out by reading.
-                            Retry::Once => Attempt::Done(Err(CallError::Transport(format!(
-                                "{} {path}: {why}",
-                                self.endpoints[idx]
-                            )))),
-                        }
-                    });
+            // Connecting has a timeout of its own (a silent endpoint moves on to the next);
+            // this one bounds the whole exchange.
+            let limit = self.timeout * 2;
+            let attempt = tokio::time::timeout(limit, self.attempt(idx, path, body.clone(), retry))
+                .await
+                .unwrap_or_else(|_| {
+                    let why = format!("no answer within {limit:?}");
+                    match retry {
+                        Retry::Idempotent => Attempt::Next(why),
+                        // The write may have been applied; the caller must find out by reading.
+                        Retry::Once => Attempt::Done(Err(CallError::Transport(format!(
+                            "{} {path}: {why}",
+                            self.endpoints[idx]
+                        )))),
+                    }
+                });
             match attempt {
                 Attempt::Done(result) => {
                     if result.is_ok() {
@@ -261,8 +263,9 @@ impl Client {
 
     async fn connect(&self, idx: usize) -> Result<SendRequest<Full<Bytes>>, String> {
         let endpoint = &self.endpoints[idx];
-        let stream = TcpStream::connect(endpoint.as_str())
+        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(endpoint.as_str()))
             .await
+            .map_err(|_| format!("connect: no answer within {:?}", self.timeout))?
             .map_err(|e| format!("connect: {e}"))?;
         // Small requests and answers: don't wait to fill segments.
         let _ = stream.set_nodelay(true);
