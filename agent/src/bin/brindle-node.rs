@@ -34,7 +34,8 @@ struct Args {
     node_name: Option<String>,
 
     /// Where cluster state lives: `embedded:/path/file.db` (SQLite, shared by the processes of
-    /// one host). `etcd://host:port` and `kubernetes` arrive with issue #5.
+    /// one host) or `etcd://host:port[,host:port...][?prefix=/brindle]`. `kubernetes` arrives
+    /// with issue #5.
     #[arg(
         long,
         env = "BRINDLE_DATASTORE",

@@ -3,12 +3,13 @@
 //! | value                      | backend                                            |
 //! |----------------------------|----------------------------------------------------|
 //! | `embedded:/path/to/file.db`| [`embedded::EmbeddedStore`]: SQLite, one host      |
-//! | `etcd://host:port`         | not supported yet (issue #5)                       |
+//! | `etcd://host:port[,host:port...][?prefix=/brindle]` | [`etcd::EtcdStore`]: etcd v3, clusters |
 //! | `kubernetes`               | not supported yet (issue #5)                       |
 //!
 //! Every backend implements [`brindle_ipam::store::Store`] with the same semantics (BRIEF §3).
 
 pub mod embedded;
+pub mod etcd;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +17,8 @@ use std::sync::Arc;
 use brindle_ipam::store::Store;
 
 /// The forms `--datastore` accepts, for error messages.
-const ACCEPTED_FORMS: &str = "embedded:/path/to/file.db, etcd://host:port or kubernetes";
+const ACCEPTED_FORMS: &str =
+    "embedded:/path/to/file.db, etcd://host:port[,host:port...][?prefix=/brindle] or kubernetes";
 
 /// Why a datastore could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +52,15 @@ pub enum DatastoreError {
     },
     #[error("embedded datastore {}: {reason}", path.display())]
     Embedded { path: PathBuf, reason: String },
+    #[error("etcd datastore {spec}: {reason}")]
+    Etcd { spec: String, reason: String },
 }
 
 /// Opens the datastore named by a `--datastore` value.
 pub async fn open(spec: &str) -> Result<Arc<dyn Store>, DatastoreError> {
     match parse(spec)? {
         Backend::Embedded(path) => Ok(Arc::new(embedded::EmbeddedStore::open(path).await?)),
-        Backend::Etcd => Err(DatastoreError::Unsupported { backend: "etcd" }),
+        Backend::Etcd(config) => Ok(Arc::new(etcd::EtcdStore::connect(config).await?)),
         Backend::Kubernetes => Err(DatastoreError::Unsupported {
             backend: "kubernetes",
         }),
@@ -66,7 +70,7 @@ pub async fn open(spec: &str) -> Result<Arc<dyn Store>, DatastoreError> {
 #[derive(Debug, PartialEq)]
 enum Backend {
     Embedded(PathBuf),
-    Etcd,
+    Etcd(etcd::EtcdConfig),
     Kubernetes,
 }
 
@@ -80,7 +84,7 @@ fn parse(spec: &str) -> Result<Backend, DatastoreError> {
         }
         Ok(Backend::Embedded(PathBuf::from(path)))
     } else if spec.starts_with("etcd://") || spec.starts_with("etcd+https://") {
-        Ok(Backend::Etcd)
+        Ok(Backend::Etcd(etcd::EtcdConfig::from_url(spec)?))
     } else if spec == "kubernetes" {
         Ok(Backend::Kubernetes)
     } else {
@@ -98,7 +102,10 @@ mod tests {
             parse("embedded:/var/lib/brindle/store.db").expect("embedded"),
             Backend::Embedded(PathBuf::from("/var/lib/brindle/store.db"))
         );
-        assert_eq!(parse("etcd://10.0.0.1:2379").expect("etcd"), Backend::Etcd);
+        assert!(matches!(
+            parse("etcd://10.0.0.1:2379").expect("etcd"),
+            Backend::Etcd(config) if config.endpoints == ["10.0.0.1:2379"]
+        ));
         assert_eq!(parse("kubernetes").expect("k8s"), Backend::Kubernetes);
     }
 
@@ -113,10 +120,20 @@ mod tests {
 
     #[tokio::test]
     async fn unsupported_backends_say_so() {
-        for spec in ["etcd://127.0.0.1:2379", "kubernetes"] {
-            let err = open(spec).await.err().expect(spec).to_string();
-            assert!(err.contains("not supported yet (issue #5)"), "{err}");
-        }
+        let err = open("kubernetes")
+            .await
+            .err()
+            .expect("kubernetes")
+            .to_string();
+        assert!(err.contains("not supported yet (issue #5)"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_etcd_is_an_error_naming_it() {
+        // Port 1 on loopback: nothing listens there, the connection is refused at once.
+        let err = open("etcd://127.0.0.1:1").await.err().expect("refused");
+        let text = err.to_string();
+        assert!(text.contains("127.0.0.1:1"), "{text}");
     }
 
     #[tokio::test]
