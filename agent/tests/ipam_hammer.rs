@@ -1,24 +1,28 @@
 //! IPAM under contention: 8 OS processes on 4 nodes allocate and release addresses at random
-//! against one embedded datastore file, then a checker verifies every invariant: no address
-//! allocated twice, every handle consistent with the blocks, nothing leaked after every release.
+//! against one datastore (the embedded file, and a real etcd), then a checker verifies every
+//! invariant: no address allocated twice, every handle consistent with the blocks, nothing
+//! leaked after every release.
 //!
 //! The parent re-executes this test binary (`current_exe()`, the test's name, `--exact`) with
 //! [`ROLE_ENV`] set; each child runs the workload and prints what it holds at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::Arc;
 
-use brindle_agent::datastore::embedded::EmbeddedStore;
 use brindle_ipam::check::check_invariants;
 use brindle_ipam::model::{IpPoolSpec, IpamBlockSpec, Object};
-use brindle_ipam::store::{Store, StoreExt};
+use brindle_ipam::store::StoreExt;
 use brindle_ipam::{AssignRequest, Ipam};
 
+#[allow(dead_code)]
+#[path = "datastore_conformance/fixture.rs"]
+mod fixture;
+
 const ROLE_ENV: &str = "BRINDLE_HAMMER_WORKER";
-const PATH_ENV: &str = "BRINDLE_HAMMER_DB";
+const SPEC_ENV: &str = "BRINDLE_HAMMER_DATASTORE";
 const PROCESSES: usize = 8;
 const NODES: usize = 4;
 const STEPS: usize = 200;
@@ -37,21 +41,11 @@ impl Rng {
     }
 }
 
-struct TempDb(PathBuf);
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 /// One worker: allocate and release at random; print `handle ip` for what it still holds.
-async fn worker(index: usize, path: &str) {
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(path).await.expect("open store"));
+async fn worker(index: usize, spec: &str) {
+    let store = brindle_agent::datastore::open(spec)
+        .await
+        .expect("open store");
     let ipam = Ipam::new(store);
     let node = format!("node{}", index % NODES);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (index as u64 + 1));
@@ -87,28 +81,37 @@ async fn worker(index: usize, path: &str) {
 }
 
 #[test]
-fn eight_processes_allocate_and_release_without_duplicates_or_leaks() {
+fn eight_processes_on_the_embedded_store() {
+    hammer("eight_processes_on_the_embedded_store", |test| {
+        Box::pin(fixture::Backend::embedded(test, false))
+    });
+}
+
+#[test]
+fn eight_processes_on_etcd() {
+    hammer("eight_processes_on_etcd", |test| {
+        Box::pin(fixture::Backend::etcd(test, false))
+    });
+}
+
+type MakeBackend = fn(&'static str) -> Pin<Box<dyn Future<Output = Option<fixture::Backend>>>>;
+
+/// Runs the workers against the backend `make` gives (or acts as a worker when re-executed).
+fn hammer(test: &'static str, make: MakeBackend) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     if let Ok(index) = std::env::var(ROLE_ENV) {
-        let path = std::env::var(PATH_ENV).expect("db path");
-        rt.block_on(worker(index.parse().expect("index"), &path));
+        let spec = std::env::var(SPEC_ENV).expect("datastore spec");
+        rt.block_on(worker(index.parse().expect("index"), &spec));
         return;
     }
-
-    let db = TempDb(std::env::temp_dir().join(format!(
-        "brindle-hammer-{}-{}.db",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    )));
-    let path = db.0.display().to_string();
-    let store: Arc<dyn Store> =
-        Arc::new(rt.block_on(EmbeddedStore::open(&path)).expect("open store"));
+    let Some(backend) = rt.block_on(make(test)) else {
+        return; // the fixture said why it skipped
+    };
+    let store = backend.store();
+    let path = backend.spec().expect("a backend other processes can open");
     // Small blocks in a small pool, so that nodes race for blocks as well as for addresses.
     let pool: IpPoolSpec = serde_json::from_value(serde_json::json!({
         "cidr": "10.250.0.0/24",
@@ -122,14 +125,9 @@ fn eight_processes_allocate_and_release_without_duplicates_or_leaks() {
     let children: Vec<_> = (0..PROCESSES)
         .map(|i| {
             std::process::Command::new(&exe)
-                .args([
-                    "eight_processes_allocate_and_release_without_duplicates_or_leaks",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+                .args([test, "--exact", "--nocapture", "--test-threads=1"])
                 .env(ROLE_ENV, i.to_string())
-                .env(PATH_ENV, &path)
+                .env(SPEC_ENV, &path)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()

@@ -173,3 +173,30 @@ mod ipnet_lite {
         }
     }
 }
+
+#[test]
+fn the_cluster_runs_on_a_real_etcd() {
+    if !root_or_skip() {
+        return;
+    }
+    let cluster = Cluster::build(ClusterSpec {
+        datastore: brindle_lab::Datastore::Etcd,
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds on etcd");
+    cluster
+        .wait_converged(Duration::from_secs(30))
+        .expect("routes converge");
+    let matrix = cluster.ping_matrix().expect("pings");
+    let unreachable: Vec<_> = matrix
+        .iter()
+        .filter(|(_, ok)| !**ok)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(unreachable.is_empty(), "unreachable pairs: {unreachable:?}");
+    let check = cluster
+        .ctl(&["ipam", "check"])
+        .expect("ipam check finds no problem");
+    assert!(check.contains("Found 6 workload IPs."), "{check}");
+}
