@@ -432,6 +432,7 @@ pub async fn get(
                 "VXLAN",
                 "NAT",
                 "DISABLED",
+                "ALLOCATED",
             ];
             if output == Output::Wide {
                 headers.extend(["BLOCKS", "IPS IN USE"]);
@@ -446,8 +447,12 @@ pub async fn get(
                     p.spec.nat_outgoing.to_string(),
                     p.spec.disabled.to_string(),
                 ];
+                let (blocks, ips) = used(&p.spec);
+                let total = 2f64.powi(i32::from(
+                    p.spec.cidr.max_prefix_len() - p.spec.cidr.prefix_len(),
+                ));
+                row.push(format!("{:.0}%", ips as f64 * 100.0 / total));
                 if output == Output::Wide {
-                    let (blocks, ips) = used(&p.spec);
                     row.extend([blocks.to_string(), ips.to_string()]);
                 }
                 row
@@ -670,6 +675,10 @@ spec:
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("NAME"), "{table}");
         assert!(lines[0].contains("BLOCK SIZE") && lines[0].contains("VXLAN"));
+        assert!(
+            lines[0].ends_with("ALLOCATED") && lines[1].ends_with("0%"),
+            "{table}"
+        );
         assert!(
             table.contains("default")
                 && table.contains("10.244.0.0/16")
