@@ -9,9 +9,10 @@
 //! The lab drives the real binaries and the `ip` and `ping` commands; it links none of Brindle's
 //! code.
 
+pub mod cni_exec;
+
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -147,6 +148,8 @@ pub struct ClusterSpec {
     pub encap: Encap,
     /// Print each step as it happens.
     pub verbose: bool,
+    /// Plugins chained after Brindle's in the conflist (e.g. [`cni_exec::portmap_and_bandwidth`]).
+    pub chain: Vec<serde_json::Value>,
 }
 
 impl Default for ClusterSpec {
@@ -158,6 +161,7 @@ impl Default for ClusterSpec {
             pool_cidr: "10.244.0.0/16".to_string(),
             encap: Encap::VxlanAlways,
             verbose: true,
+            chain: Vec::new(),
         }
     }
 }
@@ -170,6 +174,10 @@ pub struct Pod {
     pub node: usize,
     pub container_id: String,
     pub ip: String,
+    /// The chain's ADD result, which DEL and CHECK get back as `prevResult`.
+    pub result: serde_json::Value,
+    /// What the runtime passed (`portMappings`, `bandwidth`).
+    pub runtime_config: serde_json::Value,
 }
 
 /// A node of the lab.
@@ -367,9 +375,12 @@ impl Cluster {
         let path = self.dir.join("pool.yaml");
         fs::write(&path, pool)?;
         self.ctl(&["apply", "-f", &path.display().to_string()])?;
-        // Each node's copy gets that node's agent socket.
-        let conflist = r#"{"cniVersion":"1.0.0","name":"lab-net","plugins":[{"type":"brindle"}]}"#;
-        fs::write(&self.conflist, conflist)?;
+        // Each node's copy gets that node's agent socket (in `runtime`).
+        let mut plugins = vec![serde_json::json!({"type": "brindle"})];
+        plugins.extend(self.spec.chain.iter().cloned());
+        let conflist =
+            serde_json::json!({"cniVersion": "1.0.0", "name": "lab-net", "plugins": plugins});
+        fs::write(&self.conflist, serde_json::to_string_pretty(&conflist)?)?;
         Ok(())
     }
 
@@ -478,54 +489,50 @@ impl Cluster {
         }
     }
 
-    fn cni(&self, node: usize, command: &str, pod: &Pod) -> Result<String> {
+    /// The container runtime of node `node`: the lab's conflist, with that node's agent socket,
+    /// run the way libcni runs it.
+    pub fn runtime(&self, node: usize) -> Result<cni_exec::Runtime> {
         let node = &self.nodes[node];
-        let conf = fs::read_to_string(&self.conflist)?;
-        let plugin_conf = serde_json::from_str::<serde_json::Value>(&conf)?;
-        let mut net = plugin_conf["plugins"][0].clone();
-        net["cniVersion"] = plugin_conf["cniVersion"].clone();
-        net["name"] = plugin_conf["name"].clone();
-        net["agent_socket"] = serde_json::Value::String(node.socket.display().to_string());
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &node.netns])
-            .arg(self.bins.join("brindle"))
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", &pod.container_id)
-            .env("CNI_NETNS", format!("/var/run/netns/{}", pod.netns))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", &self.bins)
-            .env(
-                "CNI_ARGS",
-                format!(
-                    "IgnoreUnknown=1;K8S_POD_NAMESPACE=lab;K8S_POD_NAME={}",
-                    pod.name
-                ),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running the brindle CNI plugin")?;
-        child
-            .stdin
-            .take()
-            .ok_or_else(|| anyhow!("no stdin"))?
-            .write_all(net.to_string().as_bytes())?;
-        let out = child.wait_with_output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            bail!(
-                "CNI {command} for {} failed: {} {}",
-                pod.name,
-                stdout.trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        let text = fs::read_to_string(&self.conflist)?;
+        let mut conflist = serde_json::from_str::<serde_json::Value>(&text)?;
+        conflist["plugins"][0]["agent_socket"] =
+            serde_json::Value::String(node.socket.display().to_string());
+        Ok(cni_exec::Runtime {
+            conflist,
+            cni_path: vec![
+                self.bins.clone(),
+                PathBuf::from(cni_exec::REFERENCE_PLUGINS),
+            ],
+            exec_in: Some(node.netns.clone()),
+        })
+    }
+
+    fn attachment(pod: &Pod) -> cni_exec::Attachment {
+        cni_exec::Attachment {
+            container_id: pod.container_id.clone(),
+            netns: format!("/var/run/netns/{}", pod.netns),
+            ifname: "eth0".to_string(),
+            args: format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=lab;K8S_POD_NAME={}",
+                pod.name
+            ),
+            runtime_config: pod.runtime_config.clone(),
         }
-        Ok(stdout)
     }
 
     /// Creates a pod namespace on node `node` and wires it with the CNI plugin.
     pub fn add_pod(&mut self, node: usize, name: &str) -> Result<Pod> {
+        self.add_pod_with(node, name, serde_json::json!({}))
+    }
+
+    /// Like [`Cluster::add_pod`], with what the runtime knows about the pod (`portMappings`,
+    /// `bandwidth`) passed to the plugins whose capabilities ask for it.
+    pub fn add_pod_with(
+        &mut self,
+        node: usize,
+        name: &str,
+        runtime_config: serde_json::Value,
+    ) -> Result<Pod> {
         let netns = format!("bl{}-{name}", self.id);
         self.add_netns(&netns)?;
         let mut pod = Pod {
@@ -534,10 +541,14 @@ impl Cluster {
             node,
             container_id: format!("lab{}{}", self.id, name.replace('-', "")),
             ip: String::new(),
+            result: serde_json::Value::Null,
+            runtime_config,
         };
-        let result = self.cni(node, "ADD", &pod)?;
-        let result: serde_json::Value =
-            serde_json::from_str(&result).context("parsing the CNI result")?;
+        let result = self
+            .runtime(node)?
+            .add(&Self::attachment(&pod))
+            .with_context(|| format!("CNI ADD of pod {name}"))?;
+        pod.result = result.clone();
         let addr = result["ips"][0]["address"]
             .as_str()
             .ok_or_else(|| anyhow!("CNI result without an address: {result}"))?;
@@ -552,7 +563,9 @@ impl Cluster {
             bail!("no pod {name}");
         };
         let pod = self.pods.remove(i);
-        self.cni(pod.node, "DEL", &pod)?;
+        self.runtime(pod.node)?
+            .del(&Self::attachment(&pod), Some(&pod.result))
+            .with_context(|| format!("CNI DEL of pod {name}"))?;
         let _ = ip(&["netns", "del", &pod.netns]);
         self.namespaces.retain(|n| *n != pod.netns);
         Ok(())
@@ -664,7 +677,9 @@ impl Cluster {
     /// Tears everything down (also done on drop).
     pub fn teardown(&mut self) {
         for pod in self.pods.clone() {
-            let _ = self.cni(pod.node, "DEL", &pod);
+            if let Ok(rt) = self.runtime(pod.node) {
+                let _ = rt.del(&Self::attachment(&pod), Some(&pod.result));
+            }
         }
         self.pods.clear();
         for node in &mut self.nodes {

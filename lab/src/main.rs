@@ -1,10 +1,11 @@
 //! `brindle-lab`: Brindle clusters in network namespaces.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use brindle_lab::{Cluster, ClusterSpec, Datastore, Encap, INTERRUPTED};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -36,6 +37,17 @@ enum Command {
         /// fabric namespace; needs Debian's etcd-server).
         #[arg(long, value_enum, default_value = "embedded")]
         datastore: DatastoreArg,
+    },
+    /// Answer every TCP connection on PORT with TEXT and a newline, then close it; runs until
+    /// killed. The scenario tests run it inside pod namespaces to check that traffic (a port
+    /// mapping, say) arrives.
+    Serve {
+        /// TCP port to listen on, on every address.
+        #[arg(long)]
+        port: u16,
+        /// What to answer.
+        #[arg(long, default_value = "hello")]
+        reply: String,
     },
 }
 
@@ -123,6 +135,21 @@ fn demo(nodes: u16, pods_per_node: u16, encap: EncapArg, datastore: DatastoreArg
     Ok(failed == 0)
 }
 
+fn serve(port: u16, reply: &str) -> Result<bool> {
+    let listener = std::net::TcpListener::bind(("::", port))
+        .or_else(|_| std::net::TcpListener::bind(("0.0.0.0", port)))
+        .with_context(|| format!("listening on port {port}"))?;
+    for conn in listener.incoming() {
+        match conn {
+            Ok(mut conn) => {
+                let _ = writeln!(conn, "{reply}");
+            }
+            Err(e) => eprintln!("accept: {e}"),
+        }
+    }
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = ctrlc::set_handler(|| {
@@ -138,6 +165,7 @@ fn main() -> ExitCode {
             encap,
             datastore,
         } => demo(nodes, pods_per_node, encap, datastore),
+        Command::Serve { port, reply } => serve(port, &reply),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
