@@ -1,10 +1,14 @@
 //! Pod networking on behalf of the CNI plugin: allocate, wire, record; and the reverse.
 //!
 //! ADD: the IPAM handle `<network>.<containerID>` gets an address (the same one again on a
-//! repeated ADD); the pod is registered as a local endpoint (so the route programmer keeps its
-//! host route); the veth pair is created and configured; the WorkloadEndpoint is written. A
-//! failure at any step undoes the earlier ones, so a failed ADD leaks neither an address nor an
-//! interface. DEL undoes everything and succeeds when things are already gone.
+//! repeated ADD) while the veth pair is created and its host side configured, both at once;
+//! then the pod's side is wired, the pod is registered as a local endpoint (so the route
+//! programmer keeps its host route) and the WorkloadEndpoint is written. A failure at any step
+//! undoes the earlier ones, so a failed ADD leaks neither an address nor an interface.
+//!
+//! DEL removes the host routes, releases the address and deletes the WorkloadEndpoint; the veth
+//! pair is deleted in the background (the kernel's part of that takes 10-30 ms and nothing
+//! waits for it, see dataplane/reaper.rs). It succeeds when things are already gone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +21,9 @@ use tracing::{info, warn};
 
 use crate::api::{codes, ApiError, CniAddRequest, CniAddResponse, CniDelRequest, PodRoute};
 use crate::controller::Shared;
-use crate::dataplane::{host_veth_name, host_veth_name_for_container, PodSpec, PodWirer};
+use crate::dataplane::{
+    host_veth_name, host_veth_name_for_container, PodSpec, PodWirer, PodWiring,
+};
 use crate::model::{AllowedUse, Object, WorkloadEndpointSpec};
 use crate::routes::LocalEndpoint;
 
@@ -132,38 +138,52 @@ impl PodNetwork {
             .map(|d| d.as_secs())
             .unwrap_or_default();
         attrs.insert("timestamp".to_string(), now.to_string());
+        let mut spec = PodSpec {
+            netns: req.netns.clone(),
+            ifname: req.ifname.clone(),
+            host_ifname: host_if.clone(),
+            ips: Vec::new(),
+            mtu: req.mtu.filter(|m| *m > 0).unwrap_or(self.default_mtu),
+        };
 
-        let ips = self
-            .ipam
-            .auto_assign(&AssignRequest {
-                handle_id: handle.clone(),
-                node: self.node.clone(),
-                num: 1,
-                attrs,
-                use_: AllowedUse::Workload,
-                pools: None,
-                ..AssignRequest::default()
-            })
-            .await
-            .map_err(|e| {
-                let code = if e.is_capacity() {
-                    codes::NO_ADDRESS
-                } else {
-                    codes::INTERNAL
-                };
-                err(code, "no address could be allocated", e)
-            })?;
-        let host_ips: Vec<IpNet> = ips
-            .iter()
-            .filter_map(|ip| IpNet::new(ip.addr(), ip.max_prefix_len()).ok())
-            .collect();
-
-        match self
-            .wire_and_record(req, &handle, &host_if, &host_ips)
-            .await
-        {
+        // The address and the veth pair do not depend on each other: both at once.
+        let assign = async {
+            self.ipam
+                .auto_assign(&AssignRequest {
+                    handle_id: handle.clone(),
+                    node: self.node.clone(),
+                    num: 1,
+                    attrs,
+                    use_: AllowedUse::Workload,
+                    pools: None,
+                    ..AssignRequest::default()
+                })
+                .await
+                .map_err(|e| {
+                    let code = if e.is_capacity() {
+                        codes::NO_ADDRESS
+                    } else {
+                        codes::INTERNAL
+                    };
+                    err(code, "no address could be allocated", e)
+                })
+        };
+        let (assigned, pair) = tokio::join!(assign, self.wirer.create_pair(&spec));
+        let name = endpoint_name(&self.node, ns, pod, &req.container_id, &req.ifname);
+        let result = match (assigned, pair) {
+            (Ok(ips), Ok(pair)) => {
+                spec.ips = ips
+                    .iter()
+                    .filter_map(|ip| IpNet::new(ip.addr(), ip.max_prefix_len()).ok())
+                    .collect();
+                self.wire_and_record(req, &handle, &name, &spec, pair).await
+            }
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(wiring_err(e)),
+        };
+        match result {
             Ok(resp) => {
-                info!(container = %req.container_id, pod = ?pod, ips = ?host_ips, host_if = %host_if, "pod added");
+                info!(container = %req.container_id, pod = ?pod, ips = ?spec.ips, host_if = %host_if, "pod added");
                 Ok(resp)
             }
             Err(e) => {
@@ -175,73 +195,60 @@ impl PodNetwork {
                 if let Err(re) = self.ipam.release_by_handle(&handle).await {
                     warn!(error = %re, handle = %handle, "undo: releasing the address failed");
                 }
+                if let Err(de) =
+                    delete_endpoint(self.store.as_ref(), &name, &req.container_id).await
+                {
+                    warn!(error = %de, endpoint = %name, "undo: deleting the workload endpoint failed");
+                }
                 Err(e)
             }
         }
     }
 
+    /// After the address and the veth pair exist: the pod's side wired and the
+    /// WorkloadEndpoint written, both at once.
     async fn wire_and_record(
         &self,
         req: &CniAddRequest,
         handle: &str,
-        host_if: &str,
-        ips: &[IpNet],
+        name: &str,
+        spec: &PodSpec,
+        pair: PodWiring,
     ) -> Result<CniAddResponse, ApiError> {
-        let mtu = req.mtu.filter(|m| *m > 0).unwrap_or(self.default_mtu);
-        self.shared.endpoints_mut().insert(
-            handle.to_string(),
-            LocalEndpoint {
-                ips: ips.to_vec(),
-                host_ifname: host_if.to_string(),
-            },
-        );
-        let wiring = self
-            .wirer
-            .setup(&PodSpec {
-                netns: req.netns.clone(),
-                ifname: req.ifname.clone(),
-                host_ifname: host_if.to_string(),
-                ips: ips.to_vec(),
-                mtu,
-            })
-            .await
-            .map_err(|e| {
-                let code = match e {
-                    crate::dataplane::DataplaneError::Netns { .. } => codes::UNKNOWN_CONTAINER,
-                    _ => codes::INTERNAL,
-                };
-                err(code, "wiring the pod failed", e)
-            })?;
-
-        let name = endpoint_name(
-            &self.node,
-            req.pod_namespace.as_deref(),
-            req.pod_name.as_deref(),
-            &req.container_id,
-            &req.ifname,
-        );
-        let spec = WorkloadEndpointSpec {
+        let wep = WorkloadEndpointSpec {
             orchestrator: if req.pod_name.is_some() { "k8s" } else { "cni" }.to_string(),
             node: self.node.clone(),
             namespace: req.pod_namespace.clone().unwrap_or_default(),
             pod: req.pod_name.clone().unwrap_or_default(),
             endpoint: req.ifname.clone(),
             container_id: req.container_id.clone(),
-            ip_networks: ips.iter().map(ToString::to_string).collect(),
-            interface_name: host_if.to_string(),
-            mac: wiring.container_mac.clone(),
+            ip_networks: spec.ips.iter().map(ToString::to_string).collect(),
+            interface_name: spec.host_ifname.clone(),
+            mac: pair.container_mac.clone(),
         };
-        write_endpoint(self.store.as_ref(), &name, spec, &req.network)
-            .await
-            .map_err(|e| store_err("recording the workload endpoint", e))?;
+        let (wired, recorded) = tokio::join!(
+            self.wirer.finish(spec, &pair),
+            write_endpoint(self.store.as_ref(), name, wep, &req.network)
+        );
+        wired.map_err(wiring_err)?;
+        recorded.map_err(|e| store_err("recording the workload endpoint", e))?;
+        // Known to the route programmer only once wired: it never races the wiring for the
+        // host route (which is the wirer's, and protected for a while, see dataplane/pod.rs).
+        self.shared.endpoints_mut().insert(
+            handle.to_string(),
+            LocalEndpoint {
+                ips: spec.ips.clone(),
+                host_ifname: spec.host_ifname.clone(),
+            },
+        );
         self.shared.kick.notify_one();
 
         Ok(CniAddResponse {
-            host_interface: host_if.to_string(),
+            host_interface: spec.host_ifname.clone(),
             container_interface: req.ifname.clone(),
-            container_mac: wiring.container_mac,
-            mtu,
-            ips: ips.iter().map(ToString::to_string).collect(),
+            container_mac: pair.container_mac,
+            mtu: spec.mtu,
+            ips: spec.ips.iter().map(ToString::to_string).collect(),
             routes: vec![PodRoute {
                 dst: "0.0.0.0/0".to_string(),
                 gw: Some(crate::dataplane::POD_GATEWAY_V4.to_string()),
@@ -267,10 +274,21 @@ impl PodNetwork {
             .as_ref()
             .is_none_or(|ep| ep.spec.container_id == req.container_id);
 
-        self.shared.endpoints_mut().remove(&handle);
+        let local = self.shared.endpoints_mut().remove(&handle);
         if current {
+            // The host routes go now, the veth pair in the background (pod.rs, reaper.rs).
+            let ips: Vec<IpNet> = match (local, &endpoint) {
+                (Some(local), _) => local.ips,
+                (None, Some(ep)) => ep
+                    .spec
+                    .ip_networks
+                    .iter()
+                    .filter_map(|s| s.parse().ok())
+                    .collect(),
+                (None, None) => Vec::new(),
+            };
             self.wirer
-                .teardown(&host_if)
+                .release(&host_if, &ips)
                 .await
                 .map_err(|e| err(codes::INTERNAL, "removing the pod's interface failed", e))?;
         }
@@ -359,6 +377,30 @@ impl PodNetwork {
             );
         }
         Ok(endpoints.len())
+    }
+}
+
+fn wiring_err(e: crate::dataplane::DataplaneError) -> ApiError {
+    let code = match e {
+        crate::dataplane::DataplaneError::Netns { .. } => codes::UNKNOWN_CONTAINER,
+        _ => codes::INTERNAL,
+    };
+    err(code, "wiring the pod failed", e)
+}
+
+/// Deletes the endpoint record `name` if it belongs to `container_id` (a failed ADD must not
+/// remove the record of another sandbox of the same pod).
+async fn delete_endpoint(
+    store: &dyn Store,
+    name: &str,
+    container_id: &str,
+) -> Result<(), StoreError> {
+    match store.get_obj::<WorkloadEndpointSpec>(name).await? {
+        Some(ep) if ep.spec.container_id == container_id => match store.delete_obj(&ep).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        },
+        _ => Ok(()),
     }
 }
 

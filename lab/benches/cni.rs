@@ -13,6 +13,7 @@
 //! in the measured time. The pod namespaces are created beforehand (untimed); each round times
 //! every ADD, then every DEL, one plugin after the other; rounds alternate which plugin goes
 //! first. Each sample is the wall time of one plugin process, from spawn to exit.
+//! `BRINDLE_CNI_BENCH_NODE_LOG=FILE` keeps a copy of brindle-node's log.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -34,7 +35,9 @@ fn main() -> Result<()> {
     }
     for p in ["ptp", "host-local"] {
         if reference_plugin(p).is_none() {
-            bail!("the reference plugin {p} is missing: apt-get install containernetworking-plugins");
+            bail!(
+                "the reference plugin {p} is missing: apt-get install containernetworking-plugins"
+            );
         }
     }
     let pods: usize = env_or("BRINDLE_CNI_BENCH_PODS", 100);
@@ -91,9 +94,19 @@ fn main() -> Result<()> {
         .status()
         .context("running the timing loop in the node namespace")?;
     if !status.success() {
-        bail!("the timing loop failed; brindle-node's log: {}", cluster.nodes[0].log.display());
+        bail!(
+            "the timing loop failed; brindle-node's log: {}",
+            cluster.nodes[0].log.display()
+        );
     }
     drop(namespaces);
+    if let Some(keep) = std::env::var_os("BRINDLE_CNI_BENCH_NODE_LOG") {
+        std::fs::copy(&cluster.nodes[0].log, &keep).context("copying brindle-node's log")?;
+        eprintln!(
+            "brindle-node's log copied to {}",
+            PathBuf::from(keep).display()
+        );
+    }
     Ok(())
 }
 
@@ -156,9 +169,7 @@ fn inner() -> Result<()> {
             ]
         })
         .collect();
-    println!(
-        "\nCNI ADD/DEL of {pods} pods x {rounds} rounds, wall time per plugin process (ms)\n"
-    );
+    println!("\nCNI ADD/DEL of {pods} pods x {rounds} rounds, wall time per plugin process (ms)\n");
     println!("| plugin | ADD median | ADD p90 | DEL median | DEL p90 |");
     println!("|---|---|---|---|---|");
     for (name, s) in names.iter().zip(&stats) {

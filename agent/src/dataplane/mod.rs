@@ -9,7 +9,8 @@
 //!      │                                                  ├─ NetlinkKernel (netlink.rs)
 //!      │                                                  └─ FakeKernel (fake.rs, tests)
 //!      └─ pod_wirer() ─> PodWirer (pod.rs, clones share the connection; per call a second,
-//!                        short-lived connection inside the pod's netns, made by netns.rs)
+//!                        short-lived connection inside the pod's netns, made by netns.rs;
+//!                        veth deletions go to the reaper thread, reaper.rs)
 //! ```
 //!
 //! Only `netlink.rs` imports rtnetlink. Ownership in the kernel is exact: routes with protocol
@@ -30,12 +31,14 @@ mod names;
 mod netlink;
 mod netns;
 mod pod;
+mod reaper;
 mod reconcile;
 mod sysctl;
 
 use kernel::Kernel;
 pub use names::{
-    format_mac, host_veth_name, host_veth_name_for_container, parse_mac, vtep_mac, HOST_VETH_PREFIX,
+    format_mac, host_veth_name, host_veth_name_for_container, parse_mac, pod_mac, vtep_mac,
+    HOST_VETH_PREFIX,
 };
 use netlink::NetlinkKernel;
 use pod::RecentPodRoutes;
@@ -148,14 +151,18 @@ pub struct Dataplane {
     /// The namespace the connection lives in, for `/proc/sys/net` writes from any thread.
     home: Arc<File>,
     recent_pod_routes: RecentPodRoutes,
+    /// Deletes pods' veth pairs off the CNI DEL path.
+    reaper: reaper::Reaper,
 }
 
 impl Dataplane {
     /// Opens the netlink connection. Must run inside a tokio runtime.
     pub async fn connect() -> Result<Self, DataplaneError> {
+        let home = netns::open(netns::CURRENT)?;
         Ok(Dataplane {
             kernel: NetlinkKernel::connect()?,
-            home: Arc::new(netns::open(netns::CURRENT)?),
+            reaper: reaper::Reaper::start(&home)?,
+            home: Arc::new(home),
             recent_pod_routes: RecentPodRoutes::default(),
         })
     }
@@ -177,6 +184,7 @@ impl Dataplane {
             self.kernel.clone(),
             Arc::clone(&self.home),
             self.recent_pod_routes.clone(),
+            self.reaper.clone(),
         )
     }
 

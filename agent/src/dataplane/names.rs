@@ -19,6 +19,20 @@ pub fn vtep_mac(node_name: &str) -> Mac {
     mac
 }
 
+/// MAC of a pod's interface: locally administered unicast, from `sha1("<host_ifname>.<ifname>")`.
+/// Chosen by Brindle rather than the kernel so that it is known before the pod side is
+/// configured (the WorkloadEndpoint is written meanwhile), and stable across re-ADDs.
+pub fn pod_mac(host_ifname: &str, ifname: &str) -> Mac {
+    let digest = Sha1::digest(format!("{host_ifname}.{ifname}").as_bytes());
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&digest[..6]);
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    if mac == super::HOST_VETH_MAC {
+        mac[5] ^= 1;
+    }
+    mac
+}
+
 /// Host-side veth name of a Kubernetes pod: `brd` + the first 11 hex characters of
 /// `sha1("<namespace>.<pod>")` (Calico's `cali` scheme with our prefix; 14 characters, within
 /// IFNAMSIZ).
@@ -62,6 +76,19 @@ pub fn parse_mac(s: &str) -> Option<Mac> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_macs_are_local_unicast_and_stable() {
+        let mac = pod_mac("brd0123456789a", "eth0");
+        assert_eq!(
+            mac[0] & 0x03,
+            0x02,
+            "locally administered, unicast: {mac:?}"
+        );
+        assert_eq!(mac, pod_mac("brd0123456789a", "eth0"));
+        assert_ne!(mac, pod_mac("brd0123456789b", "eth0"));
+        assert_ne!(mac, super::super::HOST_VETH_MAC);
+    }
 
     #[test]
     fn vtep_mac_matches_felix() {

@@ -213,17 +213,19 @@ impl NetlinkKernel {
     }
 
     /// Creates a veth pair in one request: `host` (MAC `host_mac`) in this namespace and its
-    /// peer `peer` directly in the namespace `peer_ns`, both with `mtu`.
+    /// peer `peer` (MAC `peer_mac`) directly in the namespace `peer_ns`, both with `mtu`.
     pub async fn create_veth(
         &self,
         host: &str,
         host_mac: Mac,
         peer: &str,
+        peer_mac: Mac,
         peer_ns: &File,
         mtu: u32,
     ) -> Result<(), DataplaneError> {
         let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer)
+            .address(peer_mac.to_vec())
             .mtu(mtu)
             .setns_by_fd(peer_ns.as_raw_fd())
             .build();
@@ -365,6 +367,26 @@ impl NetlinkKernel {
             });
         }
         self.write_route(&spec, true).await
+    }
+
+    /// Deletes Brindle's route to `dst` through the interface with index `oif`, if there is one.
+    /// Routes of other protocols or through other interfaces are left alone.
+    pub async fn delete_own_route_on(&self, dst: IpNet, oif: u32) -> Result<(), DataplaneError> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family_of(dst.addr());
+        msg.header.destination_prefix_length = dst.prefix_len();
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::from(RTPROT_BRINDLE);
+        msg.header.scope = RouteScope::NoWhere;
+        msg.header.kind = RouteType::Unspec;
+        msg.attributes
+            .push(RouteAttribute::Destination(route_address(dst.addr())));
+        msg.attributes.push(RouteAttribute::Oif(oif));
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(nl_err("delete route", dst, e)),
+        }
     }
 
     async fn ack(

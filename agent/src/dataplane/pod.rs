@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use super::kernel::{Kernel, RouteKind};
 use super::netlink::{NetlinkKernel, RouteSpec, RTPROT_BOOT};
+use super::reaper::Reaper;
 use super::reconcile::ProtectedRoutes;
 use super::{
     format_mac, netns, sysctl, DataplaneError, RouteTarget, HOST_VETH_MAC, POD_GATEWAY_V4,
@@ -91,6 +92,7 @@ pub struct PodWirer {
     /// task on any thread can wire pods.
     home: Arc<File>,
     recent: RecentPodRoutes,
+    reaper: Reaper,
 }
 
 /// `ip` as the /32 (/128) host prefix.
@@ -98,11 +100,16 @@ fn host_prefix(ip: &IpNet) -> IpNet {
     IpNet::new(ip.addr(), ip.max_prefix_len()).unwrap_or(*ip)
 }
 
-fn validate(spec: &PodSpec) -> Result<(), DataplaneError> {
-    let invalid = |reason: String| DataplaneError::InvalidPodSpec {
+fn invalid(spec: &PodSpec, reason: String) -> DataplaneError {
+    DataplaneError::InvalidPodSpec {
         host_ifname: spec.host_ifname.clone(),
         reason,
-    };
+    }
+}
+
+/// Checks what the veth pair needs: names and MTU.
+fn validate_pair(spec: &PodSpec) -> Result<(), DataplaneError> {
+    let invalid = |reason: String| invalid(spec, reason);
     if spec.host_ifname.is_empty() || spec.host_ifname.len() > 15 {
         return Err(invalid(format!(
             "host interface name {:?} must have 1 to 15 characters",
@@ -115,12 +122,6 @@ fn validate(spec: &PodSpec) -> Result<(), DataplaneError> {
             spec.ifname
         )));
     }
-    if spec.ips.is_empty() {
-        return Err(invalid("no addresses".into()));
-    }
-    if let Some(v6) = spec.ips.iter().find(|ip| ip.addr().is_ipv6()) {
-        return Err(invalid(format!("IPv6 address {v6}: not supported yet")));
-    }
     if spec.mtu < 68 {
         return Err(invalid(format!(
             "MTU {} below the IPv4 minimum 68",
@@ -130,12 +131,31 @@ fn validate(spec: &PodSpec) -> Result<(), DataplaneError> {
     Ok(())
 }
 
+/// Checks the whole spec.
+fn validate(spec: &PodSpec) -> Result<(), DataplaneError> {
+    validate_pair(spec)?;
+    let invalid = |reason: String| invalid(spec, reason);
+    if spec.ips.is_empty() {
+        return Err(invalid("no addresses".into()));
+    }
+    if let Some(v6) = spec.ips.iter().find(|ip| ip.addr().is_ipv6()) {
+        return Err(invalid(format!("IPv6 address {v6}: not supported yet")));
+    }
+    Ok(())
+}
+
 impl PodWirer {
-    pub(crate) fn new(kernel: NetlinkKernel, home: Arc<File>, recent: RecentPodRoutes) -> Self {
+    pub(crate) fn new(
+        kernel: NetlinkKernel,
+        home: Arc<File>,
+        recent: RecentPodRoutes,
+        reaper: Reaper,
+    ) -> Self {
         PodWirer {
             kernel,
             home,
             recent,
+            reaper,
         }
     }
 
@@ -155,10 +175,24 @@ impl PodWirer {
     /// interface of the same name is replaced (a repeated CNI ADD). On failure nothing is left
     /// behind: the veth pair is deleted.
     pub async fn setup(&self, spec: &PodSpec) -> Result<PodWiring, DataplaneError> {
+        validate(spec)?;
+        let wiring = self.create_pair(spec).await?;
+        self.finish(spec, &wiring).await?;
+        Ok(wiring)
+    }
+
+    /// The first half of [`Self::setup`]: the veth pair, its host side configured and up. It
+    /// needs no address (`spec.ips` is not read), so it can run while IPAM allocates one.
+    /// Returns what the pod's interface will be (its MAC is chosen here, see
+    /// [`super::pod_mac`]). On failure the pair is deleted.
+    pub async fn create_pair(&self, spec: &PodSpec) -> Result<PodWiring, DataplaneError> {
         let span = tracing::info_span!("pod", host_ifname = %spec.host_ifname, netns = %spec.netns);
         async {
-            validate(spec)?;
+            validate_pair(spec)?;
+            let container_mac = super::pod_mac(&spec.host_ifname, &spec.ifname);
             let ns = netns::open(&spec.netns)?;
+            // The same sandbox added again right after a DEL: its old veth may still be going.
+            self.reaper.wait(&spec.host_ifname).await;
             if self.kernel.link(&spec.host_ifname).await?.is_some() {
                 tracing::info!("host interface exists; recreating it");
                 self.kernel.delete_link(&spec.host_ifname).await?;
@@ -169,33 +203,57 @@ impl PodWirer {
                     &spec.host_ifname,
                     HOST_VETH_MAC,
                     &spec.ifname,
+                    container_mac,
                     &ns,
                     spec.mtu,
                 )
                 .await?;
             drop(ns);
-            match self.wire(spec).await {
-                Ok(wiring) => {
-                    tracing::info!(container_mac = %wiring.container_mac, "pod wired");
-                    Ok(wiring)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "pod wiring failed; removing the veth pair");
-                    if let Err(cleanup) = self.kernel.delete_link(&spec.host_ifname).await {
-                        tracing::warn!(error = %cleanup, "could not remove the veth pair");
-                    }
-                    self.recent.forget_device(&spec.host_ifname);
-                    Err(e)
-                }
-            }
+            let configured = self.configure_host_side(&spec.host_ifname).await;
+            self.undo_on_error(&spec.host_ifname, configured).await?;
+            Ok(PodWiring {
+                container_mac: format_mac(&container_mac),
+            })
         }
         .instrument(span)
         .await
     }
 
-    /// Everything after the veth pair exists.
-    async fn wire(&self, spec: &PodSpec) -> Result<PodWiring, DataplaneError> {
-        let host = spec.host_ifname.as_str();
+    /// The second half of [`Self::setup`], after [`Self::create_pair`] returned `pair`: the
+    /// pod's addresses and routes, the host's routes to it. On failure the pair is deleted.
+    pub async fn finish(&self, spec: &PodSpec, pair: &PodWiring) -> Result<(), DataplaneError> {
+        let span = tracing::info_span!("pod", host_ifname = %spec.host_ifname, netns = %spec.netns);
+        async {
+            let wired = match validate(spec) {
+                Ok(()) => self.wire(spec, pair).await,
+                Err(e) => Err(e),
+            };
+            self.undo_on_error(&spec.host_ifname, wired).await?;
+            tracing::info!(container_mac = %pair.container_mac, "pod wired");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Deletes the veth pair when `result` is an error.
+    async fn undo_on_error<T>(
+        &self,
+        host_ifname: &str,
+        result: Result<T, DataplaneError>,
+    ) -> Result<T, DataplaneError> {
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "pod wiring failed; removing the veth pair");
+            if let Err(cleanup) = self.kernel.delete_link(host_ifname).await {
+                tracing::warn!(error = %cleanup, "could not remove the veth pair");
+            }
+            self.recent.forget_device(host_ifname);
+        }
+        result
+    }
+
+    /// The host side of a new pair: sysctls, MAC, up.
+    async fn configure_host_side(&self, host: &str) -> Result<(), DataplaneError> {
         let ifname = host.to_string();
         self.in_home(move || sysctl::configure_host_veth(&ifname))
             .await??;
@@ -205,9 +263,25 @@ impl PodWirer {
             tracing::info!("host-side MAC not applied at creation; setting it again");
             self.kernel.set_link_mac(host, HOST_VETH_MAC).await?;
         }
-        self.kernel.set_link_up(host).await?;
+        self.kernel.set_link_up(host).await
+    }
+
+    /// Everything after the host side is up.
+    async fn wire(&self, spec: &PodSpec, pair: &PodWiring) -> Result<(), DataplaneError> {
+        let host = spec.host_ifname.as_str();
 
         let pod = NetlinkKernel::connect_in_netns(&spec.netns).await?;
+        // The MAC was given at creation and may already be recorded; make sure it holds.
+        let want_mac = super::parse_mac(&pair.container_mac);
+        let mac = pod
+            .link(&spec.ifname)
+            .await?
+            .ok_or_else(|| DataplaneError::NoSuchInterface(spec.ifname.clone()))?
+            .mac;
+        if let Some(want) = want_mac.filter(|want| mac != Some(*want)) {
+            tracing::info!("pod-side MAC not applied at creation; setting it again");
+            pod.set_link_mac(&spec.ifname, want).await?;
+        }
         pod.set_link_up("lo").await?;
         pod.set_link_up(&spec.ifname).await?;
         for ip in &spec.ips {
@@ -237,13 +311,6 @@ impl PodWirer {
         for route in &pod_routes {
             pod.write_route(route, false).await?;
         }
-        let container_mac = pod
-            .link(&spec.ifname)
-            .await?
-            .and_then(|l| l.mac)
-            .map(|m| format_mac(&m))
-            .ok_or_else(|| DataplaneError::NoSuchInterface(spec.ifname.clone()))?;
-
         for ip in &spec.ips {
             let dst = host_prefix(ip);
             let target = RouteTarget::Device {
@@ -252,7 +319,7 @@ impl PodWirer {
             self.kernel.install_own_route(dst, &target).await?;
             self.recent.record(dst, host);
         }
-        Ok(PodWiring { container_mac })
+        Ok(())
     }
 
     /// Removes the pod's host interface (its peer and the host routes go with it). A missing
@@ -266,6 +333,23 @@ impl PodWirer {
             Ok(()) | Err(DataplaneError::NoSuchInterface(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Unwires a pod without waiting for its veth to go: the host routes to `ips` through
+    /// `host_ifname` are removed now, so no traffic reaches the pod once this returns and its
+    /// addresses can be given out again; the veth pair is deleted by the reaper thread (see
+    /// `reaper.rs`). A missing interface is success, as for [`Self::teardown`].
+    pub async fn release(&self, host_ifname: &str, ips: &[IpNet]) -> Result<(), DataplaneError> {
+        self.recent.forget_device(host_ifname);
+        let Some(index) = self.kernel.link(host_ifname).await?.map(|l| l.index) else {
+            return Ok(());
+        };
+        for ip in ips {
+            self.kernel
+                .delete_own_route_on(host_prefix(ip), index)
+                .await?;
+        }
+        self.reaper.queue(host_ifname)
     }
 
     /// Checks that the pod is wired as `spec` says (CNI CHECK). The error lists every
