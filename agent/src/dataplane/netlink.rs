@@ -288,6 +288,26 @@ impl NetlinkKernel {
             .collect())
     }
 
+    /// The addresses (IPv4 and IPv6) on `dev`.
+    pub async fn addresses_on(&self, dev: &str) -> Result<Vec<IpNet>, DataplaneError> {
+        let index = self.link_index(dev).await?;
+        let _dump = self.dumps.lock().await;
+        let addrs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl_err("dump addresses", dev, e))?;
+        Ok(addrs
+            .iter()
+            .filter(|m| m.header.index == index)
+            .filter_map(address_of)
+            .collect())
+    }
+
     /// Writes a route as `spec` describes it.
     pub async fn write_route(
         &self,
@@ -623,21 +643,10 @@ impl Kernel for NetlinkKernel {
     }
 
     async fn addresses_v4(&self, dev: &str) -> Result<Vec<Ipv4Net>, DataplaneError> {
-        let index = self.link_index(dev).await?;
-        let _dump = self.dumps.lock().await;
-        let addrs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| nl_err("dump addresses", dev, e))?;
-        Ok(addrs
-            .iter()
-            .filter(|m| m.header.index == index)
-            .filter_map(address_of)
+        Ok(self
+            .addresses_on(dev)
+            .await?
+            .into_iter()
             .filter_map(|n| match n {
                 IpNet::V4(n) => Some(n),
                 IpNet::V6(_) => None,
