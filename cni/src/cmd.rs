@@ -162,6 +162,8 @@ impl<'a> Attachment<'a> {
             pod_namespace: self.args.pod_namespace.clone(),
             pod_name: self.args.pod_name.clone(),
             mtu: conf.mtu,
+            assign_ipv4: conf.assign_ipv4,
+            assign_ipv6: conf.assign_ipv6,
         }
     }
 }
@@ -338,6 +340,8 @@ mod tests {
                 pod_namespace: Some("default".into()),
                 pod_name: Some("web-0".into()),
                 mtu: Some(1400),
+                assign_ipv4: None,
+                assign_ipv6: None,
             }]
         );
     }
