@@ -826,3 +826,105 @@ fn ipv6_pod_with_an_mtu_below_1280_is_refused() {
         assert!(!n.try_sh("ip link show brdsmallmtu0").0);
     });
 }
+
+/// IPv6 blocks through the IPv4 VXLAN device: a route via the remote VTEP's link-local, onlink,
+/// a permanent IPv6 neighbour for it, an IPv6 blackhole for the local block; a second pass finds
+/// nothing to do (the kernel reports these routes back in the shape they were written).
+#[test]
+fn apply_programs_ipv6_routes_through_vxlan_and_converges() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.sh(
+        "ip link set lo up && ip link add up0 type veth peer name up1 && \
+         ip addr add 192.168.81.1/24 dev up0 && ip link set up0 up && ip link set up1 up && \
+         ip -6 addr add fd99::1/64 dev up0 nodad",
+    );
+    let n = Ns::clone(&ns);
+
+    in_netns(&ns, move || async move {
+        let ns = n;
+        let mut dp = Dataplane::connect().await.expect("connect");
+        let mac_b = vtep_mac("node-b");
+        let ll_b = brindle_agent::dataplane::eui64_link_local(&mac_b);
+        let mut state = vxlan_state();
+        if let Some(vx) = state.vxlan.as_mut() {
+            vx.local_ip = Ipv4Addr::new(192, 168, 81, 1);
+        }
+        state.fdb = [FdbEntry {
+            dev: VXLAN_DEVICE.into(),
+            mac: mac_b,
+            dst: ip("192.168.81.2"),
+        }]
+        .into();
+        state
+            .routes
+            .insert(net("fd00:10:244::/122"), RouteTarget::Blackhole);
+        state.routes.insert(
+            net("fd00:10:244::40/122"),
+            RouteTarget::ViaOnlink {
+                gw: IpAddr::V6(ll_b),
+                dev: VXLAN_DEVICE.into(),
+            },
+        );
+        // Never mode: via the remote node's IPv6 address on the uplink.
+        state.routes.insert(
+            net("fd00:10:245::40/122"),
+            RouteTarget::ViaOnlink {
+                gw: ip("fd99::2"),
+                dev: "up0".into(),
+            },
+        );
+        state.neighbors.insert(Neighbor {
+            dev: VXLAN_DEVICE.into(),
+            ip: IpAddr::V6(ll_b),
+            mac: mac_b,
+        });
+
+        let report = dp.apply(&state).await.expect("apply");
+        assert_clean(&report);
+        let routes = ns.lines("ip -6 route");
+        let has = |prefix: &str| routes.iter().any(|r| r.starts_with(prefix));
+        assert!(
+            has("blackhole fd00:10:244::/122 dev lo proto 98"),
+            "{routes:?}"
+        );
+        assert!(
+            has(&format!(
+                "fd00:10:244::40/122 via {ll_b} dev {VXLAN_DEVICE} proto 98"
+            )),
+            "{routes:?}"
+        );
+        assert!(
+            has("fd00:10:245::40/122 via fd99::2 dev up0 proto 98"),
+            "{routes:?}"
+        );
+        let neigh = ns.lines(&format!("ip -6 neigh show dev {VXLAN_DEVICE}"));
+        assert_eq!(
+            neigh,
+            vec![format!("{ll_b} lladdr {} PERMANENT", format_mac(&mac_b))]
+        );
+
+        // Second pass: nothing to do.
+        let report = dp.apply(&state).await.expect("apply");
+        assert_eq!(report, ApplyReport::default());
+
+        // Without the IPv6 entries they are removed, the IPv4 ones stay.
+        let v4_only = vxlan_state();
+        let mut v4_only_here = v4_only.clone();
+        v4_only_here.vxlan = state.vxlan.clone();
+        v4_only_here.fdb = state.fdb.clone();
+        let report = dp.apply(&v4_only_here).await.expect("apply");
+        assert_clean(&report);
+        assert_eq!((report.routes_removed, report.neighbors_changed), (3, 1));
+        assert!(!ns.sh("ip -6 route").contains("proto 98"));
+        assert!(ns
+            .sh("ip -6 neigh show dev vxlan.brindle")
+            .trim()
+            .is_empty());
+        assert!(ns
+            .sh("ip -4 route")
+            .contains("10.244.1.0/26 via 10.244.1.0"));
+    });
+}

@@ -15,7 +15,7 @@ use brindle_agent::server::{self, ApiState};
 use brindle_agent::{datastore, node, telemetry};
 use brindle_ipam::Ipam;
 use clap::Parser;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use tracing::{info, warn};
 
 /// The Brindle node agent.
@@ -45,6 +45,12 @@ struct Args {
     /// the first global address on a non-virtual interface (Calico's first-found).
     #[arg(long, env = "IP", default_value = "autodetect")]
     node_ip: String,
+
+    /// The node's IPv6 address with its prefix length (`fd00::5/64`), `autodetect` to take the
+    /// first global IPv6 address of the interface holding the IPv4 node address, or `none`.
+    /// Other nodes route this node's IPv6 pod blocks to it when their pool is not encapsulated.
+    #[arg(long, env = "IP6", default_value = "autodetect")]
+    node_ip6: String,
 
     /// Path of the API socket the CNI plugin talks to.
     #[arg(long, env = "BRINDLE_SOCKET", default_value = brindle_agent::api::DEFAULT_SOCKET)]
@@ -105,6 +111,14 @@ async fn main() -> Result<()> {
             })?),
         };
 
+    let given_ip6 = match args.node_ip6.as_str() {
+        "autodetect" | "" => Some(None),
+        "none" => None,
+        s => Some(Some(s.parse::<Ipv6Net>().with_context(|| {
+            format!("--node-ip6 {s:?}: expected `x:y::z/len`, `autodetect` or `none`")
+        })?)),
+    };
+
     let store = datastore::open(&args.datastore)
         .await
         .with_context(|| format!("opening datastore {}", args.datastore))?;
@@ -127,10 +141,14 @@ async fn main() -> Result<()> {
         // Brindle's underlay is the node's IPv4 address.
         underlay_v6: false,
     };
-    node::register(&store, &node_name, address)
+    let address_v6 = match given_ip6 {
+        Some(given) => node::detect_address_v6(&dataplane, given, &uplink).await?,
+        None => None,
+    };
+    node::register(&store, &node_name, address, address_v6)
         .await
         .context("registering the Node")?;
-    info!(node = %node_name, %address, %uplink, uplink_mtu, "node registered");
+    info!(node = %node_name, %address, address_v6 = ?address_v6, %uplink, uplink_mtu, "node registered");
 
     let ipam = Arc::new(Ipam::new(store.clone()));
     let shared = Arc::new(Shared::default());

@@ -35,7 +35,8 @@ mod sysctl;
 
 use kernel::Kernel;
 pub use names::{
-    format_mac, host_veth_name, host_veth_name_for_container, parse_mac, vtep_mac, HOST_VETH_PREFIX,
+    eui64_link_local, format_mac, host_veth_name, host_veth_name_for_container, parse_mac,
+    vtep_mac, HOST_VETH_PREFIX,
 };
 use netlink::NetlinkKernel;
 use pod::RecentPodRoutes;
