@@ -928,3 +928,32 @@ fn apply_programs_ipv6_routes_through_vxlan_and_converges() {
             .contains("10.244.1.0/26 via 10.244.1.0"));
     });
 }
+
+/// The route programmer may write a pod's host route first (the endpoint is registered before
+/// the veth exists); wiring then takes the route over instead of failing with EEXIST. IPv6 routes
+/// carry the kernel's default metric 1024, which the takeover must recognise.
+#[test]
+fn pod_wiring_takes_over_an_ipv6_host_route_of_brindle() {
+    if !privileged() {
+        return;
+    }
+    let (node, pod) = node_and_pod();
+    let host = host_veth_name("default", &format!("take-{}", node.name));
+    let mut spec = pod_spec(&pod, &host, "10.244.0.41/32");
+    spec.ips.push(net("fd00:10:244::41/128"));
+    let n = Ns::clone(&node);
+    in_netns(&node, move || async move {
+        n.sh("ip -6 route add fd00:10:244::41/128 dev up0 proto 98");
+        let dp = Dataplane::connect().await.expect("connect");
+        dp.pod_wirer()
+            .setup(&spec)
+            .await
+            .expect("setup takes the route over");
+        let routes = n.sh("ip -6 route show proto 98");
+        assert!(
+            routes.contains(&format!("fd00:10:244::41 dev {host} ")),
+            "{routes}"
+        );
+        assert!(!routes.contains("dev up0"), "{routes}");
+    });
+}

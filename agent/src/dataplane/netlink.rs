@@ -363,12 +363,14 @@ impl NetlinkKernel {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        // Routes holding the key our add used: this destination, TOS 0, no metric.
+        // Routes holding the key our add used: this destination, TOS 0, the default metric
+        // (none for IPv4; IPv6 gives routes without one 1024, IP6_RT_PRIO_USER).
+        let default_metric = if dst.addr().is_ipv6() { 1024 } else { 0 };
         let existing: Vec<KernelRoute> = self
             .routes()
             .await?
             .into_iter()
-            .filter(|r| r.dst == dst && r.tos == 0 && r.metric.unwrap_or(0) == 0)
+            .filter(|r| r.dst == dst && r.tos == 0 && r.metric.unwrap_or(0) == default_metric)
             .collect();
         if existing.is_empty() {
             return Err(err);
