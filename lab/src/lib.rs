@@ -623,6 +623,18 @@ impl Cluster {
         Ok(pod)
     }
 
+    /// CNI CHECK of a pod through the conflist, with its ADD result as `prevResult`.
+    pub fn check_pod(&self, name: &str) -> Result<()> {
+        let pod = self
+            .pods
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| anyhow!("no pod {name}"))?;
+        self.runtime(pod.node)?
+            .check(&Self::attachment(pod), &pod.result)
+            .with_context(|| format!("CNI CHECK of pod {name}"))
+    }
+
     /// Deletes a pod through the CNI plugin, then its namespace.
     pub fn del_pod(&mut self, name: &str) -> Result<()> {
         let Some(i) = self.pods.iter().position(|p| p.name == name) else {

@@ -129,6 +129,41 @@ fn dual_stack_pods_reach_each_other_over_ipv6_through_vxlan() {
     }
     assert_all_reached(&cluster.ping_matrix().expect("pings"), "IPv4");
 
+    // CHECK passes, then names what is missing on the IPv6 side.
+    cluster
+        .check_pod("pod-1-1")
+        .expect("CHECK of a healthy dual-stack pod");
+    let first = cluster.pods[0].clone();
+    in_ns(&first.netns, "ip", &["-6", "route", "del", "default"]).expect("route del");
+    let err = format!(
+        "{:#}",
+        cluster
+            .check_pod("pod-1-1")
+            .expect_err("CHECK sees the missing route")
+    );
+    assert!(
+        err.contains("route default via fe80::ecee:eeff:feee:eeee dev eth0 missing"),
+        "{err}"
+    );
+    in_ns(
+        &first.netns,
+        "ip",
+        &[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fe80::ecee:eeff:feee:eeee",
+            "dev",
+            "eth0",
+        ],
+    )
+    .expect("route add");
+    cluster
+        .check_pod("pod-1-1")
+        .expect("CHECK after the repair");
+
     // A pod reaches its own node's IPv6 address (host via the link-local gateway).
     let first = cluster.pods[0].clone();
     assert!(
