@@ -67,7 +67,9 @@ pub struct ClusterView<'a> {
 struct RemoteNode {
     ip: Ipv4Addr,
     ip6: Option<Ipv6Addr>,
-    tunnel: Option<(Ipv4Addr, [u8; 6])>,
+    /// The node's IPv4 VXLAN tunnel address, once it has one.
+    tunnel: Option<Ipv4Addr>,
+    vtep_mac: [u8; 6],
 }
 
 fn remote_node(name: &str, node: &Object<NodeSpec>) -> Option<RemoteNode> {
@@ -82,16 +84,13 @@ fn remote_node(name: &str, node: &Object<NodeSpec>) -> Option<RemoteNode> {
         .spec
         .ipv4_vxlan_tunnel_addr
         .as_deref()
-        .and_then(|a| a.parse::<Ipv4Addr>().ok())
-        .map(|addr| {
-            let mac = node
-                .spec
-                .vxlan_tunnel_mac_addr
-                .as_deref()
-                .and_then(parse_mac)
-                .unwrap_or_else(|| vtep_mac(name));
-            (addr, mac)
-        });
+        .and_then(|a| a.parse::<Ipv4Addr>().ok());
+    let vtep_mac = node
+        .spec
+        .vxlan_tunnel_mac_addr
+        .as_deref()
+        .and_then(parse_mac)
+        .unwrap_or_else(|| vtep_mac(name));
     let ip6 = node
         .spec
         .bgp
@@ -99,7 +98,12 @@ fn remote_node(name: &str, node: &Object<NodeSpec>) -> Option<RemoteNode> {
         .ipv6_address
         .as_deref()
         .and_then(parse_v6_cidr_or_addr);
-    Some(RemoteNode { ip, ip6, tunnel })
+    Some(RemoteNode {
+        ip,
+        ip6,
+        tunnel,
+        vtep_mac,
+    })
 }
 
 /// Parses `fd00::5/64` or `fd00::5` to the address.
@@ -141,7 +145,14 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
     let my_tunnel = me
         .and_then(|n| n.spec.ipv4_vxlan_tunnel_addr.as_deref())
         .and_then(|a| a.parse::<Ipv4Addr>().ok());
-    if let Some(tunnel_addr) = my_tunnel {
+    // IPv6 pools through VXLAN need the device, but no address on it (their next hops are
+    // link-local) and hence no IPv4 VXLAN pool.
+    let v6_over_vxlan = view.pools.values().any(|p| {
+        matches!(p.spec.cidr, IpNet::V6(_))
+            && !p.spec.disabled
+            && p.spec.vxlan_mode != EncapMode::Never
+    });
+    if my_tunnel.is_some() || v6_over_vxlan {
         desired.vxlan = Some(VxlanDevice {
             local_ip: local.address.addr(),
             parent: local.uplink.clone(),
@@ -149,7 +160,7 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
                 .and_then(|n| n.spec.vxlan_tunnel_mac_addr.as_deref())
                 .and_then(parse_mac)
                 .unwrap_or_else(|| vtep_mac(&local.name)),
-            tunnel_addr,
+            tunnel_addr: my_tunnel,
             mtu: local.vxlan_mtu,
         });
     }
@@ -161,28 +172,26 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
         .filter_map(|(name, node)| Some((name.as_str(), remote_node(name, node)?)))
         .collect();
 
-    // IPv6 through the tunnel needs a neighbour entry for each remote VTEP's link-local.
-    let v6_over_vxlan = view.pools.values().any(|p| {
-        matches!(p.spec.cidr, IpNet::V6(_))
-            && !p.spec.disabled
-            && p.spec.vxlan_mode != EncapMode::Never
-    });
-    // Neighbour and FDB entries for every remote VTEP, when this node has a VXLAN device.
+    // Neighbour and FDB entries for every remote VTEP, when this node has a VXLAN device: the
+    // IPv4 tunnel address's once the remote has one, the link-local's when IPv6 goes through.
     if desired.vxlan.is_some() {
         for remote in remotes.values() {
-            if let Some((tunnel, mac)) = remote.tunnel {
+            let mac = remote.vtep_mac;
+            if let Some(tunnel) = remote.tunnel {
                 desired.neighbors.insert(Neighbor {
                     dev: VXLAN_DEVICE.to_string(),
                     ip: IpAddr::V4(tunnel),
                     mac,
                 });
-                if v6_over_vxlan {
-                    desired.neighbors.insert(Neighbor {
-                        dev: VXLAN_DEVICE.to_string(),
-                        ip: IpAddr::V6(eui64_link_local(&mac)),
-                        mac,
-                    });
-                }
+            }
+            if v6_over_vxlan {
+                desired.neighbors.insert(Neighbor {
+                    dev: VXLAN_DEVICE.to_string(),
+                    ip: IpAddr::V6(eui64_link_local(&mac)),
+                    mac,
+                });
+            }
+            if remote.tunnel.is_some() || v6_over_vxlan {
                 desired.fdb.insert(FdbEntry {
                     dev: VXLAN_DEVICE.to_string(),
                     mac,
@@ -202,12 +211,11 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
             EncapMode::Never => false,
         };
         if encap {
-            let (tunnel, mac) = remote.tunnel?;
             desired.vxlan.as_ref()?;
             let gw = if v6 {
-                IpAddr::V6(eui64_link_local(&mac))
+                IpAddr::V6(eui64_link_local(&remote.vtep_mac))
             } else {
-                IpAddr::V4(tunnel)
+                IpAddr::V4(remote.tunnel?)
             };
             return Some(RouteTarget::ViaOnlink {
                 gw,
@@ -388,7 +396,7 @@ mod tests {
     fn vxlan_always_routes_every_remote_block_through_the_tunnel() {
         let d = Fixture::new(EncapMode::Always).desired();
         let vxlan = d.vxlan.as_ref().expect("device");
-        assert_eq!(vxlan.tunnel_addr, Ipv4Addr::new(10, 244, 0, 0));
+        assert_eq!(vxlan.tunnel_addr, Some(Ipv4Addr::new(10, 244, 0, 0)));
         assert_eq!(vxlan.local_ip, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(vxlan.mac, vtep_mac("a"));
         assert_eq!(d.routes[&net("10.244.0.0/26")], RouteTarget::Blackhole);
@@ -557,6 +565,29 @@ mod tests {
             d.routes[&net("fd00:10:244::80/122")],
             via(&eui64_link_local(&vtep_mac("c")).to_string(), VXLAN_DEVICE)
         );
+    }
+
+    #[test]
+    fn an_ipv6_only_vxlan_pool_gets_the_device_without_an_ipv4_tunnel_address() {
+        // The IPv4 pool is not encapsulated, so no node has an IPv4 tunnel address.
+        let mut f = dual_stack(EncapMode::Always);
+        f.pools
+            .insert("pool".into(), pool("10.244.0.0/16", EncapMode::Never).1);
+        for node in f.nodes.values_mut() {
+            node.spec.ipv4_vxlan_tunnel_addr = None;
+        }
+        let d = f.desired();
+        let vxlan = d.vxlan.as_ref().expect("a device for the IPv6 pool");
+        assert_eq!(vxlan.tunnel_addr, None);
+        assert_eq!(
+            d.routes[&net("fd00:10:244::80/122")],
+            via(&eui64_link_local(&vtep_mac("c")).to_string(), VXLAN_DEVICE)
+        );
+        assert_eq!(d.routes[&net("10.244.0.64/26")], via("10.0.0.2", "eth0"));
+        // Only IPv6 neighbours; an FDB entry per remote node.
+        assert_eq!(d.neighbors.len(), 2);
+        assert!(d.neighbors.iter().all(|n| n.ip.is_ipv6()));
+        assert_eq!(d.fdb.len(), 2);
     }
 
     #[test]

@@ -156,7 +156,7 @@ fn vxlan_state() -> DesiredState {
             local_ip: Ipv4Addr::new(192, 168, 80, 1),
             parent: "up0".into(),
             mac: vtep_mac("node-a"),
-            tunnel_addr: Ipv4Addr::new(10, 244, 0, 0),
+            tunnel_addr: Some(Ipv4Addr::new(10, 244, 0, 0)),
             mtu: 1450,
         }),
         ..Default::default()
@@ -926,6 +926,27 @@ fn apply_programs_ipv6_routes_through_vxlan_and_converges() {
         assert!(ns
             .sh("ip -4 route")
             .contains("10.244.1.0/26 via 10.244.1.0"));
+        assert!(ns
+            .sh("ip -4 addr show dev vxlan.brindle")
+            .contains("inet 10.244.0.0/32"));
+
+        // Only IPv6 through the tunnel: the device keeps no IPv4 address.
+        let mut v6_only = state.clone();
+        if let Some(vx) = v6_only.vxlan.as_mut() {
+            vx.tunnel_addr = None;
+        }
+        v6_only.routes.remove(&net("10.244.1.0/26"));
+        v6_only.neighbors.retain(|n| n.ip.is_ipv6());
+        let report = dp.apply(&v6_only).await.expect("apply");
+        assert_clean(&report);
+        assert!(!ns.sh("ip -4 addr show dev vxlan.brindle").contains("inet "));
+        assert!(ns
+            .sh("ip -6 route")
+            .contains(&format!("via {ll_b} dev vxlan.brindle")));
+        assert_eq!(
+            dp.apply(&v6_only).await.expect("apply"),
+            ApplyReport::default()
+        );
     });
 }
 

@@ -144,6 +144,7 @@ pub struct ClusterSpec {
     pub datastore: Datastore,
     pub nodes: usize,
     pub pods_per_node: usize,
+    /// The IPv4 pool; empty for none (IPv6-only pods, with [`ClusterSpec::pool_cidr_v6`]).
     pub pool_cidr: String,
     pub encap: Encap,
     /// Print each step as it happens.
@@ -390,28 +391,34 @@ impl Cluster {
     }
 
     fn create_pool(&mut self) -> Result<()> {
-        self.say(&format!(
-            "[2/5] datastore {} with IPPool {} ({})",
-            self.datastore,
-            self.spec.pool_cidr,
-            self.spec.encap.pool_fields()
-        ));
-        let pool = format!(
-            "apiVersion: brindle.dev/v1\nkind: IPPool\nmetadata:\n  name: lab-pool\nspec:\n  cidr: {}\n  {}\n",
-            self.spec.pool_cidr,
-            self.spec.encap.pool_fields()
-        );
-        let mut pool = pool;
-        if let Some(cidr) = &self.spec.pool_cidr_v6 {
-            self.say(&format!(
-                "      and IPPool {cidr} ({}) for dual stack",
-                self.spec.encap.pool_fields()
-            ));
-            pool.push_str(&format!(
-                "---\napiVersion: brindle.dev/v1\nkind: IPPool\nmetadata:\n  name: lab-pool-v6\nspec:\n  cidr: {cidr}\n  {}\n",
-                self.spec.encap.pool_fields()
-            ));
+        let fields = self.spec.encap.pool_fields();
+        let mut pools = Vec::new();
+        for (name, cidr) in [
+            (
+                "lab-pool",
+                Some(&self.spec.pool_cidr).filter(|c| !c.is_empty()),
+            ),
+            ("lab-pool-v6", self.spec.pool_cidr_v6.as_ref()),
+        ] {
+            if let Some(cidr) = cidr {
+                pools.push((name, cidr.clone()));
+            }
         }
+        let cidrs: Vec<&str> = pools.iter().map(|(_, c)| c.as_str()).collect();
+        self.say(&format!(
+            "[2/5] datastore {} with IPPool {} ({fields})",
+            self.datastore,
+            cidrs.join(" and ")
+        ));
+        let pool = pools
+            .iter()
+            .map(|(name, cidr)| {
+                format!(
+                    "apiVersion: brindle.dev/v1\nkind: IPPool\nmetadata:\n  name: {name}\nspec:\n  cidr: {cidr}\n  {fields}\n"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("---\n");
         let path = self.dir.join("pool.yaml");
         fs::write(&path, pool)?;
         self.ctl(&["apply", "-f", &path.display().to_string()])?;

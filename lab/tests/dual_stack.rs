@@ -229,3 +229,42 @@ fn dual_stack_without_encapsulation_routes_ipv6_via_the_node_addresses() {
         assert_eq!(pod_mtu(pod), 1500, "{}", pod.name);
     }
 }
+
+/// IPv6-only pods (no IPv4 pool) on IPv4 nodes: the VXLAN device exists for the IPv6 pool
+/// alone, without an IPv4 tunnel address, and carries the pods' IPv6 traffic.
+#[test]
+fn ipv6_only_pods_reach_each_other_through_vxlan() {
+    if !root_or_skip() {
+        return;
+    }
+    let cluster = Cluster::build(ClusterSpec {
+        nodes: 2,
+        pods_per_node: 1,
+        pool_cidr: String::new(),
+        pool_cidr_v6: Some("fd00:10:246::/48".to_string()),
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    for pod in &cluster.pods {
+        let ips = pod.result["ips"].as_array().expect("ips");
+        assert_eq!(ips.len(), 1, "{}", pod.result);
+        assert!(pod.ip6.is_some() && pod.ip.contains(':'), "{}", pod.result);
+        assert_eq!(pod_mtu(pod), 1450, "{}", pod.name);
+    }
+    cluster
+        .wait_converged(Duration::from_secs(30))
+        .expect("routes converge");
+    for node in &cluster.nodes {
+        let addrs = in_ns(
+            &node.netns,
+            "ip",
+            &["-4", "addr", "show", "dev", "vxlan.brindle"],
+        )
+        .expect("the VXLAN device exists");
+        assert!(!addrs.contains("inet "), "{}: {addrs}", node.name);
+    }
+    let before = cluster.vxlan_tx_packets(0).expect("counter");
+    assert_all_reached(&cluster.ping6_matrix().expect("pings"), "IPv6");
+    assert!(cluster.vxlan_tx_packets(0).expect("counter") > before);
+}

@@ -93,8 +93,10 @@ pub struct VxlanDevice {
     pub parent: String,
     /// This node's VTEP MAC.
     pub mac: Mac,
-    /// This node's tunnel address, set on the device as a /32.
-    pub tunnel_addr: Ipv4Addr,
+    /// This node's IPv4 tunnel address, set on the device as a /32 (the device's only IPv4
+    /// address). `None` when only IPv6 pools use VXLAN: their next hops are link-local
+    /// addresses, so the device needs no address of its own.
+    pub tunnel_addr: Option<Ipv4Addr>,
     pub mtu: u32,
 }
 
