@@ -216,6 +216,13 @@ fn dual_stack_without_encapsulation_routes_ipv6_via_the_node_addresses() {
     cluster
         .wait_converged(Duration::from_secs(30))
         .expect("routes converge");
+    // Each agent registered its uplink's IPv6 address.
+    let nodes = cluster.ctl(&["get", "nodes"]).expect("get nodes");
+    assert!(nodes.contains("IPV6 ADDRESS"), "{nodes}");
+    assert!(
+        nodes.contains("fd99::11/64") && nodes.contains("fd99::12/64"),
+        "{nodes}"
+    );
     let routes = cluster.routes(0).expect("routes");
     assert!(
         routes
