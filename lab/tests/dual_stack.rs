@@ -2,7 +2,7 @@
 //! binaries in network namespaces; pods get one address of each family from one CNI ADD and
 //! reach each other across nodes over IPv6. Needs root.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use brindle_lab::{in_ns, is_root, Cluster, ClusterSpec, Encap, Pod};
 
@@ -234,6 +234,37 @@ fn dual_stack_without_encapsulation_routes_ipv6_via_the_node_addresses() {
     // No encapsulation: the pods get the uplink's whole MTU.
     for pod in &cluster.pods {
         assert_eq!(pod_mtu(pod), 1500, "{}", pod.name);
+    }
+
+    // A pool that enables VXLAN lowers the MTU of pods added afterwards, without a restart.
+    let mut cluster = cluster;
+    let pool = cluster.dir.join("vxlan-pool.yaml");
+    std::fs::write(
+        &pool,
+        "apiVersion: brindle.dev/v1\nkind: IPPool\nmetadata:\n  name: vxlan-extra\n\
+         spec:\n  cidr: 10.250.0.0/16\n  vxlanMode: Always\n",
+    )
+    .expect("writing the pool");
+    cluster
+        .ctl(&["apply", "-f", &pool.display().to_string()])
+        .expect("pool applied");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let name = format!("late-{attempt}");
+        let pod = cluster.add_pod(0, &name).expect("pod added");
+        let mtu = pod_mtu(&pod);
+        cluster.del_pod(&name).expect("pod deleted");
+        if mtu == 1450 {
+            break;
+        }
+        assert_eq!(mtu, 1500, "neither the old nor the new MTU");
+        assert!(
+            Instant::now() < deadline,
+            "pods still get MTU {mtu} 10 s after a VXLAN pool was added"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
