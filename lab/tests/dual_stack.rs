@@ -197,7 +197,19 @@ fn dual_stack_pods_reach_each_other_over_ipv6_through_vxlan() {
 
     // DEL releases both addresses and removes both host routes.
     let small_ip6 = small.ip6.clone().expect("ipv6");
+    for ip in [&small.ip, &small_ip6] {
+        let held = cluster
+            .ctl(&["ipam", "show", "--ip", ip])
+            .expect("ipam show");
+        assert!(held.starts_with(&format!("IP {ip} is in use")), "{held}");
+    }
     cluster.del_pod("small-mtu").expect("pod deleted");
+    for ip in [&small.ip, &small_ip6] {
+        let held = cluster
+            .ctl(&["ipam", "show", "--ip", ip])
+            .expect("ipam show");
+        assert!(held.contains("is not currently assigned"), "{held}");
+    }
     let routes = cluster.routes(0).expect("routes");
     assert!(!routes.contains(&format!("{small_ip6} dev")), "{routes}");
     assert!(!routes.contains(&format!("{} dev", small.ip)), "{routes}");
