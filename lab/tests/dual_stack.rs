@@ -171,6 +171,30 @@ fn dual_stack_pods_reach_each_other_over_ipv6_through_vxlan() {
         "pod-1-1 cannot reach node1 over IPv6"
     );
 
+    // An agent restart keeps the pods' IPv6 host routes (the endpoints are reloaded, so the
+    // first reconcile pass does not take them for stale) and their connectivity.
+    cluster.stop_agent(1).expect("agent stopped");
+    cluster.start_agent(1).expect("agent started");
+    cluster
+        .wait_ready(1, Duration::from_secs(30))
+        .expect("agent ready again");
+    let routes = cluster.routes(1).expect("routes");
+    for pod in cluster.pods.iter().filter(|p| p.node == 1) {
+        let ip6 = pod.ip6.as_deref().expect("ipv6");
+        assert!(
+            routes.contains(&format!("{ip6} dev brd")),
+            "{ip6} lost:\n{routes}"
+        );
+    }
+    let (from, to) = (cluster.pods[0].clone(), cluster.pods[2].clone());
+    let to_ip6 = to.ip6.clone().expect("ipv6");
+    assert!(
+        cluster.ping(&from, &to_ip6, 3),
+        "{} -> {} after restart",
+        from.name,
+        to.name
+    );
+
     // The conflist's MTU wins over the agent's.
     let small = cluster
         .add_pod_conf(
