@@ -349,19 +349,22 @@ impl PodWirer {
                 let v6 = has_v6(spec);
                 let values = self
                     .in_home(move || {
-                        let mut want =
-                            vec![(["ipv4", "proxy_arp"], "1"), (["ipv4", "forwarding"], "1")];
+                        let mut want = vec![
+                            ("ipv4", "conf", "proxy_arp", "1"),
+                            ("ipv4", "neigh", "proxy_delay", "0"),
+                            ("ipv4", "conf", "forwarding", "1"),
+                        ];
                         if v6 {
                             want.extend([
-                                (["ipv6", "proxy_ndp"], "1"),
-                                (["ipv6", "forwarding"], "1"),
-                                (["ipv6", "accept_ra"], "0"),
-                                (["ipv6", "disable_ipv6"], "0"),
+                                ("ipv6", "conf", "proxy_ndp", "1"),
+                                ("ipv6", "conf", "forwarding", "1"),
+                                ("ipv6", "conf", "accept_ra", "0"),
+                                ("ipv6", "conf", "disable_ipv6", "0"),
                             ]);
                         }
                         want.into_iter()
-                            .map(|([family, key], value)| {
-                                let got = sysctl::get(&["net", family, "conf", &ifname, key]);
+                            .map(|(family, dir, key, value)| {
+                                let got = sysctl::get(&["net", family, dir, &ifname, key]);
                                 (format!("{family} {key}"), value, got)
                             })
                             .collect::<Vec<_>>()
