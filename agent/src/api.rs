@@ -48,6 +48,13 @@ pub struct CniAddRequest {
     /// MTU from the conflist; the agent's detected MTU when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// `ipam.assign_ipv4` from the conflist (Calico's key): `false` asks for no IPv4 address,
+    /// `true` for one even if that fails the ADD; absent: one when an IPv4 pool can give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign_ipv4: Option<bool>,
+    /// `ipam.assign_ipv6`, likewise for IPv6 (dual stack when both pools exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign_ipv6: Option<bool>,
 }
 
 /// What the agent did at ADD; the plugin turns it into the CNI result.
@@ -62,9 +69,9 @@ pub struct CniAddResponse {
     pub container_mac: String,
     /// MTU set on the pod side interface.
     pub mtu: u32,
-    /// Pod addresses with their prefix length (`10.244.1.5/32`).
+    /// Pod addresses with their prefix length (`10.244.1.5/32`, `fd00:10:244::5/128`).
     pub ips: Vec<String>,
-    /// Routes installed in the pod: destination and gateway.
+    /// Routes installed in the pod: destination and gateway, one default route per family.
     pub routes: Vec<PodRoute>,
 }
 

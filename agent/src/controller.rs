@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use crate::dataplane::Dataplane;
 use crate::model::{IpPoolSpec, IpamBlockSpec, NodeSpec, Object, Resource};
 use crate::node;
+use crate::pod_defaults::{pod_defaults, MtuConfig, PodDefaults};
 use crate::routes::{desired_state, ClusterView, LocalEndpoint, LocalNode};
 
 /// State the controller shares with the API and health servers.
@@ -43,6 +44,9 @@ pub struct Shared {
     pub remote_nodes: AtomicU64,
     /// Wakes the controller for a pass.
     pub kick: Notify,
+    /// Address families and MTU for pods whose conflist does not set them, from the pools;
+    /// `None` until the controller has loaded the datastore.
+    pub pod_defaults: RwLock<Option<PodDefaults>>,
 }
 
 impl Shared {
@@ -58,6 +62,20 @@ impl Shared {
         self.endpoints
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn pod_defaults(&self) -> Option<PodDefaults> {
+        *self
+            .pod_defaults
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn set_pod_defaults(&self, defaults: PodDefaults) {
+        *self
+            .pod_defaults
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(defaults);
     }
 
     pub fn beat(&self) {
@@ -141,6 +159,8 @@ pub struct ControllerConfig {
     pub local: LocalNode,
     /// Full resync period, even without changes (repairs what others changed in the kernel).
     pub resync_interval: Duration,
+    /// How the pods' MTU is found (see [`crate::pod_defaults`]).
+    pub pod_mtu: MtuConfig,
 }
 
 /// Runs the controller until the process ends.
@@ -183,6 +203,16 @@ pub async fn run(
         loop {
             shared.beat();
             if pools_changed {
+                let defaults = pod_defaults(cache.pools.values().map(|p| &p.spec), &config.pod_mtu);
+                if shared.pod_defaults() != Some(defaults) {
+                    info!(
+                        ipv4 = defaults.ipv4,
+                        ipv6 = defaults.ipv6,
+                        mtu = defaults.mtu,
+                        "pod defaults"
+                    );
+                    shared.set_pod_defaults(defaults);
+                }
                 let pools: Vec<_> = cache.pools.values().collect();
                 match node::ensure_vxlan_tunnel(&store, &ipam, &local.name, &pools).await {
                     Ok(me) => {

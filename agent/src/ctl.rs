@@ -463,15 +463,19 @@ pub async fn get(
             render(
                 &nodes,
                 output,
-                &["NAME", "IPV4 ADDRESS", "VXLAN TUNNEL", "VTEP MAC"],
+                &[
+                    "NAME",
+                    "IPV4 ADDRESS",
+                    "IPV6 ADDRESS",
+                    "VXLAN TUNNEL",
+                    "VTEP MAC",
+                ],
                 |n| {
+                    let bgp = n.spec.bgp.as_ref();
                     vec![
                         n.metadata.name.clone(),
-                        n.spec
-                            .bgp
-                            .as_ref()
-                            .and_then(|b| b.ipv4_address.clone())
-                            .unwrap_or_default(),
+                        bgp.and_then(|b| b.ipv4_address.clone()).unwrap_or_default(),
+                        bgp.and_then(|b| b.ipv6_address.clone()).unwrap_or_default(),
                         n.spec.ipv4_vxlan_tunnel_addr.clone().unwrap_or_default(),
                         n.spec.vxlan_tunnel_mac_addr.clone().unwrap_or_default(),
                     ]

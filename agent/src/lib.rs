@@ -31,6 +31,8 @@ pub mod model;
 #[cfg(feature = "daemon")]
 pub mod node;
 #[cfg(feature = "daemon")]
+pub mod pod_defaults;
+#[cfg(feature = "daemon")]
 pub mod pods;
 #[cfg(feature = "daemon")]
 pub mod routes;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use brindle_ipam::store::{Store, StoreError, StoreExt};
 use brindle_ipam::{AssignRequest, Ipam, IpamError};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::dataplane::{format_mac, vtep_mac, Dataplane, DataplaneError};
 use crate::model::{AllowedUse, EncapMode, IpPoolSpec, NodeBgpSpec, NodeSpec, Object};
@@ -37,6 +37,8 @@ pub enum NodeError {
     NoAddress { skipped: String },
     #[error("--node-ip {0}: not on any local interface")]
     AddressNotLocal(Ipv4Net),
+    #[error("--node-ip6 {0}: not on any local interface")]
+    Address6NotLocal(Ipv6Net),
     #[error("dataplane: {0}")]
     Dataplane(#[from] DataplaneError),
     #[error("datastore: {0}")]
@@ -86,16 +88,53 @@ pub async fn detect_address(
         })
 }
 
-/// Creates or updates this node's Node resource with its address and VTEP MAC.
+/// Picks the node's IPv6 address: the one given (which must be local), or the first global
+/// IPv6 address on `uplink`, the interface holding the IPv4 node address. `None` when the uplink
+/// has none: IPv6 blocks of unencapsulated pools then have no route to this node.
+pub async fn detect_address_v6(
+    dataplane: &Dataplane,
+    given: Option<Ipv6Net>,
+    uplink: &str,
+) -> Result<Option<Ipv6Net>, NodeError> {
+    let addrs = dataplane.addresses().await?;
+    if let Some(given) = given {
+        return addrs
+            .into_iter()
+            .find_map(|(_, net)| match net {
+                IpNet::V6(n) if n.addr() == given.addr() => Some(Some(given)),
+                _ => None,
+            })
+            .ok_or(NodeError::Address6NotLocal(given));
+    }
+    Ok(addrs
+        .into_iter()
+        .filter(|(ifname, _)| ifname == uplink)
+        .find_map(|(_, net)| match net {
+            IpNet::V6(n) if is_global_v6(&n.addr()) => Some(n),
+            _ => None,
+        }))
+}
+
+/// Not loopback, link-local, multicast or unspecified.
+fn is_global_v6(a: &std::net::Ipv6Addr) -> bool {
+    !a.is_loopback()
+        && !a.is_multicast()
+        && !a.is_unspecified()
+        && (a.segments()[0] & 0xffc0) != 0xfe80
+}
+
+/// Creates or updates this node's Node resource with its addresses and VTEP MAC.
 pub async fn register(
     store: &Arc<dyn Store>,
     name: &str,
     address: Ipv4Net,
+    address_v6: Option<Ipv6Net>,
 ) -> Result<Object<NodeSpec>, NodeError> {
     let mac = format_mac(&vtep_mac(name));
     update_node(store, name, |spec| {
         let bgp = spec.bgp.get_or_insert_with(NodeBgpSpec::default);
         bgp.ipv4_address = Some(address.to_string());
+        bgp.ipv6_address = address_v6.map(|a| a.to_string());
         spec.vxlan_tunnel_mac_addr = Some(mac.clone());
     })
     .await

@@ -1,13 +1,14 @@
 //! Pod networking on behalf of the CNI plugin: allocate, wire, record; and the reverse.
 //!
-//! ADD: the IPAM handle `<network>.<containerID>` gets an address (the same one again on a
-//! repeated ADD) while the veth pair is created and its host side configured, both at once;
-//! then the pod's side is wired, the pod is registered as a local endpoint (so the route
-//! programmer keeps its host route) and the WorkloadEndpoint is written. A failure at any step
-//! undoes the earlier ones, so a failed ADD leaks neither an address nor an interface.
+//! ADD: the IPAM handle `<network>.<containerID>` gets an IPv4 address, an IPv6 address or one
+//! of each (see [`crate::pod_defaults`]; the same ones again on a repeated ADD) while the veth
+//! pair is created and its host side configured, both at once; then the pod's side is wired
+//! while the WorkloadEndpoint is written, and the pod is registered as a local endpoint (so the
+//! route programmer keeps its host route). A failure at any step undoes the earlier ones, so a
+//! failed ADD leaks neither an address nor an interface.
 //!
-//! DEL removes the host routes, releases the address and deletes the WorkloadEndpoint; the veth
-//! pair is deleted in the background (the kernel's part of that takes 10-30 ms and nothing
+//! DEL removes the host routes, releases the addresses and deletes the WorkloadEndpoint; the
+//! veth pair is deleted in the background (the kernel's part of that takes 10-30 ms and nothing
 //! waits for it, see dataplane/reaper.rs). It succeeds when things are already gone.
 
 use std::collections::BTreeMap;
@@ -24,7 +25,8 @@ use crate::controller::Shared;
 use crate::dataplane::{
     host_veth_name, host_veth_name_for_container, PodSpec, PodWirer, PodWiring,
 };
-use crate::model::{AllowedUse, Object, WorkloadEndpointSpec};
+use crate::model::{AllowedUse, IpPoolSpec, Object, WorkloadEndpointSpec};
+use crate::pod_defaults::{pod_defaults, MtuConfig, PodDefaults};
 use crate::routes::LocalEndpoint;
 
 /// The WorkloadEndpoint annotation recording the CNI network name (half of the IPAM handle).
@@ -37,8 +39,9 @@ pub struct PodNetwork {
     pub ipam: Arc<Ipam>,
     pub wirer: PodWirer,
     pub shared: Arc<Shared>,
-    /// MTU for pods when the conflist sets none.
-    pub default_mtu: u32,
+    /// How the pods' MTU is found when the conflist sets none (the controller's copy in
+    /// [`Shared::pod_defaults`] is used once it has one).
+    pub mtu: MtuConfig,
 }
 
 fn err(code: u32, msg: impl Into<String>, details: impl ToString) -> ApiError {
@@ -121,7 +124,59 @@ fn validate_ids(container_id: &str, ifname: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// How many addresses of each family an ADD asks IPAM for: the conflist's `assign_ipv4` /
+/// `assign_ipv6` where set, the pools otherwise. With neither family available from the pools,
+/// IPv4 is asked for, so that IPAM's "no pool" error reaches the user.
+fn families(req: &CniAddRequest, defaults: &PodDefaults) -> Result<(usize, usize), ApiError> {
+    let v4 = req.assign_ipv4.unwrap_or(defaults.ipv4);
+    let v6 = req.assign_ipv6.unwrap_or(defaults.ipv6);
+    match (v4, v6) {
+        (false, false) if req.assign_ipv4 == Some(false) && req.assign_ipv6 == Some(false) => {
+            Err(err(
+                codes::INVALID_CONFIG,
+                "assign_ipv4 and assign_ipv6 are both false",
+                "the pod would get no address",
+            ))
+        }
+        (false, false) if req.assign_ipv4 == Some(false) => Ok((0, 1)),
+        (false, false) => Ok((1, 0)),
+        (v4, v6) => Ok((usize::from(v4), usize::from(v6))),
+    }
+}
+
+/// The routes the CNI result lists: a default route per family the pod has.
+fn result_routes(ips: &[IpNet]) -> Vec<PodRoute> {
+    let mut routes = Vec::new();
+    if ips.iter().any(|ip| ip.addr().is_ipv4()) {
+        routes.push(PodRoute {
+            dst: "0.0.0.0/0".to_string(),
+            gw: Some(crate::dataplane::POD_GATEWAY_V4.to_string()),
+        });
+    }
+    if ips.iter().any(|ip| ip.addr().is_ipv6()) {
+        routes.push(PodRoute {
+            dst: "::/0".to_string(),
+            gw: Some(crate::dataplane::POD_GATEWAY_V6.to_string()),
+        });
+    }
+    routes
+}
+
 impl PodNetwork {
+    /// The pools' defaults: the controller's, or computed from the datastore while the
+    /// controller has not loaded it yet (the first pods after the agent starts).
+    async fn defaults(&self) -> Result<PodDefaults, ApiError> {
+        if let Some(d) = self.shared.pod_defaults() {
+            return Ok(d);
+        }
+        let (pools, _) = self
+            .store
+            .list_objs::<IpPoolSpec>()
+            .await
+            .map_err(|e| store_err("listing IP pools", e))?;
+        Ok(pod_defaults(pools.iter().map(|p| &p.spec), &self.mtu))
+    }
+
     pub async fn add(&self, req: &CniAddRequest) -> Result<CniAddResponse, ApiError> {
         validate_ids(&req.container_id, &req.ifname)?;
         let ns = req.pod_namespace.as_deref();
@@ -138,12 +193,14 @@ impl PodNetwork {
             .map(|d| d.as_secs())
             .unwrap_or_default();
         attrs.insert("timestamp".to_string(), now.to_string());
+        let defaults = self.defaults().await?;
+        let (num, num_v6) = families(req, &defaults)?;
         let mut spec = PodSpec {
             netns: req.netns.clone(),
             ifname: req.ifname.clone(),
             host_ifname: host_if.clone(),
             ips: Vec::new(),
-            mtu: req.mtu.filter(|m| *m > 0).unwrap_or(self.default_mtu),
+            mtu: req.mtu.filter(|m| *m > 0).unwrap_or(defaults.mtu),
         };
 
         // The address and the veth pair do not depend on each other: both at once.
@@ -152,7 +209,8 @@ impl PodNetwork {
                 .auto_assign(&AssignRequest {
                     handle_id: handle.clone(),
                     node: self.node.clone(),
-                    num: 1,
+                    num,
+                    num_v6,
                     attrs,
                     use_: AllowedUse::Workload,
                     pools: None,
@@ -249,10 +307,7 @@ impl PodNetwork {
             container_mac: pair.container_mac,
             mtu: spec.mtu,
             ips: spec.ips.iter().map(ToString::to_string).collect(),
-            routes: vec![PodRoute {
-                dst: "0.0.0.0/0".to_string(),
-                gw: Some(crate::dataplane::POD_GATEWAY_V4.to_string()),
-            }],
+            routes: result_routes(&spec.ips),
         })
     }
 
@@ -334,13 +389,14 @@ impl PodNetwork {
             .iter()
             .filter_map(|s| s.parse().ok())
             .collect();
+        let default_mtu = self.defaults().await?.mtu;
         self.wirer
             .check(&PodSpec {
                 netns: req.netns.clone(),
                 ifname: req.ifname.clone(),
                 host_ifname: ep.spec.interface_name.clone(),
                 ips,
-                mtu: req.mtu.filter(|m| *m > 0).unwrap_or(self.default_mtu),
+                mtu: req.mtu.filter(|m| *m > 0).unwrap_or(default_mtu),
             })
             .await
             .map_err(|e| {
@@ -448,6 +504,64 @@ mod tests {
             endpoint_name("node-1", None, None, "abc123", "eth0"),
             "node--1-cni-abc123-eth0"
         );
+    }
+
+    fn add_request(v4: Option<bool>, v6: Option<bool>) -> CniAddRequest {
+        CniAddRequest {
+            container_id: "c1".into(),
+            netns: "/run/netns/x".into(),
+            ifname: "eth0".into(),
+            network: "net".into(),
+            pod_namespace: None,
+            pod_name: None,
+            mtu: None,
+            assign_ipv4: v4,
+            assign_ipv6: v6,
+        }
+    }
+
+    #[test]
+    fn families_come_from_the_pools_unless_the_conflist_says() {
+        let pools = |ipv4, ipv6| PodDefaults {
+            ipv4,
+            ipv6,
+            mtu: 1450,
+        };
+        let dual = pools(true, true);
+        let v4_only = pools(true, false);
+        let none = pools(false, false);
+        let ok = |req, d| families(&req, &d).expect("families");
+        assert_eq!(ok(add_request(None, None), dual), (1, 1));
+        assert_eq!(ok(add_request(None, None), v4_only), (1, 0));
+        assert_eq!(ok(add_request(None, Some(false)), dual), (1, 0));
+        assert_eq!(ok(add_request(Some(false), None), dual), (0, 1));
+        // Asked for explicitly: asked of IPAM even without a pool, which then says why not.
+        assert_eq!(ok(add_request(None, Some(true)), v4_only), (1, 1));
+        assert_eq!(ok(add_request(None, None), none), (1, 0));
+        assert_eq!(ok(add_request(Some(false), None), none), (0, 1));
+        let e = families(&add_request(Some(false), Some(false)), &dual).expect_err("no family");
+        assert_eq!(e.code, codes::INVALID_CONFIG);
+    }
+
+    #[test]
+    fn the_result_has_a_default_route_per_family() {
+        let v4: IpNet = "10.244.0.5/32".parse().expect("ip");
+        let v6: IpNet = "fd00::5/128".parse().expect("ip");
+        let routes = result_routes(&[v4, v6]);
+        assert_eq!(
+            routes,
+            vec![
+                PodRoute {
+                    dst: "0.0.0.0/0".into(),
+                    gw: Some("169.254.1.1".into())
+                },
+                PodRoute {
+                    dst: "::/0".into(),
+                    gw: Some("fe80::ecee:eeff:feee:eeee".into())
+                }
+            ]
+        );
+        assert_eq!(result_routes(&[v6]).len(), 1);
     }
 
     #[test]

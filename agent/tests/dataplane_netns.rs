@@ -156,7 +156,7 @@ fn vxlan_state() -> DesiredState {
             local_ip: Ipv4Addr::new(192, 168, 80, 1),
             parent: "up0".into(),
             mac: vtep_mac("node-a"),
-            tunnel_addr: Ipv4Addr::new(10, 244, 0, 0),
+            tunnel_addr: Some(Ipv4Addr::new(10, 244, 0, 0)),
             mtu: 1450,
         }),
         ..Default::default()
@@ -678,4 +678,303 @@ fn reconcile_passes_and_pod_setups_run_together() {
         }
     });
     assert!(!node.sh("ip link").contains("brdbusy"));
+}
+
+/// Dual stack (BRIEF §4): each pod gets its /32 and its /128, an IPv6 default route via the
+/// host side's link-local `fe80::ecee:eeff:feee:eeee`; the host side has the IPv6 sysctls and a
+/// /128 route per pod. Pods reach each other and the node over IPv6 as over IPv4.
+#[test]
+fn dual_stack_pods_ping_each_other_and_the_node_over_ipv6() {
+    if !privileged() {
+        return;
+    }
+    let (node, pod_a) = node_and_pod();
+    let pod_b = Netns::new();
+    node.sh("ip -6 addr add fd99::1/64 dev up0 nodad");
+    let host_a = host_veth_name("default", &format!("v6a-{}", node.name));
+    let host_b = host_veth_name("default", &format!("v6b-{}", node.name));
+    let mut spec_a = pod_spec(&pod_a, &host_a, "10.244.0.21/32");
+    spec_a.ips.push(net("fd00:10:244::21/122"));
+    let mut spec_b = pod_spec(&pod_b, &host_b, "10.244.0.22/32");
+    spec_b.ips.push(net("fd00:10:244::22/122"));
+    let (n, a, b) = (Ns::clone(&node), Ns::clone(&pod_a), Ns::clone(&pod_b));
+
+    in_netns(&node, move || async move {
+        let (node, pod_a, pod_b) = (n, a, b);
+        brindle_agent::dataplane::enable_ip_forwarding().expect("ip_forward");
+        let dp = Dataplane::connect().await.expect("connect");
+        let wirer = dp.pod_wirer();
+        wirer.setup(&spec_a).await.expect("setup a");
+        wirer.setup(&spec_b).await.expect("setup b");
+
+        // Inside the pod: the /128, no tentative flag, the IPv6 default route.
+        let eth0 = pod_a.sh("ip -6 addr show dev eth0");
+        assert!(eth0.contains("inet6 fd00:10:244::21/128"), "{eth0}");
+        assert!(!eth0.contains("tentative"), "{eth0}");
+        assert!(pod_a
+            .sh("ip -4 addr show dev eth0")
+            .contains("inet 10.244.0.21/32"));
+        let routes = pod_a.lines("ip -6 route");
+        assert!(
+            routes
+                .iter()
+                .any(|r| r.starts_with("default via fe80::ecee:eeff:feee:eeee dev eth0 ")),
+            "{routes:?}"
+        );
+        assert!(pod_a
+            .lines("ip -4 route")
+            .contains(&"default via 169.254.1.1 dev eth0".to_string()));
+        assert_eq!(
+            pod_a
+                .sh("cat /proc/sys/net/ipv6/conf/eth0/accept_dad")
+                .trim(),
+            "0"
+        );
+
+        // On the node: the gateway address, the sysctls, the /128 route with Brindle's proto.
+        let link = node.sh(&format!("ip -6 addr show dev {host_a}"));
+        assert!(
+            link.contains("inet6 fe80::ecee:eeff:feee:eeee/64 scope link"),
+            "{link}"
+        );
+        for (key, want) in [
+            (format!("net/ipv6/conf/{host_a}/proxy_ndp"), "1"),
+            (format!("net/ipv6/conf/{host_a}/forwarding"), "1"),
+            (format!("net/ipv6/conf/{host_a}/accept_ra"), "0"),
+            (format!("net/ipv6/conf/{host_a}/accept_dad"), "0"),
+            (format!("net/ipv6/conf/{host_a}/disable_ipv6"), "0"),
+            ("net/ipv6/conf/all/forwarding".to_string(), "1"),
+            (format!("net/ipv4/conf/{host_a}/proxy_arp"), "1"),
+        ] {
+            assert_eq!(
+                node.sh(&format!("cat /proc/sys/{key}")).trim(),
+                want,
+                "{key}"
+            );
+        }
+        let routes = node.lines("ip -6 route");
+        assert!(
+            routes
+                .iter()
+                .any(|r| r.starts_with(&format!("fd00:10:244::21 dev {host_a} proto 98"))),
+            "{routes:?}"
+        );
+        wirer.check(&spec_a).await.expect("check a");
+        wirer.check(&spec_b).await.expect("check b");
+
+        // Traffic: pod to node, node to pod, pod to pod, over IPv6 and IPv4.
+        pod_a.sh("ping -6 -c 1 -W 2 fd99::1");
+        node.sh("ping -6 -c 1 -W 2 fd00:10:244::21");
+        pod_a.sh("ping -6 -c 1 -W 2 fd00:10:244::22");
+        pod_b.sh("ping -6 -c 1 -W 2 fd00:10:244::21");
+        pod_a.sh("ping -c 1 -W 2 10.244.0.22");
+        // The node learned the pod's MAC by NDP on the veth, and the pod the gateway's.
+        let neigh = pod_a.sh("ip -6 neigh show dev eth0");
+        assert!(
+            neigh.contains("fe80::ecee:eeff:feee:eeee lladdr ee:ee:ee:ee:ee:ee"),
+            "{neigh}"
+        );
+
+        // CHECK names a missing IPv6 default route and a changed sysctl.
+        pod_a.sh("ip -6 route del default");
+        node.sh(&format!(
+            "echo 0 > /proc/sys/net/ipv6/conf/{host_a}/proxy_ndp"
+        ));
+        match wirer.check(&spec_a).await {
+            Err(DataplaneError::Mismatch { differences, .. }) => {
+                assert!(
+                    differences
+                        .contains("route default via fe80::ecee:eeff:feee:eeee dev eth0 missing"),
+                    "{differences}"
+                );
+                assert!(
+                    differences.contains(&format!("ipv6 proxy_ndp on {host_a} is 0, want 1")),
+                    "{differences}"
+                );
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+
+        // Re-ADD repairs; teardown removes both families' host routes.
+        wirer.setup(&spec_a).await.expect("re-add");
+        wirer.check(&spec_a).await.expect("check after re-add");
+        wirer.teardown(&host_a).await.expect("teardown a");
+        wirer.teardown(&host_b).await.expect("teardown b");
+        assert!(!node.sh("ip -6 route").contains("fd00:10:244::"));
+        assert!(!node.sh("ip -4 route").contains("10.244.0.2"));
+    });
+}
+
+/// An IPv6 pod needs an MTU of at least 1280; a smaller one is refused before anything exists.
+#[test]
+fn ipv6_pod_with_an_mtu_below_1280_is_refused() {
+    if !privileged() {
+        return;
+    }
+    let (node, pod) = node_and_pod();
+    let (n, p) = (Ns::clone(&node), Ns::clone(&pod));
+    in_netns(&node, move || async move {
+        let dp = Dataplane::connect().await.expect("connect");
+        let mut spec = pod_spec(&p, "brdsmallmtu0", "fd00:10:244::30/128");
+        spec.mtu = 1200;
+        let err = dp
+            .pod_wirer()
+            .setup(&spec)
+            .await
+            .expect_err("MTU too small");
+        assert!(err.to_string().contains("IPv6 minimum 1280"), "{err}");
+        assert!(!n.try_sh("ip link show brdsmallmtu0").0);
+    });
+}
+
+/// IPv6 blocks through the IPv4 VXLAN device: a route via the remote VTEP's link-local, onlink,
+/// a permanent IPv6 neighbour for it, an IPv6 blackhole for the local block; a second pass finds
+/// nothing to do (the kernel reports these routes back in the shape they were written).
+#[test]
+fn apply_programs_ipv6_routes_through_vxlan_and_converges() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.sh(
+        "ip link set lo up && ip link add up0 type veth peer name up1 && \
+         ip addr add 192.168.81.1/24 dev up0 && ip link set up0 up && ip link set up1 up && \
+         ip -6 addr add fd99::1/64 dev up0 nodad",
+    );
+    let n = Ns::clone(&ns);
+
+    in_netns(&ns, move || async move {
+        let ns = n;
+        let mut dp = Dataplane::connect().await.expect("connect");
+        let mac_b = vtep_mac("node-b");
+        let ll_b = brindle_agent::dataplane::eui64_link_local(&mac_b);
+        let mut state = vxlan_state();
+        if let Some(vx) = state.vxlan.as_mut() {
+            vx.local_ip = Ipv4Addr::new(192, 168, 81, 1);
+        }
+        state.fdb = [FdbEntry {
+            dev: VXLAN_DEVICE.into(),
+            mac: mac_b,
+            dst: ip("192.168.81.2"),
+        }]
+        .into();
+        state
+            .routes
+            .insert(net("fd00:10:244::/122"), RouteTarget::Blackhole);
+        state.routes.insert(
+            net("fd00:10:244::40/122"),
+            RouteTarget::ViaOnlink {
+                gw: IpAddr::V6(ll_b),
+                dev: VXLAN_DEVICE.into(),
+            },
+        );
+        // Never mode: via the remote node's IPv6 address on the uplink.
+        state.routes.insert(
+            net("fd00:10:245::40/122"),
+            RouteTarget::ViaOnlink {
+                gw: ip("fd99::2"),
+                dev: "up0".into(),
+            },
+        );
+        state.neighbors.insert(Neighbor {
+            dev: VXLAN_DEVICE.into(),
+            ip: IpAddr::V6(ll_b),
+            mac: mac_b,
+        });
+
+        let report = dp.apply(&state).await.expect("apply");
+        assert_clean(&report);
+        let routes = ns.lines("ip -6 route");
+        let has = |prefix: &str| routes.iter().any(|r| r.starts_with(prefix));
+        assert!(
+            has("blackhole fd00:10:244::/122 dev lo proto 98"),
+            "{routes:?}"
+        );
+        assert!(
+            has(&format!(
+                "fd00:10:244::40/122 via {ll_b} dev {VXLAN_DEVICE} proto 98"
+            )),
+            "{routes:?}"
+        );
+        assert!(
+            has("fd00:10:245::40/122 via fd99::2 dev up0 proto 98"),
+            "{routes:?}"
+        );
+        let neigh = ns.lines(&format!("ip -6 neigh show dev {VXLAN_DEVICE}"));
+        assert_eq!(
+            neigh,
+            vec![format!("{ll_b} lladdr {} PERMANENT", format_mac(&mac_b))]
+        );
+
+        // Second pass: nothing to do.
+        let report = dp.apply(&state).await.expect("apply");
+        assert_eq!(report, ApplyReport::default());
+
+        // Without the IPv6 entries they are removed, the IPv4 ones stay.
+        let v4_only = vxlan_state();
+        let mut v4_only_here = v4_only.clone();
+        v4_only_here.vxlan = state.vxlan.clone();
+        v4_only_here.fdb = state.fdb.clone();
+        let report = dp.apply(&v4_only_here).await.expect("apply");
+        assert_clean(&report);
+        assert_eq!((report.routes_removed, report.neighbors_changed), (3, 1));
+        assert!(!ns.sh("ip -6 route").contains("proto 98"));
+        assert!(ns
+            .sh("ip -6 neigh show dev vxlan.brindle")
+            .trim()
+            .is_empty());
+        assert!(ns
+            .sh("ip -4 route")
+            .contains("10.244.1.0/26 via 10.244.1.0"));
+        assert!(ns
+            .sh("ip -4 addr show dev vxlan.brindle")
+            .contains("inet 10.244.0.0/32"));
+
+        // Only IPv6 through the tunnel: the device keeps no IPv4 address.
+        let mut v6_only = state.clone();
+        if let Some(vx) = v6_only.vxlan.as_mut() {
+            vx.tunnel_addr = None;
+        }
+        v6_only.routes.remove(&net("10.244.1.0/26"));
+        v6_only.neighbors.retain(|n| n.ip.is_ipv6());
+        let report = dp.apply(&v6_only).await.expect("apply");
+        assert_clean(&report);
+        assert!(!ns.sh("ip -4 addr show dev vxlan.brindle").contains("inet "));
+        assert!(ns
+            .sh("ip -6 route")
+            .contains(&format!("via {ll_b} dev vxlan.brindle")));
+        assert_eq!(
+            dp.apply(&v6_only).await.expect("apply"),
+            ApplyReport::default()
+        );
+    });
+}
+
+/// The route programmer may write a pod's host route first (the endpoint is registered before
+/// the veth exists); wiring then takes the route over instead of failing with EEXIST. IPv6 routes
+/// carry the kernel's default metric 1024, which the takeover must recognise.
+#[test]
+fn pod_wiring_takes_over_an_ipv6_host_route_of_brindle() {
+    if !privileged() {
+        return;
+    }
+    let (node, pod) = node_and_pod();
+    let host = host_veth_name("default", &format!("take-{}", node.name));
+    let mut spec = pod_spec(&pod, &host, "10.244.0.41/32");
+    spec.ips.push(net("fd00:10:244::41/128"));
+    let n = Ns::clone(&node);
+    in_netns(&node, move || async move {
+        n.sh("ip -6 route add fd00:10:244::41/128 dev up0 proto 98");
+        let dp = Dataplane::connect().await.expect("connect");
+        dp.pod_wirer()
+            .setup(&spec)
+            .await
+            .expect("setup takes the route over");
+        let routes = n.sh("ip -6 route show proto 98");
+        assert!(
+            routes.contains(&format!("fd00:10:244::41 dev {host} ")),
+            "{routes}"
+        );
+        assert!(!routes.contains("dev up0"), "{routes}");
+    });
 }

@@ -162,6 +162,8 @@ impl<'a> Attachment<'a> {
             pod_namespace: self.args.pod_namespace.clone(),
             pod_name: self.args.pod_name.clone(),
             mtu: conf.mtu,
+            assign_ipv4: conf.assign_ipv4,
+            assign_ipv6: conf.assign_ipv6,
         }
     }
 }
@@ -320,6 +322,20 @@ mod tests {
     }
 
     #[test]
+    fn add_passes_the_ipam_family_choice_to_the_agent() {
+        let agent = ScriptedAgent::default();
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"brindle",
+                       "ipam":{"type":"calico-ipam","assign_ipv4":"true","assign_ipv6":"false"}}"#;
+        let out = run(&env("ADD", &[]), conf, &agent);
+        out.result.expect("ok");
+        let adds = agent.adds.borrow();
+        assert_eq!(
+            (adds[0].assign_ipv4, adds[0].assign_ipv6),
+            (Some(true), Some(false))
+        );
+    }
+
+    #[test]
     fn add_sends_the_pod_and_prints_the_result() {
         let agent = ScriptedAgent::default();
         let out = run(&env("ADD", &[]), CONF, &agent);
@@ -338,6 +354,8 @@ mod tests {
                 pod_namespace: Some("default".into()),
                 pod_name: Some("web-0".into()),
                 mtu: Some(1400),
+                assign_ipv4: None,
+                assign_ipv6: None,
             }]
         );
     }

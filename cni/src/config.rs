@@ -45,6 +45,7 @@ pub(crate) struct RawNetConf {
     prev_result: Option<Value>,
     runtime_config: Option<Value>,
     capabilities: Option<Value>,
+    ipam: Option<Value>,
 }
 
 /// The network configuration after validation.
@@ -60,6 +61,10 @@ pub(crate) struct NetConf {
     pub(crate) log_level: LogLevel,
     /// `agent_timeout_seconds`: deadline for one exchange with the agent.
     pub(crate) agent_timeout: Duration,
+    /// `ipam.assign_ipv4` / `ipam.assign_ipv6` (Calico's keys, `true`/`false` or their
+    /// strings): `None` lets the agent decide from the pools.
+    pub(crate) assign_ipv4: Option<bool>,
+    pub(crate) assign_ipv6: Option<bool>,
     /// Kept for chaining and CHECK; not interpreted yet.
     #[allow(dead_code)]
     pub(crate) prev_result: Option<Value>,
@@ -97,6 +102,7 @@ impl RawNetConf {
             prev_result: opt_object(&map, "prevResult")?,
             runtime_config: opt_object(&map, "runtimeConfig")?,
             capabilities: opt_object(&map, "capabilities")?,
+            ipam: opt_object(&map, "ipam")?,
         })
     }
 
@@ -174,6 +180,21 @@ impl RawNetConf {
             }
         };
 
+        let (assign_ipv4, assign_ipv6) = match &self.ipam {
+            Some(Value::Object(ipam)) => (
+                opt_flag(ipam, "assign_ipv4", "ipam.assign_ipv4")?,
+                opt_flag(ipam, "assign_ipv6", "ipam.assign_ipv6")?,
+            ),
+            _ => (None, None),
+        };
+        if assign_ipv4 == Some(false) && assign_ipv6 == Some(false) {
+            return Err(CniError::InvalidConfig {
+                field: "ipam.assign_ipv4",
+                reason: "assign_ipv4 and assign_ipv6 are both false: the pod would get no address"
+                    .into(),
+            });
+        }
+
         Ok(NetConf {
             cni_version,
             name,
@@ -181,6 +202,8 @@ impl RawNetConf {
             mtu,
             log_level,
             agent_timeout,
+            assign_ipv4,
+            assign_ipv6,
             prev_result: self.prev_result,
             runtime_config: self.runtime_config,
             capabilities: self.capabilities,
@@ -228,6 +251,26 @@ fn opt_u64(map: &Map<String, Value>, field: &'static str) -> Result<Option<u64>,
             .map(Some)
             .ok_or_else(|| wrong_type(field, "a non-negative integer", v)),
         Some(other) => Err(wrong_type(field, "a non-negative integer", other)),
+    }
+}
+
+/// A flag as Calico's conflists write it: `true`, `false`, `"true"` or `"false"`; `null` counts
+/// as absent.
+fn opt_flag(
+    map: &Map<String, Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<Option<bool>, CniError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(other) => Err(wrong_type(
+            field,
+            "true, false, \"true\" or \"false\"",
+            other,
+        )),
     }
 }
 
@@ -448,6 +491,37 @@ mod tests {
         assert!(c.prev_result.is_some());
         assert!(c.runtime_config.is_some());
         assert!(c.capabilities.is_some());
+    }
+
+    #[test]
+    fn ipam_assign_flags_choose_the_families() {
+        let c = conf(r#"{"cniVersion":"1.0.0","name":"n"}"#).expect("valid");
+        assert_eq!((c.assign_ipv4, c.assign_ipv6), (None, None));
+        let c = conf(
+            r#"{"cniVersion":"1.0.0","name":"n",
+                "ipam":{"type":"calico-ipam","assign_ipv4":"false","assign_ipv6":"true"}}"#,
+        )
+        .expect("valid");
+        assert_eq!((c.assign_ipv4, c.assign_ipv6), (Some(false), Some(true)));
+        let c = conf(r#"{"cniVersion":"1.0.0","name":"n","ipam":{"assign_ipv6":false}}"#)
+            .expect("valid");
+        assert_eq!((c.assign_ipv4, c.assign_ipv6), (None, Some(false)));
+
+        for (ipam, field) in [
+            (r#"{"assign_ipv6":"yes"}"#, "ipam.assign_ipv6"),
+            (r#"{"assign_ipv4":1}"#, "ipam.assign_ipv4"),
+            (
+                r#"{"assign_ipv4":false,"assign_ipv6":"false"}"#,
+                "ipam.assign_ipv4",
+            ),
+            (r#""calico-ipam""#, "ipam"),
+        ] {
+            let json = format!(r#"{{"cniVersion":"1.0.0","name":"n","ipam":{ipam}}}"#);
+            match conf(&json) {
+                Err(CniError::InvalidConfig { field: f, .. }) => assert_eq!(f, field, "{ipam}"),
+                other => panic!("{ipam}: expected an invalid config, got {other:?}"),
+            }
+        }
     }
 
     #[test]

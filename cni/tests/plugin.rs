@@ -296,6 +296,8 @@ fn scripted_agent_add_gets_the_pod_and_the_plugin_prints_the_result() {
             pod_namespace: Some("shop".into()),
             pod_name: Some("cart-7".into()),
             mtu: Some(1440),
+            assign_ipv4: None,
+            assign_ipv6: None,
         }
     );
     // The wire names are the API's camelCase ones.

@@ -144,12 +144,18 @@ pub struct ClusterSpec {
     pub datastore: Datastore,
     pub nodes: usize,
     pub pods_per_node: usize,
+    /// The IPv4 pool; empty for none (IPv6-only pods, with [`ClusterSpec::pool_cidr_v6`]).
     pub pool_cidr: String,
     pub encap: Encap,
     /// Print each step as it happens.
     pub verbose: bool,
     /// Plugins chained after Brindle's in the conflist (e.g. [`cni_exec::portmap_and_bandwidth`]).
     pub chain: Vec<serde_json::Value>,
+    /// An IPv6 pool (same encapsulation as the IPv4 one) for dual-stack pods; the fabric and
+    /// the nodes then get IPv6 addresses too (`fd99::1/64`, `fd99::<10+i>/64`).
+    pub pool_cidr_v6: Option<String>,
+    /// MTU of the nodes' uplinks (and the fabric's ports); the kernel's 1500 when `None`.
+    pub uplink_mtu: Option<u32>,
 }
 
 impl Default for ClusterSpec {
@@ -162,6 +168,8 @@ impl Default for ClusterSpec {
             encap: Encap::VxlanAlways,
             verbose: true,
             chain: Vec::new(),
+            pool_cidr_v6: None,
+            uplink_mtu: None,
         }
     }
 }
@@ -174,6 +182,8 @@ pub struct Pod {
     pub node: usize,
     pub container_id: String,
     pub ip: String,
+    /// The pod's IPv6 address, when it has one (dual stack).
+    pub ip6: Option<String>,
     /// The chain's ADD result, which DEL and CHECK get back as `prevResult`.
     pub result: serde_json::Value,
     /// What the runtime passed (`portMappings`, `bandwidth`).
@@ -278,6 +288,13 @@ impl Cluster {
             "ip",
             &["addr", "add", "10.99.0.1/24", "dev", "br0"],
         )?;
+        if self.spec.pool_cidr_v6.is_some() {
+            in_ns(
+                &fabric,
+                "ip",
+                &["-6", "addr", "add", "fd99::1/64", "dev", "br0", "nodad"],
+            )?;
+        }
         for i in 1..=self.spec.nodes {
             check_interrupted()?;
             let name = format!("node{i}");
@@ -305,6 +322,19 @@ impl Cluster {
                 "ip",
                 &["route", "add", "default", "via", "10.99.0.1"],
             )?;
+            if let Some(mtu) = self.spec.uplink_mtu {
+                let mtu = mtu.to_string();
+                in_ns(&netns, "ip", &["link", "set", "eth0", "mtu", &mtu])?;
+                in_ns(&fabric, "ip", &["link", "set", &port, "mtu", &mtu])?;
+            }
+            if self.spec.pool_cidr_v6.is_some() {
+                let node_ip6 = format!("fd99::{}/64", 10 + i);
+                in_ns(
+                    &netns,
+                    "ip",
+                    &["-6", "addr", "add", &node_ip6, "dev", "eth0", "nodad"],
+                )?;
+            }
             self.nodes.push(Node {
                 socket: self.dir.join(format!("{name}.sock")),
                 log: self.dir.join(format!("{name}.log")),
@@ -361,17 +391,34 @@ impl Cluster {
     }
 
     fn create_pool(&mut self) -> Result<()> {
+        let fields = self.spec.encap.pool_fields();
+        let mut pools = Vec::new();
+        for (name, cidr) in [
+            (
+                "lab-pool",
+                Some(&self.spec.pool_cidr).filter(|c| !c.is_empty()),
+            ),
+            ("lab-pool-v6", self.spec.pool_cidr_v6.as_ref()),
+        ] {
+            if let Some(cidr) = cidr {
+                pools.push((name, cidr.clone()));
+            }
+        }
+        let cidrs: Vec<&str> = pools.iter().map(|(_, c)| c.as_str()).collect();
         self.say(&format!(
-            "[2/5] datastore {} with IPPool {} ({})",
+            "[2/5] datastore {} with IPPool {} ({fields})",
             self.datastore,
-            self.spec.pool_cidr,
-            self.spec.encap.pool_fields()
+            cidrs.join(" and ")
         ));
-        let pool = format!(
-            "apiVersion: brindle.dev/v1\nkind: IPPool\nmetadata:\n  name: lab-pool\nspec:\n  cidr: {}\n  {}\n",
-            self.spec.pool_cidr,
-            self.spec.encap.pool_fields()
-        );
+        let pool = pools
+            .iter()
+            .map(|(name, cidr)| {
+                format!(
+                    "apiVersion: brindle.dev/v1\nkind: IPPool\nmetadata:\n  name: {name}\nspec:\n  cidr: {cidr}\n  {fields}\n"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("---\n");
         let path = self.dir.join("pool.yaml");
         fs::write(&path, pool)?;
         self.ctl(&["apply", "-f", &path.display().to_string()])?;
@@ -533,6 +580,18 @@ impl Cluster {
         name: &str,
         runtime_config: serde_json::Value,
     ) -> Result<Pod> {
+        self.add_pod_conf(node, name, runtime_config, serde_json::json!({}))
+    }
+
+    /// Like [`Cluster::add_pod_with`], with `brindle_conf`'s keys (`mtu`, `ipam`...) set in
+    /// Brindle's entry of the conflist for this pod only.
+    pub fn add_pod_conf(
+        &mut self,
+        node: usize,
+        name: &str,
+        runtime_config: serde_json::Value,
+        brindle_conf: serde_json::Value,
+    ) -> Result<Pod> {
         let netns = format!("bl{}-{name}", self.id);
         self.add_netns(&netns)?;
         let mut pod = Pod {
@@ -541,11 +600,18 @@ impl Cluster {
             node,
             container_id: format!("lab{}{}", self.id, name.replace('-', "")),
             ip: String::new(),
+            ip6: None,
             result: serde_json::Value::Null,
             runtime_config,
         };
-        let result = self
-            .runtime(node)?
+        let mut runtime = self.runtime(node)?;
+        if let (Some(plugin), Some(extra)) = (
+            runtime.conflist["plugins"][0].as_object_mut(),
+            brindle_conf.as_object(),
+        ) {
+            plugin.extend(extra.clone());
+        }
+        let result = runtime
             .add(&Self::attachment(&pod))
             .with_context(|| format!("CNI ADD of pod {name}"))?;
         pod.result = result.clone();
@@ -553,8 +619,27 @@ impl Cluster {
             .as_str()
             .ok_or_else(|| anyhow!("CNI result without an address: {result}"))?;
         pod.ip = addr.split('/').next().unwrap_or_default().to_string();
+        pod.ip6 = result["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| ip["address"].as_str())
+            .find(|a| a.contains(':'))
+            .map(|a| a.split('/').next().unwrap_or_default().to_string());
         self.pods.push(pod.clone());
         Ok(pod)
+    }
+
+    /// CNI CHECK of a pod through the conflist, with its ADD result as `prevResult`.
+    pub fn check_pod(&self, name: &str) -> Result<()> {
+        let pod = self
+            .pods
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| anyhow!("no pod {name}"))?;
+        self.runtime(pod.node)?
+            .check(&Self::attachment(pod), &pod.result)
+            .with_context(|| format!("CNI CHECK of pod {name}"))
     }
 
     /// Deletes a pod through the CNI plugin, then its namespace.
@@ -590,9 +675,12 @@ impl Cluster {
         Ok(())
     }
 
-    /// Brindle's routes (proto 98) of node `i`, as `ip route` prints them.
+    /// Brindle's routes (proto 98) of node `i`, IPv4 then IPv6, as `ip route` prints them.
     pub fn routes(&self, i: usize) -> Result<String> {
-        ip(&["-n", &self.nodes[i].netns, "route", "show", "proto", "98"])
+        let netns = &self.nodes[i].netns;
+        let v4 = ip(&["-n", netns, "route", "show", "proto", "98"])?;
+        let v6 = ip(&["-n", netns, "-6", "route", "show", "proto", "98"])?;
+        Ok(v4 + &v6)
     }
 
     /// Waits until every node has a route for every other node's blocks.
@@ -625,9 +713,26 @@ impl Cluster {
         }
     }
 
-    /// Whether `from` reaches `to_ip` (a few tries, for convergence).
+    /// Whether `from` reaches `to_ip`, IPv4 or IPv6 (a few tries, for convergence).
     pub fn ping(&self, from: &Pod, to_ip: &str, tries: u32) -> bool {
         (0..tries).any(|_| in_ns(&from.netns, "ping", &["-c", "1", "-W", "1", "-q", to_ip]).is_ok())
+    }
+
+    /// Pings every pod's IPv6 address from every pod with one; (from, to) -> reached.
+    pub fn ping6_matrix(&self) -> Result<BTreeMap<(String, String), bool>> {
+        let mut out = BTreeMap::new();
+        for from in self.pods.iter().filter(|p| p.ip6.is_some()) {
+            for to in &self.pods {
+                check_interrupted()?;
+                if let (true, Some(ip6)) = (from.name != to.name, &to.ip6) {
+                    out.insert(
+                        (from.name.clone(), to.name.clone()),
+                        self.ping(from, ip6, 3),
+                    );
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Pings every pod from every pod; returns the matrix (from, to) -> reached.

@@ -37,6 +37,10 @@ enum Command {
         /// fabric namespace; needs Debian's etcd-server).
         #[arg(long, value_enum, default_value = "embedded")]
         datastore: DatastoreArg,
+        /// Dual stack: add the IPv6 pool fd00:10:244::/48 (same encapsulation), give the
+        /// nodes IPv6 addresses, and ping every pod over IPv6 as well.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Answer every TCP connection on PORT with TEXT and a newline, then close it; runs until
     /// killed. The scenario tests run it inside pod namespaces to check that traffic (a port
@@ -69,7 +73,42 @@ enum EncapArg {
     Never,
 }
 
-fn demo(nodes: u16, pods_per_node: u16, encap: EncapArg, datastore: DatastoreArg) -> Result<bool> {
+/// Prints a ping matrix (row pings column); returns how many pairs failed.
+fn print_matrix(
+    title: &str,
+    pods: &[brindle_lab::Pod],
+    matrix: &std::collections::BTreeMap<(String, String), bool>,
+) -> usize {
+    println!("\n{title} (row pings column; ok = reached):");
+    let width = pods.iter().map(|p| p.name.len()).max().unwrap_or(4) + 2;
+    print!("{:width$}", "");
+    for to in pods {
+        print!("{:>width$}", to.name);
+    }
+    println!();
+    for from in pods {
+        print!("{:width$}", from.name);
+        for to in pods {
+            let cell = match matrix.get(&(from.name.clone(), to.name.clone())) {
+                _ if from.name == to.name => "-",
+                Some(true) => "ok",
+                Some(false) => "FAIL",
+                None => "n/a",
+            };
+            print!("{cell:>width$}");
+        }
+        println!();
+    }
+    matrix.values().filter(|ok| !**ok).count()
+}
+
+fn demo(
+    nodes: u16,
+    pods_per_node: u16,
+    encap: EncapArg,
+    datastore: DatastoreArg,
+    ipv6: bool,
+) -> Result<bool> {
     let spec = ClusterSpec {
         datastore: match datastore {
             DatastoreArg::Embedded => Datastore::Embedded,
@@ -82,6 +121,7 @@ fn demo(nodes: u16, pods_per_node: u16, encap: EncapArg, datastore: DatastoreArg
             EncapArg::CrossSubnet => Encap::VxlanCrossSubnet,
             EncapArg::Never => Encap::Never,
         },
+        pool_cidr_v6: ipv6.then(|| "fd00:10:244::/48".to_string()),
         ..ClusterSpec::default()
     };
     let cluster = Cluster::build(spec)?;
@@ -100,37 +140,32 @@ fn demo(nodes: u16, pods_per_node: u16, encap: EncapArg, datastore: DatastoreArg
         .map(|i| cluster.vxlan_tx_packets(i).unwrap_or(0))
         .collect();
     let matrix = cluster.ping_matrix()?;
-    println!("\nping matrix (row pings column; ok = reached):");
-    let width = cluster.pods.iter().map(|p| p.name.len()).max().unwrap_or(4) + 2;
-    print!("{:width$}", "");
-    for to in &cluster.pods {
-        print!("{:>width$}", to.name);
-    }
-    println!();
-    for from in &cluster.pods {
-        print!("{:width$}", from.name);
-        for to in &cluster.pods {
-            let cell = if from.name == to.name {
-                "-"
-            } else if matrix[&(from.name.clone(), to.name.clone())] {
-                "ok"
-            } else {
-                "FAIL"
-            };
-            print!("{cell:>width$}");
+    let mut failed = print_matrix("ping matrix", &cluster.pods, &matrix);
+    let mut pairs = matrix.len();
+    if ipv6 {
+        for pod in &cluster.pods {
+            println!(
+                "  {:<10} {}",
+                pod.name,
+                pod.ip6.as_deref().unwrap_or("(no IPv6 address)")
+            );
         }
-        println!();
+        let matrix6 = cluster.ping6_matrix()?;
+        failed += print_matrix("IPv6 ping matrix (ping -6)", &cluster.pods, &matrix6);
+        pairs += matrix6.len();
+        if matrix6.is_empty() {
+            failed += 1;
+        }
     }
     println!("\nvxlan.brindle packets sent during the pings:");
     for (i, node) in cluster.nodes.iter().enumerate() {
         let after = cluster.vxlan_tx_packets(i).unwrap_or(0);
         println!("  {:<8} {}", node.name, after.saturating_sub(before[i]));
     }
-    let failed = matrix.values().filter(|ok| !**ok).count();
     println!(
         "\n{} of {} pod pairs reachable; tearing down",
-        matrix.len() - failed,
-        matrix.len()
+        pairs.saturating_sub(failed),
+        pairs
     );
     Ok(failed == 0)
 }
@@ -164,7 +199,8 @@ fn main() -> ExitCode {
             pods_per_node,
             encap,
             datastore,
-        } => demo(nodes, pods_per_node, encap, datastore),
+            ipv6,
+        } => demo(nodes, pods_per_node, encap, datastore, ipv6),
         Command::Serve { port, reply } => serve(port, &reply),
     };
     match result {

@@ -8,17 +8,15 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use brindle_agent::controller::{self, ControllerConfig, Shared};
 use brindle_agent::dataplane::{enable_ip_forwarding, Dataplane};
+use brindle_agent::pod_defaults::{MtuConfig, VXLAN_OVERHEAD};
 use brindle_agent::pods::PodNetwork;
 use brindle_agent::routes::LocalNode;
 use brindle_agent::server::{self, ApiState};
 use brindle_agent::{datastore, node, telemetry};
 use brindle_ipam::Ipam;
 use clap::Parser;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use tracing::{info, warn};
-
-/// Overhead of VXLAN over IPv4: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14).
-const VXLAN_OVERHEAD: u32 = 50;
 
 /// The Brindle node agent.
 ///
@@ -48,6 +46,12 @@ struct Args {
     #[arg(long, env = "IP", default_value = "autodetect")]
     node_ip: String,
 
+    /// The node's IPv6 address with its prefix length (`fd00::5/64`), `autodetect` to take the
+    /// first global IPv6 address of the interface holding the IPv4 node address, or `none`.
+    /// Other nodes route this node's IPv6 pod blocks to it when their pool is not encapsulated.
+    #[arg(long, env = "IP6", default_value = "autodetect")]
+    node_ip6: String,
+
     /// Path of the API socket the CNI plugin talks to.
     #[arg(long, env = "BRINDLE_SOCKET", default_value = brindle_agent::api::DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -56,7 +60,9 @@ struct Args {
     #[arg(long, env = "BRINDLE_HEALTH_LISTEN", default_value = "0.0.0.0:9099")]
     health_listen: String,
 
-    /// MTU of pod interfaces and of the VXLAN device; default: the uplink's MTU minus 50.
+    /// MTU of pod interfaces and of the VXLAN device. Default: the uplink's MTU minus the
+    /// overhead of the encapsulation the IP pools use (VXLAN 50, IPIP 20, none 0) for pods, and
+    /// minus 50 for the VXLAN device. A conflist's `mtu` still wins for its pods.
     #[arg(long, env = "BRINDLE_MTU")]
     mtu: Option<u32>,
 
@@ -105,6 +111,14 @@ async fn main() -> Result<()> {
             })?),
         };
 
+    let given_ip6 = match args.node_ip6.as_str() {
+        "autodetect" | "" => Some(None),
+        "none" => None,
+        s => Some(Some(s.parse::<Ipv6Net>().with_context(|| {
+            format!("--node-ip6 {s:?}: expected `x:y::z/len`, `autodetect` or `none`")
+        })?)),
+    };
+
     let store = datastore::open(&args.datastore)
         .await
         .with_context(|| format!("opening datastore {}", args.datastore))?;
@@ -118,13 +132,23 @@ async fn main() -> Result<()> {
         .link_mtu(&uplink)
         .await
         .with_context(|| format!("reading the MTU of {uplink}"))?;
-    let mtu = args
+    let vxlan_mtu = args
         .mtu
         .unwrap_or(uplink_mtu.saturating_sub(VXLAN_OVERHEAD));
-    node::register(&store, &node_name, address)
+    let pod_mtu = MtuConfig {
+        uplink_mtu,
+        configured: args.mtu,
+        // Brindle's underlay is the node's IPv4 address.
+        underlay_v6: false,
+    };
+    let address_v6 = match given_ip6 {
+        Some(given) => node::detect_address_v6(&dataplane, given, &uplink).await?,
+        None => None,
+    };
+    node::register(&store, &node_name, address, address_v6)
         .await
         .context("registering the Node")?;
-    info!(node = %node_name, %address, %uplink, mtu, "node registered");
+    info!(node = %node_name, %address, address_v6 = ?address_v6, %uplink, uplink_mtu, "node registered");
 
     let ipam = Arc::new(Ipam::new(store.clone()));
     let shared = Arc::new(Shared::default());
@@ -135,7 +159,7 @@ async fn main() -> Result<()> {
         ipam: ipam.clone(),
         wirer: dataplane.pod_wirer(),
         shared: shared.clone(),
-        default_mtu: mtu,
+        mtu: pod_mtu,
     };
     let restored = pods
         .load_endpoints()
@@ -180,9 +204,10 @@ async fn main() -> Result<()> {
             name: node_name,
             address,
             uplink,
-            vxlan_mtu: mtu,
+            vxlan_mtu,
         },
         resync_interval: Duration::from_secs(args.resync_interval.max(1)),
+        pod_mtu,
     };
     let controller = tokio::spawn(controller::run(config, store, ipam, dataplane, shared));
 

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -37,8 +37,8 @@ mod sysctl;
 
 use kernel::Kernel;
 pub use names::{
-    format_mac, host_veth_name, host_veth_name_for_container, parse_mac, pod_mac, vtep_mac,
-    HOST_VETH_PREFIX,
+    eui64_link_local, format_mac, host_veth_name, host_veth_name_for_container, parse_mac, pod_mac,
+    vtep_mac, HOST_VETH_PREFIX,
 };
 use netlink::NetlinkKernel;
 use pod::RecentPodRoutes;
@@ -56,6 +56,9 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const HOST_VETH_MAC: [u8; 6] = [0xee; 6];
 /// The pods' IPv4 gateway, answered by proxy ARP on the host side.
 pub const POD_GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The pods' IPv6 gateway: the EUI-64 link-local address of [`HOST_VETH_MAC`], held by every
+/// host-side veth (Calico's).
+pub const POD_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 0xfeee, 0xeeee);
 
 /// A MAC address.
 pub type Mac = [u8; 6];
@@ -92,8 +95,10 @@ pub struct VxlanDevice {
     pub parent: String,
     /// This node's VTEP MAC.
     pub mac: Mac,
-    /// This node's tunnel address, set on the device as a /32.
-    pub tunnel_addr: Ipv4Addr,
+    /// This node's IPv4 tunnel address, set on the device as a /32 (the device's only IPv4
+    /// address). `None` when only IPv6 pools use VXLAN: their next hops are link-local
+    /// addresses, so the device needs no address of its own.
+    pub tunnel_addr: Option<Ipv4Addr>,
     pub mtu: u32,
 }
 
@@ -206,6 +211,12 @@ impl Dataplane {
 /// Sets `net.ipv4.ip_forward=1` in the current network namespace.
 pub fn enable_ip_forwarding() -> Result<(), DataplaneError> {
     sysctl::set(&["net", "ipv4", "ip_forward"], "1")
+}
+
+/// Sets `net.ipv6.conf.all.forwarding=1` in the current network namespace (Felix does when IPv6
+/// is on). Pod wiring sets it too, for the first IPv6 pod; this is for the agent's start.
+pub fn enable_ipv6_forwarding() -> Result<(), DataplaneError> {
+    sysctl::set(&["net", "ipv6", "conf", "all", "forwarding"], "1")
 }
 
 #[cfg(test)]

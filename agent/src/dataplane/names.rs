@@ -48,6 +48,23 @@ pub fn host_veth_name_for_container(container_id: &str) -> String {
     format!("{HOST_VETH_PREFIX}{id}")
 }
 
+/// The EUI-64 link-local address the kernel gives an interface with `mac` (RFC 4291 §2.5.1,
+/// appendix A): `ee:ee:ee:ee:ee:ee` gives the pods' gateway `fe80::ecee:eeff:feee:eeee`, and a
+/// remote node's VTEP MAC the next hop of IPv6 routes through VXLAN.
+pub fn eui64_link_local(mac: &Mac) -> std::net::Ipv6Addr {
+    let word = |a: u8, b: u8| (u16::from(a) << 8) | u16::from(b);
+    std::net::Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        word(mac[0] ^ 0x02, mac[1]),
+        word(mac[2], 0xff),
+        word(0xfe, mac[3]),
+        word(mac[4], mac[5]),
+    )
+}
+
 /// `aa:bb:cc:dd:ee:ff`, lower case.
 pub fn format_mac(mac: &Mac) -> String {
     mac.iter()
@@ -88,6 +105,15 @@ mod tests {
         assert_eq!(mac, pod_mac("brd0123456789a", "eth0"));
         assert_ne!(mac, pod_mac("brd0123456789b", "eth0"));
         assert_ne!(mac, super::super::HOST_VETH_MAC);
+    }
+
+    #[test]
+    fn eui64_link_local_of_the_host_veth_mac_is_the_pod_gateway() {
+        assert_eq!(eui64_link_local(&[0xee; 6]), super::super::POD_GATEWAY_V6);
+        assert_eq!(
+            eui64_link_local(&[0x66, 0x01, 0x02, 0x03, 0x04, 0x05]).to_string(),
+            "fe80::6401:2ff:fe03:405"
+        );
     }
 
     #[test]

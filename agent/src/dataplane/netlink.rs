@@ -290,6 +290,26 @@ impl NetlinkKernel {
             .collect())
     }
 
+    /// The addresses (IPv4 and IPv6) on `dev`.
+    pub async fn addresses_on(&self, dev: &str) -> Result<Vec<IpNet>, DataplaneError> {
+        let index = self.link_index(dev).await?;
+        let _dump = self.dumps.lock().await;
+        let addrs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl_err("dump addresses", dev, e))?;
+        Ok(addrs
+            .iter()
+            .filter(|m| m.header.index == index)
+            .filter_map(address_of)
+            .collect())
+    }
+
     /// Writes a route as `spec` describes it.
     pub async fn write_route(
         &self,
@@ -345,12 +365,14 @@ impl NetlinkKernel {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        // Routes holding the key our add used: this destination, TOS 0, no metric.
+        // Routes holding the key our add used: this destination, TOS 0, the default metric
+        // (none for IPv4; IPv6 gives routes without one 1024, IP6_RT_PRIO_USER).
+        let default_metric = if dst.addr().is_ipv6() { 1024 } else { 0 };
         let existing: Vec<KernelRoute> = self
             .routes()
             .await?
             .into_iter()
-            .filter(|r| r.dst == dst && r.tos == 0 && r.metric.unwrap_or(0) == 0)
+            .filter(|r| r.dst == dst && r.tos == 0 && r.metric.unwrap_or(0) == default_metric)
             .collect();
         if existing.is_empty() {
             return Err(err);
@@ -645,21 +667,10 @@ impl Kernel for NetlinkKernel {
     }
 
     async fn addresses_v4(&self, dev: &str) -> Result<Vec<Ipv4Net>, DataplaneError> {
-        let index = self.link_index(dev).await?;
-        let _dump = self.dumps.lock().await;
-        let addrs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| nl_err("dump addresses", dev, e))?;
-        Ok(addrs
-            .iter()
-            .filter(|m| m.header.index == index)
-            .filter_map(address_of)
+        Ok(self
+            .addresses_on(dev)
+            .await?
+            .into_iter()
             .filter_map(|n| match n {
                 IpNet::V4(n) => Some(n),
                 IpNet::V6(_) => None,

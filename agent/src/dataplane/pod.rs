@@ -4,12 +4,18 @@
 //! ```text
 //!   pod netns                          node netns
 //!   eth0  10.244.0.5/32   <-- veth -->  brdXXXXXXXXXXX  ee:ee:ee:ee:ee:ee, proxy_arp=1
+//!         fd00:10:244::5/128                           fe80::ecee:eeff:feee:eeee/64, proxy_ndp=1
 //!   169.254.1.1 dev eth0 scope link     10.244.0.5 dev brdXXXXXXXXXXX scope link proto 98
-//!   default via 169.254.1.1 dev eth0
+//!   default via 169.254.1.1 dev eth0    fd00:10:244::5 dev brdXXXXXXXXXXX proto 98
+//!   default via fe80::ecee:eeff:feee:eeee dev eth0
 //! ```
 //!
-//! The pod ARPs for 169.254.1.1 and the host answers with its own MAC through proxy ARP, so the
-//! host side needs no address.
+//! IPv4: the pod ARPs for 169.254.1.1 and the host answers with its own MAC through proxy ARP,
+//! so the host side needs no IPv4 address. IPv6 (only for a pod with an IPv6 address): the
+//! gateway is the host side's link-local address, which its MAC `ee:ee:ee:ee:ee:ee` gives by
+//! EUI-64 (Calico's choice); it is added explicitly so that it does not depend on the host's
+//! `addr_gen_mode`, and duplicate address detection is off on both ends so that neither the
+//! gateway nor the pod's /128 sits "tentative" after ADD.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,7 +23,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tracing::Instrument;
 
 use super::kernel::{Kernel, RouteKind};
@@ -26,7 +32,7 @@ use super::reaper::Reaper;
 use super::reconcile::ProtectedRoutes;
 use super::{
     format_mac, netns, sysctl, DataplaneError, RouteTarget, HOST_VETH_MAC, POD_GATEWAY_V4,
-    RTPROT_BRINDLE,
+    POD_GATEWAY_V6, RTPROT_BRINDLE,
 };
 
 /// How long a pod route written by [`PodWirer::setup`] is safe from [`super::Dataplane::apply`]
@@ -42,7 +48,8 @@ pub struct PodSpec {
     pub ifname: String,
     /// Host-side veth name, from [`super::host_veth_name`].
     pub host_ifname: String,
-    /// The pod's addresses; each is installed as a /32 whatever prefix it carries.
+    /// The pod's addresses, IPv4 and/or IPv6; each is installed as a /32 (/128) whatever
+    /// prefix it carries.
     pub ips: Vec<IpNet>,
     pub mtu: u32,
 }
@@ -128,6 +135,12 @@ fn validate_pair(spec: &PodSpec) -> Result<(), DataplaneError> {
             spec.mtu
         )));
     }
+    if has_v6(spec) && spec.mtu < 1280 {
+        return Err(invalid(format!(
+            "MTU {} below the IPv6 minimum 1280 (RFC 8200 §5), and the pod has an IPv6 address",
+            spec.mtu
+        )));
+    }
     Ok(())
 }
 
@@ -138,10 +151,62 @@ fn validate(spec: &PodSpec) -> Result<(), DataplaneError> {
     if spec.ips.is_empty() {
         return Err(invalid("no addresses".into()));
     }
-    if let Some(v6) = spec.ips.iter().find(|ip| ip.addr().is_ipv6()) {
-        return Err(invalid(format!("IPv6 address {v6}: not supported yet")));
+    if has_v6(spec) && spec.mtu < 1280 {
+        return Err(invalid(format!(
+            "MTU {} below the IPv6 minimum 1280 (RFC 8200 §5), and the pod has an IPv6 address",
+            spec.mtu
+        )));
     }
     Ok(())
+}
+
+fn has_v6(spec: &PodSpec) -> bool {
+    spec.ips.iter().any(|ip| ip.addr().is_ipv6())
+}
+
+/// The host side's link-local address, the pods' IPv6 gateway.
+fn gateway_v6_net() -> IpNet {
+    IpNet::V6(Ipv6Net::new(POD_GATEWAY_V6, 64).unwrap_or_else(|_| Ipv6Net::from(POD_GATEWAY_V6)))
+}
+
+/// The routes inside the pod, per family present: the gateway's link route (IPv4 only; IPv6
+/// reaches a link-local gateway through the interface) and the default route.
+fn pod_routes(spec: &PodSpec) -> Vec<RouteSpec<'_>> {
+    let dev = Some(spec.ifname.as_str());
+    let mut routes = Vec::new();
+    if spec.ips.iter().any(|ip| ip.addr().is_ipv4()) {
+        let gateway = IpAddr::V4(POD_GATEWAY_V4);
+        routes.push(RouteSpec {
+            dst: IpNet::from(gateway),
+            gateway: None,
+            dev,
+            kind: RouteKind::Unicast,
+            scope_link: true,
+            onlink: false,
+            protocol: RTPROT_BOOT,
+        });
+        routes.push(RouteSpec {
+            dst: IpNet::V4(Ipv4Net::default()),
+            gateway: Some(gateway),
+            dev,
+            kind: RouteKind::Unicast,
+            scope_link: false,
+            onlink: false,
+            protocol: RTPROT_BOOT,
+        });
+    }
+    if has_v6(spec) {
+        routes.push(RouteSpec {
+            dst: IpNet::V6(Ipv6Net::default()),
+            gateway: Some(IpAddr::V6(POD_GATEWAY_V6)),
+            dev,
+            kind: RouteKind::Unicast,
+            scope_link: false,
+            onlink: false,
+            protocol: RTPROT_BOOT,
+        });
+    }
+    routes
 }
 
 impl PodWirer {
@@ -269,7 +334,20 @@ impl PodWirer {
     /// Everything after the host side is up.
     async fn wire(&self, spec: &PodSpec, pair: &PodWiring) -> Result<(), DataplaneError> {
         let host = spec.host_ifname.as_str();
-
+        let v6 = has_v6(spec);
+        if v6 {
+            // IPv6 on the host side only when the pod has it: a host without IPv6 can still
+            // run IPv4 pods.
+            let ifname = host.to_string();
+            self.in_home(move || sysctl::configure_host_veth_v6(&ifname))
+                .await??;
+            self.kernel.add_address(host, gateway_v6_net()).await?;
+        }
+        if v6 {
+            let ns = netns::open(&spec.netns)?;
+            let ifname = spec.ifname.clone();
+            netns::run_in(&spec.netns, ns, move || sysctl::configure_pod_v6(&ifname)).await??;
+        }
         let pod = NetlinkKernel::connect_in_netns(&spec.netns).await?;
         // The MAC was given at creation and may already be recorded; make sure it holds.
         let want_mac = super::parse_mac(&pair.container_mac);
@@ -287,28 +365,7 @@ impl PodWirer {
         for ip in &spec.ips {
             pod.add_address(&spec.ifname, host_prefix(ip)).await?;
         }
-        let gateway = IpAddr::V4(POD_GATEWAY_V4);
-        let pod_routes = [
-            RouteSpec {
-                dst: IpNet::from(gateway),
-                gateway: None,
-                dev: Some(&spec.ifname),
-                kind: RouteKind::Unicast,
-                scope_link: true,
-                onlink: false,
-                protocol: RTPROT_BOOT,
-            },
-            RouteSpec {
-                dst: IpNet::V4(Ipv4Net::default()),
-                gateway: Some(gateway),
-                dev: Some(&spec.ifname),
-                kind: RouteKind::Unicast,
-                scope_link: false,
-                onlink: false,
-                protocol: RTPROT_BOOT,
-            },
-        ];
-        for route in &pod_routes {
+        for route in &pod_routes(spec) {
             pod.write_route(route, false).await?;
         }
         for ip in &spec.ips {
@@ -377,17 +434,43 @@ impl PodWirer {
                     diffs.push("host interface is down".into());
                 }
                 let ifname = host.to_string();
+                let v6 = has_v6(spec);
                 let values = self
                     .in_home(move || {
-                        ["proxy_arp", "forwarding"]
-                            .map(|key| (key, sysctl::get(&["net", "ipv4", "conf", &ifname, key])))
+                        let mut want = vec![
+                            ("ipv4", "conf", "proxy_arp", "1"),
+                            ("ipv4", "neigh", "proxy_delay", "0"),
+                            ("ipv4", "conf", "forwarding", "1"),
+                        ];
+                        if v6 {
+                            want.extend([
+                                ("ipv6", "conf", "proxy_ndp", "1"),
+                                ("ipv6", "conf", "forwarding", "1"),
+                                ("ipv6", "conf", "accept_ra", "0"),
+                                ("ipv6", "conf", "disable_ipv6", "0"),
+                            ]);
+                        }
+                        want.into_iter()
+                            .map(|(family, dir, key, value)| {
+                                let got = sysctl::get(&["net", family, dir, &ifname, key]);
+                                (format!("{family} {key}"), value, got)
+                            })
+                            .collect::<Vec<_>>()
                     })
                     .await?;
-                for (key, value) in values {
-                    match value {
-                        Ok(v) if v == "1" => {}
-                        Ok(v) => diffs.push(format!("{key} on {host} is {v}, want 1")),
+                for (key, want, got) in values {
+                    match got {
+                        Ok(v) if v == want => {}
+                        Ok(v) => diffs.push(format!("{key} on {host} is {v}, want {want}")),
                         Err(e) => diffs.push(e.to_string()),
+                    }
+                }
+                if v6 {
+                    let gateway = gateway_v6_net();
+                    if !self.kernel.addresses_on(host).await?.contains(&gateway) {
+                        diffs.push(format!(
+                            "address {gateway} (the pods' gateway) missing on {host}"
+                        ));
                     }
                 }
             }
@@ -441,36 +524,35 @@ async fn check_pod_side(
     if !link.up {
         diffs.push(format!("{ifname} is down"));
     }
-    let addrs = pod.addresses_v4(ifname).await?;
+    let addrs = pod.addresses_on(ifname).await?;
     for ip in &spec.ips {
         let want = host_prefix(ip);
-        if !addrs.iter().any(|a| IpNet::V4(*a) == want) {
+        if !addrs.contains(&want) {
             diffs.push(format!("address {want} missing on {ifname}"));
         }
     }
     let routes = pod.routes().await?;
-    let gateway = IpAddr::V4(POD_GATEWAY_V4);
-    let has_gateway_route = routes.iter().any(|r| {
-        r.dst == IpNet::from(gateway)
-            && r.gateway.is_none()
-            && r.scope_link
-            && r.dev.as_deref() == Some(ifname)
-    });
-    if !has_gateway_route {
-        diffs.push(format!(
-            "route {POD_GATEWAY_V4} dev {ifname} scope link missing"
-        ));
-    }
-    let has_default = routes.iter().any(|r| {
-        r.dst.prefix_len() == 0
-            && r.dst.addr().is_ipv4()
-            && r.gateway == Some(gateway)
-            && r.dev.as_deref() == Some(ifname)
-    });
-    if !has_default {
-        diffs.push(format!(
-            "route default via {POD_GATEWAY_V4} dev {ifname} missing"
-        ));
+    for want in pod_routes(spec) {
+        let present = routes.iter().any(|r| {
+            r.dst == want.dst
+                && r.gateway == want.gateway
+                && r.dev.as_deref() == want.dev
+                // IPv6 routes have no scope.
+                && (r.scope_link == want.scope_link || r.dst.addr().is_ipv6())
+        });
+        if !present {
+            let dst = if want.dst.prefix_len() == 0 {
+                "default".to_string()
+            } else {
+                want.dst.addr().to_string()
+            };
+            let via = want
+                .gateway
+                .map(|gw| format!(" via {gw}"))
+                .unwrap_or_default();
+            let scope = if want.scope_link { " scope link" } else { "" };
+            diffs.push(format!("route {dst}{via} dev {ifname}{scope} missing"));
+        }
     }
     Ok(diffs)
 }

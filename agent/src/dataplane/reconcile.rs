@@ -102,16 +102,16 @@ async fn reconcile_vxlan<K: Kernel>(
         Some(_) => {}
     }
 
-    // Exactly one IPv4 address: the tunnel address as a /32.
-    let tunnel = Ipv4Net::from(want.tunnel_addr);
+    // Exactly one IPv4 address, the tunnel address as a /32, or none.
+    let tunnel = want.tunnel_addr.map(Ipv4Net::from);
     match kernel.addresses_v4(VXLAN_DEVICE).await {
         Ok(addrs) => {
-            for addr in addrs.iter().filter(|a| **a != tunnel) {
+            for addr in addrs.iter().filter(|a| Some(**a) != tunnel) {
                 if let Err(e) = kernel.del_address(VXLAN_DEVICE, IpNet::V4(*addr)).await {
                     report.error(e);
                 }
             }
-            if !addrs.contains(&tunnel) {
+            if let Some(tunnel) = tunnel.filter(|t| !addrs.contains(t)) {
                 if let Err(e) = kernel.add_address(VXLAN_DEVICE, IpNet::V4(tunnel)).await {
                     report.error(e);
                 }
@@ -315,7 +315,7 @@ mod tests {
             local_ip: Ipv4Addr::new(192, 168, 1, 10),
             parent: "eth0".into(),
             mac: vtep_mac("node-a"),
-            tunnel_addr: Ipv4Addr::new(10, 244, 0, 0),
+            tunnel_addr: Some(Ipv4Addr::new(10, 244, 0, 0)),
             mtu: 1450,
         }
     }

@@ -36,5 +36,37 @@ pub(crate) fn configure_host_veth(ifname: &str) -> Result<(), DataplaneError> {
     }
     set(&["net", "ipv4", "conf", ifname, "proxy_arp"], "1")?;
     set(&["net", "ipv4", "conf", ifname, "forwarding"], "1")?;
+    // The host never takes router advertisements from a pod; best effort, as in Calico (a host
+    // without IPv6 has no such key).
+    if let Err(e) = set(&["net", "ipv6", "conf", ifname, "accept_ra"], "0") {
+        tracing::debug!(interface = ifname, error = %e, "could not set accept_ra");
+    }
+    Ok(())
+}
+
+/// The IPv6 settings of a host-side pod veth, for a pod with an IPv6 address (Calico's
+/// `configureSysctls`): IPv6 on, no duplicate address detection (the link-local gateway
+/// `fe80::ecee:eeff:feee:eeee` must be usable at once), proxy NDP, forwarding on the interface
+/// and globally.
+pub(crate) fn configure_host_veth_v6(ifname: &str) -> Result<(), DataplaneError> {
+    set(&["net", "ipv6", "conf", ifname, "accept_dad"], "0")?;
+    set(&["net", "ipv6", "conf", ifname, "disable_ipv6"], "0")?;
+    set(&["net", "ipv6", "conf", ifname, "accept_ra"], "0")?;
+    set(&["net", "ipv6", "conf", ifname, "proxy_ndp"], "1")?;
+    set(&["net", "ipv6", "conf", ifname, "forwarding"], "1")?;
+    if get(&["net", "ipv6", "conf", "all", "forwarding"])? != "1" {
+        set(&["net", "ipv6", "conf", "all", "forwarding"], "1")?;
+    }
+    Ok(())
+}
+
+/// The IPv6 settings inside a pod with an IPv6 address (run in the pod's namespace): IPv6 on,
+/// and no duplicate address detection on `ifname`, so the pod's /128 is usable as soon as it
+/// is added instead of staying "tentative" for a second or more.
+pub(crate) fn configure_pod_v6(ifname: &str) -> Result<(), DataplaneError> {
+    for scope in ["all", "default", "lo", ifname] {
+        set(&["net", "ipv6", "conf", scope, "disable_ipv6"], "0")?;
+    }
+    set(&["net", "ipv6", "conf", ifname, "accept_dad"], "0")?;
     Ok(())
 }
