@@ -83,7 +83,9 @@ fn status_for(e: &ApiError) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         codes::UNKNOWN_CONTAINER => StatusCode::NOT_FOUND,
-        codes::TRY_AGAIN => StatusCode::SERVICE_UNAVAILABLE,
+        codes::TRY_AGAIN | codes::NOT_AVAILABLE | codes::NO_CAPACITY => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -109,7 +111,21 @@ async fn handle_api(state: Arc<ApiState>, req: Request<Incoming>) -> Result<Resp
         },
         (Method::POST, api::PATH_CNI_CHECK) => match read_json(req).await {
             Ok(body) => match state.pods.check(&body).await {
+                Ok(r) => json(StatusCode::OK, &r),
+                Err(e) => api_error(status_for(&e), &e),
+            },
+            Err(resp) => resp,
+        },
+        (Method::POST, api::PATH_CNI_STATUS) => match read_json(req).await {
+            Ok(body) => match state.pods.status(&body).await {
                 Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
+                Err(e) => api_error(status_for(&e), &e),
+            },
+            Err(resp) => resp,
+        },
+        (Method::POST, api::PATH_CNI_GC) => match read_json(req).await {
+            Ok(body) => match state.pods.gc(&body).await {
+                Ok(r) => json(StatusCode::OK, &r),
                 Err(e) => api_error(status_for(&e), &e),
             },
             Err(resp) => resp,

@@ -268,6 +268,11 @@ impl PodWirer {
         }
     }
 
+    /// Whether a host interface of this name exists (CNI GC reports what it removed).
+    pub async fn host_link_exists(&self, host_ifname: &str) -> Result<bool, DataplaneError> {
+        Ok(self.kernel.link(host_ifname).await?.is_some())
+    }
+
     /// Checks that the pod is wired as `spec` says (CNI CHECK). The error lists every
     /// difference found.
     pub async fn check(&self, spec: &PodSpec) -> Result<(), DataplaneError> {
@@ -295,14 +300,20 @@ impl PodWirer {
                 let ifname = host.to_string();
                 let values = self
                     .in_home(move || {
-                        ["proxy_arp", "forwarding"]
-                            .map(|key| (key, sysctl::get(&["net", "ipv4", "conf", &ifname, key])))
+                        [
+                            ("conf", "proxy_arp", "1"),
+                            ("neigh", "proxy_delay", "0"),
+                            ("conf", "forwarding", "1"),
+                        ]
+                        .map(|(dir, key, want)| {
+                            (key, want, sysctl::get(&["net", "ipv4", dir, &ifname, key]))
+                        })
                     })
                     .await?;
-                for (key, value) in values {
+                for (key, want, value) in values {
                     match value {
-                        Ok(v) if v == "1" => {}
-                        Ok(v) => diffs.push(format!("{key} on {host} is {v}, want 1")),
+                        Ok(v) if v == want => {}
+                        Ok(v) => diffs.push(format!("{key} on {host} is {v}, want {want}")),
                         Err(e) => diffs.push(e.to_string()),
                     }
                 }
