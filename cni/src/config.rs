@@ -45,7 +45,13 @@ pub(crate) struct RawNetConf {
     prev_result: Option<Value>,
     runtime_config: Option<Value>,
     capabilities: Option<Value>,
+    valid_attachments: Option<Vec<api::CniAttachment>>,
 }
+
+/// The GC input key (CNI spec 1.1). libcni also sends it as `cni.dev/attachments` (a name from
+/// an earlier draft); both are read.
+pub(crate) const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
+const VALID_ATTACHMENTS_OLD: &str = "cni.dev/attachments";
 
 /// The network configuration after validation.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,13 +66,14 @@ pub(crate) struct NetConf {
     pub(crate) log_level: LogLevel,
     /// `agent_timeout_seconds`: deadline for one exchange with the agent.
     pub(crate) agent_timeout: Duration,
-    /// Kept for chaining and CHECK; not interpreted yet.
-    #[allow(dead_code)]
+    /// The previous plugin's result (ADD in a chain) or the cached result (CHECK, DEL).
     pub(crate) prev_result: Option<Value>,
     #[allow(dead_code)]
     pub(crate) runtime_config: Option<Value>,
     #[allow(dead_code)]
     pub(crate) capabilities: Option<Value>,
+    /// `cni.dev/valid-attachments`, present at GC.
+    pub(crate) valid_attachments: Option<Vec<api::CniAttachment>>,
 }
 
 impl RawNetConf {
@@ -97,6 +104,10 @@ impl RawNetConf {
             prev_result: opt_object(&map, "prevResult")?,
             runtime_config: opt_object(&map, "runtimeConfig")?,
             capabilities: opt_object(&map, "capabilities")?,
+            valid_attachments: match opt_attachments(&map, VALID_ATTACHMENTS)? {
+                Some(list) => Some(list),
+                None => opt_attachments(&map, VALID_ATTACHMENTS_OLD)?,
+            },
         })
     }
 
@@ -184,6 +195,7 @@ impl RawNetConf {
             prev_result: self.prev_result,
             runtime_config: self.runtime_config,
             capabilities: self.capabilities,
+            valid_attachments: self.valid_attachments,
         })
     }
 }
@@ -238,6 +250,38 @@ fn opt_object(map: &Map<String, Value>, field: &'static str) -> Result<Option<Va
         Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
         Some(other) => Err(wrong_type(field, "an object", other)),
     }
+}
+
+/// `cni.dev/valid-attachments`: an array of `{"containerID": string, "ifname": string}`; `null`
+/// counts as absent.
+fn opt_attachments(
+    map: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<Vec<api::CniAttachment>>, CniError> {
+    let items = match map.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(wrong_type(field, "an array", other)),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let bad = |reason: String| CniError::InvalidConfig {
+            field,
+            reason: format!("entry {i}: {reason}"),
+        };
+        let Value::Object(obj) = item else {
+            return Err(bad("expected an object".into()));
+        };
+        let get = |key: &str| match obj.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            _ => Err(bad(format!("{key} must be a non-empty string"))),
+        };
+        out.push(api::CniAttachment {
+            container_id: get("containerID")?,
+            ifname: get("ifname")?,
+        });
+    }
+    Ok(Some(out))
 }
 
 /// The CNI spec's network name rule: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`. The same rule applies to
@@ -451,6 +495,42 @@ mod tests {
     }
 
     #[test]
+    fn valid_attachments_are_read_under_both_names() {
+        let c = conf(
+            r#"{"cniVersion":"1.1.0","name":"n",
+                "cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            c.valid_attachments,
+            Some(vec![api::CniAttachment {
+                container_id: "c1".into(),
+                ifname: "eth0".into()
+            }])
+        );
+        let c =
+            conf(r#"{"cniVersion":"1.1.0","name":"n","cni.dev/attachments":[]}"#).expect("valid");
+        assert_eq!(c.valid_attachments, Some(vec![]));
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"n"}"#).expect("valid");
+        assert_eq!(c.valid_attachments, None);
+        for bad in [
+            r#""cni.dev/valid-attachments":{}"#,
+            r#""cni.dev/valid-attachments":["c1"]"#,
+            r#""cni.dev/valid-attachments":[{"containerID":"c1"}]"#,
+            r#""cni.dev/valid-attachments":[{"containerID":"","ifname":"eth0"}]"#,
+            r#""cni.dev/valid-attachments":[{"containerID":1,"ifname":"eth0"}]"#,
+        ] {
+            let input = format!(r#"{{"cniVersion":"1.1.0","name":"n",{bad}}}"#);
+            let err = conf(&input).expect_err(bad);
+            assert_eq!(err.code(), 7, "{bad}");
+            assert!(
+                err.to_string().contains("cni.dev/valid-attachments"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn mtu_zero_lets_the_agent_decide() {
         let c = conf(r#"{"cniVersion":"1.0.0","name":"n","mtu":0}"#).expect("valid");
         assert_eq!(c.mtu, None);
@@ -522,7 +602,7 @@ mod tests {
 
     #[test]
     fn unsupported_version_is_code_1() {
-        let err = conf(r#"{"cniVersion":"1.1.0","name":"n"}"#).expect_err("1.1.0");
+        let err = conf(r#"{"cniVersion":"1.2.0","name":"n"}"#).expect_err("1.2.0");
         assert_eq!(err.code(), 1);
         let err = conf(r#"{"cniVersion":"0.2.0","name":"n"}"#).expect_err("0.2.0");
         assert_eq!(err.code(), 1);
