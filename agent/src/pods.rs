@@ -226,7 +226,8 @@ impl PodNetwork {
                     crate::dataplane::DataplaneError::Netns { .. } => codes::UNKNOWN_CONTAINER,
                     _ => codes::INTERNAL,
                 };
-                err(code, "wiring the pod failed", e)
+                // The cause goes into the message: it is what the runtime's event shows.
+                err(code, format!("wiring the pod failed: {e}"), "")
             })?;
 
         let name = endpoint_name(
