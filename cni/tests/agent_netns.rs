@@ -535,9 +535,15 @@ fn add_twice_check_and_del_twice_against_the_real_agent() {
     // A repeated ADD of a broken pod wires it again, with the same address.
     let out = node.plugin("ADD", &node.conf("1.1.0", json!({})), &env);
     assert_ok(&out, "ADD of a broken pod");
-    assert_eq!(pod_address(&stdout_json(&out)), ip);
+    let rewired = stdout_json(&out);
+    assert_eq!(pod_address(&rewired), ip);
+    // The veth pair is new, and so is the pod's MAC: the old cached result no longer fits.
+    let out = node.plugin("CHECK", &with_prev, &env);
+    let msg = assert_cni_error(&out, 100, "CHECK with the result before re-ADD");
+    assert!(msg.contains("MAC"), "{msg}");
+    let with_prev = node.conf("1.1.0", json!({ "prevResult": rewired }));
     assert_ok(
-        &node.plugin("CHECK", &with_prev.clone(), &env),
+        &node.plugin("CHECK", &with_prev, &env),
         "CHECK after re-ADD",
     );
     assert_eq!(node.allocations().len(), 1);
