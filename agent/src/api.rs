@@ -12,6 +12,9 @@
 //! | `POST /v1/cni/gc`     | [`CniGcRequest`]  | 200 [`CniGcResponse`]          |
 //! | `GET /v1/status`      |                   | 200 [`AgentStatus`]            |
 //!
+//! The plugin sends its deadline in [`DEADLINE_HEADER`]: a request read after it is refused
+//! (code 11) without doing anything, and an ADD that finishes after it is undone.
+//!
 //! Every failure is a non-2xx status with an [`ApiError`] body whose `code` is a CNI error code,
 //! so the plugin can pass it on unchanged.
 
@@ -30,6 +33,9 @@ pub const PATH_CNI_CHECK: &str = "/v1/cni/check";
 pub const PATH_CNI_STATUS: &str = "/v1/cni/status";
 /// Path of the CNI GC endpoint (spec 1.1).
 pub const PATH_CNI_GC: &str = "/v1/cni/gc";
+/// Request header carrying the plugin's deadline, in milliseconds since the Unix epoch: after it
+/// the plugin has given up and reported failure, so the agent must not leave anything behind.
+pub const DEADLINE_HEADER: &str = "brindle-deadline-ms";
 /// Path of the status endpoint.
 pub const PATH_STATUS: &str = "/v1/status";
 

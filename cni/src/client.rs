@@ -16,7 +16,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use brindle_agent::api::{
     codes, ApiError, CniAddRequest, CniAddResponse, CniDelRequest, CniGcRequest, CniGcResponse,
@@ -61,7 +61,12 @@ impl Client {
             socket: self.socket.clone(),
             reason: format!("cannot encode the request: {e}"),
         })?;
-        let resp = self.exchange(&http::encode_request("POST", path, &body))?;
+        // The agent undoes what it finishes after this: the plugin will have reported failure.
+        let deadline_ms = SystemTime::now()
+            .checked_add(self.timeout)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_millis()).ok());
+        let resp = self.exchange(&http::encode_request("POST", path, &body, deadline_ms))?;
         if resp.is_success() {
             Ok(resp.body)
         } else {
