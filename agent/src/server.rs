@@ -210,13 +210,13 @@ async fn handle_api(state: Arc<ApiState>, req: Request<Incoming>) -> Result<Resp
             Err(resp) => resp,
         },
         (Method::POST, api::PATH_CNI_GC) => match read_json::<api::CniGcRequest>(req).await {
-            Ok(body) => match {
+            Ok(body) => {
                 let st = state.clone();
-                to_completion(async move { st.pods.gc(&body).await }).await
-            } {
-                Ok(r) => json(StatusCode::OK, &r),
-                Err(e) => api_error(status_for(&e), &e),
-            },
+                match to_completion(async move { st.pods.gc(&body).await }).await {
+                    Ok(r) => json(StatusCode::OK, &r),
+                    Err(e) => api_error(status_for(&e), &e),
+                }
+            }
             Err(resp) => resp,
         },
         (Method::GET, api::PATH_STATUS) => json(

@@ -63,6 +63,14 @@ fn sh(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Sends a signal with the shell's `kill` builtin (no procps needed); true if it was sent.
+fn signal(pid: u32, name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("kill -{name} {pid}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The directory of the Brindle binaries: where cargo put this test's `brindle`. When run by
 /// cargo, `brindle-node` and `brindlectl` (another package's binaries) are built first, so the
 /// test never runs stale ones.
@@ -215,15 +223,13 @@ impl Node {
         }
     }
 
-    fn agent_pid(&self) -> String {
-        self.agent.as_ref().expect("agent running").id().to_string()
+    fn agent_pid(&self) -> u32 {
+        self.agent.as_ref().expect("agent running").id()
     }
 
     fn stop_agent(&mut self) {
         if let Some(mut child) = self.agent.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            signal(child.id(), "TERM");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -349,9 +355,7 @@ impl Drop for Node {
     fn drop(&mut self) {
         if let Some(child) = &self.agent {
             // A paused agent must be able to see SIGTERM.
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
+            signal(child.id(), "CONT");
         }
         self.stop_agent();
         if std::thread::panicking() {
@@ -517,10 +521,17 @@ fn add_twice_check_and_del_twice_against_the_real_agent() {
 
     // Kernel state that differs is named: a sysctl on the host veth, the pod's address.
     node.ns.ip(&["link", "set", host_veth, "mtu", "1400"]);
-    let _ = Command::new("ip")
-        .args(["netns", "exec", &node.ns.0, "sysctl", "-qw"])
-        .arg(format!("net.ipv4.conf.{host_veth}.proxy_arp=0"))
-        .status();
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &node.ns.0,
+            "sh",
+            "-c",
+            &format!("echo 0 > /proc/sys/net/ipv4/conf/{host_veth}/proxy_arp"),
+        ],
+    );
     pod.ip(&["addr", "del", &format!("{ip}/32"), "dev", "eth0"]);
     let out = node.plugin("CHECK", &with_prev, &env);
     let msg = assert_cni_error(&out, 100, "CHECK of a broken pod");
@@ -749,6 +760,16 @@ fn status_is_51_when_the_pool_is_full_and_50_when_the_agent_is_down() {
     let args = k8s_args("late", "late01");
     let out = node.plugin("ADD", &conf, &pod_env("late01", &ns.path(), &args));
     assert_cni_error(&out, 11, "ADD without an agent");
+    // So is DEL: answering success would let the runtime forget a pod whose address and
+    // interface are still there.
+    let args = k8s_args("fill1", "fill1");
+    let out = node.plugin(
+        "DEL",
+        &conf,
+        &pod_env("fill1", &namespaces[1].path(), &args),
+    );
+    let msg = assert_cni_error(&out, 11, "DEL without an agent");
+    assert!(msg.contains("is brindle-node running"), "{msg}");
 }
 
 #[test]
@@ -797,12 +818,12 @@ fn bad_input_is_a_named_error_and_leaks_nothing() {
 
     // An agent that does not answer: paused, so connections queue but nothing is read.
     let pid = node.agent_pid();
-    sh("kill", &["-STOP", &pid]);
+    assert!(signal(pid, "STOP"), "pausing the agent");
     let impatient = node.conf("1.0.0", json!({"agent_timeout_seconds": 1}));
     let started = Instant::now();
     let out = node.plugin("ADD", &impatient, &env);
     let waited = started.elapsed();
-    sh("kill", &["-CONT", &pid]);
+    assert!(signal(pid, "CONT"), "resuming the agent");
     let msg = assert_cni_error(&out, 11, "an agent that does not answer");
     assert!(msg.contains("no complete answer within 1s"), "{msg}");
     assert!(waited < Duration::from_secs(5), "gave up after {waited:?}");
