@@ -709,20 +709,27 @@ mod tests {
     }
 
     /// The example conflist's brindle entry, as a runtime hands it over (with the list's
-    /// `name` and `cniVersion` injected), is a valid configuration.
+    /// `name` and a `cniVersion` injected: `cniVersion` from a runtime before spec 1.1, the
+    /// highest of `cniVersions` from a newer one), is a valid configuration.
     #[test]
     fn example_conflist_is_valid() {
         let list: Value = serde_json::from_str(include_str!("../../manifests/10-brindle.conflist"))
             .expect("json");
-        let mut plugin = list["plugins"][0].clone();
-        let obj = plugin.as_object_mut().expect("object");
-        obj.insert("name".into(), list["name"].clone());
-        obj.insert("cniVersion".into(), list["cniVersion"].clone());
-        assert_eq!(obj.get("type"), Some(&Value::from("brindle")));
-        let c = conf(&plugin.to_string()).expect("valid");
-        assert_eq!(c.name, "k8s-pod-network");
-        assert_eq!(c.agent_socket, PathBuf::from(api::DEFAULT_SOCKET));
-        assert_eq!(c.mtu, None);
+        let mut versions = vec![list["cniVersion"].clone()];
+        versions.extend(list["cniVersions"].as_array().cloned().unwrap_or_default());
+        assert!(versions.contains(&Value::from("1.1.0")), "{list}");
+        for version in versions {
+            let mut plugin = list["plugins"][0].clone();
+            let obj = plugin.as_object_mut().expect("object");
+            obj.insert("name".into(), list["name"].clone());
+            obj.insert("cniVersion".into(), version.clone());
+            assert_eq!(obj.get("type"), Some(&Value::from("brindle")));
+            let c = conf(&plugin.to_string()).expect("valid");
+            assert_eq!(c.cni_version.as_str(), version.as_str().unwrap_or(""));
+            assert_eq!(c.name, "k8s-pod-network");
+            assert_eq!(c.agent_socket, PathBuf::from(api::DEFAULT_SOCKET));
+            assert_eq!(c.mtu, None);
+        }
     }
 
     #[test]
