@@ -638,8 +638,14 @@ fn gc_releases_what_the_runtime_no_longer_lists() {
             ns,
         );
     }
-    assert_eq!(node.allocations().len(), 3);
-    assert_eq!(node.host_veths().len(), 3);
+    // A pod whose sandbox was replaced without a DEL for the old one: the old container's
+    // address is leaked, while the host veth (named after the pod) now serves the new sandbox.
+    let old_ns = Netns::new("brc-pod");
+    add(&node, "1.1.0", "web-old", "web", &old_ns);
+    let web_ns = Netns::new("brc-pod");
+    let web = add(&node, "1.1.0", "web-new", "web", &web_ns);
+    assert_eq!(node.allocations().len(), 5);
+    assert_eq!(node.host_veths().len(), 4);
 
     // An allocation of another network on this node is not GC's business.
     let other = Netns::new("brc-pod");
@@ -656,52 +662,61 @@ fn gc_releases_what_the_runtime_no_longer_lists() {
 
     let gc_conf = node.conf(
         "1.1.0",
-        json!({"cni.dev/valid-attachments": [{"containerID": "keep01", "ifname": "eth0"}]}),
+        json!({"cni.dev/valid-attachments": [
+            {"containerID": "keep01", "ifname": "eth0"},
+            {"containerID": "web-new", "ifname": "eth0"},
+        ]}),
     );
     let out = node.plugin("GC", &gc_conf, &[]);
     assert_ok(&out, "GC");
     assert!(out.stdout.is_empty(), "GC prints nothing");
 
-    let handles: Vec<String> = node.allocations().into_iter().map(|(_, h)| h).collect();
+    let mut handles: Vec<String> = node.allocations().into_iter().map(|(_, h)| h).collect();
+    handles.sort();
     assert_eq!(
         handles,
-        ["k8s-pod-network.keep01", "other-net.other01"],
-        "only the valid attachment and the other network keep addresses"
+        [
+            "k8s-pod-network.keep01",
+            "k8s-pod-network.web-new",
+            "other-net.other01"
+        ],
+        "only the valid attachments and the other network keep addresses"
     );
     let veths = node.host_veths();
-    assert_eq!(veths.len(), 2, "{veths:?}");
-    assert!(veths.contains(
-        &keep["interfaces"][0]["name"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    ));
-    let pods: Vec<String> = node
+    assert_eq!(veths.len(), 3, "{veths:?}");
+    for result in [&keep, &web] {
+        let veth = result["interfaces"][0]["name"].as_str().expect("veth");
+        assert!(veths.iter().any(|v| v == veth), "{veth} kept: {veths:?}");
+    }
+    let mut pods: Vec<String> = node
         .endpoints()
         .iter()
         .map(|e| e["spec"]["pod"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(pods, ["keep", "other"]);
-    // The kept pod is untouched.
-    let args = k8s_args("keep", "keep01");
-    let with_prev = node.conf("1.1.0", json!({ "prevResult": keep }));
-    assert_ok(
-        &node.plugin(
-            "CHECK",
-            &with_prev,
-            &pod_env("keep01", &keep_ns.path(), &args),
-        ),
-        "CHECK of the kept pod after GC",
-    );
+    pods.sort();
+    assert_eq!(pods, ["keep", "other", "web"]);
+
+    // The kept pods are untouched, the replaced sandbox's successor included.
+    for (result, container, pod, ns) in [
+        (&keep, "keep01", "keep", &keep_ns),
+        (&web, "web-new", "web", &web_ns),
+    ] {
+        let args = k8s_args(pod, container);
+        let with_prev = node.conf("1.1.0", json!({ "prevResult": result }));
+        assert_ok(
+            &node.plugin("CHECK", &with_prev, &pod_env(container, &ns.path(), &args)),
+            &format!("CHECK of {pod} after GC"),
+        );
+    }
     // GC again finds nothing more to do.
     assert_ok(&node.plugin("GC", &gc_conf, &[]), "second GC");
-    assert_eq!(node.allocations().len(), 2);
+    assert_eq!(node.allocations().len(), 3);
 
     // GC without the list is refused, and removes nothing.
     let out = node.plugin("GC", &node.conf("1.1.0", json!({})), &[]);
     let msg = assert_cni_error(&out, 7, "GC without valid-attachments");
     assert!(msg.contains("cni.dev/valid-attachments"), "{msg}");
-    assert_eq!(node.allocations().len(), 2);
+    assert_eq!(node.allocations().len(), 3);
 }
 
 #[test]
