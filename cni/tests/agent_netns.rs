@@ -859,3 +859,100 @@ fn bad_input_is_a_named_error_and_leaks_nothing() {
     assert_ok(&node.plugin("ADD", &conf, &env), "ADD after all that");
     assert_eq!(node.allocations().len(), 1);
 }
+
+/// Holds SQLite's write lock on the node's datastore until dropped (the `sqlite3` shell, in a
+/// transaction), so the agent's next write waits in its busy handler.
+struct DatastoreLock(Child);
+
+impl DatastoreLock {
+    fn take(node: &Node) -> DatastoreLock {
+        use std::io::{BufRead, BufReader};
+        let path = node.dir.join("store.db");
+        let mut child = Command::new("sqlite3")
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("sqlite3 starts (apt-get install sqlite3)");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"BEGIN IMMEDIATE;\nSELECT 'locked';\n")
+            .expect("sqlite3 stdin");
+        child.stdin = Some(stdin);
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("sqlite3 answers");
+        assert_eq!(line.trim(), "locked", "sqlite3 took the write lock");
+        DatastoreLock(child)
+    }
+}
+
+impl Drop for DatastoreLock {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.0.stdin.take() {
+            let _ = stdin.write_all(b"ROLLBACK;\n");
+        }
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_add_finishing_after_the_plugins_deadline_is_undone() {
+    if !can_run() {
+        return;
+    }
+    if Command::new("sqlite3").arg("-version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but sqlite3 is missing"
+        );
+        eprintln!("skipped: needs the sqlite3 shell");
+        return;
+    }
+    let node = Node::start(POOL_CIDR, 26);
+    let pod = Netns::new("brc-pod");
+    let args = k8s_args("slow", "slow01");
+    let pod_path = pod.path();
+    let env = pod_env("slow01", &pod_path, &args);
+
+    // The agent reads the request in time, then waits for the datastore past the deadline.
+    let lock = DatastoreLock::take(&node);
+    let impatient = node.conf("1.0.0", json!({"agent_timeout_seconds": 1}));
+    let out = node.plugin("ADD", &impatient, &env);
+    let msg = assert_cni_error(&out, 11, "ADD slower than the plugin's deadline");
+    assert!(msg.contains("no complete answer within 1s"), "{msg}");
+    drop(lock);
+
+    // The agent finishes the ADD, sees that the plugin gave up, and undoes it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = node.agent_log();
+        if log.contains("ADD finished after the plugin's deadline; undoing it")
+            && node.allocations().is_empty()
+            && node.host_veths().is_empty()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the late ADD was not undone: {:?} {:?}\n{log}",
+            node.allocations(),
+            node.host_veths()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node.assert_clean("an ADD that finished after the deadline");
+    assert!(
+        pod.ip(&["-o", "link", "show"])
+            .lines()
+            .all(|l| !l.contains("eth0")),
+        "the pod's interface is gone"
+    );
+
+    // With patience, the same ADD works.
+    let out = node.plugin("ADD", &node.conf("1.0.0", json!({})), &env);
+    assert_ok(&out, "ADD in time");
+    assert_eq!(node.allocations().len(), 1);
+}
