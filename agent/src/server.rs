@@ -271,7 +271,11 @@ pub async fn serve_api(listener: UnixListener, state: Arc<ApiState>) {
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle_api(state.clone(), req));
+            // With half-close allowed, a request whose plugin already hung up (it timed out while
+            // the agent was paused) is still handled, and so refused for its deadline with a log
+            // line, instead of being dropped at EOF in a race with its dispatch.
             if let Err(e) = http1::Builder::new()
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await
             {
