@@ -46,7 +46,12 @@ pub(crate) struct RawNetConf {
     runtime_config: Option<Value>,
     capabilities: Option<Value>,
     valid_attachments: Option<Vec<api::CniAttachment>>,
+    ipam: Option<Value>,
 }
+
+/// `ipam.type` values that mean "the agent's own block IPAM": Calico's name is accepted so a
+/// Calico conflist carries over.
+const OWN_IPAM_TYPES: [&str; 3] = ["brindle", "brindle-ipam", "calico-ipam"];
 
 /// The GC input key (CNI spec 1.1). libcni also sends it as `cni.dev/attachments` (a name from
 /// an earlier draft); both are read.
@@ -104,6 +109,7 @@ impl RawNetConf {
             prev_result: opt_object(&map, "prevResult")?,
             runtime_config: opt_object(&map, "runtimeConfig")?,
             capabilities: opt_object(&map, "capabilities")?,
+            ipam: opt_object(&map, "ipam")?,
             valid_attachments: match opt_attachments(&map, VALID_ATTACHMENTS)? {
                 Some(list) => Some(list),
                 None => opt_attachments(&map, VALID_ATTACHMENTS_OLD)?,
@@ -139,6 +145,23 @@ impl RawNetConf {
                      starting with a letter or digit)"
                 ),
             });
+        }
+        // Addresses come from the agent's IPAM; silently ignoring a request to delegate to
+        // another IPAM plugin would hand out addresses the user did not ask for.
+        if let Some(ipam) = &self.ipam {
+            match ipam.get("type") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(t)) if OWN_IPAM_TYPES.contains(&t.as_str()) => {}
+                Some(other) => {
+                    return Err(CniError::UnsupportedField {
+                        field: "ipam.type",
+                        reason: format!(
+                            "{other} is not supported: Brindle allocates addresses with its own \
+                             IPAM (leave ipam out, or use one of {OWN_IPAM_TYPES:?})"
+                        ),
+                    })
+                }
+            }
         }
         // `type` names this binary; the runtime found us by it. Not compared with "brindle" so
         // the binary may be installed under another name.
@@ -481,7 +504,7 @@ mod tests {
                 "agent_timeout_seconds":5,
                 "prevResult":{"cniVersion":"0.3.1","ips":[]},
                 "runtimeConfig":{"portMappings":[]},"capabilities":{"portMappings":true},
-                "ipam":{"type":"ignored"},"something_else":[1,2,3]}"#,
+                "ipam":{"type":"calico-ipam"},"something_else":[1,2,3]}"#,
         )
         .expect("valid");
         assert_eq!(c.cni_version, CniVersion::V0_3_1);
@@ -492,6 +515,27 @@ mod tests {
         assert!(c.prev_result.is_some());
         assert!(c.runtime_config.is_some());
         assert!(c.capabilities.is_some());
+    }
+
+    #[test]
+    fn delegating_to_another_ipam_plugin_is_code_2() {
+        for ok in [
+            r#"{}"#,
+            r#"{"type":"brindle"}"#,
+            r#"{"type":"calico-ipam","assign_ipv4":"true"}"#,
+        ] {
+            let input = format!(r#"{{"cniVersion":"1.0.0","name":"n","ipam":{ok}}}"#);
+            assert!(conf(&input).is_ok(), "{ok}");
+        }
+        for bad in [r#"{"type":"host-local"}"#, r#"{"type":5}"#] {
+            let input = format!(r#"{{"cniVersion":"1.0.0","name":"n","ipam":{bad}}}"#);
+            let err = conf(&input).expect_err(bad);
+            assert_eq!(err.code(), 2, "{bad}");
+            assert!(err.to_string().contains("ipam.type"), "{err}");
+        }
+        let err = conf(r#"{"cniVersion":"1.0.0","name":"n","ipam":"host-local"}"#)
+            .expect_err("not an object");
+        assert_eq!(err.code(), 7);
     }
 
     #[test]

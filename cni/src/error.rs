@@ -22,6 +22,10 @@ pub(crate) enum CniError {
     #[error("invalid network configuration: {field}: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
 
+    /// The configuration asks for something the plugin does not do (spec code 2).
+    #[error("unsupported field in network configuration: {field}: {reason}")]
+    UnsupportedField { field: &'static str, reason: String },
+
     /// The configuration asks for a CNI version this plugin does not speak, or a verb that the
     /// version does not have.
     #[error("{reason}")]
@@ -68,6 +72,7 @@ impl CniError {
             CniError::Env { .. } => codes::INVALID_ENV,
             CniError::Decode { .. } => codes::DECODE_FAILURE,
             CniError::InvalidConfig { .. } => codes::INVALID_CONFIG,
+            CniError::UnsupportedField { .. } => codes::UNSUPPORTED_FIELD,
             CniError::IncompatibleVersion { .. } => codes::INCOMPATIBLE_VERSION,
             CniError::Stdin { .. } => codes::IO_FAILURE,
             // 11 "try again later", not 50: 50/51 belong to the STATUS verb (spec 1.1), and for
