@@ -138,12 +138,16 @@ fn execute_inner<A: Agent>(
         );
     }
     // Checked before the agent is asked anything: a verb the version lacks, a malformed
-    // prevResult, a GC without its list.
-    let prev = conf
-        .prev_result
-        .as_ref()
-        .map(PrevResult::parse)
-        .transpose()?;
+    // prevResult (ADD and CHECK use it; DEL does not, and must not fail for it), a GC without
+    // its list.
+    let prev = match cmd {
+        Command::Add | Command::Check => conf
+            .prev_result
+            .as_ref()
+            .map(PrevResult::parse)
+            .transpose()?,
+        _ => None,
+    };
     match (cmd, attachment) {
         (Command::Add, Some(at)) => add(&connect(&conf), &conf, &at, prev.as_ref(), log).map(Some),
         (Command::Del, Some(at)) => del(&connect(&conf), &conf, &at, log).map(|()| None),
@@ -159,7 +163,10 @@ fn execute_inner<A: Agent>(
             require_version(cmd, conf.cni_version.has_status_and_gc(), &conf, "1.1.0")?;
             gc(&connect(&conf), &conf, log).map(|()| None)
         }
-        _ => Ok(Some(version::version_info())),
+        // VERSION returned above; ADD, DEL and CHECK always have their attachment.
+        (Command::Version | Command::Add | Command::Del | Command::Check, _) => {
+            Ok(Some(version::version_info()))
+        }
     }
 }
 
@@ -636,6 +643,13 @@ mod tests {
             .expect_err("bad prevResult");
         assert_eq!(err.code(), 7);
         assert_eq!(agent.adds.borrow().len(), 1);
+
+        // DEL does not need it, and does its job regardless.
+        assert_eq!(
+            run(&env("DEL", &[]), &bad, &agent).result.expect("DEL"),
+            None
+        );
+        assert_eq!(agent.dels.borrow().len(), 1);
     }
 
     #[test]
