@@ -533,12 +533,14 @@ fn add_twice_check_and_del_twice_against_the_real_agent() {
         ],
     );
     pod.ip(&["addr", "del", &format!("{ip}/32"), "dev", "eth0"]);
+    // (Removing the pod's only IPv4 address also makes the kernel flush its routes.)
     let out = node.plugin("CHECK", &with_prev, &env);
     let msg = assert_cni_error(&out, 100, "CHECK of a broken pod");
     for part in [
-        "proxy_arp",
-        "MTU is 1400",
+        "proxy_arp on",
+        "host interface MTU is 1400",
         &format!("address {ip}/32 missing"),
+        "route default via 169.254.1.1 dev eth0 missing",
     ] {
         assert!(msg.contains(part), "CHECK should name {part:?}: {msg}");
     }
