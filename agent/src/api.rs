@@ -7,8 +7,13 @@
 //! |-----------------------|-------------------|--------------------------------|
 //! | `POST /v1/cni/add`    | [`CniAddRequest`] | 200 [`CniAddResponse`]         |
 //! | `POST /v1/cni/del`    | [`CniDelRequest`] | 200 `{}`                       |
-//! | `POST /v1/cni/check`  | [`CniAddRequest`] | 200 `{}`                       |
+//! | `POST /v1/cni/check`  | [`CniAddRequest`] | 200 [`CniAddResponse`] (as recorded) |
+//! | `POST /v1/cni/status` | [`CniStatusRequest`] | 200 `{}`; 50 or 51 when pods cannot be added |
+//! | `POST /v1/cni/gc`     | [`CniGcRequest`]  | 200 [`CniGcResponse`]          |
 //! | `GET /v1/status`      |                   | 200 [`AgentStatus`]            |
+//!
+//! The plugin sends its deadline in [`DEADLINE_HEADER`]: a request read after it is refused
+//! (code 11) without doing anything, and an ADD that finishes after it is undone.
 //!
 //! Every failure is a non-2xx status with an [`ApiError`] body whose `code` is a CNI error code,
 //! so the plugin can pass it on unchanged.
@@ -24,6 +29,13 @@ pub const PATH_CNI_ADD: &str = "/v1/cni/add";
 pub const PATH_CNI_DEL: &str = "/v1/cni/del";
 /// Path of the CHECK endpoint.
 pub const PATH_CNI_CHECK: &str = "/v1/cni/check";
+/// Path of the CNI STATUS endpoint (spec 1.1).
+pub const PATH_CNI_STATUS: &str = "/v1/cni/status";
+/// Path of the CNI GC endpoint (spec 1.1).
+pub const PATH_CNI_GC: &str = "/v1/cni/gc";
+/// Request header carrying the plugin's deadline, in milliseconds since the Unix epoch: after it
+/// the plugin has given up and reported failure, so the agent must not leave anything behind.
+pub const DEADLINE_HEADER: &str = "brindle-deadline-ms";
 /// Path of the status endpoint.
 pub const PATH_STATUS: &str = "/v1/status";
 
@@ -99,6 +111,41 @@ pub struct CniDelRequest {
     pub pod_name: Option<String>,
 }
 
+/// What the plugin asks at STATUS: can this node add pods to `network` now?
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CniStatusRequest {
+    pub network: String,
+}
+
+/// One attachment the runtime still uses (`cni.dev/valid-attachments`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CniAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// What the plugin sends at GC: every attachment of `network` not listed is stale.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CniGcRequest {
+    pub network: String,
+    pub valid_attachments: Vec<CniAttachment>,
+}
+
+/// What GC removed on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CniGcResponse {
+    /// IPAM handles released, with their addresses.
+    pub released_handles: Vec<String>,
+    /// Host-side interfaces deleted.
+    pub removed_interfaces: Vec<String>,
+    /// WorkloadEndpoints deleted.
+    pub removed_endpoints: Vec<String>,
+}
+
 /// An error as the CNI spec shapes it; `code` is a CNI error code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
@@ -126,9 +173,9 @@ pub mod codes {
     pub const INVALID_CONFIG: u32 = 7;
     /// Try again later.
     pub const TRY_AGAIN: u32 = 11;
-    /// The plugin is not available (the agent cannot be reached).
+    /// STATUS: the plugin is not available (the agent or its datastore cannot be reached).
     pub const NOT_AVAILABLE: u32 = 50;
-    /// The plugin is not available: no pool has room.
+    /// STATUS: the plugin is not available and ADD would fail: no pool has room.
     pub const NO_CAPACITY: u32 = 51;
     /// Brindle's own: the agent failed while wiring the pod.
     pub const INTERNAL: u32 = 100;

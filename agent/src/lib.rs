@@ -15,6 +15,8 @@ pub mod api;
 #[cfg(feature = "daemon")]
 pub mod bgpd_config;
 #[cfg(feature = "daemon")]
+pub mod cni_admin;
+#[cfg(feature = "daemon")]
 pub mod controller;
 #[cfg(feature = "daemon")]
 pub mod ctl;

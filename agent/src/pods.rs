@@ -30,7 +30,10 @@ use crate::pod_defaults::{pod_defaults, MtuConfig, PodDefaults};
 use crate::routes::LocalEndpoint;
 
 /// The WorkloadEndpoint annotation recording the CNI network name (half of the IPAM handle).
-const NETWORK_ANNOTATION: &str = "brindle.dev/network";
+pub(crate) const NETWORK_ANNOTATION: &str = "brindle.dev/network";
+
+/// The allocation attribute recording the CNI network name.
+pub(crate) const NETWORK_ATTR: &str = "network";
 
 /// Everything a pod request needs.
 pub struct PodNetwork {
@@ -91,14 +94,18 @@ pub fn endpoint_name(
     }
 }
 
-fn host_ifname(namespace: Option<&str>, pod: Option<&str>, container_id: &str) -> String {
+pub(crate) fn host_ifname(
+    namespace: Option<&str>,
+    pod: Option<&str>,
+    container_id: &str,
+) -> String {
     match (namespace, pod) {
         (Some(ns), Some(pod)) => host_veth_name(ns, pod),
         _ => host_veth_name_for_container(container_id),
     }
 }
 
-fn handle_id(network: &str, container_id: &str) -> String {
+pub(crate) fn handle_id(network: &str, container_id: &str) -> String {
     format!("{network}.{container_id}")
 }
 
@@ -183,7 +190,16 @@ impl PodNetwork {
         let pod = req.pod_name.as_deref();
         let handle = handle_id(&req.network, &req.container_id);
         let host_if = host_ifname(ns, pod, &req.container_id);
-        let mut attrs: BTreeMap<String, String> = [("node".to_string(), self.node.clone())].into();
+        if let Some(resp) = self.already_added(req).await {
+            return Ok(resp);
+        }
+        let mut attrs: BTreeMap<String, String> = [
+            ("node".to_string(), self.node.clone()),
+            // CNI GC finds the network's allocations by it; the handle alone is ambiguous when
+            // network names contain dots.
+            (NETWORK_ATTR.to_string(), req.network.clone()),
+        ]
+        .into();
         if let (Some(ns), Some(pod)) = (ns, pod) {
             attrs.insert("namespace".to_string(), ns.to_string());
             attrs.insert("pod".to_string(), pod.to_string());
@@ -311,6 +327,26 @@ impl PodNetwork {
         })
     }
 
+    /// A repeated ADD for the same container and interface (CNI spec: ADD is idempotent): the
+    /// recorded answer when the pod's endpoint exists and its wiring still checks out; `None`
+    /// (do the whole ADD) otherwise. Costs nothing for a new pod: it is not in `endpoints`.
+    async fn already_added(&self, req: &CniAddRequest) -> Option<CniAddResponse> {
+        let handle = handle_id(&req.network, &req.container_id);
+        if !self.shared.endpoints().contains_key(&handle) {
+            return None;
+        }
+        match self.check(req).await {
+            Ok(resp) => {
+                info!(container = %req.container_id, "repeated ADD: the pod is wired as recorded; returning the same result");
+                Some(resp)
+            }
+            Err(e) => {
+                info!(container = %req.container_id, differences = %e.msg, "repeated ADD: the pod's wiring differs; wiring it again");
+                None
+            }
+        }
+    }
+
     pub async fn del(&self, req: &CniDelRequest) -> Result<(), ApiError> {
         validate_ids(&req.container_id, &req.ifname)?;
         let ns = req.pod_namespace.as_deref();
@@ -362,7 +398,10 @@ impl PodNetwork {
         Ok(())
     }
 
-    pub async fn check(&self, req: &CniAddRequest) -> Result<(), ApiError> {
+    /// CNI CHECK: the pod's endpoint must exist with this container ID and its wiring must be as
+    /// recorded. Returns the recorded answer (what ADD returned) so the plugin can compare it
+    /// with `prevResult`; the error's message lists every difference.
+    pub async fn check(&self, req: &CniAddRequest) -> Result<CniAddResponse, ApiError> {
         validate_ids(&req.container_id, &req.ifname)?;
         let name = endpoint_name(
             &self.node,
@@ -383,29 +422,55 @@ impl PodNetwork {
                 name,
             ));
         };
-        let ips = ep
+        if ep.spec.container_id != req.container_id {
+            return Err(err(
+                codes::UNKNOWN_CONTAINER,
+                format!(
+                    "workload endpoint {name} belongs to container {}, not {}",
+                    ep.spec.container_id, req.container_id
+                ),
+                "",
+            ));
+        }
+        let ips: Vec<IpNet> = ep
             .spec
             .ip_networks
             .iter()
             .filter_map(|s| s.parse().ok())
             .collect();
-        let default_mtu = self.defaults().await?.mtu;
+        let mtu = match req.mtu.filter(|m| *m > 0) {
+            Some(mtu) => mtu,
+            None => self.defaults().await?.mtu,
+        };
         self.wirer
             .check(&PodSpec {
                 netns: req.netns.clone(),
                 ifname: req.ifname.clone(),
                 host_ifname: ep.spec.interface_name.clone(),
-                ips,
-                mtu: req.mtu.filter(|m| *m > 0).unwrap_or(default_mtu),
+                ips: ips.clone(),
+                mtu,
             })
             .await
             .map_err(|e| {
+                let code = match e {
+                    crate::dataplane::DataplaneError::Netns { .. } => codes::UNKNOWN_CONTAINER,
+                    _ => codes::INTERNAL,
+                };
+                // The differences go into the message: runtimes show `msg` and drop `details`.
                 err(
-                    codes::INTERNAL,
-                    "the pod's network differs from what was set up",
-                    e,
+                    code,
+                    format!("the pod's network differs from what was set up: {e}"),
+                    "",
                 )
-            })
+            })?;
+        Ok(CniAddResponse {
+            host_interface: ep.spec.interface_name.clone(),
+            container_interface: req.ifname.clone(),
+            container_mac: ep.spec.mac.clone(),
+            mtu,
+            ips: ips.iter().map(ToString::to_string).collect(),
+            routes: result_routes(&ips),
+        })
     }
 
     /// Loads this node's endpoints from the datastore, so their host routes are kept across an
@@ -441,7 +506,8 @@ fn wiring_err(e: crate::dataplane::DataplaneError) -> ApiError {
         crate::dataplane::DataplaneError::Netns { .. } => codes::UNKNOWN_CONTAINER,
         _ => codes::INTERNAL,
     };
-    err(code, "wiring the pod failed", e)
+    // The cause goes into the message: it is what the runtime's event shows.
+    err(code, format!("wiring the pod failed: {e}"), "")
 }
 
 /// Deletes the endpoint record `name` if it belongs to `container_id` (a failed ADD must not

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, warn};
 
-use crate::api::{self, codes, AgentStatus, ApiError};
+use crate::api::{self, codes, AgentStatus, ApiError, CniAddRequest, CniDelRequest};
 use crate::controller::Shared;
 use crate::pods::PodNetwork;
 
@@ -83,35 +83,140 @@ fn status_for(e: &ApiError) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         codes::UNKNOWN_CONTAINER => StatusCode::NOT_FOUND,
-        codes::TRY_AGAIN => StatusCode::SERVICE_UNAVAILABLE,
+        codes::TRY_AGAIN | codes::NOT_AVAILABLE | codes::NO_CAPACITY => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// The plugin's deadline ([`api::DEADLINE_HEADER`]), if it sent one.
+fn deadline_of(req: &Request<Incoming>) -> Option<SystemTime> {
+    let ms: u64 = req
+        .headers()
+        .get(api::DEADLINE_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+}
+
+fn expired(deadline: Option<SystemTime>) -> bool {
+    deadline.is_some_and(|d| SystemTime::now() >= d)
+}
+
+/// The answer to a request read after the plugin gave up on it (an agent that was stopped or
+/// overloaded): nothing is done, so the failure the plugin reported is the truth.
+fn too_late(path: &str) -> Resp {
+    warn!(%path, "request read after the plugin's deadline; not acting on it");
+    api_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &ApiError {
+            code: codes::TRY_AGAIN,
+            msg: format!(
+                "{path}: the request arrived after the plugin's deadline; nothing was done"
+            ),
+            details: String::new(),
+        },
+    )
+}
+
+/// Runs a pod operation on its own task: a plugin that hangs up must not cancel it halfway
+/// (between allocating and recording, say), which would leak what was done so far.
+async fn to_completion<T: Send + 'static>(
+    f: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(f).await.unwrap_or_else(|e| {
+        Err(ApiError {
+            code: codes::INTERNAL,
+            msg: "the agent's request task failed".into(),
+            details: e.to_string(),
+        })
+    })
+}
+
+/// ADD, undone when it finishes after the plugin's deadline: the plugin has already reported a
+/// failure, and the runtime would never DEL an attachment it believes was not made.
+async fn add_before(
+    state: Arc<ApiState>,
+    req: CniAddRequest,
+    deadline: Option<SystemTime>,
+) -> Result<api::CniAddResponse, ApiError> {
+    let resp = state.pods.add(&req).await?;
+    if !expired(deadline) {
+        return Ok(resp);
+    }
+    warn!(container = %req.container_id, "ADD finished after the plugin's deadline; undoing it");
+    let undo = CniDelRequest {
+        container_id: req.container_id.clone(),
+        netns: req.netns.clone(),
+        ifname: req.ifname.clone(),
+        network: req.network.clone(),
+        pod_namespace: req.pod_namespace.clone(),
+        pod_name: req.pod_name.clone(),
+    };
+    if let Err(e) = state.pods.del(&undo).await {
+        warn!(container = %req.container_id, error = %e.msg, "undoing the late ADD failed; the IPAM GC will release the address");
+    }
+    Err(ApiError {
+        code: codes::TRY_AGAIN,
+        msg: "ADD finished after the plugin's deadline and was undone".into(),
+        details: String::new(),
+    })
 }
 
 async fn handle_api(state: Arc<ApiState>, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     debug!(%method, %path, "api request");
+    let deadline = deadline_of(&req);
+    if expired(deadline) {
+        return Ok(too_late(&path));
+    }
     let resp = match (method, path.as_str()) {
         (Method::POST, api::PATH_CNI_ADD) => match read_json(req).await {
-            Ok(body) => match state.pods.add(&body).await {
+            Ok(_) if expired(deadline) => too_late(&path),
+            Ok(body) => match to_completion(add_before(state.clone(), body, deadline)).await {
                 Ok(r) => json(StatusCode::OK, &r),
                 Err(e) => api_error(status_for(&e), &e),
             },
             Err(resp) => resp,
         },
-        (Method::POST, api::PATH_CNI_DEL) => match read_json(req).await {
-            Ok(body) => match state.pods.del(&body).await {
+        (Method::POST, api::PATH_CNI_DEL) => match read_json::<CniDelRequest>(req).await {
+            Ok(_) if expired(deadline) => too_late(&path),
+            Ok(body) => {
+                let st = state.clone();
+                match to_completion(async move { st.pods.del(&body).await }).await {
+                    Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
+                    Err(e) => api_error(status_for(&e), &e),
+                }
+            }
+            Err(resp) => resp,
+        },
+        (Method::POST, api::PATH_CNI_CHECK) => match read_json(req).await {
+            Ok(body) => match state.pods.check(&body).await {
+                Ok(r) => json(StatusCode::OK, &r),
+                Err(e) => api_error(status_for(&e), &e),
+            },
+            Err(resp) => resp,
+        },
+        (Method::POST, api::PATH_CNI_STATUS) => match read_json(req).await {
+            Ok(body) => match state.pods.status(&body).await {
                 Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
                 Err(e) => api_error(status_for(&e), &e),
             },
             Err(resp) => resp,
         },
-        (Method::POST, api::PATH_CNI_CHECK) => match read_json(req).await {
-            Ok(body) => match state.pods.check(&body).await {
-                Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
-                Err(e) => api_error(status_for(&e), &e),
-            },
+        (Method::POST, api::PATH_CNI_GC) => match read_json::<api::CniGcRequest>(req).await {
+            Ok(body) => {
+                let st = state.clone();
+                match to_completion(async move { st.pods.gc(&body).await }).await {
+                    Ok(r) => json(StatusCode::OK, &r),
+                    Err(e) => api_error(status_for(&e), &e),
+                }
+            }
             Err(resp) => resp,
         },
         (Method::GET, api::PATH_STATUS) => json(
@@ -166,7 +271,11 @@ pub async fn serve_api(listener: UnixListener, state: Arc<ApiState>) {
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle_api(state.clone(), req));
+            // With half-close allowed, a request whose plugin already hung up (it timed out while
+            // the agent was paused) is still handled, and so refused for its deadline with a log
+            // line, instead of being dropped at EOF in a race with its dispatch.
             if let Err(e) = http1::Builder::new()
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await
             {

@@ -16,11 +16,11 @@
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use brindle_agent::api::{
-    codes, ApiError, CniAddRequest, CniAddResponse, CniDelRequest, PATH_CNI_ADD, PATH_CNI_CHECK,
-    PATH_CNI_DEL,
+    codes, ApiError, CniAddRequest, CniAddResponse, CniDelRequest, CniGcRequest, CniGcResponse,
+    CniStatusRequest, PATH_CNI_ADD, PATH_CNI_CHECK, PATH_CNI_DEL, PATH_CNI_GC, PATH_CNI_STATUS,
 };
 use serde::Serialize;
 
@@ -32,7 +32,11 @@ pub(crate) trait Agent {
     fn add(&self, req: &CniAddRequest) -> Result<CniAddResponse, CniError>;
     /// Succeeds when the pod is gone, including when it was gone before.
     fn del(&self, req: &CniDelRequest) -> Result<(), CniError>;
-    fn check(&self, req: &CniAddRequest) -> Result<(), CniError>;
+    /// The agent's record of the pod when it sends one (agents before CNI 1.1 answer `{}`).
+    fn check(&self, req: &CniAddRequest) -> Result<Option<CniAddResponse>, CniError>;
+    /// Succeeds when an ADD would find an address.
+    fn status(&self, req: &CniStatusRequest) -> Result<(), CniError>;
+    fn gc(&self, req: &CniGcRequest) -> Result<CniGcResponse, CniError>;
 }
 
 /// The agent at the end of a Unix socket.
@@ -57,7 +61,12 @@ impl Client {
             socket: self.socket.clone(),
             reason: format!("cannot encode the request: {e}"),
         })?;
-        let resp = self.exchange(&http::encode_request("POST", path, &body))?;
+        // The agent undoes what it finishes after this: the plugin will have reported failure.
+        let deadline_ms = SystemTime::now()
+            .checked_add(self.timeout)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_millis()).ok());
+        let resp = self.exchange(&http::encode_request("POST", path, &body, deadline_ms))?;
         if resp.is_success() {
             Ok(resp.body)
         } else {
@@ -177,8 +186,21 @@ impl Agent for Client {
         self.call(PATH_CNI_DEL, req).map(drop)
     }
 
-    fn check(&self, req: &CniAddRequest) -> Result<(), CniError> {
-        self.call(PATH_CNI_CHECK, req).map(drop)
+    fn check(&self, req: &CniAddRequest) -> Result<Option<CniAddResponse>, CniError> {
+        let body = self.call(PATH_CNI_CHECK, req)?;
+        Ok(serde_json::from_slice(&body).ok())
+    }
+
+    fn status(&self, req: &CniStatusRequest) -> Result<(), CniError> {
+        self.call(PATH_CNI_STATUS, req).map(drop)
+    }
+
+    fn gc(&self, req: &CniGcRequest) -> Result<CniGcResponse, CniError> {
+        let body = self.call(PATH_CNI_GC, req)?;
+        serde_json::from_slice(&body).map_err(|e| CniError::AgentProtocol {
+            socket: self.socket.clone(),
+            reason: format!("cannot decode the GC answer: {e}"),
+        })
     }
 }
 

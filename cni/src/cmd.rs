@@ -5,16 +5,16 @@
 //! verb's required variables; then the network configuration. stdin is decoded early only to
 //! learn the requested `cniVersion`, so that every error is printed in that version.
 //!
-//! Adding spec 1.1: `STATUS` and `GC` become variants of [`Command`] with a function each here,
-//! and methods on [`Agent`].
+//! `STATUS` and `GC` (spec 1.1) concern the whole network, not one attachment: they need only
+//! `CNI_COMMAND` and the configuration.
 
-use brindle_agent::api::{CniAddRequest, CniDelRequest};
+use brindle_agent::api::{CniAddRequest, CniDelRequest, CniGcRequest, CniStatusRequest};
 
 use crate::client::Agent;
 use crate::config::{CniArgs, NetConf, RawNetConf, RuntimeEnv};
 use crate::error::CniError;
 use crate::log::Logger;
-use crate::result::render_add_result;
+use crate::result::{compare_with_record, render_add_result, PrevResult};
 use crate::version::{self, CniVersion};
 
 /// `CNI_COMMAND`.
@@ -24,10 +24,19 @@ pub(crate) enum Command {
     Del,
     Check,
     Version,
+    Status,
+    Gc,
 }
 
 impl Command {
-    const ALL: [Command; 4] = [Command::Add, Command::Del, Command::Check, Command::Version];
+    const ALL: [Command; 6] = [
+        Command::Add,
+        Command::Del,
+        Command::Check,
+        Command::Version,
+        Command::Status,
+        Command::Gc,
+    ];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -35,6 +44,8 @@ impl Command {
             Command::Del => "DEL",
             Command::Check => "CHECK",
             Command::Version => "VERSION",
+            Command::Status => "STATUS",
+            Command::Gc => "GC",
         }
     }
 
@@ -51,7 +62,9 @@ impl Command {
             .find(|c| c.as_str() == value)
             .ok_or_else(|| CniError::Env {
                 var: "CNI_COMMAND",
-                reason: format!("unknown command {value:?}; supported: ADD, DEL, CHECK, VERSION"),
+                reason: format!(
+                    "unknown command {value:?}; supported: ADD, DEL, CHECK, VERSION, STATUS, GC"
+                ),
             })
     }
 }
@@ -100,29 +113,80 @@ fn execute_inner<A: Agent>(
         log.set_level(raw.log_level_hint());
     }
 
-    let attachment = Attachment::from_env(cmd, env)?;
-    log.with("containerID", attachment.container_id);
-    if let (Some(ns), Some(name)) = (&attachment.args.pod_namespace, &attachment.args.pod_name) {
-        log.with("pod", format!("{ns}/{name}"));
-    }
+    let attachment = match cmd {
+        Command::Add | Command::Del | Command::Check => {
+            let at = Attachment::from_env(cmd, env)?;
+            log.with("containerID", at.container_id);
+            if let (Some(ns), Some(name)) = (&at.args.pod_namespace, &at.args.pod_name) {
+                log.with("pod", format!("{ns}/{name}"));
+            }
+            Some(at)
+        }
+        Command::Version | Command::Status | Command::Gc => None,
+    };
 
     let conf = raw?.validate()?;
     log.set_level(conf.log_level);
-    log.debug(
-        "invoked",
-        &[
-            ("netns", &attachment.netns),
-            ("ifname", &attachment.ifname),
-            ("socket", &conf.agent_socket.display()),
-        ],
-    );
-    let agent = connect(&conf);
-    match cmd {
-        Command::Add => add(&agent, &conf, &attachment, log).map(Some),
-        Command::Del => del(&agent, &conf, &attachment, log).map(|()| None),
-        Command::Check => check(&agent, &conf, &attachment, log).map(|()| None),
-        Command::Version => Ok(Some(version::version_info())),
+    if let Some(at) = &attachment {
+        log.debug(
+            "invoked",
+            &[
+                ("netns", &at.netns),
+                ("ifname", &at.ifname),
+                ("socket", &conf.agent_socket.display()),
+            ],
+        );
     }
+    // Checked before the agent is asked anything: a verb the version lacks, a malformed
+    // prevResult (ADD and CHECK use it; DEL does not, and must not fail for it), a GC without
+    // its list.
+    let prev = match cmd {
+        Command::Add | Command::Check => conf
+            .prev_result
+            .as_ref()
+            .map(PrevResult::parse)
+            .transpose()?,
+        _ => None,
+    };
+    match (cmd, attachment) {
+        (Command::Add, Some(at)) => add(&connect(&conf), &conf, &at, prev.as_ref(), log).map(Some),
+        (Command::Del, Some(at)) => del(&connect(&conf), &conf, &at, log).map(|()| None),
+        (Command::Check, Some(at)) => {
+            require_version(cmd, conf.cni_version.has_check(), &conf, "0.4.0")?;
+            check(&connect(&conf), &conf, &at, prev.as_ref(), log).map(|()| None)
+        }
+        (Command::Status, _) => {
+            require_version(cmd, conf.cni_version.has_status_and_gc(), &conf, "1.1.0")?;
+            status(&connect(&conf), &conf, log).map(|()| None)
+        }
+        (Command::Gc, _) => {
+            require_version(cmd, conf.cni_version.has_status_and_gc(), &conf, "1.1.0")?;
+            gc(&connect(&conf), &conf, log).map(|()| None)
+        }
+        // VERSION returned above; ADD, DEL and CHECK always have their attachment.
+        (Command::Version | Command::Add | Command::Del | Command::Check, _) => {
+            Ok(Some(version::version_info()))
+        }
+    }
+}
+
+/// A verb the requested version does not define is code 1.
+fn require_version(
+    cmd: Command,
+    has_it: bool,
+    conf: &NetConf,
+    since: &str,
+) -> Result<(), CniError> {
+    if has_it {
+        return Ok(());
+    }
+    Err(CniError::IncompatibleVersion {
+        reason: format!(
+            "{} is not defined for cniVersion {}; it needs {since} or later",
+            cmd.as_str(),
+            conf.cni_version.as_str()
+        ),
+    })
 }
 
 /// The pod attachment the runtime names in the environment.
@@ -154,6 +218,8 @@ impl<'a> Attachment<'a> {
     }
 
     fn add_request(&self, conf: &NetConf) -> CniAddRequest {
+        // K8S_POD_INFRA_CONTAINER_ID names the sandbox, which is CNI_CONTAINERID already; it is
+        // read (and logged) but not sent.
         CniAddRequest {
             container_id: self.container_id.to_string(),
             netns: self.netns.to_string(),
@@ -168,14 +234,17 @@ impl<'a> Attachment<'a> {
     }
 }
 
+/// ADD. With a `prevResult` (Brindle after another plugin in a chain) the result passes the
+/// previous one through with Brindle's interfaces, addresses and routes appended.
 fn add(
     agent: &impl Agent,
     conf: &NetConf,
     at: &Attachment<'_>,
+    prev: Option<&PrevResult>,
     log: &Logger,
 ) -> Result<String, CniError> {
     let resp = agent.add(&at.add_request(conf))?;
-    let out = render_add_result(conf.cni_version, at.netns, &resp)?;
+    let out = render_add_result(conf.cni_version, at.netns, &resp, prev)?;
     log.info(
         "pod added",
         &[
@@ -208,24 +277,62 @@ fn del(
     Ok(())
 }
 
-/// CHECK (from 0.4.0): the agent compares the pod's interface, addresses and routes with what it
-/// set up. `prevResult` is not consulted yet: the agent's record is the reference.
+/// CHECK (from 0.4.0): the agent compares the pod's veth, addresses, routes and sysctls with
+/// what it set up and returns its record; the plugin then compares the record with the cached
+/// result (`prevResult`), when the runtime passes one.
 fn check(
     agent: &impl Agent,
     conf: &NetConf,
     at: &Attachment<'_>,
+    prev: Option<&PrevResult>,
     log: &Logger,
 ) -> Result<(), CniError> {
-    if !conf.cni_version.has_check() {
-        return Err(CniError::IncompatibleVersion {
-            reason: format!(
-                "CHECK is not defined for cniVersion {}; it needs 0.4.0 or later",
-                conf.cni_version.as_str()
-            ),
-        });
+    let record = agent.check(&at.add_request(conf))?;
+    if let (Some(prev), Some(record)) = (prev, &record) {
+        let diffs = compare_with_record(prev, at.netns, record);
+        if !diffs.is_empty() {
+            return Err(CniError::Mismatch {
+                differences: diffs.join("; "),
+            });
+        }
     }
-    agent.check(&at.add_request(conf))?;
     log.debug("pod checked", &[]);
+    Ok(())
+}
+
+/// STATUS (1.1): success when the agent answers and an address could be allocated; 50 when the
+/// agent cannot be reached, 51 when no pool has room.
+fn status(agent: &impl Agent, conf: &NetConf, log: &Logger) -> Result<(), CniError> {
+    agent
+        .status(&CniStatusRequest {
+            network: conf.name.clone(),
+        })
+        .map_err(CniError::for_status)?;
+    log.debug("status: ready", &[]);
+    Ok(())
+}
+
+/// GC (1.1): the agent releases every allocation of this network on this node whose container
+/// is not listed, with its host veth and endpoint. Without the list nothing is done: an absent
+/// list would otherwise mean "nothing is valid".
+fn gc(agent: &impl Agent, conf: &NetConf, log: &Logger) -> Result<(), CniError> {
+    let Some(valid) = &conf.valid_attachments else {
+        return Err(CniError::InvalidConfig {
+            field: crate::config::VALID_ATTACHMENTS,
+            reason: "missing; GC needs the list of attachments still in use".into(),
+        });
+    };
+    let done = agent.gc(&CniGcRequest {
+        network: conf.name.clone(),
+        valid_attachments: valid.clone(),
+    })?;
+    log.info(
+        "garbage collected",
+        &[
+            ("releasedHandles", &done.released_handles.join(",")),
+            ("removedInterfaces", &done.removed_interfaces.join(",")),
+        ],
+    );
     Ok(())
 }
 
@@ -233,7 +340,7 @@ fn check(
 mod tests {
     use super::*;
     use crate::log::LogLevel;
-    use brindle_agent::api::{ApiError, CniAddResponse, PodRoute};
+    use brindle_agent::api::{ApiError, CniAddResponse, CniAttachment, CniGcResponse, PodRoute};
     use serde_json::Value;
     use std::cell::RefCell;
     use std::collections::HashMap;
@@ -245,7 +352,23 @@ mod tests {
         adds: RefCell<Vec<CniAddRequest>>,
         dels: RefCell<Vec<CniDelRequest>>,
         checks: RefCell<Vec<CniAddRequest>>,
+        statuses: RefCell<Vec<CniStatusRequest>>,
+        gcs: RefCell<Vec<CniGcRequest>>,
         fail_with: Option<ApiError>,
+    }
+
+    fn add_answer(ifname: &str) -> CniAddResponse {
+        CniAddResponse {
+            host_interface: "brd0123456789a".into(),
+            container_interface: ifname.into(),
+            container_mac: "02:00:00:00:00:01".into(),
+            mtu: 1450,
+            ips: vec!["10.244.1.5/32".into()],
+            routes: vec![PodRoute {
+                dst: "0.0.0.0/0".into(),
+                gw: Some("169.254.1.1".into()),
+            }],
+        }
     }
 
     impl ScriptedAgent {
@@ -260,25 +383,23 @@ mod tests {
     impl Agent for &ScriptedAgent {
         fn add(&self, req: &CniAddRequest) -> Result<CniAddResponse, CniError> {
             self.adds.borrow_mut().push(req.clone());
-            self.answer(CniAddResponse {
-                host_interface: "brd0123456789a".into(),
-                container_interface: req.ifname.clone(),
-                container_mac: "02:00:00:00:00:01".into(),
-                mtu: 1450,
-                ips: vec!["10.244.1.5/32".into()],
-                routes: vec![PodRoute {
-                    dst: "0.0.0.0/0".into(),
-                    gw: Some("169.254.1.1".into()),
-                }],
-            })
+            self.answer(add_answer(&req.ifname))
         }
         fn del(&self, req: &CniDelRequest) -> Result<(), CniError> {
             self.dels.borrow_mut().push(req.clone());
             self.answer(())
         }
-        fn check(&self, req: &CniAddRequest) -> Result<(), CniError> {
+        fn check(&self, req: &CniAddRequest) -> Result<Option<CniAddResponse>, CniError> {
             self.checks.borrow_mut().push(req.clone());
+            self.answer(Some(add_answer(&req.ifname)))
+        }
+        fn status(&self, req: &CniStatusRequest) -> Result<(), CniError> {
+            self.statuses.borrow_mut().push(req.clone());
             self.answer(())
+        }
+        fn gc(&self, req: &CniGcRequest) -> Result<CniGcResponse, CniError> {
+            self.gcs.borrow_mut().push(req.clone());
+            self.answer(CniGcResponse::default())
         }
     }
 
@@ -434,10 +555,143 @@ mod tests {
     #[test]
     fn unknown_command_is_code_4() {
         let agent = ScriptedAgent::default();
-        for cmd in ["STATUS", "GC", "add", "BOGUS"] {
+        for cmd in ["status", "gc", "add", "BOGUS"] {
             let err = run(&env(cmd, &[]), CONF, &agent).result.expect_err(cmd);
             assert_eq!(err.code(), 4, "{cmd}");
         }
+    }
+
+    const CONF_1_1: &str = r#"{"cniVersion":"1.1.0","name":"k8s-pod-network","type":"brindle"}"#;
+
+    #[test]
+    fn status_needs_only_the_command_and_1_1_0() {
+        let agent = ScriptedAgent::default();
+        // No CNI_CONTAINERID, CNI_NETNS or CNI_IFNAME: STATUS concerns the whole network.
+        let bare = env(
+            "STATUS",
+            &[
+                ("CNI_CONTAINERID", ""),
+                ("CNI_NETNS", ""),
+                ("CNI_IFNAME", ""),
+            ],
+        );
+        assert_eq!(run(&bare, CONF_1_1, &agent).result.expect("ok"), None);
+        assert_eq!(
+            agent.statuses.borrow().as_slice(),
+            [CniStatusRequest {
+                network: "k8s-pod-network".into()
+            }]
+        );
+        for old in ["0.4.0", "1.0.0"] {
+            let conf = CONF_1_1.replace("1.1.0", old);
+            let out = run(&bare, &conf, &agent);
+            assert_eq!(out.result.expect_err(old).code(), 1, "{old}");
+        }
+        assert_eq!(agent.statuses.borrow().len(), 1);
+    }
+
+    #[test]
+    fn status_reports_the_agents_51_and_turns_try_again_into_50() {
+        for (agent_code, want) in [(51, 51), (11, 50)] {
+            let agent = ScriptedAgent {
+                fail_with: Some(ApiError {
+                    code: agent_code,
+                    msg: "m".into(),
+                    details: String::new(),
+                }),
+                ..Default::default()
+            };
+            let out = run(&env("STATUS", &[]), CONF_1_1, &agent);
+            assert_eq!(out.result.expect_err("fails").code(), want);
+        }
+    }
+
+    #[test]
+    fn gc_sends_the_valid_attachments() {
+        let agent = ScriptedAgent::default();
+        let conf = r#"{"cniVersion":"1.1.0","name":"k8s-pod-network","type":"brindle",
+            "cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}"#;
+        let out = run(&env("GC", &[("CNI_CONTAINERID", "")]), conf, &agent);
+        assert_eq!(out.result.expect("ok"), None);
+        assert_eq!(
+            agent.gcs.borrow().as_slice(),
+            [CniGcRequest {
+                network: "k8s-pod-network".into(),
+                valid_attachments: vec![CniAttachment {
+                    container_id: "c1".into(),
+                    ifname: "eth0".into()
+                }],
+            }]
+        );
+        // Without the list GC would release everything: refused before the agent is asked.
+        let err = run(&env("GC", &[]), CONF_1_1, &agent)
+            .result
+            .expect_err("no list");
+        assert_eq!(err.code(), 7);
+        assert!(
+            err.to_string().contains("cni.dev/valid-attachments"),
+            "{err}"
+        );
+        let err = run(&env("GC", &[]), &conf.replace("1.1.0", "1.0.0"), &agent)
+            .result
+            .expect_err("1.0.0");
+        assert_eq!(err.code(), 1);
+        assert_eq!(agent.gcs.borrow().len(), 1);
+    }
+
+    #[test]
+    fn add_in_a_chain_keeps_the_previous_result() {
+        let agent = ScriptedAgent::default();
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"brindle",
+            "prevResult":{"cniVersion":"1.0.0",
+                "interfaces":[{"name":"lo0"}],"ips":[],"routes":[],"dns":{}}}"#;
+        let printed = run(&env("ADD", &[]), conf, &agent)
+            .result
+            .expect("ok")
+            .expect("a result");
+        let v: Value = serde_json::from_str(&printed).expect("json");
+        assert_eq!(v["interfaces"][0]["name"], "lo0");
+        assert_eq!(v["interfaces"][2]["name"], "eth0");
+        assert_eq!(v["ips"][0]["interface"], 2);
+
+        // A malformed prevResult is refused before anything is allocated.
+        let bad = conf.replace(r#""ips":[]"#, r#""ips":{}"#);
+        let err = run(&env("ADD", &[]), &bad, &agent)
+            .result
+            .expect_err("bad prevResult");
+        assert_eq!(err.code(), 7);
+        assert_eq!(agent.adds.borrow().len(), 1);
+
+        // DEL does not need it, and does its job regardless.
+        assert_eq!(
+            run(&env("DEL", &[]), &bad, &agent).result.expect("DEL"),
+            None
+        );
+        assert_eq!(agent.dels.borrow().len(), 1);
+    }
+
+    #[test]
+    fn check_compares_prev_result_with_the_agents_record() {
+        let agent = ScriptedAgent::default();
+        let result = |address: &str| {
+            format!(
+                r#"{{"cniVersion":"1.0.0","name":"n","type":"brindle","prevResult":{{
+                "cniVersion":"1.0.0",
+                "interfaces":[{{"name":"brd0123456789a"}},
+                    {{"name":"eth0","mac":"02:00:00:00:00:01","sandbox":"/var/run/netns/cni-1"}}],
+                "ips":[{{"address":"{address}","interface":1}}]}}}}"#
+            )
+        };
+        let out = run(&env("CHECK", &[]), &result("10.244.1.5/32"), &agent);
+        assert_eq!(out.result.expect("agrees"), None);
+        let err = run(&env("CHECK", &[]), &result("10.244.1.9/32"), &agent)
+            .result
+            .expect_err("differs");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("10.244.1.9/32") && msg.contains("10.244.1.5/32"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -45,8 +45,18 @@ pub(crate) struct RawNetConf {
     prev_result: Option<Value>,
     runtime_config: Option<Value>,
     capabilities: Option<Value>,
+    valid_attachments: Option<Vec<api::CniAttachment>>,
     ipam: Option<Value>,
 }
+
+/// `ipam.type` values that mean "the agent's own block IPAM": Calico's name is accepted so a
+/// Calico conflist carries over.
+const OWN_IPAM_TYPES: [&str; 3] = ["brindle", "brindle-ipam", "calico-ipam"];
+
+/// The GC input key (CNI spec 1.1). libcni also sends it as `cni.dev/attachments` (a name from
+/// an earlier draft); both are read.
+pub(crate) const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
+const VALID_ATTACHMENTS_OLD: &str = "cni.dev/attachments";
 
 /// The network configuration after validation.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,13 +75,14 @@ pub(crate) struct NetConf {
     /// strings): `None` lets the agent decide from the pools.
     pub(crate) assign_ipv4: Option<bool>,
     pub(crate) assign_ipv6: Option<bool>,
-    /// Kept for chaining and CHECK; not interpreted yet.
-    #[allow(dead_code)]
+    /// The previous plugin's result (ADD in a chain) or the cached result (CHECK, DEL).
     pub(crate) prev_result: Option<Value>,
     #[allow(dead_code)]
     pub(crate) runtime_config: Option<Value>,
     #[allow(dead_code)]
     pub(crate) capabilities: Option<Value>,
+    /// `cni.dev/valid-attachments`, present at GC.
+    pub(crate) valid_attachments: Option<Vec<api::CniAttachment>>,
 }
 
 impl RawNetConf {
@@ -103,6 +114,10 @@ impl RawNetConf {
             runtime_config: opt_object(&map, "runtimeConfig")?,
             capabilities: opt_object(&map, "capabilities")?,
             ipam: opt_object(&map, "ipam")?,
+            valid_attachments: match opt_attachments(&map, VALID_ATTACHMENTS)? {
+                Some(list) => Some(list),
+                None => opt_attachments(&map, VALID_ATTACHMENTS_OLD)?,
+            },
         })
     }
 
@@ -134,6 +149,23 @@ impl RawNetConf {
                      starting with a letter or digit)"
                 ),
             });
+        }
+        // Addresses come from the agent's IPAM; silently ignoring a request to delegate to
+        // another IPAM plugin would hand out addresses the user did not ask for.
+        if let Some(ipam) = &self.ipam {
+            match ipam.get("type") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(t)) if OWN_IPAM_TYPES.contains(&t.as_str()) => {}
+                Some(other) => {
+                    return Err(CniError::UnsupportedField {
+                        field: "ipam.type",
+                        reason: format!(
+                            "{other} is not supported: Brindle allocates addresses with its own \
+                             IPAM (leave ipam out, or use one of {OWN_IPAM_TYPES:?})"
+                        ),
+                    })
+                }
+            }
         }
         // `type` names this binary; the runtime found us by it. Not compared with "brindle" so
         // the binary may be installed under another name.
@@ -207,6 +239,7 @@ impl RawNetConf {
             prev_result: self.prev_result,
             runtime_config: self.runtime_config,
             capabilities: self.capabilities,
+            valid_attachments: self.valid_attachments,
         })
     }
 }
@@ -281,6 +314,38 @@ fn opt_object(map: &Map<String, Value>, field: &'static str) -> Result<Option<Va
         Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
         Some(other) => Err(wrong_type(field, "an object", other)),
     }
+}
+
+/// `cni.dev/valid-attachments`: an array of `{"containerID": string, "ifname": string}`; `null`
+/// counts as absent.
+fn opt_attachments(
+    map: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<Vec<api::CniAttachment>>, CniError> {
+    let items = match map.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(wrong_type(field, "an array", other)),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let bad = |reason: String| CniError::InvalidConfig {
+            field,
+            reason: format!("entry {i}: {reason}"),
+        };
+        let Value::Object(obj) = item else {
+            return Err(bad("expected an object".into()));
+        };
+        let get = |key: &str| match obj.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            _ => Err(bad(format!("{key} must be a non-empty string"))),
+        };
+        out.push(api::CniAttachment {
+            container_id: get("containerID")?,
+            ifname: get("ifname")?,
+        });
+    }
+    Ok(Some(out))
 }
 
 /// The CNI spec's network name rule: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`. The same rule applies to
@@ -480,7 +545,7 @@ mod tests {
                 "agent_timeout_seconds":5,
                 "prevResult":{"cniVersion":"0.3.1","ips":[]},
                 "runtimeConfig":{"portMappings":[]},"capabilities":{"portMappings":true},
-                "ipam":{"type":"ignored"},"something_else":[1,2,3]}"#,
+                "ipam":{"type":"calico-ipam"},"something_else":[1,2,3]}"#,
         )
         .expect("valid");
         assert_eq!(c.cni_version, CniVersion::V0_3_1);
@@ -521,6 +586,63 @@ mod tests {
                 Err(CniError::InvalidConfig { field: f, .. }) => assert_eq!(f, field, "{ipam}"),
                 other => panic!("{ipam}: expected an invalid config, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn delegating_to_another_ipam_plugin_is_code_2() {
+        for ok in [
+            r#"{}"#,
+            r#"{"type":"brindle"}"#,
+            r#"{"type":"calico-ipam","assign_ipv4":"true"}"#,
+        ] {
+            let input = format!(r#"{{"cniVersion":"1.0.0","name":"n","ipam":{ok}}}"#);
+            assert!(conf(&input).is_ok(), "{ok}");
+        }
+        for bad in [r#"{"type":"host-local"}"#, r#"{"type":5}"#] {
+            let input = format!(r#"{{"cniVersion":"1.0.0","name":"n","ipam":{bad}}}"#);
+            let err = conf(&input).expect_err(bad);
+            assert_eq!(err.code(), 2, "{bad}");
+            assert!(err.to_string().contains("ipam.type"), "{err}");
+        }
+        let err = conf(r#"{"cniVersion":"1.0.0","name":"n","ipam":"host-local"}"#)
+            .expect_err("not an object");
+        assert_eq!(err.code(), 7);
+    }
+
+    #[test]
+    fn valid_attachments_are_read_under_both_names() {
+        let c = conf(
+            r#"{"cniVersion":"1.1.0","name":"n",
+                "cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            c.valid_attachments,
+            Some(vec![api::CniAttachment {
+                container_id: "c1".into(),
+                ifname: "eth0".into()
+            }])
+        );
+        let c =
+            conf(r#"{"cniVersion":"1.1.0","name":"n","cni.dev/attachments":[]}"#).expect("valid");
+        assert_eq!(c.valid_attachments, Some(vec![]));
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"n"}"#).expect("valid");
+        assert_eq!(c.valid_attachments, None);
+        for bad in [
+            r#""cni.dev/valid-attachments":{}"#,
+            r#""cni.dev/valid-attachments":["c1"]"#,
+            r#""cni.dev/valid-attachments":[{"containerID":"c1"}]"#,
+            r#""cni.dev/valid-attachments":[{"containerID":"","ifname":"eth0"}]"#,
+            r#""cni.dev/valid-attachments":[{"containerID":1,"ifname":"eth0"}]"#,
+        ] {
+            let input = format!(r#"{{"cniVersion":"1.1.0","name":"n",{bad}}}"#);
+            let err = conf(&input).expect_err(bad);
+            assert_eq!(err.code(), 7, "{bad}");
+            assert!(
+                err.to_string().contains("cni.dev/valid-attachments"),
+                "{err}"
+            );
         }
     }
 
@@ -596,7 +718,7 @@ mod tests {
 
     #[test]
     fn unsupported_version_is_code_1() {
-        let err = conf(r#"{"cniVersion":"1.1.0","name":"n"}"#).expect_err("1.1.0");
+        let err = conf(r#"{"cniVersion":"1.2.0","name":"n"}"#).expect_err("1.2.0");
         assert_eq!(err.code(), 1);
         let err = conf(r#"{"cniVersion":"0.2.0","name":"n"}"#).expect_err("0.2.0");
         assert_eq!(err.code(), 1);
@@ -703,20 +825,27 @@ mod tests {
     }
 
     /// The example conflist's brindle entry, as a runtime hands it over (with the list's
-    /// `name` and `cniVersion` injected), is a valid configuration.
+    /// `name` and a `cniVersion` injected: `cniVersion` from a runtime before spec 1.1, the
+    /// highest of `cniVersions` from a newer one), is a valid configuration.
     #[test]
     fn example_conflist_is_valid() {
         let list: Value = serde_json::from_str(include_str!("../../manifests/10-brindle.conflist"))
             .expect("json");
-        let mut plugin = list["plugins"][0].clone();
-        let obj = plugin.as_object_mut().expect("object");
-        obj.insert("name".into(), list["name"].clone());
-        obj.insert("cniVersion".into(), list["cniVersion"].clone());
-        assert_eq!(obj.get("type"), Some(&Value::from("brindle")));
-        let c = conf(&plugin.to_string()).expect("valid");
-        assert_eq!(c.name, "k8s-pod-network");
-        assert_eq!(c.agent_socket, PathBuf::from(api::DEFAULT_SOCKET));
-        assert_eq!(c.mtu, None);
+        let mut versions = vec![list["cniVersion"].clone()];
+        versions.extend(list["cniVersions"].as_array().cloned().unwrap_or_default());
+        assert!(versions.contains(&Value::from("1.1.0")), "{list}");
+        for version in versions {
+            let mut plugin = list["plugins"][0].clone();
+            let obj = plugin.as_object_mut().expect("object");
+            obj.insert("name".into(), list["name"].clone());
+            obj.insert("cniVersion".into(), version.clone());
+            assert_eq!(obj.get("type"), Some(&Value::from("brindle")));
+            let c = conf(&plugin.to_string()).expect("valid");
+            assert_eq!(c.cni_version.as_str(), version.as_str().unwrap_or(""));
+            assert_eq!(c.name, "k8s-pod-network");
+            assert_eq!(c.agent_socket, PathBuf::from(api::DEFAULT_SOCKET));
+            assert_eq!(c.mtu, None);
+        }
     }
 
     #[test]

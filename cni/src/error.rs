@@ -22,6 +22,10 @@ pub(crate) enum CniError {
     #[error("invalid network configuration: {field}: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
 
+    /// The configuration asks for something the plugin does not do (spec code 2).
+    #[error("unsupported field in network configuration: {field}: {reason}")]
+    UnsupportedField { field: &'static str, reason: String },
+
     /// The configuration asks for a CNI version this plugin does not speak, or a verb that the
     /// version does not have.
     #[error("{reason}")]
@@ -48,6 +52,14 @@ pub(crate) enum CniError {
     #[error("the agent's answer is not usable: {reason}")]
     BadAgentAnswer { reason: String },
 
+    /// STATUS could not reach the agent: the plugin cannot add pods (spec 1.1, code 50).
+    #[error("agent not reachable at {}: {reason}; is brindle-node running on this node?", socket.display())]
+    NotAvailable { socket: PathBuf, reason: String },
+
+    /// CHECK: the runtime's cached result and the agent's record of the pod disagree.
+    #[error("the pod differs from the cached result: {differences}")]
+    Mismatch { differences: String },
+
     /// The agent answered with an error: passed on unchanged.
     #[error("{}", .0.msg)]
     Agent(ApiError),
@@ -60,6 +72,7 @@ impl CniError {
             CniError::Env { .. } => codes::INVALID_ENV,
             CniError::Decode { .. } => codes::DECODE_FAILURE,
             CniError::InvalidConfig { .. } => codes::INVALID_CONFIG,
+            CniError::UnsupportedField { .. } => codes::UNSUPPORTED_FIELD,
             CniError::IncompatibleVersion { .. } => codes::INCOMPATIBLE_VERSION,
             CniError::Stdin { .. } => codes::IO_FAILURE,
             // 11 "try again later", not 50: 50/51 belong to the STATUS verb (spec 1.1), and for
@@ -67,7 +80,23 @@ impl CniError {
             CniError::AgentUnreachable { .. } => codes::TRY_AGAIN,
             CniError::AgentIo { .. } => codes::IO_FAILURE,
             CniError::AgentProtocol { .. } | CniError::BadAgentAnswer { .. } => codes::INTERNAL,
+            CniError::NotAvailable { .. } => codes::NOT_AVAILABLE,
+            CniError::Mismatch { .. } => codes::INTERNAL,
             CniError::Agent(e) => e.code,
+        }
+    }
+
+    /// The same failure as STATUS reports it: not reaching the agent means the plugin is not
+    /// available (50) rather than "try again" (11).
+    pub(crate) fn for_status(self) -> CniError {
+        match self {
+            CniError::AgentUnreachable { socket, reason }
+            | CniError::AgentIo { socket, reason } => CniError::NotAvailable { socket, reason },
+            CniError::Agent(e) if e.code == codes::TRY_AGAIN => CniError::Agent(ApiError {
+                code: codes::NOT_AVAILABLE,
+                ..e
+            }),
+            other => other,
         }
     }
 
@@ -115,6 +144,33 @@ mod tests {
         assert_eq!(
             CniError::IncompatibleVersion { reason: "x".into() }.code(),
             1
+        );
+    }
+
+    #[test]
+    fn status_turns_unreachable_into_not_available() {
+        let e = CniError::AgentUnreachable {
+            socket: "/run/x.sock".into(),
+            reason: "connection refused".into(),
+        }
+        .for_status();
+        assert_eq!(e.code(), 50);
+        assert!(e.to_string().contains("/run/x.sock"), "{e}");
+        let busy = CniError::Agent(ApiError {
+            code: 11,
+            msg: "datastore".into(),
+            details: String::new(),
+        });
+        assert_eq!(busy.for_status().code(), 50);
+        let full = CniError::Agent(ApiError {
+            code: 51,
+            msg: "no room".into(),
+            details: String::new(),
+        });
+        assert_eq!(full.for_status().code(), 51);
+        assert_eq!(
+            CniError::Decode { reason: "x".into() }.for_status().code(),
+            6
         );
     }
 

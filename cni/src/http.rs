@@ -59,7 +59,15 @@ pub(crate) enum HttpError {
 
 /// Encodes a request with a JSON body. `Connection: close` keeps both sides simple: one request
 /// per connection.
-pub(crate) fn encode_request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_request(
+    method: &str,
+    path: &str,
+    body: &[u8],
+    deadline_ms: Option<u64>,
+) -> Vec<u8> {
+    let deadline = deadline_ms
+        .map(|ms| format!("{}: {ms}\r\n", brindle_agent::api::DEADLINE_HEADER))
+        .unwrap_or_default();
     let mut out = format!(
         "{method} {path} HTTP/1.1\r\n\
          Host: localhost\r\n\
@@ -67,6 +75,7 @@ pub(crate) fn encode_request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
          Accept: application/json\r\n\
          Content-Type: application/json\r\n\
          Content-Length: {}\r\n\
+         {deadline}\
          Connection: close\r\n\
          \r\n",
         env!("CARGO_PKG_VERSION"),
@@ -321,12 +330,15 @@ mod tests {
 
     #[test]
     fn request_has_length_and_close() {
-        let req = encode_request("POST", "/v1/cni/add", b"{\"a\":1}");
+        let req = encode_request("POST", "/v1/cni/add", b"{\"a\":1}", Some(1234));
         let text = String::from_utf8(req).expect("ascii");
         assert!(text.starts_with("POST /v1/cni/add HTTP/1.1\r\n"));
         assert!(text.contains("\r\nContent-Length: 7\r\n"));
         assert!(text.contains("\r\nConnection: close\r\n"));
+        assert!(text.contains("\r\nbrindle-deadline-ms: 1234\r\n"));
         assert!(text.ends_with("\r\n\r\n{\"a\":1}"));
+        let req = encode_request("POST", "/v1/cni/add", b"{}", None);
+        assert!(!String::from_utf8_lossy(&req).contains("deadline"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The CNI spec versions this plugin speaks, and what differs between them.
 //!
-//! Adding spec 1.1 means: a new variant, an entry in [`SUPPORTED`], and the feature switches
-//! below (`interface_mtu`, `has_status_and_gc`).
+//! Everything that differs between versions is a method here (`ips_have_version`, `has_check`,
+//! `has_status_and_gc`, `interface_mtu`), so `result.rs` and `cmd.rs` never compare versions.
 
 use crate::error::CniError;
 
@@ -12,18 +12,20 @@ pub(crate) enum CniVersion {
     V0_3_1,
     V0_4_0,
     V1_0_0,
+    V1_1_0,
 }
 
 /// All supported versions, oldest first, as `VERSION` reports them.
-pub(crate) const SUPPORTED: [CniVersion; 4] = [
+pub(crate) const SUPPORTED: [CniVersion; 5] = [
     CniVersion::V0_3_0,
     CniVersion::V0_3_1,
     CniVersion::V0_4_0,
     CniVersion::V1_0_0,
+    CniVersion::V1_1_0,
 ];
 
 /// The version the plugin itself implements; the `cniVersion` of `VERSION`'s output.
-pub(crate) const CURRENT: CniVersion = CniVersion::V1_0_0;
+pub(crate) const CURRENT: CniVersion = CniVersion::V1_1_0;
 
 impl CniVersion {
     pub(crate) fn as_str(self) -> &'static str {
@@ -32,6 +34,7 @@ impl CniVersion {
             CniVersion::V0_3_1 => "0.3.1",
             CniVersion::V0_4_0 => "0.4.0",
             CniVersion::V1_0_0 => "1.0.0",
+            CniVersion::V1_1_0 => "1.1.0",
         }
     }
 
@@ -57,6 +60,16 @@ impl CniVersion {
     /// CHECK exists from 0.4.0 on.
     pub(crate) fn has_check(self) -> bool {
         self >= CniVersion::V0_4_0
+    }
+
+    /// STATUS and GC exist from 1.1.0 on.
+    pub(crate) fn has_status_and_gc(self) -> bool {
+        self >= CniVersion::V1_1_0
+    }
+
+    /// 1.1.0 added `mtu` to the result's interfaces.
+    pub(crate) fn interface_mtu(self) -> bool {
+        self >= CniVersion::V1_1_0
     }
 }
 
@@ -97,9 +110,30 @@ mod tests {
 
     #[test]
     fn unsupported_versions_are_code_1() {
-        for s in ["0.1.0", "0.2.0", "1.1.0", "2.0.0", "", "1.0", "v1.0.0"] {
+        for s in [
+            "0.1.0", "0.2.0", "1.2.0", "2.0.0", "", "1.0", "v1.0.0", "1.1",
+        ] {
             let err = CniVersion::parse(s).expect_err(s);
             assert_eq!(err.code(), 1, "{s}");
+        }
+    }
+
+    #[test]
+    fn verbs_and_fields_per_version() {
+        use CniVersion::*;
+        let table = [
+            // version, ips carry "version", CHECK, STATUS/GC, interface mtu
+            (V0_3_0, true, false, false, false),
+            (V0_3_1, true, false, false, false),
+            (V0_4_0, true, true, false, false),
+            (V1_0_0, false, true, false, false),
+            (V1_1_0, false, true, true, true),
+        ];
+        for (v, ip_version, check, status_gc, mtu) in table {
+            assert_eq!(v.ips_have_version(), ip_version, "{v:?}");
+            assert_eq!(v.has_check(), check, "{v:?}");
+            assert_eq!(v.has_status_and_gc(), status_gc, "{v:?}");
+            assert_eq!(v.interface_mtu(), mtu, "{v:?}");
         }
     }
 
@@ -107,7 +141,7 @@ mod tests {
     fn version_output_is_exact() {
         assert_eq!(
             version_info(),
-            r#"{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}"#
+            r#"{"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}"#
         );
     }
 }

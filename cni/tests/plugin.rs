@@ -497,7 +497,7 @@ fn version_prints_supported_versions() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim_end(),
-        r#"{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}"#
+        r#"{"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}"#
     );
 }
 
@@ -512,7 +512,7 @@ fn config_errors_are_codes_7_and_1() {
     let out = run_plugin("ADD", r#"{"cniVersion":"1.0.0","type":"brindle"}"#, &[]);
     let v = assert_cni_error(&out, 7);
     assert!(v["msg"].as_str().unwrap_or("").contains("name"), "{v}");
-    let out = run_plugin("ADD", r#"{"cniVersion":"1.1.0","name":"n"}"#, &[]);
+    let out = run_plugin("ADD", r#"{"cniVersion":"1.2.0","name":"n"}"#, &[]);
     assert_cni_error(&out, 1);
 }
 

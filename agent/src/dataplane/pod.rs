@@ -409,6 +409,11 @@ impl PodWirer {
         self.reaper.queue(host_ifname)
     }
 
+    /// Whether a host interface of this name exists (CNI GC reports what it removed).
+    pub async fn host_link_exists(&self, host_ifname: &str) -> Result<bool, DataplaneError> {
+        Ok(self.kernel.link(host_ifname).await?.is_some())
+    }
+
     /// Checks that the pod is wired as `spec` says (CNI CHECK). The error lists every
     /// difference found.
     pub async fn check(&self, spec: &PodSpec) -> Result<(), DataplaneError> {
