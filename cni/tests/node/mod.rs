@@ -279,6 +279,18 @@ impl Node {
             .collect()
     }
 
+    /// [`Self::host_veths`] once no more disappear: the list when it is empty, or after 5 s.
+    pub fn host_veths_settled(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let veths = self.host_veths();
+            if veths.is_empty() || std::time::Instant::now() >= deadline {
+                return veths;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Every allocated address with its handle, from `brindlectl get ipamblocks -o json`.
     pub fn allocations(&self) -> Vec<(String, String)> {
         let text = self.ctl(&["get", "ipamblocks", "-o", "json"]);
@@ -334,8 +346,10 @@ impl Node {
             Vec::<(String, String)>::new(),
             "addresses leaked after {after}"
         );
+        // DEL answers before the veth is gone (the agent deletes it in the background, see
+        // agent/src/dataplane/reaper.rs); a leaked one stays.
         assert_eq!(
-            self.host_veths(),
+            self.host_veths_settled(),
             Vec::<String>::new(),
             "interfaces leaked after {after}"
         );
