@@ -104,6 +104,11 @@ impl KubernetesStore {
         }
     }
 
+    /// The API client (clones share its connections).
+    pub fn client(&self) -> kube::Client {
+        self.shared.client.clone()
+    }
+
     /// Connects as `config` says, and checks that the API server answers and serves Brindle's
     /// CRDs (a list of IPPools), so a wrong cluster or missing CRDs show at start.
     pub async fn connect(config: &KubernetesConfig) -> Result<Self, DatastoreError> {
