@@ -297,6 +297,10 @@ impl KindStream {
         while let Some(item) = stream.next().await {
             let event = match item {
                 Ok(event) => event,
+                // An error status of the watch call itself arrives as the stream's first item.
+                Err(kube::Error::Api(e)) if e.code == 410 => {
+                    return (Ended::Expired(e.message), got_data);
+                }
                 Err(e) => return (Ended::Reconnect(e.to_string()), got_data),
             };
             got_data = true;
