@@ -9,7 +9,8 @@
 //! - `POST` (201, or 409 `AlreadyExists`), `GET` (404 `NotFound`), `PUT` with
 //!   `metadata.resourceVersion` (409 `Conflict` when stale, 404 when missing, 422 without it),
 //!   `DELETE` with `preconditions.resourceVersion` (409 `Conflict` when stale); names must be
-//!   DNS-1123 subdomains (422 `Invalid`);
+//!   DNS-1123 subdomains (422 `Invalid`); an update that changes nothing is not written (same
+//!   resourceVersion, no event), as the API server skips no-op writes;
 //! - lists with `metadata.resourceVersion`, paginated by `limit` and `continue`: later pages
 //!   read the first page's snapshot, and a continue token older than the compaction point gets
 //!   410 `Expired`; `PartialObjectMetadataList` when the Accept header asks for it;
@@ -412,6 +413,15 @@ fn replace(
             "Conflict",
             &format!("Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
         );
+    }
+    // An update that changes nothing is not written (etcd3 store's GuaranteedUpdate compares
+    // the bytes): same resourceVersion, no event.
+    let mut unchanged = obj.clone();
+    for field in ["uid", "creationTimestamp", "generation"] {
+        unchanged["metadata"][field] = current["metadata"][field].clone();
+    }
+    if unchanged == current {
+        return json_response(StatusCode::OK, &current);
     }
     state.revision += 1;
     let revision = state.revision;
