@@ -469,6 +469,14 @@ fn delete(
 
 /// The objects of `plural` at `revision`, by name, rebuilt from the history.
 fn snapshot(state: &State, plural: &str, revision: u64) -> BTreeMap<String, Value> {
+    if revision == state.revision {
+        return state
+            .objects
+            .iter()
+            .filter(|((p, _), _)| p == plural)
+            .map(|((_, name), obj)| (name.clone(), obj.clone()))
+            .collect();
+    }
     let mut objects = BTreeMap::new();
     for event in state
         .history
