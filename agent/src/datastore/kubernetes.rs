@@ -20,13 +20,14 @@
 //! resourceVersion that is not a number is reported as an error rather than guessed at.
 //!
 //! A value must be a resource (`{"apiVersion", "kind", "metadata", "spec"}`): Kubernetes
-//! stores objects, not bytes. What is read back is rebuilt as
-//! `{"apiVersion":"brindle.dev/v1","kind":..,"metadata":{"name":..,"labels":..,"annotations":..},"spec":..}`;
-//! fields the API server adds (uid, creationTimestamp, managedFields) are left out, so a record
-//! reads the same on every backend.
+//! stores objects, not bytes. What is read back is rebuilt as `{"apiVersion", "kind",
+//! "metadata": {"name", "labels", "annotations"}, "spec"}`; fields the API server adds (uid,
+//! creationTimestamp, managedFields) are left out, so a record reads the same on every backend.
 //!
 //! Updates with expected revision 0 never reach the API server: 0 is no resourceVersion, and
-//! the answer (NotFound or Conflict) comes from a read.
+//! the answer (NotFound or Conflict) comes from a read. An update that changes nothing is not
+//! written by the API server: it keeps its resourceVersion and produces no watch event (the
+//! one difference from the other backends; docs/datastore.md).
 
 pub mod crd;
 pub mod names;

@@ -143,8 +143,10 @@ impl FakeApiServer {
         std::fs::write(
             &kubeconfig,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\n\
-                 users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+                "apiVersion: v1\nkind: Config\n\
+                 clusters:\n- name: fake\n  cluster:\n    server: http://{addr}\n\
+                 users:\n- name: fake\n  user: {{}}\n\
+                 contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
                  current-context: fake\n"
             ),
         )
@@ -348,7 +350,14 @@ fn create(
         return status(
             422,
             "Invalid",
-            &format!("{kind}.brindle.dev \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"),
+            &format!(
+                concat!(
+                    "{}.brindle.dev \"{}\" is invalid: metadata.name: Invalid value: \"{}\": ",
+                    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric ",
+                    "characters, '-' or '.'"
+                ),
+                kind, name, name
+            ),
         );
     }
     if obj["kind"] != kind || obj["apiVersion"] != GROUP_VERSION {
@@ -404,14 +413,26 @@ fn replace(
         return status(
             422,
             "Invalid",
-            &format!("{resource} \"{name}\" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"),
+            &format!(
+                concat!(
+                    "{} \"{}\" is invalid: metadata.resourceVersion: Invalid value: 0x0: ",
+                    "must be specified for an update"
+                ),
+                resource, name
+            ),
         );
     };
     if Some(expected.as_str()) != resource_version(&current) {
         return status(
             409,
             "Conflict",
-            &format!("Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+            &format!(
+                concat!(
+                    "Operation cannot be fulfilled on {} \"{}\": the object has been modified; ",
+                    "please apply your changes to the latest version and try again"
+                ),
+                resource, name
+            ),
         );
     }
     // An update that changes nothing is not written (etcd3 store's GuaranteedUpdate compares
@@ -455,7 +476,13 @@ fn delete(
             return status(
                 409,
                 "Conflict",
-                &format!("Operation cannot be fulfilled on {resource} \"{name}\": Precondition failed: ResourceVersion in precondition: {expected}, ResourceVersion in object meta: {current_rv}"),
+                &format!(
+                    concat!(
+                        "Operation cannot be fulfilled on {} \"{}\": Precondition failed: ",
+                        "ResourceVersion in precondition: {}, ResourceVersion in object meta: {}"
+                    ),
+                    resource, name, expected, current_rv
+                ),
             );
         }
     }
@@ -522,7 +549,10 @@ fn list(
                 return status(
                     410,
                     "Expired",
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    concat!(
+                        "The provided continue parameter is too old to display a consistent ",
+                        "list result. You can start a new list without the continue parameter."
+                    ),
                 );
             }
             (rv, Some(last.to_string()))
@@ -548,11 +578,27 @@ fn list(
     let body = if partial {
         let items: Vec<Value> = items
             .into_iter()
-            .map(|o| json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": o["metadata"] }))
+            .map(|o| {
+                json!({
+                    "apiVersion": "meta.k8s.io/v1",
+                    "kind": "PartialObjectMetadata",
+                    "metadata": o["metadata"]
+                })
+            })
             .collect();
-        json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": metadata, "items": items })
+        json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadataList",
+            "metadata": metadata,
+            "items": items
+        })
     } else {
-        json!({ "apiVersion": GROUP_VERSION, "kind": format!("{kind}List"), "metadata": metadata, "items": items })
+        json!({
+            "apiVersion": GROUP_VERSION,
+            "kind": format!("{kind}List"),
+            "metadata": metadata,
+            "items": items
+        })
     };
     json_response(StatusCode::OK, &body)
 }

@@ -45,10 +45,13 @@ pub fn is_dns1123_subdomain(name: &str) -> bool {
     name.len() <= MAX_NAME
         && !name.is_empty()
         && name.split('.').all(|label| {
+            let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
             let bytes = label.as_bytes();
-            let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-            matches!((bytes.first(), bytes.last()), (Some(first), Some(last)) if alnum(first) && alnum(last))
-                && bytes.iter().all(|b| alnum(b) || *b == b'-')
+            let ends_ok = match (bytes.first(), bytes.last()) {
+                (Some(&first), Some(&last)) => alnum(first) && alnum(last),
+                _ => false,
+            };
+            ends_ok && bytes.iter().all(|&b| alnum(b) || b == b'-')
         })
 }
 

@@ -164,6 +164,27 @@ async fn finish(server: JoinHandle<()>) {
 const POOLS: &str = "/apis/brindle.dev/v1/ippools";
 const BLOCKS: &str = "/apis/brindle.dev/v1/ipamblocks";
 
+/// Messages and tokens as the API server writes them.
+const EXPIRED_CONTINUE: &str = concat!(
+    "The provided continue parameter is too old to display a consistent list result. ",
+    "You can start a new list without the continue parameter, or use the continue token in ",
+    "this response to retrieve the remainder of the results. Continuing with the provided ",
+    "token results in an inconsistent list - objects that were created, modified, or deleted ",
+    "between the time the first chunk was returned and now may show up in the list.",
+);
+const MODIFIED: &str = concat!(
+    "Operation cannot be fulfilled on ippools.brindle.dev \"default-ipv4-ippool\": ",
+    "the object has been modified; please apply your changes to the latest version and try again",
+);
+const PRECONDITION: &str = concat!(
+    "Operation cannot be fulfilled on ippools.brindle.dev \"default-ipv4-ippool\": ",
+    "Precondition failed: ResourceVersion in precondition: 4711, ",
+    "ResourceVersion in object meta: 4730",
+);
+const ALREADY_EXISTS: &str = "ippools.brindle.dev \"default-ipv4-ippool\" already exists";
+const POOL_NOT_FOUND: &str = "ippools.brindle.dev \"default-ipv4-ippool\" not found";
+const TOKEN: &str = "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6NDgwMH0";
+
 /// An object as the API server returns it: with uid, creationTimestamp, generation and
 /// managedFields, none of which Brindle stores.
 fn recorded_object(kind: &str, name: &str, rv: u64, spec: Value) -> Value {
@@ -195,8 +216,13 @@ fn recorded_list(kind: &str, rv: u64, cont: Option<&str>, items: Vec<Value>) -> 
         metadata["continue"] = json!(cont);
         metadata["remainingItemCount"] = json!(1);
     }
-    json!({ "apiVersion": "brindle.dev/v1", "kind": format!("{kind}List"), "metadata": metadata, "items": items })
-        .to_string()
+    json!({
+        "apiVersion": "brindle.dev/v1",
+        "kind": format!("{kind}List"),
+        "metadata": metadata,
+        "items": items
+    })
+    .to_string()
 }
 
 fn recorded_status(code: u16, reason: &str, message: &str) -> String {
@@ -225,7 +251,13 @@ fn brindle_value(kind: &str, name: &str, spec: Value) -> Vec<u8> {
 }
 
 fn pool_spec() -> Value {
-    json!({ "cidr": "10.244.0.0/16", "blockSize": 26, "ipipMode": "Never", "vxlanMode": "Always", "natOutgoing": true })
+    json!({
+        "cidr": "10.244.0.0/16",
+        "blockSize": 26,
+        "ipipMode": "Never",
+        "vxlanMode": "Always",
+        "natOutgoing": true
+    })
 }
 
 async fn next(watch: &mut Watch) -> WatchEvent {
@@ -240,28 +272,75 @@ async fn kubernetes_recorded_create_get_list_across_pages() {
     let (store, handle) = mock_store();
     let spec = pool_spec();
     let name = "default-ipv4-ippool";
+    let object = |rv| recorded_object("IPPool", name, rv, spec.clone()).to_string();
+    let missing = recorded_status(404, "NotFound", "ippools.brindle.dev \"missing\" not found");
     let server = serve(
         handle,
         vec![
-            exchange("POST", POOLS, 201, recorded_object("IPPool", name, 4711, spec.clone()).to_string())
-                .body(json!({ "apiVersion": "brindle.dev/v1", "kind": "IPPool", "metadata": { "name": name }, "spec": spec })),
-            exchange("GET", &format!("{POOLS}/{name}"), 200, recorded_object("IPPool", name, 4711, spec.clone()).to_string()),
-            exchange("GET", &format!("{POOLS}/missing"), 404, recorded_status(404, "NotFound", "ippools.brindle.dev \"missing\" not found")),
+            exchange("POST", POOLS, 201, object(4711)).body(json!({
+                "apiVersion": "brindle.dev/v1",
+                "kind": "IPPool",
+                "metadata": { "name": name },
+                "spec": spec
+            })),
+            exchange("GET", &format!("{POOLS}/{name}"), 200, object(4711)),
+            exchange("GET", &format!("{POOLS}/missing"), 404, missing),
             // A list of three in pages of two; the continue token expires once (410), and the
             // list starts over rather than mixing two snapshots.
-            exchange("GET", POOLS, 200, recorded_list("IPPool", 4800, Some("eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6NDgwMH0"), vec![
-                recorded_object("IPPool", "a", 4701, json!({"cidr": "10.1.0.0/16"})),
-                recorded_object("IPPool", "b", 4702, json!({"cidr": "10.2.0.0/16"})),
-            ])).query("limit", "2"),
-            exchange("GET", POOLS, 410, recorded_status(410, "Expired", "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."))
-                .query("continue", "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6NDgwMH0"),
-            exchange("GET", POOLS, 200, recorded_list("IPPool", 4900, Some("c2"), vec![
-                recorded_object("IPPool", "a", 4701, json!({"cidr": "10.1.0.0/16"})),
-                recorded_object("IPPool", "b", 4850, json!({"cidr": "10.2.0.0/16"})),
-            ])).query("limit", "2"),
-            exchange("GET", POOLS, 200, recorded_list("IPPool", 4900, None, vec![
-                recorded_object("IPPool", "c", 4899, json!({"cidr": "10.3.0.0/16"})),
-            ])).query("continue", "c2"),
+            exchange(
+                "GET",
+                POOLS,
+                200,
+                recorded_list(
+                    "IPPool",
+                    4800,
+                    Some(TOKEN),
+                    vec![
+                        recorded_object("IPPool", "a", 4701, json!({"cidr": "10.1.0.0/16"})),
+                        recorded_object("IPPool", "b", 4702, json!({"cidr": "10.2.0.0/16"})),
+                    ],
+                ),
+            )
+            .query("limit", "2"),
+            exchange(
+                "GET",
+                POOLS,
+                410,
+                recorded_status(410, "Expired", EXPIRED_CONTINUE),
+            )
+            .query("continue", TOKEN),
+            exchange(
+                "GET",
+                POOLS,
+                200,
+                recorded_list(
+                    "IPPool",
+                    4900,
+                    Some("c2"),
+                    vec![
+                        recorded_object("IPPool", "a", 4701, json!({"cidr": "10.1.0.0/16"})),
+                        recorded_object("IPPool", "b", 4850, json!({"cidr": "10.2.0.0/16"})),
+                    ],
+                ),
+            )
+            .query("limit", "2"),
+            exchange(
+                "GET",
+                POOLS,
+                200,
+                recorded_list(
+                    "IPPool",
+                    4900,
+                    None,
+                    vec![recorded_object(
+                        "IPPool",
+                        "c",
+                        4899,
+                        json!({"cidr": "10.3.0.0/16"}),
+                    )],
+                ),
+            )
+            .query("continue", "c2"),
         ],
     );
     let value = brindle_value("IPPool", name, spec.clone());
@@ -305,13 +384,33 @@ async fn kubernetes_recorded_create_conflict_and_update_conflict_are_cas_failure
     let server = serve(
         handle,
         vec![
-            exchange("POST", POOLS, 409, recorded_status(409, "AlreadyExists", "ippools.brindle.dev \"default-ipv4-ippool\" already exists")),
+            exchange(
+                "POST",
+                POOLS,
+                409,
+                recorded_status(409, "AlreadyExists", ALREADY_EXISTS),
+            ),
             // The update carries the revision it was read at.
-            exchange("PUT", &format!("{POOLS}/{name}"), 409, recorded_status(409, "Conflict", "Operation cannot be fulfilled on ippools.brindle.dev \"default-ipv4-ippool\": the object has been modified; please apply your changes to the latest version and try again"))
-                .body(json!({ "metadata": { "name": name, "resourceVersion": "4711" }, "spec": spec })),
-            exchange("PUT", &format!("{POOLS}/{name}"), 200, recorded_object("IPPool", name, 4730, spec.clone()).to_string())
-                .body(json!({ "metadata": { "resourceVersion": "4720" } })),
-            exchange("PUT", &format!("{POOLS}/gone"), 404, recorded_status(404, "NotFound", "ippools.brindle.dev \"gone\" not found")),
+            exchange(
+                "PUT",
+                &format!("{POOLS}/{name}"),
+                409,
+                recorded_status(409, "Conflict", MODIFIED),
+            )
+            .body(json!({ "metadata": { "name": name, "resourceVersion": "4711" }, "spec": spec })),
+            exchange(
+                "PUT",
+                &format!("{POOLS}/{name}"),
+                200,
+                recorded_object("IPPool", name, 4730, spec.clone()).to_string(),
+            )
+            .body(json!({ "metadata": { "resourceVersion": "4720" } })),
+            exchange(
+                "PUT",
+                &format!("{POOLS}/gone"),
+                404,
+                recorded_status(404, "NotFound", "ippools.brindle.dev \"gone\" not found"),
+            ),
         ],
     );
     let value = brindle_value("IPPool", name, spec.clone());
@@ -355,14 +454,34 @@ async fn kubernetes_recorded_delete_sends_the_revision_as_a_precondition() {
     let server = serve(
         handle,
         vec![
-            exchange("DELETE", &format!("{POOLS}/{name}"), 409, recorded_status(409, "Conflict", "Operation cannot be fulfilled on ippools.brindle.dev \"default-ipv4-ippool\": Precondition failed: ResourceVersion in precondition: 4711, ResourceVersion in object meta: 4730"))
-                .body(json!({ "preconditions": { "resourceVersion": "4711" } })),
-            exchange("DELETE", &format!("{POOLS}/{name}"), 200, recorded_object("IPPool", name, 4730, pool_spec()).to_string())
-                .body(json!({ "preconditions": { "resourceVersion": "4730" } })),
-            exchange("DELETE", &format!("{POOLS}/{name}"), 404, recorded_status(404, "NotFound", "ippools.brindle.dev \"default-ipv4-ippool\" not found")),
+            exchange(
+                "DELETE",
+                &format!("{POOLS}/{name}"),
+                409,
+                recorded_status(409, "Conflict", PRECONDITION),
+            )
+            .body(json!({ "preconditions": { "resourceVersion": "4711" } })),
+            exchange(
+                "DELETE",
+                &format!("{POOLS}/{name}"),
+                200,
+                recorded_object("IPPool", name, 4730, pool_spec()).to_string(),
+            )
+            .body(json!({ "preconditions": { "resourceVersion": "4730" } })),
+            exchange(
+                "DELETE",
+                &format!("{POOLS}/{name}"),
+                404,
+                recorded_status(404, "NotFound", POOL_NOT_FOUND),
+            ),
             // Expected revision 0 matches nothing: a read tells Conflict from NotFound, and
             // nothing is deleted.
-            exchange("GET", &format!("{POOLS}/other"), 200, recorded_object("IPPool", "other", 4740, pool_spec()).to_string()),
+            exchange(
+                "GET",
+                &format!("{POOLS}/other"),
+                200,
+                recorded_object("IPPool", "other", 4740, pool_spec()).to_string(),
+            ),
         ],
     );
     let err = store
@@ -397,22 +516,45 @@ async fn kubernetes_recorded_watch_resumes_from_the_last_revision_seen() {
     let server = serve(
         handle,
         vec![
-            exchange("GET", POOLS, 200, watch_lines(&[
-                ("ADDED", recorded_object("IPPool", "p", 4712, spec.clone())),
-                ("MODIFIED", recorded_object("IPPool", "p", 4713, json!({"cidr": "10.9.0.0/16"}))),
-                ("BOOKMARK", json!({ "kind": "IPPool", "apiVersion": "brindle.dev/v1", "metadata": { "resourceVersion": "4720", "creationTimestamp": null } })),
-            ]))
+            exchange(
+                "GET",
+                POOLS,
+                200,
+                watch_lines(&[
+                    ("ADDED", recorded_object("IPPool", "p", 4712, spec.clone())),
+                    (
+                        "MODIFIED",
+                        recorded_object("IPPool", "p", 4713, json!({"cidr": "10.9.0.0/16"})),
+                    ),
+                    (
+                        "BOOKMARK",
+                        json!({
+                            "kind": "IPPool",
+                            "apiVersion": "brindle.dev/v1",
+                            "metadata": { "resourceVersion": "4720", "creationTimestamp": null }
+                        }),
+                    ),
+                ]),
+            )
             .query("watch", "true")
             .query("resourceVersion", "4711")
             .query("allowWatchBookmarks", "true"),
             // The stream ended (the server's timeout): resume after the bookmark. The object of
             // a DELETED event carries the revision of the delete.
-            exchange("GET", POOLS, 200, watch_lines(&[
-                ("DELETED", recorded_object("IPPool", "p", 4725, json!({"cidr": "10.9.0.0/16"}))),
-            ]))
+            exchange(
+                "GET",
+                POOLS,
+                200,
+                watch_lines(&[(
+                    "DELETED",
+                    recorded_object("IPPool", "p", 4725, json!({"cidr": "10.9.0.0/16"})),
+                )]),
+            )
             .query("watch", "true")
             .query("resourceVersion", "4720"),
-            exchange("GET", POOLS, 200, "").query("watch", "true").query("resourceVersion", "4725"),
+            exchange("GET", POOLS, 200, "")
+                .query("watch", "true")
+                .query("resourceVersion", "4725"),
         ],
     );
     let mut watch = store.watch(Some("IPPool"), 4711).await.expect("watch");
@@ -438,34 +580,62 @@ async fn kubernetes_recorded_watch_resumes_from_the_last_revision_seen() {
 #[tokio::test]
 async fn kubernetes_recorded_watch_error_410_signals_resync_and_relists() {
     let (store, handle) = mock_store();
+    let too_old = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "too old resource version: 4711 (4790)",
+        "reason": "Expired",
+        "code": 410
+    });
+    let current = json!({
+        "kind": "PartialObjectMetadataList",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": { "resourceVersion": "5000", "continue": "x", "remainingItemCount": 3 },
+        "items": [{
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": {
+                "name": "p",
+                "resourceVersion": "4990",
+                "uid": "5f0c8d6e-2b7a-4c1e-9d3f-7a8b9c0d1e2f",
+                "creationTimestamp": "2026-11-20T09:14:03Z"
+            }
+        }]
+    });
     let server = serve(
         handle,
         vec![
             // The API server's watch cache answers a too-old resourceVersion with one ERROR
             // event carrying a 410 Status.
-            exchange("GET", POOLS, 200, watch_lines(&[(
-                "ERROR",
-                json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                        "message": "too old resource version: 4711 (4790)", "reason": "Expired", "code": 410 }),
-            )]))
-            .query("resourceVersion", "4711"),
+            exchange("GET", POOLS, 200, watch_lines(&[("ERROR", too_old)]))
+                .query("resourceVersion", "4711"),
             // The watch reads the current revision...
-            exchange("GET", POOLS, 200, json!({
-                "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
-                "metadata": { "resourceVersion": "5000", "continue": "x", "remainingItemCount": 3 },
-                "items": [{ "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                            "metadata": { "name": "p", "resourceVersion": "4990", "uid": "5f0c8d6e-2b7a-4c1e-9d3f-7a8b9c0d1e2f", "creationTimestamp": "2026-11-20T09:14:03Z" } }]
-            }).to_string())
-            .query("limit", "1"),
+            exchange("GET", POOLS, 200, current.to_string()).query("limit", "1"),
             // ...and goes on from there after Resync.
-            exchange("GET", POOLS, 200, watch_lines(&[
-                ("MODIFIED", recorded_object("IPPool", "p", 5001, pool_spec())),
-            ]))
+            exchange(
+                "GET",
+                POOLS,
+                200,
+                watch_lines(&[(
+                    "MODIFIED",
+                    recorded_object("IPPool", "p", 5001, pool_spec()),
+                )]),
+            )
             .query("resourceVersion", "5000"),
             // The caller lists again.
-            exchange("GET", POOLS, 200, recorded_list("IPPool", 5001, None, vec![
-                recorded_object("IPPool", "p", 5001, pool_spec()),
-            ]))
+            exchange(
+                "GET",
+                POOLS,
+                200,
+                recorded_list(
+                    "IPPool",
+                    5001,
+                    None,
+                    vec![recorded_object("IPPool", "p", 5001, pool_spec())],
+                ),
+            )
             .query("limit", "2"),
         ],
     );
@@ -511,7 +681,12 @@ async fn kubernetes_recorded_names_are_mapped_to_dns1123_and_back() {
     let (store, handle) = mock_store();
     let name = "10.244.0.0/26";
     let k8s = "x--10-2e244-2e0-2e0-2f26";
-    let spec = json!({ "cidr": "10.244.0.0/26", "allocations": [null], "unallocated": [0], "attributes": [] });
+    let spec = json!({
+        "cidr": "10.244.0.0/26",
+        "allocations": [null],
+        "unallocated": [0],
+        "attributes": []
+    });
     let server = serve(
         handle,
         vec![

@@ -301,6 +301,15 @@ impl KindStream {
                 Err(kube::Error::Api(e)) if e.code == 410 => {
                     return (Ended::Expired(e.message), got_data);
                 }
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    let why = format!(
+                        "{}: is the CRD {}.{} installed? (kubectl apply -f manifests/crds.yaml)",
+                        e.message,
+                        super::names::plural(&self.kind),
+                        super::GROUP
+                    );
+                    return (Ended::Reconnect(why), got_data);
+                }
                 Err(e) => return (Ended::Reconnect(e.to_string()), got_data),
             };
             got_data = true;
