@@ -30,6 +30,8 @@ struct Exchange {
     body: Option<Value>,
     status: u16,
     response: String,
+    /// How long the answer takes (a slow watch stream).
+    delay: Duration,
 }
 
 fn exchange(
@@ -45,12 +47,18 @@ fn exchange(
         body: None,
         status,
         response: response.into(),
+        delay: Duration::ZERO,
     }
 }
 
 impl Exchange {
     fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
         self.query.push((key, value.into()));
+        self
+    }
+
+    fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
         self
     }
 
@@ -140,7 +148,14 @@ fn serve(mut handle: Handle, exchanges: Vec<Exchange>) -> JoinHandle<()> {
                 .header("content-type", "application/json")
                 .body(Body::from(ex.response.into_bytes()))
                 .expect("response");
-            respond.send_response(response);
+            if ex.delay.is_zero() {
+                respond.send_response(response);
+            } else {
+                tokio::spawn(async move {
+                    tokio::time::sleep(ex.delay).await;
+                    respond.send_response(response);
+                });
+            }
         }
     })
 }
@@ -796,4 +811,70 @@ async fn kubernetes_values_must_be_resources_and_names_storable() {
     assert!(err.to_string().contains("limit is 253"), "{err}");
     let err = store.get("IP/Pool", "p").await.expect_err("bad kind");
     assert!(err.to_string().contains("invalid kind"), "{err}");
+}
+
+#[tokio::test]
+async fn kubernetes_recorded_watch_from_revision_zero_starts_with_resync() {
+    let (store, handle) = mock_store();
+    let server = serve(
+        handle,
+        vec![
+            exchange(
+                "GET",
+                POOLS,
+                200,
+                recorded_list("IPPool", 5000, None, vec![]),
+            )
+            .query("limit", "1"),
+            exchange("GET", POOLS, 200, "")
+                .query("watch", "true")
+                .query("resourceVersion", "5000"),
+        ],
+    );
+    let mut watch = store.watch(Some("IPPool"), 0).await.expect("watch");
+    assert_eq!(next(&mut watch).await, WatchEvent::Resync);
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn kubernetes_recorded_watch_of_every_kind_merges_streams_by_revision() {
+    let (store, handle) = mock_store();
+    let nodes = "/apis/brindle.dev/v1/nodes";
+    // The IPPool stream delivers revision 4712 first; the Node stream's 4711 arrives 20 ms
+    // later (each resource has its own watch cache). The merged watch still gives 4711 first.
+    let server = serve(
+        handle,
+        vec![
+            exchange(
+                "GET",
+                POOLS,
+                200,
+                watch_lines(&[("ADDED", recorded_object("IPPool", "p", 4712, pool_spec()))]),
+            )
+            .query("resourceVersion", "4710"),
+            exchange(
+                "GET",
+                nodes,
+                200,
+                watch_lines(&[("ADDED", recorded_object("Node", "n1", 4711, json!({})))]),
+            )
+            .query("resourceVersion", "4710")
+            .delay(Duration::from_millis(20)),
+        ],
+    );
+    let mut watch = store.watch(None, 4710).await.expect("watch");
+    let first = next(&mut watch).await;
+    let second = next(&mut watch).await;
+    let order: Vec<_> = [first, second]
+        .into_iter()
+        .map(|ev| match ev {
+            WatchEvent::Put(kv) => (kv.kind, kv.revision),
+            other => panic!("expected a put, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [("Node".to_string(), 4711), ("IPPool".to_string(), 4712)]
+    );
+    finish(server).await;
 }

@@ -45,7 +45,7 @@ use super::{parse_revision, Shared};
 /// Events buffered between a watch's merger and its receiver.
 const WATCH_CHANNEL: usize = 1024;
 /// How long an event of one kind waits for the other kinds' streams to catch up.
-pub(crate) const HOLD: Duration = Duration::from_millis(100);
+const HOLD: Duration = Duration::from_millis(100);
 /// The server-side timeout asked for each watch call; the stream task then reconnects.
 const WATCH_TIMEOUT_SECS: u32 = 290;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
