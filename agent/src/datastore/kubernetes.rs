@@ -180,10 +180,21 @@ impl Shared {
         Ok(Api::all_with(self.client.clone(), &Self::resource(kind)?))
     }
 
-    /// The StoreError for an API error of `verb` on `kind/name`.
+    /// The StoreError for an API error of `verb` on `kind/name` (`name` empty: the kind).
     fn error(verb: &str, kind: &str, name: &str, e: kube::Error) -> StoreError {
+        let what = if name.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind} {name:?}")
+        };
         match e {
             kube::Error::Api(status) => match (status.code, status.reason.as_str()) {
+                // A collection that is not there: the CRD is missing.
+                (404, _) if name.is_empty() => StoreError::Unavailable(format!(
+                    "kubernetes {verb} {kind}: the API server does not serve {}.{GROUP}; \
+                     install the CRDs (kubectl apply -f manifests/crds.yaml)",
+                    names::plural(kind)
+                )),
                 (404, _) => StoreError::NotFound {
                     kind: kind.to_string(),
                     name: name.to_string(),
@@ -193,11 +204,11 @@ impl Shared {
                     name: name.to_string(),
                 },
                 _ => StoreError::Unavailable(format!(
-                    "kubernetes {verb} {kind} {name:?}: {} {}: {}",
+                    "kubernetes {verb} {what}: {} {}: {}",
                     status.code, status.reason, status.message
                 )),
             },
-            other => StoreError::Unavailable(format!("kubernetes {verb} {kind} {name:?}: {other}")),
+            other => StoreError::Unavailable(format!("kubernetes {verb} {what}: {other}")),
         }
     }
 

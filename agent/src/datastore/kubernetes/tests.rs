@@ -878,3 +878,29 @@ async fn kubernetes_recorded_watch_of_every_kind_merges_streams_by_revision() {
     );
     finish(server).await;
 }
+
+#[tokio::test]
+async fn kubernetes_recorded_missing_crd_says_to_install_it() {
+    let (store, handle) = mock_store();
+    let missing = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "the server could not find the requested resource",
+        "reason": "NotFound",
+        "details": {},
+        "code": 404
+    });
+    let server = serve(
+        handle,
+        vec![exchange("GET", POOLS, 404, missing.to_string()).query("limit", "2")],
+    );
+    let err = store.list("IPPool").await.expect_err("no CRD");
+    let text = err.to_string();
+    assert!(
+        text.contains("ippools.brindle.dev") && text.contains("manifests/crds.yaml"),
+        "{text}"
+    );
+    finish(server).await;
+}
