@@ -135,6 +135,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unreachable_kubernetes_api_server_over_tls_is_an_error_naming_it() {
+        // https through rustls (the in-cluster form); port 1 on loopback refuses at once.
+        let path = std::env::temp_dir().join(format!(
+            "brindle-ds-kubeconfig-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\n\
+             clusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
+             users:\n- name: u\n  user:\n    token: abc\n\
+             contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n\
+             current-context: x\n",
+        )
+        .expect("write kubeconfig");
+        let err = open(&format!("kubernetes:{}", path.display()))
+            .await
+            .err()
+            .expect("refused");
+        let _ = std::fs::remove_file(&path);
+        let text = err.to_string();
+        assert!(text.contains("https://127.0.0.1:1"), "{text}");
+    }
+
+    #[tokio::test]
     async fn missing_kubeconfig_is_an_error_naming_it() {
         let err = open("kubernetes:/nonexistent/brindle-kubeconfig")
             .await
