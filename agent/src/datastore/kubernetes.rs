@@ -47,7 +47,7 @@ use kube::api::{
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Map, Value};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::DatastoreError;
 
@@ -318,7 +318,14 @@ impl Shared {
                 )?);
             }
             for obj in &page.items {
-                items.push(Self::to_record(kind, obj)?);
+                match Self::to_record(kind, obj) {
+                    Ok(kv) => items.push(kv),
+                    // A name Brindle would not have written (created by hand): not a record.
+                    Err(StoreError::Corrupt { name, reason, .. }) => {
+                        warn!(kind, name, %reason, "kubernetes list: skipping an object");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),

@@ -15,7 +15,8 @@
 //!
 //! A name that is valid but starts with `x--` is escaped too, so no two names map to one.
 //! Names read back that do not start with `x--` are taken as they are (objects created with
-//! kubectl keep their names).
+//! kubectl keep their names); one that starts with `x--` must be exactly what the encoder
+//! writes (`x--abc` is refused: it would be a second spelling of `abc`).
 
 /// Longest `metadata.name` of a custom resource.
 const MAX_NAME: usize = 253;
@@ -112,7 +113,8 @@ pub fn from_k8s_name(k8s: &str) -> Result<String, NameError> {
         }
     }
     let name = String::from_utf8(bytes).map_err(|_| bad())?;
-    if name.is_empty() {
+    // Only the spelling the encoder writes: `x--abc` would otherwise be a second name for `abc`.
+    if to_k8s_name(&name).as_deref() != Ok(k8s) {
         return Err(bad());
     }
     Ok(name)
@@ -170,9 +172,41 @@ mod tests {
         assert!(err.to_string().contains("limit is 253"), "{err}");
         assert!(to_k8s_name(&"a".repeat(253)).is_ok());
         for bad in [
-            "x--", "x--a-", "x--a-2", "x--a-zz", "x--a-61", "x--a-2E", "x--ff-ff",
+            "x--", "x--a-", "x--a-2", "x--a-zz", "x--a-61", "x--a-2E", "x--ff-ff", "x--abc",
         ] {
             assert!(from_k8s_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A small deterministic PRNG (xorshift64*).
+    fn rng(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    #[test]
+    fn kubernetes_names_are_a_bijection_on_random_inputs() {
+        let alphabet: Vec<char> = "abcxz09-._/:A Zé".chars().collect();
+        let mut state = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let len = (rng(&mut state) % 12) as usize;
+            let s: String = (0..len)
+                .map(|_| alphabet[(rng(&mut state) as usize) % alphabet.len()])
+                .collect();
+            // Any Brindle name: maps to a valid name that maps back.
+            if let Ok(k8s) = to_k8s_name(&s) {
+                assert!(is_dns1123_subdomain(&k8s), "{s:?} -> {k8s:?}");
+                assert_eq!(from_k8s_name(&k8s).as_deref(), Ok(s.as_str()), "{k8s:?}");
+            }
+            // Any name read from the API server: accepted only in the encoder's spelling, and
+            // never a panic.
+            let escaped = format!("x--{s}");
+            if let Ok(name) = from_k8s_name(&escaped) {
+                assert_eq!(to_k8s_name(&name).as_deref(), Ok(escaped.as_str()));
+            }
+            let _ = from_k8s_name(&s);
         }
     }
 

@@ -729,6 +729,8 @@ async fn kubernetes_recorded_names_are_mapped_to_dns1123_and_back() {
                     vec![
                         recorded_object("IPAMBlock", k8s, 4800, spec.clone()),
                         recorded_object("IPAMBlock", "10-244-0-64-26", 4801, spec.clone()),
+                        // Made with kubectl: a second spelling of "abc", not a record.
+                        recorded_object("IPAMBlock", "x--abc", 4799, spec.clone()),
                     ],
                 ),
             ),
