@@ -99,7 +99,8 @@ impl Watcher {
         let mut seq = 0u64;
         debug!(kinds = ?self.kinds, after, "kubernetes watch started");
         loop {
-            let deadline = pending.values().map(|(at, _)| *at).min();
+            // Events leave in revision order, so nothing is due before the first one is.
+            let deadline = pending.first_key_value().map(|(_, (at, _))| *at);
             tokio::select! {
                 () = self.tx.closed() => break,
                 msg = msg_rx.recv() => {
