@@ -1,6 +1,13 @@
 //! One conformance suite for every datastore backend (BRIEF §3): the cases in [`cases`] take an
 //! `Arc<dyn Store>` and know nothing of the backend; the `conformance!` macro instantiates them
-//! for the memory store (where meaningful), the embedded store and a real etcd.
+//! for the memory store (where meaningful), the embedded store, a real etcd, and the kubernetes
+//! store against a FAKE of the API server (`kubernetes_fake_apiserver`: its semantics for
+//! custom resources in process, see `datastore_conformance/fake_apiserver.rs`; no real API
+//! server runs here).
+//!
+//! Every value stored is a resource (`{"apiVersion","kind","metadata","spec":{"v":..}}`), as
+//! in real use: the kubernetes store can hold nothing else. Every backend must give back the
+//! bytes it was given.
 //!
 //! The etcd tests start Debian's `etcd` binary (package `etcd-server`) on free loopback ports
 //! with a data dir under /dev/shm, and kill it and remove the dir when the test ends, also when
