@@ -738,3 +738,46 @@ async fn kubernetes_fake_apiserver_noop_update_keeps_the_revision() {
         .expect_err("stale, even when it would change nothing");
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
 }
+
+/// Kubernetes only, against the fake of the API server: a watch of every kind runs one stream
+/// per kind; when the history is gone each stream hears 410, and the caller still gets one
+/// `Resync`, then the changes of every kind after it.
+#[tokio::test]
+async fn kubernetes_fake_apiserver_watch_of_every_kind_resyncs_once() {
+    let Some(b) = Backend::kubernetes_fake("all-resync", true).await else {
+        return;
+    };
+    let store = b.store();
+    let from = store.list("IPPool").await.expect("list").revision;
+    let mut rev = store
+        .create("IPPool", "p", val("IPPool", "p", "0"))
+        .await
+        .expect("create");
+    for i in 1..5 {
+        rev = store
+            .update("IPPool", "p", val("IPPool", "p", &i.to_string()), rev)
+            .await
+            .expect("update");
+    }
+    store
+        .create("Node", "n", val("Node", "n", "0"))
+        .await
+        .expect("create");
+    b.compact(rev).await;
+
+    let mut watch = store.watch(None, from).await.expect("watch");
+    assert_eq!(next(&mut watch).await, WatchEvent::Resync);
+    let listing = store.list("Node").await.expect("relist");
+    let node = &listing.items[0];
+    let r1 = store
+        .update("Node", "n", val("Node", "n", "1"), node.revision)
+        .await
+        .expect("update node");
+    let r2 = store
+        .create("BGPPeer", "peer", val("BGPPeer", "peer", "x"))
+        .await
+        .expect("create peer");
+    assert_eq!(next(&mut watch).await, put("Node", "n", "1", r1));
+    assert_eq!(next(&mut watch).await, put("BGPPeer", "peer", "x", r2));
+    quiet(&mut watch).await;
+}
