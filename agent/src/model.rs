@@ -1,12 +1,13 @@
 //! The kinds the agent owns (Node, WorkloadEndpoint), with Calico's field names, plus the IPAM
 //! kinds re-exported from `brindle_ipam::model`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use brindle_ipam::model::*;
 
 /// `Node` spec: how other nodes reach this one.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,7 +35,7 @@ impl Resource for NodeSpec {
 }
 
 /// `Node.spec.bgp`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeBgpSpec {
     /// The node's IPv4 address with its prefix length (`10.0.0.5/24`): the subnet decides
@@ -60,7 +61,7 @@ pub struct NodeBgpSpec {
 }
 
 /// One of a node's addresses.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeAddress {
     pub address: String,
@@ -69,7 +70,7 @@ pub struct NodeAddress {
 }
 
 /// `WorkloadEndpoint` spec: a pod wired on a node.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadEndpointSpec {
     pub orchestrator: String,
@@ -92,7 +93,7 @@ impl Resource for WorkloadEndpointSpec {
 }
 
 /// A reference to a key of a Kubernetes Secret (`password.secretKeyRef`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
     pub name: String,
@@ -100,7 +101,7 @@ pub struct SecretKeyRef {
 }
 
 /// A password given by reference, never inline.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PasswordSource {
     pub secret_key_ref: SecretKeyRef,
@@ -108,7 +109,7 @@ pub struct PasswordSource {
 
 /// `BGPPeer` spec (Calico `projectcalico.org/v3` field names): a peering for one node, the
 /// nodes a selector matches, or every node (global).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpPeerSpec {
     /// Only this node peers (node-specific).
@@ -287,14 +288,15 @@ impl BgpPeerSpec {
 }
 
 /// A CIDR in a list of service CIDRs (`serviceClusterIPs: [{cidr: ...}]`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CidrEntry {
+    #[schemars(with = "String")]
     pub cidr: ipnet::IpNet,
 }
 
 /// A named BGP community value (`aa:nn` or large `aa:nn:mm`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Community {
     pub name: String,
@@ -302,9 +304,10 @@ pub struct Community {
 }
 
 /// Communities attached to a prefix.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrefixAdvertisement {
+    #[schemars(with = "String")]
     pub cidr: ipnet::IpNet,
     #[serde(default)]
     pub communities: Vec<String>,
@@ -312,7 +315,7 @@ pub struct PrefixAdvertisement {
 
 /// `BGPConfiguration` spec: `default` is global; `node.<name>` overrides a few fields for one
 /// node.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]

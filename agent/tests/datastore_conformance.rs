@@ -1,6 +1,13 @@
 //! One conformance suite for every datastore backend (BRIEF §3): the cases in [`cases`] take an
 //! `Arc<dyn Store>` and know nothing of the backend; the `conformance!` macro instantiates them
-//! for the memory store (where meaningful), the embedded store and a real etcd.
+//! for the memory store (where meaningful), the embedded store, a real etcd, and the kubernetes
+//! store against a FAKE of the API server (`kubernetes_fake_apiserver`: its semantics for
+//! custom resources in process, see `datastore_conformance/fake_apiserver.rs`; no real API
+//! server runs here).
+//!
+//! Every value stored is a resource (`{"apiVersion","kind","metadata","spec":{"v":..}}`), as
+//! in real use: the kubernetes store can hold nothing else. Every backend must give back the
+//! bytes it was given.
 //!
 //! The etcd tests start Debian's `etcd` binary (package `etcd-server`) on free loopback ports
 //! with a data dir under /dev/shm, and kill it and remove the dir when the test ends, also when
@@ -46,11 +53,30 @@ async fn quiet(watch: &mut Watch) {
     }
 }
 
-fn put(kind: &str, name: &str, value: &[u8], revision: u64) -> WatchEvent {
+/// A record's value: a resource with `v` in its spec. Values are resources because that is what
+/// the store holds (the Kubernetes backend can hold nothing else), and every backend gives back
+/// the bytes it was given.
+fn val(kind: &str, name: &str, v: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "brindle.dev/v1",
+        "kind": kind,
+        "metadata": { "name": name },
+        "spec": { "v": v },
+    }))
+    .expect("json")
+}
+
+/// The `v` of a value made by [`val`].
+fn v_of(value: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(value).expect("a resource");
+    value["spec"]["v"].as_str().expect("spec.v").to_string()
+}
+
+fn put(kind: &str, name: &str, v: &str, revision: u64) -> WatchEvent {
     WatchEvent::Put(KvPair {
         kind: kind.to_string(),
         name: name.to_string(),
-        value: value.to_vec(),
+        value: val(kind, name, v),
         revision,
     })
 }
@@ -75,12 +101,12 @@ pub mod cases {
         assert!(empty.items.is_empty());
 
         let r1 = store
-            .create("IPPool", "a", b"{\"v\":1}".to_vec())
+            .create("IPPool", "a", val("IPPool", "a", "1"))
             .await
             .expect("create");
         assert!(r1 > empty.revision, "a write moves the revision forward");
         let err = store
-            .create("IPPool", "a", b"{}".to_vec())
+            .create("IPPool", "a", val("IPPool", "a", ""))
             .await
             .expect_err("second create");
         assert!(
@@ -99,13 +125,13 @@ pub mod cases {
                 kv.value.as_slice(),
                 kv.revision
             ),
-            ("IPPool", "a", &b"{\"v\":1}"[..], r1)
+            ("IPPool", "a", &val("IPPool", "a", "1")[..], r1)
         );
         // Same name, other kind: another record.
         assert_eq!(store.get("Node", "a").await.expect("get"), None);
 
         let r2 = store
-            .update("IPPool", "a", b"{\"v\":2}".to_vec(), r1)
+            .update("IPPool", "a", val("IPPool", "a", "2"), r1)
             .await
             .expect("update");
         assert!(r2 > r1);
@@ -114,10 +140,13 @@ pub mod cases {
             .await
             .expect("get")
             .expect("exists");
-        assert_eq!((kv.value.as_slice(), kv.revision), (&b"{\"v\":2}"[..], r2));
+        assert_eq!(
+            (kv.value.as_slice(), kv.revision),
+            (&val("IPPool", "a", "2")[..], r2)
+        );
 
         let err = store
-            .update("IPPool", "missing", b"{}".to_vec(), r2)
+            .update("IPPool", "missing", val("IPPool", "missing", ""), r2)
             .await
             .expect_err("update of a missing record");
         assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
@@ -133,7 +162,7 @@ pub mod cases {
         assert!(listing.items.is_empty());
         assert!(listing.revision > r2, "a delete is a write too");
         let r3 = store
-            .create("IPPool", "a", b"{}".to_vec())
+            .create("IPPool", "a", val("IPPool", "a", ""))
             .await
             .expect("create after delete");
         assert!(r3 > listing.revision);
@@ -142,16 +171,16 @@ pub mod cases {
     /// update and delete with a stale revision lose; the record keeps the winner's write.
     pub async fn compare_and_swap(store: Arc<dyn Store>) {
         let r0 = store
-            .create("IPAMBlock", "b", b"0".to_vec())
+            .create("IPAMBlock", "b", val("IPAMBlock", "b", "0"))
             .await
             .expect("create");
         // Two writers read r0; the first to write wins.
         let r1 = store
-            .update("IPAMBlock", "b", b"first".to_vec(), r0)
+            .update("IPAMBlock", "b", val("IPAMBlock", "b", "first"), r0)
             .await
             .expect("first writer");
         let err = store
-            .update("IPAMBlock", "b", b"second".to_vec(), r0)
+            .update("IPAMBlock", "b", val("IPAMBlock", "b", "second"), r0)
             .await
             .expect_err("stale writer");
         assert!(
@@ -164,16 +193,19 @@ pub mod cases {
             .await
             .expect("get")
             .expect("exists");
-        assert_eq!((kv.value.as_slice(), kv.revision), (&b"first"[..], r1));
+        assert_eq!(
+            (kv.value.as_slice(), kv.revision),
+            (&val("IPAMBlock", "b", "first")[..], r1)
+        );
 
         // Revision 0 never matches an existing record, and never creates a missing one.
         let err = store
-            .update("IPAMBlock", "b", b"x".to_vec(), 0)
+            .update("IPAMBlock", "b", val("IPAMBlock", "b", "x"), 0)
             .await
             .expect_err("expected 0");
         assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
         let err = store
-            .update("IPAMBlock", "nope", b"x".to_vec(), 0)
+            .update("IPAMBlock", "nope", val("IPAMBlock", "nope", "x"), 0)
             .await
             .expect_err("expected 0 on a missing record");
         assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
@@ -196,7 +228,7 @@ pub mod cases {
             .expect_err("delete of a deleted record");
         assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
         let err = store
-            .update("IPAMBlock", "b", b"x".to_vec(), r1)
+            .update("IPAMBlock", "b", val("IPAMBlock", "b", "x"), r1)
             .await
             .expect_err("update of a deleted record");
         assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
@@ -209,12 +241,16 @@ pub mod cases {
         let mut last = 0;
         for i in 0..20 {
             last = store
-                .create("Node", &format!("n{i:02}"), i.to_string().into_bytes())
+                .create(
+                    "Node",
+                    &format!("n{i:02}"),
+                    val("Node", &format!("n{i:02}"), &i.to_string()),
+                )
                 .await
                 .expect("create");
         }
         store
-            .create("WorkloadEndpoint", "w", b"{}".to_vec())
+            .create("WorkloadEndpoint", "w", val("WorkloadEndpoint", "w", ""))
             .await
             .expect("create other kind");
         let listing = store.list("Node").await.expect("list");
@@ -244,7 +280,7 @@ pub mod cases {
                             .update(
                                 "Node",
                                 &name,
-                                format!("{i}.{round}").into_bytes(),
+                                val("Node", &name, &format!("{i}.{round}")),
                                 kv.revision,
                             )
                             .await
@@ -320,15 +356,15 @@ pub mod cases {
         tokio::time::sleep(Duration::from_millis(50)).await;
 
         let r1 = store
-            .create("IPPool", "p", b"1".to_vec())
+            .create("IPPool", "p", val("IPPool", "p", "1"))
             .await
             .expect("create");
         let r2 = store
-            .create("Node", "n", b"n".to_vec())
+            .create("Node", "n", val("Node", "n", "n"))
             .await
             .expect("create");
         let r3 = store
-            .update("IPPool", "p", b"2".to_vec(), r1)
+            .update("IPPool", "p", val("IPPool", "p", "2"), r1)
             .await
             .expect("update");
         store.delete("IPPool", "p", Some(r3)).await.expect("delete");
@@ -336,8 +372,8 @@ pub mod cases {
         store.delete("Node", "n", None).await.expect("delete");
         let r5 = store.list("Node").await.expect("list").revision;
 
-        assert_eq!(next(&mut pools).await, put("IPPool", "p", b"1", r1));
-        assert_eq!(next(&mut pools).await, put("IPPool", "p", b"2", r3));
+        assert_eq!(next(&mut pools).await, put("IPPool", "p", "1", r1));
+        assert_eq!(next(&mut pools).await, put("IPPool", "p", "2", r3));
         // A delete returns no revision; it lies between the write before and the list after
         // (other writers may share the revision counter, as on a shared etcd).
         let d4 = match next(&mut pools).await {
@@ -349,9 +385,9 @@ pub mod cases {
             other => panic!("expected the delete of IPPool p, got {other:?}"),
         };
         assert!(r3 < d4 && d4 <= r4, "{r3} < {d4} <= {r4}");
-        assert_eq!(next(&mut all).await, put("IPPool", "p", b"1", r1));
-        assert_eq!(next(&mut all).await, put("Node", "n", b"n", r2));
-        assert_eq!(next(&mut all).await, put("IPPool", "p", b"2", r3));
+        assert_eq!(next(&mut all).await, put("IPPool", "p", "1", r1));
+        assert_eq!(next(&mut all).await, put("Node", "n", "n", r2));
+        assert_eq!(next(&mut all).await, put("IPPool", "p", "2", r3));
         assert_eq!(next(&mut all).await, deleted("IPPool", "p", d4));
         match next(&mut all).await {
             WatchEvent::Deleted {
@@ -372,30 +408,30 @@ pub mod cases {
     pub async fn watch_replays_history(store: Arc<dyn Store>) {
         let from = store.list("IPPool").await.expect("list").revision;
         let r1 = store
-            .create("IPPool", "p", b"1".to_vec())
+            .create("IPPool", "p", val("IPPool", "p", "1"))
             .await
             .expect("create");
         store
-            .create("Node", "n", b"n".to_vec())
+            .create("Node", "n", val("Node", "n", "n"))
             .await
             .expect("create");
         let r3 = store
-            .update("IPPool", "p", b"2".to_vec(), r1)
+            .update("IPPool", "p", val("IPPool", "p", "2"), r1)
             .await
             .expect("update");
 
         let mut watch = store.watch(Some("IPPool"), from).await.expect("watch");
-        assert_eq!(next(&mut watch).await, put("IPPool", "p", b"1", r1));
-        assert_eq!(next(&mut watch).await, put("IPPool", "p", b"2", r3));
+        assert_eq!(next(&mut watch).await, put("IPPool", "p", "1", r1));
+        assert_eq!(next(&mut watch).await, put("IPPool", "p", "2", r3));
         // From the first write on: only what came after it.
         let mut watch = store.watch(Some("IPPool"), r1).await.expect("watch");
-        assert_eq!(next(&mut watch).await, put("IPPool", "p", b"2", r3));
+        assert_eq!(next(&mut watch).await, put("IPPool", "p", "2", r3));
         // ...and then live changes.
         let r4 = store
-            .update("IPPool", "p", b"3".to_vec(), r3)
+            .update("IPPool", "p", val("IPPool", "p", "3"), r3)
             .await
             .expect("update");
-        assert_eq!(next(&mut watch).await, put("IPPool", "p", b"3", r4));
+        assert_eq!(next(&mut watch).await, put("IPPool", "p", "3", r4));
         quiet(&mut watch).await;
     }
 
@@ -408,12 +444,12 @@ pub mod cases {
     {
         let from = store.list("IPPool").await.expect("list").revision;
         let mut rev = store
-            .create("IPPool", "p", b"0".to_vec())
+            .create("IPPool", "p", val("IPPool", "p", "0"))
             .await
             .expect("create");
         for i in 1..10 {
             rev = store
-                .update("IPPool", "p", i.to_string().into_bytes(), rev)
+                .update("IPPool", "p", val("IPPool", "p", &i.to_string()), rev)
                 .await
                 .expect("update");
         }
@@ -425,24 +461,26 @@ pub mod cases {
         let listing = store.list("IPPool").await.expect("relist");
         assert_eq!(listing.items.len(), 1);
         let r = store
-            .update("IPPool", "p", b"after".to_vec(), listing.items[0].revision)
+            .update(
+                "IPPool",
+                "p",
+                val("IPPool", "p", "after"),
+                listing.items[0].revision,
+            )
             .await
             .expect("update");
-        assert_eq!(next(&mut watch).await, put("IPPool", "p", b"after", r));
+        assert_eq!(next(&mut watch).await, put("IPPool", "p", "after", r));
         quiet(&mut watch).await;
     }
 
     fn counter(value: &[u8]) -> u64 {
-        std::str::from_utf8(value)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .expect("counter value is a number")
+        v_of(value).parse().expect("counter value is a number")
     }
 
     /// The child's part of [`cas_across_processes`]: create the counter unless another did,
     /// then increment it by read-modify-write with compare-and-swap, retrying on conflict.
     pub async fn counter_worker(store: Arc<dyn Store>, increments: u64) {
-        match store.create("Counter", "c", b"0".to_vec()).await {
+        match store.create("Counter", "c", val("Counter", "c", "0")).await {
             Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => panic!("create failed: {e}"),
         }
@@ -459,7 +497,7 @@ pub mod cases {
                     .update(
                         "Counter",
                         "c",
-                        (n + 1).to_string().into_bytes(),
+                        val("Counter", "c", &(n + 1).to_string()),
                         kv.revision,
                     )
                     .await
@@ -623,6 +661,12 @@ macro_rules! conformance {
 conformance!(mem, Backend::mem, history = false);
 conformance!(embedded, Backend::embedded, history = true);
 conformance!(etcd, Backend::etcd, history = true);
+// Not a real API server: a fake of its semantics (see fake_apiserver.rs).
+conformance!(
+    kubernetes_fake_apiserver,
+    Backend::kubernetes_fake,
+    history = true
+);
 
 /// etcd only: a watch survives the server's restart without losing or repeating an event, and
 /// calls and watches move past an endpoint that does not answer.
@@ -641,22 +685,99 @@ async fn etcd_watch_resumes_after_restart_and_fails_over() {
     let from = store.list("IPPool").await.expect("list").revision;
     let mut watch = store.watch(Some("IPPool"), from).await.expect("watch");
     let r1 = store
-        .create("IPPool", "p", b"1".to_vec())
+        .create("IPPool", "p", val("IPPool", "p", "1"))
         .await
         .expect("create");
-    assert_eq!(next(&mut watch).await, put("IPPool", "p", b"1", r1));
+    assert_eq!(next(&mut watch).await, put("IPPool", "p", "1", r1));
 
     server.restart();
     // Written while the watch is reconnecting (it backs off): read from the history.
     let r2 = store
-        .update("IPPool", "p", b"2".to_vec(), r1)
+        .update("IPPool", "p", val("IPPool", "p", "2"), r1)
         .await
         .expect("update after restart");
     let r3 = store
-        .update("IPPool", "p", b"3".to_vec(), r2)
+        .update("IPPool", "p", val("IPPool", "p", "3"), r2)
         .await
         .expect("update");
-    assert_eq!(next(&mut watch).await, put("IPPool", "p", b"2", r2));
-    assert_eq!(next(&mut watch).await, put("IPPool", "p", b"3", r3));
+    assert_eq!(next(&mut watch).await, put("IPPool", "p", "2", r2));
+    assert_eq!(next(&mut watch).await, put("IPPool", "p", "3", r3));
+    quiet(&mut watch).await;
+}
+
+/// Kubernetes only, against the fake of the API server: an update that changes nothing keeps
+/// its revision and sends no watch event (the API server skips no-op writes), unlike the other
+/// backends, where every update is a write. A stale revision still loses. docs/datastore.md
+/// says so.
+#[tokio::test]
+async fn kubernetes_fake_apiserver_noop_update_keeps_the_revision() {
+    let Some(b) = Backend::kubernetes_fake("noop", false).await else {
+        return;
+    };
+    let store = b.store();
+    let r1 = store
+        .create("IPPool", "p", val("IPPool", "p", "1"))
+        .await
+        .expect("create");
+    let mut watch = store.watch(Some("IPPool"), r1).await.expect("watch");
+    let same = store
+        .update("IPPool", "p", val("IPPool", "p", "1"), r1)
+        .await
+        .expect("no-op update");
+    assert_eq!(same, r1, "nothing written");
+    let r2 = store
+        .update("IPPool", "p", val("IPPool", "p", "2"), r1)
+        .await
+        .expect("real update");
+    assert!(r2 > r1);
+    assert_eq!(next(&mut watch).await, put("IPPool", "p", "2", r2));
+    quiet(&mut watch).await;
+    let err = store
+        .update("IPPool", "p", val("IPPool", "p", "2"), r1)
+        .await
+        .expect_err("stale, even when it would change nothing");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+}
+
+/// Kubernetes only, against the fake of the API server: a watch of every kind runs one stream
+/// per kind; when the history is gone each stream hears 410, and the caller still gets one
+/// `Resync`, then the changes of every kind after it.
+#[tokio::test]
+async fn kubernetes_fake_apiserver_watch_of_every_kind_resyncs_once() {
+    let Some(b) = Backend::kubernetes_fake("all-resync", true).await else {
+        return;
+    };
+    let store = b.store();
+    let from = store.list("IPPool").await.expect("list").revision;
+    let mut rev = store
+        .create("IPPool", "p", val("IPPool", "p", "0"))
+        .await
+        .expect("create");
+    for i in 1..5 {
+        rev = store
+            .update("IPPool", "p", val("IPPool", "p", &i.to_string()), rev)
+            .await
+            .expect("update");
+    }
+    store
+        .create("Node", "n", val("Node", "n", "0"))
+        .await
+        .expect("create");
+    b.compact(rev).await;
+
+    let mut watch = store.watch(None, from).await.expect("watch");
+    assert_eq!(next(&mut watch).await, WatchEvent::Resync);
+    let listing = store.list("Node").await.expect("relist");
+    let node = &listing.items[0];
+    let r1 = store
+        .update("Node", "n", val("Node", "n", "1"), node.revision)
+        .await
+        .expect("update node");
+    let r2 = store
+        .create("BGPPeer", "peer", val("BGPPeer", "peer", "x"))
+        .await
+        .expect("create peer");
+    assert_eq!(next(&mut watch).await, put("Node", "n", "1", r1));
+    assert_eq!(next(&mut watch).await, put("BGPPeer", "peer", "x", r2));
     quiet(&mut watch).await;
 }

@@ -1,7 +1,7 @@
 //! IPAM under contention: 8 OS processes on 4 nodes allocate and release addresses at random
-//! against one datastore (the embedded file, and a real etcd), then a checker verifies every
-//! invariant: no address allocated twice, every handle consistent with the blocks, nothing
-//! leaked after every release.
+//! against one datastore (the embedded file, a real etcd, and the kubernetes backend against a
+//! fake of the API server), then a checker verifies every invariant: no address allocated
+//! twice, every handle consistent with the blocks, nothing leaked after every release.
 //!
 //! The parent re-executes this test binary (`current_exe()`, the test's name, `--exact`) with
 //! [`ROLE_ENV`] set; each child runs the workload and prints what it holds at the end.
@@ -91,6 +91,15 @@ fn eight_processes_on_the_embedded_store() {
 fn eight_processes_on_etcd() {
     hammer("eight_processes_on_etcd", |test| {
         Box::pin(fixture::Backend::etcd(test, false))
+    });
+}
+
+/// Through the kubernetes datastore, against a FAKE of the API server (its CRD semantics in
+/// process, see datastore_conformance/fake_apiserver.rs), not a real one.
+#[test]
+fn eight_processes_on_kubernetes_fake_apiserver() {
+    hammer("eight_processes_on_kubernetes_fake_apiserver", |test| {
+        Box::pin(fixture::Backend::kubernetes_fake(test, false))
     });
 }
 

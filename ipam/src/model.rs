@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +74,7 @@ pub struct ObjectMeta {
 }
 
 /// Encapsulation mode of a pool, spelled as Calico spells it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum EncapMode {
     #[default]
     Never,
@@ -92,7 +93,7 @@ impl fmt::Display for EncapMode {
 }
 
 /// What addresses of a pool may be used for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum AllowedUse {
     Workload,
     Tunnel,
@@ -100,9 +101,10 @@ pub enum AllowedUse {
 }
 
 /// `IPPool` spec (Calico `projectcalico.org/v3` field names).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpPoolSpec {
+    #[schemars(with = "String")]
     pub cidr: IpNet,
     /// Prefix length of the per-node blocks; 26 for IPv4 and 122 for IPv6 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,7 +184,7 @@ impl IpPoolSpec {
 
 /// `IPAMConfig` spec (Calico `crd.projectcalico.org/v1` `ipamconfigs`, v3 `IPAMConfiguration`).
 /// One object, named [`IPAM_CONFIG_NAME`]; when it is absent the defaults apply.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpamConfigSpec {
     /// Never borrow addresses from other nodes' blocks.
@@ -258,9 +260,10 @@ impl IpamConfigSpec {
 pub const EMPTY_SINCE_ANNOTATION: &str = "brindle.dev/empty-since";
 
 /// `IPAMBlock` spec (Calico `crd.projectcalico.org/v1` field names).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpamBlockSpec {
+    #[schemars(with = "String")]
     pub cidr: IpNet,
     /// `host:<node>` when the block is affine to a node.
     #[serde(default)]
@@ -287,7 +290,7 @@ impl Resource for IpamBlockSpec {
 }
 
 /// Who an allocation belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllocationAttribute {
     pub handle_id: Option<String>,
@@ -297,7 +300,7 @@ pub struct AllocationAttribute {
 }
 
 /// State of a block affinity: claimed in two phases, pending then confirmed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum AffinityState {
     Pending,
@@ -306,13 +309,14 @@ pub enum AffinityState {
 }
 
 /// `BlockAffinity` spec. `deleted` is a string in Calico's v1 schema, and so here.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BlockAffinitySpec {
     pub state: AffinityState,
     pub node: String,
     #[serde(rename = "type", default = "default_affinity_type")]
     pub type_: String,
+    #[schemars(with = "String")]
     pub cidr: IpNet,
     #[serde(default = "default_deleted")]
     pub deleted: String,
@@ -331,7 +335,7 @@ impl Resource for BlockAffinitySpec {
 }
 
 /// `IPAMHandle` spec: which blocks hold how many addresses of one handle.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpamHandleSpec {
     #[serde(rename = "handleID")]

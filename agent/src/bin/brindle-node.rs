@@ -32,8 +32,9 @@ struct Args {
     node_name: Option<String>,
 
     /// Where cluster state lives: `embedded:/path/file.db` (SQLite, shared by the processes of
-    /// one host) or `etcd://host:port[,host:port...][?prefix=/brindle]`. `kubernetes` arrives
-    /// with issue #5.
+    /// one host), `etcd://host:port[,host:port...][?prefix=/brindle]`, or `kubernetes`
+    /// (custom resources brindle.dev/v1 through the API server: the in-cluster service account
+    /// or KUBECONFIG; `kubernetes:/path/to/kubeconfig` names a file). See docs/datastore.md.
     #[arg(
         long,
         env = "BRINDLE_DATASTORE",

@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
-    /// Where cluster state lives, as for brindle-node: `embedded:/path/file.db`.
+    /// Where cluster state lives, as for brindle-node: `embedded:/path/file.db`,
+    /// `etcd://host:port[,host:port...][?prefix=/brindle]` or `kubernetes[:/path/to/kubeconfig]`.
     #[arg(
         long,
         global = true,

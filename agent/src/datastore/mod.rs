@@ -4,12 +4,13 @@
 //! |----------------------------|----------------------------------------------------|
 //! | `embedded:/path/to/file.db`| [`embedded::EmbeddedStore`]: SQLite, one host      |
 //! | `etcd://host:port[,host:port...][?prefix=/brindle]` | [`etcd::EtcdStore`]: etcd v3, clusters |
-//! | `kubernetes`               | not supported yet (issue #5)                       |
+//! | `kubernetes[:/path/to/kubeconfig]` | [`kubernetes::KubernetesStore`]: custom resources `brindle.dev/v1` through the API server (in-cluster config or `KUBECONFIG`, or the kubeconfig named) |
 //!
 //! Every backend implements [`brindle_ipam::store::Store`] with the same semantics (BRIEF §3).
 
 pub mod embedded;
 pub mod etcd;
+pub mod kubernetes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,17 +19,14 @@ use brindle_ipam::store::Store;
 
 /// The forms `--datastore` accepts, for error messages.
 const ACCEPTED_FORMS: &str =
-    "embedded:/path/to/file.db, etcd://host:port[,host:port...][?prefix=/brindle] or kubernetes";
+    "embedded:/path/to/file.db, etcd://host:port[,host:port...][?prefix=/brindle] \
+     or kubernetes[:/path/to/kubeconfig]";
 
 /// Why a datastore could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DatastoreError {
     #[error("invalid datastore {spec:?}: expected {ACCEPTED_FORMS}")]
     InvalidSpec { spec: String },
-    #[error(
-        "the {backend} datastore is not supported yet (issue #5); use embedded:/path/to/file.db"
-    )]
-    Unsupported { backend: &'static str },
     #[error("embedded datastore {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -54,6 +52,8 @@ pub enum DatastoreError {
     Embedded { path: PathBuf, reason: String },
     #[error("etcd datastore {spec}: {reason}")]
     Etcd { spec: String, reason: String },
+    #[error("kubernetes datastore: {reason}")]
+    Kubernetes { reason: String },
 }
 
 /// Opens the datastore named by a `--datastore` value.
@@ -61,9 +61,9 @@ pub async fn open(spec: &str) -> Result<Arc<dyn Store>, DatastoreError> {
     match parse(spec)? {
         Backend::Embedded(path) => Ok(Arc::new(embedded::EmbeddedStore::open(path).await?)),
         Backend::Etcd(config) => Ok(Arc::new(etcd::EtcdStore::connect(config).await?)),
-        Backend::Kubernetes => Err(DatastoreError::Unsupported {
-            backend: "kubernetes",
-        }),
+        Backend::Kubernetes(config) => Ok(Arc::new(
+            kubernetes::KubernetesStore::connect(&config).await?,
+        )),
     }
 }
 
@@ -71,7 +71,7 @@ pub async fn open(spec: &str) -> Result<Arc<dyn Store>, DatastoreError> {
 enum Backend {
     Embedded(PathBuf),
     Etcd(etcd::EtcdConfig),
-    Kubernetes,
+    Kubernetes(kubernetes::KubernetesConfig),
 }
 
 fn parse(spec: &str) -> Result<Backend, DatastoreError> {
@@ -85,8 +85,8 @@ fn parse(spec: &str) -> Result<Backend, DatastoreError> {
         Ok(Backend::Embedded(PathBuf::from(path)))
     } else if spec.starts_with("etcd://") || spec.starts_with("etcd+https://") {
         Ok(Backend::Etcd(etcd::EtcdConfig::from_url(spec)?))
-    } else if spec == "kubernetes" {
-        Ok(Backend::Kubernetes)
+    } else if let Some(config) = kubernetes::KubernetesConfig::from_spec(spec) {
+        Ok(Backend::Kubernetes(config))
     } else {
         Err(invalid())
     }
@@ -106,12 +106,28 @@ mod tests {
             parse("etcd://10.0.0.1:2379").expect("etcd"),
             Backend::Etcd(config) if config.endpoints == ["10.0.0.1:2379"]
         ));
-        assert_eq!(parse("kubernetes").expect("k8s"), Backend::Kubernetes);
+        assert_eq!(
+            parse("kubernetes").expect("k8s"),
+            Backend::Kubernetes(kubernetes::KubernetesConfig::default())
+        );
+        assert_eq!(
+            parse("kubernetes:/etc/brindle/kubeconfig").expect("k8s with a kubeconfig"),
+            Backend::Kubernetes(kubernetes::KubernetesConfig {
+                kubeconfig: Some(PathBuf::from("/etc/brindle/kubeconfig"))
+            })
+        );
     }
 
     #[test]
     fn rejects_other_forms_naming_the_accepted_ones() {
-        for spec in ["", "embedded:", "sqlite:/x.db", "/x.db", "Kubernetes"] {
+        for spec in [
+            "",
+            "embedded:",
+            "sqlite:/x.db",
+            "/x.db",
+            "Kubernetes",
+            "kubernetes:",
+        ] {
             let err = parse(spec).expect_err(spec).to_string();
             assert!(err.contains("embedded:/path/to/file.db"), "{err}");
             assert!(err.contains("kubernetes"), "{err}");
@@ -119,13 +135,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unsupported_backends_say_so() {
-        let err = open("kubernetes")
+    async fn unreachable_kubernetes_api_server_over_tls_is_an_error_naming_it() {
+        // https through rustls (the in-cluster form); port 1 on loopback refuses at once.
+        let path = std::env::temp_dir().join(format!(
+            "brindle-ds-kubeconfig-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\n\
+             clusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
+             users:\n- name: u\n  user:\n    token: abc\n\
+             contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n\
+             current-context: x\n",
+        )
+        .expect("write kubeconfig");
+        let err = open(&format!("kubernetes:{}", path.display()))
             .await
             .err()
-            .expect("kubernetes")
+            .expect("refused");
+        let _ = std::fs::remove_file(&path);
+        let text = err.to_string();
+        assert!(text.contains("https://127.0.0.1:1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn missing_kubeconfig_is_an_error_naming_it() {
+        let err = open("kubernetes:/nonexistent/brindle-kubeconfig")
+            .await
+            .err()
+            .expect("no such file")
             .to_string();
-        assert!(err.contains("not supported yet (issue #5)"), "{err}");
+        assert!(err.contains("/nonexistent/brindle-kubeconfig"), "{err}");
     }
 
     #[tokio::test]

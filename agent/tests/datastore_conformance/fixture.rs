@@ -1,4 +1,8 @@
-//! The backends the conformance cases run against, and a real etcd server for them.
+//! The backends the conformance cases run against, a real etcd server for them, and a fake of
+//! the Kubernetes API server (`fake_apiserver.rs`).
+
+#[path = "fake_apiserver.rs"]
+pub mod fake_apiserver;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -10,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use brindle_agent::datastore::embedded::{EmbeddedConfig, EmbeddedStore};
 use brindle_agent::datastore::etcd::{EtcdConfig, EtcdStore};
+use brindle_agent::datastore::kubernetes::{crd, KubernetesConfig, KubernetesStore};
 use brindle_ipam::store::{MemStore, Store};
 
 /// A name unique to this process and call, for files and key prefixes.
@@ -40,6 +45,7 @@ pub struct Backend {
     /// What another process passes to `datastore::open` to reach the same store.
     spec: Option<String>,
     etcd: Option<EtcdStore>,
+    fake: Option<fake_apiserver::FakeApiServer>,
     _db: Option<TempDb>,
     _server: Option<Arc<EtcdServer>>,
 }
@@ -59,6 +65,9 @@ impl Backend {
         if let Some(etcd) = &self.etcd {
             etcd.compact(revision).await.expect("compact etcd");
         }
+        if let Some(fake) = &self.fake {
+            fake.compact(revision);
+        }
     }
 
     pub async fn mem(_test: &str, _dedicated: bool) -> Option<Backend> {
@@ -66,6 +75,7 @@ impl Backend {
             store: Arc::new(MemStore::default()),
             spec: None,
             etcd: None,
+            fake: None,
             _db: None,
             _server: None,
         })
@@ -85,6 +95,7 @@ impl Backend {
             store: Arc::new(store),
             spec: Some(format!("embedded:{}", db.0.display())),
             etcd: None,
+            fake: None,
             _db: Some(db),
             _server: None,
         })
@@ -113,8 +124,37 @@ impl Backend {
             store: Arc::new(store.clone()),
             spec: Some(spec),
             etcd: Some(store),
+            fake: None,
             _db: None,
             _server: Some(server),
+        })
+    }
+}
+
+impl Backend {
+    /// The kubernetes backend against a FAKE of the API server (`fake_apiserver.rs`: its
+    /// semantics for custom resources, in process; not a real API server), serving Brindle's
+    /// CRDs and a `Counter` CRD for the multi-process case. Lists take several pages.
+    pub async fn kubernetes_fake(test: &str, _dedicated: bool) -> Option<Backend> {
+        let mut kinds: Vec<&str> = crd::KINDS.iter().map(|k| k.kind).collect();
+        kinds.push("Counter");
+        let kubeconfig =
+            std::env::temp_dir().join(format!("brindle-kubeconfig-{}.yaml", unique(test)));
+        let fake = fake_apiserver::FakeApiServer::start(&kinds, kubeconfig);
+        let spec = fake.spec();
+        let config = KubernetesConfig::from_spec(&spec).expect("kubernetes spec");
+        let store = KubernetesStore::connect(&config)
+            .await
+            .expect("connect to the fake API server");
+        // Small pages, so that lists continue across several (at one resourceVersion).
+        let store = KubernetesStore::with_page(store.client(), 7);
+        Some(Backend {
+            store: Arc::new(store),
+            spec: Some(spec),
+            etcd: None,
+            fake: Some(fake),
+            _db: None,
+            _server: None,
         })
     }
 }
