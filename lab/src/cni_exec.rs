@@ -190,12 +190,18 @@ pub fn reference_plugin(kind: &str) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// The portmap and bandwidth plugins chained after Brindle's, as a DaemonSet's conflist has them.
+/// The plugins chained after Brindle's in the shipped conflist ([`shipped_conflist`]): the
+/// reference `portmap` and `bandwidth`, as Calico's DaemonSet chains them.
 pub fn portmap_and_bandwidth() -> Vec<Value> {
-    vec![
-        json!({"type": "portmap", "snat": true, "capabilities": {"portMappings": true}}),
-        json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
-    ]
+    shipped_conflist()["plugins"]
+        .as_array()
+        .map(|plugins| plugins.iter().skip(1).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// `manifests/10-brindle.conflist`, the list the DaemonSet installs.
+pub fn shipped_conflist() -> Value {
+    serde_json::from_str(include_str!("../../manifests/10-brindle.conflist")).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
@@ -260,6 +266,17 @@ mod tests {
         // bandwidth's capability is switched off in this list.
         let bandwidth = rt.plugin_config(&plugins[2], &attachment(), None);
         assert!(bandwidth.get("runtimeConfig").is_none(), "{bandwidth}");
+    }
+
+    #[test]
+    fn the_shipped_conflist_chains_portmap_and_bandwidth_after_brindle() {
+        let list = shipped_conflist();
+        assert_eq!(list["plugins"][0]["type"], "brindle", "{list}");
+        let chain: Vec<Value> = portmap_and_bandwidth()
+            .iter()
+            .map(|p| p["type"].clone())
+            .collect();
+        assert_eq!(chain, [json!("portmap"), json!("bandwidth")]);
     }
 
     #[test]
