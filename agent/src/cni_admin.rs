@@ -51,22 +51,34 @@ pub enum Room {
     None(String),
 }
 
-/// Where an IPv4 workload address for `node` would come from (see the module doc). Pure, so the
-/// rules have unit tests.
+/// Where an IPv4 workload address for `node` would come from (see the module doc).
 pub fn room_for(
     node: &str,
     pools: &[Object<IpPoolSpec>],
     blocks: &[Object<IpamBlockSpec>],
     config: &IpamConfigSpec,
 ) -> Room {
-    // The plugin's ADD asks for one IPv4 address with no node labels (pods.rs), so the same
-    // pools are usable here.
+    room_for_family(node, false, pools, blocks, config)
+}
+
+/// Where a workload address of one family (IPv6 when `v6`) for `node` would come from (see the
+/// module doc). Pure, so the rules have unit tests.
+pub fn room_for_family(
+    node: &str,
+    v6: bool,
+    pools: &[Object<IpPoolSpec>],
+    blocks: &[Object<IpamBlockSpec>],
+    config: &IpamConfigSpec,
+) -> Room {
+    // The plugin's ADD asks for one address per family with no node labels (pods.rs), so the
+    // same pools are usable here.
+    let family = if v6 { "IPv6" } else { "IPv4" };
     let no_labels = BTreeMap::new();
     let usable: Vec<&Object<IpPoolSpec>> = pools
         .iter()
         .filter(|p| {
             let s = &p.spec;
-            s.cidr.addr().is_ipv4()
+            s.cidr.addr().is_ipv6() == v6
                 && !s.disabled
                 && s.allows(AllowedUse::Workload)
                 && s.validate().is_ok()
@@ -76,7 +88,7 @@ pub fn room_for(
         .collect();
     if usable.is_empty() {
         return Room::None(format!(
-            "no enabled IPv4 pool allows workload addresses on node {node}"
+            "no enabled {family} pool allows workload addresses on node {node}"
         ));
     }
     let in_usable = |b: &IpamBlockSpec| usable.iter().any(|p| p.spec.cidr.contains(&b.cidr));
@@ -158,17 +170,27 @@ impl PodNetwork {
             .config()
             .await
             .map_err(|e| unavailable("reading IPAMConfig", e))?;
-        match room_for(&self.node, &pools, &blocks, &config) {
-            Room::None(reason) => Err(api_err(
-                codes::NO_CAPACITY,
-                format!("no IP pool has room for a pod on node {}", self.node),
-                format!("network {}: {reason}", req.network),
-            )),
-            room => {
-                tracing::debug!(?room, "STATUS: room for pods");
-                Ok(())
+        // The families an ADD without assign_ipv4/assign_ipv6 asks for: each one a pool offers,
+        // IPv4 when none does (which then fails, naming the reason).
+        let pod = crate::pod_defaults::pod_defaults(pools.iter().map(|p| &p.spec), &self.mtu);
+        let families: &[bool] = match (pod.ipv4, pod.ipv6) {
+            (true, true) => &[false, true],
+            (false, true) => &[true],
+            _ => &[false],
+        };
+        for &v6 in families {
+            match room_for_family(&self.node, v6, &pools, &blocks, &config) {
+                Room::None(reason) => {
+                    return Err(api_err(
+                        codes::NO_CAPACITY,
+                        format!("no IP pool has room for a pod on node {}", self.node),
+                        format!("network {}: {reason}", req.network),
+                    ))
+                }
+                room => tracing::debug!(?room, v6, "STATUS: room for pods"),
             }
         }
+        Ok(())
     }
 
     /// CNI GC: releases every allocation of `network` on this node whose container is not in
@@ -341,7 +363,7 @@ mod tests {
     /// A block with `used` of its addresses allocated.
     fn blk(cidr: &str, node: &str, used: usize) -> Object<IpamBlockSpec> {
         let cidr: IpNet = cidr.parse().expect("cidr");
-        let n = 1usize << (32 - cidr.prefix_len());
+        let n = 1usize << (cidr.max_prefix_len() - cidr.prefix_len());
         let mut spec =
             block::new_block(cidr, Some(host_affinity(node)), None, 1).expect("a block-sized cidr");
         for o in 0..used {
@@ -361,6 +383,28 @@ mod tests {
         let blocks = [blk("10.0.0.0/26", "n1", 10)];
         let room = room_for("n1", &pools, &blocks, &IpamConfigSpec::default());
         assert_eq!(room, Room::AffineBlock("10.0.0.0/26".parse().expect("net")));
+    }
+
+    #[test]
+    fn each_family_is_judged_by_its_own_pools() {
+        let pools = [
+            pool("v4", "10.0.0.0/26", 26),
+            pool("v6", "fd00:10::/122", 122),
+        ];
+        let blocks = [blk("10.0.0.0/26", "n1", 64), blk("fd00:10::/122", "n1", 10)];
+        let cfg = IpamConfigSpec::default();
+        assert!(matches!(
+            room_for_family("n1", false, &pools, &blocks, &cfg),
+            Room::None(_)
+        ));
+        assert_eq!(
+            room_for_family("n1", true, &pools, &blocks, &cfg),
+            Room::AffineBlock("fd00:10::/122".parse().expect("net"))
+        );
+        let Room::None(reason) = room_for_family("n1", true, &pools[..1], &blocks, &cfg) else {
+            panic!("no IPv6 pool, no room");
+        };
+        assert!(reason.contains("IPv6"), "{reason}");
     }
 
     #[test]
