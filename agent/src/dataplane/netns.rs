@@ -23,6 +23,16 @@ pub(crate) fn open(path: &str) -> Result<File, DataplaneError> {
     })
 }
 
+/// Whether the calling thread is in the network namespace `ns` (same nsfs inode). False when
+/// either cannot be read.
+pub(crate) fn is_current(ns: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(CURRENT), ns.metadata()) {
+        (Ok(here), Ok(there)) => here.dev() == there.dev() && here.ino() == there.ino(),
+        _ => false,
+    }
+}
+
 /// Runs `f` on a fresh thread inside the network namespace `ns` (opened from `path`) and returns
 /// its result without blocking the async runtime.
 pub(crate) async fn run_in<T, F>(path: &str, ns: File, f: F) -> Result<T, DataplaneError>

@@ -224,11 +224,16 @@ impl PodWirer {
         }
     }
 
-    /// Runs `f` (sysctl access) in the connection's namespace.
+    /// Runs `f` (sysctl access, a few small `/proc/sys` writes) in the connection's namespace:
+    /// right here when this thread is in it (the agent's own threads always are), else on a
+    /// thread that enters it.
     async fn in_home<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, DataplaneError> {
+        if netns::is_current(&self.home) {
+            return Ok(f());
+        }
         let ns = self.home.try_clone().map_err(|e| DataplaneError::Netns {
             path: netns::CURRENT.into(),
             reason: e.to_string(),

@@ -222,6 +222,55 @@ impl Shared {
         Ok(out)
     }
 
+    /// [`Self::read`] on the calling thread, if the reader connection is free right now; `None`
+    /// when another read holds it. A point read in WAL mode neither waits for writers nor
+    /// touches the disk beyond the page cache, so callers on the async runtime use this to
+    /// skip the blocking pool's thread hand-off (the bulk of a get's latency).
+    fn try_read_now<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        let mut conn = match self.reader.try_lock() {
+            Ok(conn) => conn,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Deferred) {
+            Ok(tx) => tx,
+            Err(e) => return Some(Err(self.unavailable("begin read", e))),
+        };
+        Some(f(&tx).and_then(|out| {
+            tx.finish()
+                .map_err(|e| self.unavailable("end read", e))
+                .map(|()| out)
+        }))
+    }
+
+    /// One record, within a read transaction.
+    fn get_in(
+        &self,
+        tx: &Transaction<'_>,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<KvPair>, StoreError> {
+        let row: Option<(Vec<u8>, i64)> = tx
+            .prepare_cached("SELECT value, rev FROM records WHERE kind = ?1 AND name = ?2")
+            .and_then(|mut st| {
+                st.query_row([kind, name], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.unavailable("get", e))?;
+        row.map(|(value, rev)| {
+            Ok(KvPair {
+                revision: self.revision_from_db(rev, "a record")?,
+                kind: kind.to_string(),
+                name: name.to_string(),
+                value,
+            })
+        })
+        .transpose()
+    }
+
     fn meta(&self, tx: &Transaction<'_>, key: &str) -> Result<u64, StoreError> {
         let value: i64 = tx
             .prepare_cached("SELECT value FROM meta WHERE key = ?1")
@@ -432,28 +481,15 @@ fn init_schema(path: &Path, conn: &mut Connection) -> Result<(), DatastoreError>
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn get(&self, kind: &str, name: &str) -> Result<Option<KvPair>, StoreError> {
+        if let Some(found) = self
+            .shared
+            .try_read_now(|tx| self.shared.get_in(tx, kind, name))
+        {
+            return found;
+        }
         let (kind, name) = (kind.to_string(), name.to_string());
-        self.blocking(move |db| {
-            db.read(|tx| {
-                let row: Option<(Vec<u8>, i64)> = tx
-                    .prepare_cached("SELECT value, rev FROM records WHERE kind = ?1 AND name = ?2")
-                    .and_then(|mut st| {
-                        st.query_row([&kind, &name], |row| Ok((row.get(0)?, row.get(1)?)))
-                            .optional()
-                    })
-                    .map_err(|e| db.unavailable("get", e))?;
-                row.map(|(value, rev)| {
-                    Ok(KvPair {
-                        revision: db.revision_from_db(rev, "a record")?,
-                        kind: kind.clone(),
-                        name: name.clone(),
-                        value,
-                    })
-                })
-                .transpose()
-            })
-        })
-        .await
+        self.blocking(move |db| db.read(|tx| db.get_in(tx, &kind, &name)))
+            .await
     }
 
     async fn list(&self, kind: &str) -> Result<Listing, StoreError> {
