@@ -150,13 +150,13 @@ pub async fn apply(speaker: &SpeakerHandle, r: &Reload) -> Result<(), SpeakerErr
         info!(peer = %peer.address, asn = peer.asn, "reload: adding peer");
         speaker.add_neighbor(neighbor_config(peer)).await?;
     }
-    for prefix in &r.withdraw {
-        info!(%prefix, "reload: withdrawing");
-        speaker.withdraw(*prefix).await?;
+    if !r.withdraw.is_empty() {
+        info!(count = r.withdraw.len(), first = %r.withdraw[0], "reload: withdrawing");
+        speaker.withdraw_all(r.withdraw.clone()).await?;
     }
-    for prefix in &r.originate {
-        info!(%prefix, "reload: originating");
-        speaker.originate(*prefix).await?;
+    if !r.originate.is_empty() {
+        info!(count = r.originate.len(), first = %r.originate[0], "reload: originating");
+        speaker.originate_all(r.originate.clone()).await?;
     }
     Ok(())
 }
@@ -189,9 +189,7 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
         peers = current.peers.len(),
         "brindle-bgpd started"
     );
-    for prefix in &current.originate {
-        speaker.originate(*prefix).await?;
-    }
+    speaker.originate_all(current.originate.clone()).await?;
 
     let installer = if current.install_routes {
         Some(tokio::spawn(crate::bgpd_install::run(routes)))

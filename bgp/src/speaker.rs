@@ -210,8 +210,8 @@ impl SpeakerError {
 /// What the handle asks of the speaker task.
 #[derive(Debug)]
 enum Command {
-    Originate(IpNet, oneshot::Sender<()>),
-    Withdraw(IpNet, oneshot::Sender<()>),
+    Originate(Vec<IpNet>, oneshot::Sender<()>),
+    Withdraw(Vec<IpNet>, oneshot::Sender<()>),
     AddNeighbor(NeighborConfig, oneshot::Sender<Result<(), SpeakerError>>),
     RemoveNeighbor(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
@@ -235,14 +235,25 @@ impl SpeakerHandle {
 
     /// Originates `prefix` (next hop self, ORIGIN IGP) to every peer.
     pub async fn originate(&self, prefix: IpNet) -> Result<(), SpeakerError> {
-        check_prefix(prefix)?;
-        self.ask(|tx| Command::Originate(prefix, tx)).await
+        self.originate_all(vec![prefix]).await
+    }
+
+    /// Originates many prefixes at once: they are announced together, as many per UPDATE as
+    /// fit, rather than one UPDATE each.
+    pub async fn originate_all(&self, prefixes: Vec<IpNet>) -> Result<(), SpeakerError> {
+        prefixes.iter().try_for_each(|p| check_prefix(*p))?;
+        self.ask(|tx| Command::Originate(prefixes, tx)).await
     }
 
     /// Withdraws a prefix originated with [`SpeakerHandle::originate`] (nothing if it was not).
     pub async fn withdraw(&self, prefix: IpNet) -> Result<(), SpeakerError> {
-        check_prefix(prefix)?;
-        self.ask(|tx| Command::Withdraw(prefix, tx)).await
+        self.withdraw_all(vec![prefix]).await
+    }
+
+    /// Withdraws many originated prefixes at once.
+    pub async fn withdraw_all(&self, prefixes: Vec<IpNet>) -> Result<(), SpeakerError> {
+        prefixes.iter().try_for_each(|p| check_prefix(*p))?;
+        self.ask(|tx| Command::Withdraw(prefixes, tx)).await
     }
 
     /// Adds a neighbour and starts its session.
