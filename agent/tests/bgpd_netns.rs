@@ -325,7 +325,7 @@ fn bgpd_installs_ecmp_and_ipv6_routes_and_removes_them() {
 ///
 /// ```sh
 /// cargo build --release -p brindle-agent --bin brindle-bgpd
-/// BRINDLE_BGPD=target/release/brindle-bgpd cargo test -p brindle-agent --test bgpd_netns \
+/// BRINDLE_BGPD=$PWD/target/release/brindle-bgpd cargo test -p brindle-agent --test bgpd_netns \
 ///     -- --ignored --nocapture install_timing_probe
 /// ```
 #[test]
@@ -339,6 +339,10 @@ fn install_timing_probe() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let bgpd_bin = std::env::var("BRINDLE_BGPD").unwrap_or_else(|_| BGPD.to_string());
+    assert!(
+        Path::new(&bgpd_bin).is_absolute() && Path::new(&bgpd_bin).exists(),
+        "BRINDLE_BGPD={bgpd_bin}: give the absolute path of a brindle-bgpd binary"
+    );
     let dir = std::env::temp_dir().join(format!("brd-bgpd-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let a = Netns::new("pa");
