@@ -432,6 +432,11 @@ fn install_timing_probe() {
         || count_routes(&a) == count,
     );
     let installed = t0.elapsed();
+    let peak_rss = std::fs::read_to_string(format!("/proc/{}/status", bgpd_a.child.id()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| "?".into());
     let t1 = Instant::now();
     bgpd_b.signal("TERM");
     wait_for(
@@ -456,8 +461,8 @@ fn install_timing_probe() {
 
     println!(
         "{count} routes: peer started -> Established {:.2} s, -> all installed {:.2} s \
-         (install {:.2} s after Established); peer stopped -> all removed {:.2} s; \
-         ip -batch adding the same: {:.2} s",
+         (install {:.2} s after Established, receiver's peak RSS {peak_rss}); \
+         peer stopped -> all removed {:.2} s; ip -batch adding the same: {:.2} s",
         up.as_secs_f64(),
         installed.as_secs_f64(),
         (installed - up).as_secs_f64(),
