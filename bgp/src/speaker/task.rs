@@ -8,8 +8,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::{session_config, status, Command, NeighborConfig, RouteChange, SpeakerConfig};
 use super::SpeakerError;
+use super::{session_config, status, Command, NeighborConfig, RouteChange, SpeakerConfig};
 use crate::packet::PathAttributes;
 use crate::rib::{LocalInfo, PeerId, PeerInfo, Rib, RibChanges};
 use crate::session::{spawn_session, SessionEvent, SessionHandle, CLOSE_LINGER};
