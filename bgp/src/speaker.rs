@@ -216,6 +216,8 @@ enum Command {
     AddNeighbor(NeighborConfig, oneshot::Sender<Result<(), SpeakerError>>),
     RemoveNeighbor(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
+    NextHops(oneshot::Sender<Vec<IpAddr>>),
+    SetNextHopReachable(IpAddr, bool, oneshot::Sender<()>),
     Routes(oneshot::Sender<Vec<RouteStatus>>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -276,6 +278,24 @@ impl SpeakerHandle {
     /// first, then the rest of its multipath group, then the losers.
     pub async fn routes(&self) -> Result<Vec<RouteStatus>, SpeakerError> {
         self.ask(Command::Routes).await
+    }
+
+    /// Every next hop of a learned route, for the owner to check against the kernel.
+    pub async fn next_hops(&self) -> Result<Vec<IpAddr>, SpeakerError> {
+        self.ask(Command::NextHops).await
+    }
+
+    /// Whether `next_hop` can be reached (RFC 4271 §9.1.2.1): the routes through an
+    /// unreachable one leave the decision process (status shows them as ineligible, "next hop
+    /// unreachable") until it is reported reachable again. Every next hop is reachable until
+    /// said otherwise.
+    pub async fn set_next_hop_reachable(
+        &self,
+        next_hop: IpAddr,
+        reachable: bool,
+    ) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::SetNextHopReachable(next_hop, reachable, tx))
+            .await
     }
 
     /// Sends Cease to every peer, waits (a few seconds at most) for the sessions to close and

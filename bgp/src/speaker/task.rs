@@ -202,6 +202,17 @@ impl Speaker {
                     .collect();
                 let _ = reply.send(peers);
             }
+            Command::NextHops(reply) => {
+                let _ = reply.send(self.rib.next_hops().into_iter().collect());
+            }
+            Command::SetNextHopReachable(next_hop, reachable, done) => {
+                let changes = self.rib.set_next_hop_reachable(next_hop, reachable);
+                if !changes.is_empty() {
+                    tracing::info!(%next_hop, reachable, prefixes = changes.best.len(), "next hop reachability changed");
+                }
+                self.dispatch(changes).await;
+                let _ = done.send(());
+            }
             Command::Routes(reply) => {
                 let _ = reply.send(status::route_status(&self.rib));
             }

@@ -317,6 +317,45 @@ async fn two_ebgp_peers_form_an_ecmp_group_and_removal_withdraws() {
 }
 
 #[tokio::test]
+async fn routes_through_an_unreachable_next_hop_are_withdrawn_until_it_is_back() {
+    let a = node(26, 65026).await;
+    let mut b = node(27, 65027).await;
+    connect(&a, &b).await;
+    established(&a, &b).await;
+    a.handle
+        .originate(net("10.26.0.0/24"))
+        .await
+        .expect("originate");
+    b.route_change("10.26.0.0/24", |nh| !nh.is_empty()).await;
+    assert_eq!(
+        b.handle.next_hops().await.expect("next hops"),
+        vec![ip("127.0.0.26")]
+    );
+
+    b.handle
+        .set_next_hop_reachable(ip("127.0.0.26"), false)
+        .await
+        .expect("speaker alive");
+    b.route_change("10.26.0.0/24", <[IpAddr]>::is_empty).await;
+    let routes = b.handle.routes().await.expect("routes");
+    assert_eq!(routes.len(), 1);
+    assert!(!routes[0].best);
+    assert_eq!(
+        routes[0].selection.to_string(),
+        "lost: ineligible: next hop unreachable"
+    );
+    let p = b.peer(&a).await;
+    assert_eq!((p.received, p.accepted), (1, 0));
+
+    b.handle
+        .set_next_hop_reachable(ip("127.0.0.26"), true)
+        .await
+        .expect("speaker alive");
+    let back = b.route_change("10.26.0.0/24", |nh| !nh.is_empty()).await;
+    assert_eq!(back.next_hops, vec![ip("127.0.0.26")]);
+}
+
+#[tokio::test]
 async fn a_connection_from_an_unknown_address_is_closed_before_any_message() {
     let a = node(31, 65031).await;
     a.handle
