@@ -202,6 +202,7 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
     speaker.originate_all(current.originate.clone()).await?;
 
     let installer = if current.install_routes {
+        tokio::spawn(crate::bgpd_install::resolve_next_hops(speaker.clone()));
         Some(tokio::spawn(crate::bgpd_install::run(routes)))
     } else {
         drop(routes);

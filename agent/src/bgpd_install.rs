@@ -7,11 +7,20 @@
 //! [`FIRST_RESYNC`], once the sessions have had time to bring the routes back) removes routes
 //! of ours that nobody wants, such as those left by an earlier run. When the speaker's stream
 //! ends (shutdown), every installed route is removed.
+//!
+//! Next hops are checked too (RFC 4271 §9.1.2.1): every [`RESOLVE_INTERVAL`] a resolver task
+//! asks the speaker for the next hops of its learned routes and the kernel whether each is
+//! reachable through a route that is not one of ours, and tells the speaker when that changes;
+//! routes through an unreachable next hop then leave the decision process, and another path,
+//! if there is one, is installed instead. It is a task of its own because it waits on the
+//! speaker, which may itself wait on the installer.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use brindle_bgp::speaker::RouteChange;
+use std::collections::BTreeSet;
+
+use brindle_bgp::speaker::{RouteChange, SpeakerHandle};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 use tokio::time::{interval, interval_at, Instant, MissedTickBehavior};
@@ -27,6 +36,8 @@ pub const RETRY_INTERVAL: Duration = Duration::from_secs(10);
 pub const FIRST_RESYNC: Duration = Duration::from_secs(60);
 /// Full resync period.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
+/// How often the next hops are checked against the kernel.
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The kernel route for a speaker's next hops: the gateways the kernel can use for `prefix`
 /// (same family; not an IPv4-mapped IPv6 address or an IPv6 link-local one, which would need
@@ -60,6 +71,54 @@ fn log_report(what: &str, report: &ApplyReport, pending: usize) {
             "{what}: some route writes failed; retried in {} s",
             RETRY_INTERVAL.as_secs()
         );
+    }
+}
+
+/// Checks the speaker's next hops against the kernel until the speaker stops.
+pub async fn resolve_next_hops(speaker: SpeakerHandle) {
+    let dataplane = match Dataplane::connect().await {
+        Ok(dataplane) => dataplane,
+        Err(e) => {
+            warn!(error = %e, "next-hop checks: no access to the kernel's routes; every next hop counts as reachable");
+            return;
+        }
+    };
+    // Kept in step with what the speaker was told (never pruned: a next hop that leaves and
+    // comes back is still marked in the speaker's RIB).
+    let mut unreachable: BTreeSet<IpAddr> = BTreeSet::new();
+    let mut tick = interval(RESOLVE_INTERVAL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(next_hops) = speaker.next_hops().await else {
+            return;
+        };
+        for next_hop in next_hops {
+            let reachable = match dataplane.next_hop_reachable(next_hop).await {
+                Ok(reachable) => reachable,
+                Err(e) => {
+                    debug!(%next_hop, error = %e, "next-hop lookup failed; unchanged");
+                    continue;
+                }
+            };
+            if reachable != unreachable.contains(&next_hop) {
+                continue;
+            }
+            if reachable {
+                info!(%next_hop, "next hop reachable again");
+                unreachable.remove(&next_hop);
+            } else {
+                warn!(%next_hop, "next hop unreachable: its routes are not used");
+                unreachable.insert(next_hop);
+            }
+            if speaker
+                .set_next_hop_reachable(next_hop, reachable)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
     }
 }
 

@@ -329,6 +329,97 @@ fn bgpd_installs_ecmp_and_ipv6_routes_and_removes_them() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// RFC 4271 §9.1.2.1 with the kernel: B and C announce one prefix (ECMP at A); A loses its
+/// address on C's link, so C's next hop is unreachable while the session has not noticed yet
+/// (its hold timer is 90 s): within seconds A's route goes through B alone, and C's path is
+/// listed as ineligible. The address back: the multipath route returns.
+#[test]
+fn unreachable_next_hop_fails_over_to_the_other_path() {
+    if !privileged() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("brd-bgpd-nh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let a = Netns::new("na");
+    let b = Netns::new("nb");
+    let c = Netns::new("nc");
+    let n = (std::process::id() + 100) % 200 + 20;
+    sh_host(&format!(
+        "ip link add nab{n} netns {a} type veth peer name nba{n} netns {b} && \
+         ip link add nac{n} netns {a} type veth peer name nca{n} netns {c}",
+        a = a.0,
+        b = b.0,
+        c = c.0
+    ));
+    a.sh(&format!(
+        "ip addr add 10.{n}.1.1/24 dev nab{n} && ip addr add 10.{n}.2.1/24 dev nac{n} && \
+         ip link set nab{n} up && ip link set nac{n} up"
+    ));
+    b.sh(&format!(
+        "ip addr add 10.{n}.1.2/24 dev nba{n} && ip link set nba{n} up"
+    ));
+    c.sh(&format!(
+        "ip addr add 10.{n}.2.2/24 dev nca{n} && ip link set nca{n} up"
+    ));
+    let config_a = format!(
+        "router_id: 10.{n}.0.1\nasn: 65001\ninstall_routes: true\npeers:\n\
+         - {{address: 10.{n}.1.2, asn: 65002}}\n- {{address: 10.{n}.2.2, asn: 65003}}\n"
+    );
+    let peer_of_a = |asn: u32, last: u8, link: u8| {
+        format!(
+            "router_id: 10.{n}.0.{last}\nasn: {asn}\noriginate: [10.97.0.0/24]\npeers:\n\
+             - {{address: 10.{n}.{link}.1, asn: 65001}}\n"
+        )
+    };
+    let bgpd_a = Bgpd::start(&a, &dir, "a", &config_a);
+    let bgpd_b = Bgpd::start(&b, &dir, "b", &peer_of_a(65002, 2, 1));
+    let bgpd_c = Bgpd::start(&c, &dir, "c", &peer_of_a(65003, 3, 2));
+    let all = [&bgpd_a, &bgpd_b, &bgpd_c];
+
+    let ecmp = format!(
+        "10.97.0.0/24\nnexthop via 10.{n}.1.2 dev nab{n} weight 1\nnexthop via 10.{n}.2.2 dev nac{n} weight 1"
+    );
+    wait_for(
+        "ECMP route",
+        30,
+        &all,
+        || a.our_routes(),
+        || a.our_routes().contains(&ecmp),
+    );
+
+    a.sh(&format!("ip addr del 10.{n}.2.1/24 dev nac{n}"));
+    let through_b = format!("10.97.0.0/24 via 10.{n}.1.2 dev nab{n}");
+    wait_for(
+        "route through B alone",
+        10,
+        &all,
+        || a.our_routes(),
+        || a.our_routes() == through_b,
+    );
+    let routes = Command::new(CTL)
+        .args(["bgp", "routes", "-o", "json", "--socket"])
+        .arg(&bgpd_a.socket)
+        .output()
+        .expect("brindlectl");
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(routes.contains("next hop unreachable"), "{routes}");
+    assert!(
+        bgpd_a.peers_json().matches("\"Established\"").count() == 2,
+        "the session with C has not noticed: {}",
+        bgpd_a.peers_json()
+    );
+
+    a.sh(&format!("ip addr add 10.{n}.2.1/24 dev nac{n}"));
+    wait_for(
+        "ECMP route back",
+        10,
+        &all,
+        || a.our_routes(),
+        || a.our_routes().contains(&ecmp),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Timing probe, not run by default: an eBGP peer announces `BRINDLE_ROUTES` (100,000) /24s
 /// to a `brindle-bgpd` with `install_routes`; prints how long until all are in the kernel, how
 /// long until they are gone after the peer stops, and, for comparison, how long `ip -batch`

@@ -203,6 +203,12 @@ impl Dataplane {
         })
     }
 
+    /// Whether `next_hop` is reachable through a route that is not Brindle's own (see
+    /// `NetlinkKernel::reachable_without_ours`): BGP's next-hop resolvability check.
+    pub async fn next_hop_reachable(&self, next_hop: IpAddr) -> Result<bool, DataplaneError> {
+        self.kernel.reachable_without_ours(next_hop).await
+    }
+
     /// A pod wirer sharing this connection.
     pub fn pod_wirer(&self) -> PodWirer {
         PodWirer::new(

@@ -387,6 +387,34 @@ impl NetlinkKernel {
         self.write_route(&spec, true).await
     }
 
+    /// Whether the kernel reaches `addr` through a route that is not Brindle's own: the main
+    /// FIB's matching route (RTM_F_FIB_MATCH, `ip route get fibmatch`) is a unicast route of
+    /// another protocol. A next hop reached only through a route Brindle installed does not
+    /// count (no recursion through BGP's own routes); neither does a local address.
+    pub async fn reachable_without_ours(&self, addr: IpAddr) -> Result<bool, DataplaneError> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family_of(addr);
+        msg.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
+        msg.header.flags.insert(RouteFlags::FibMatch);
+        msg.attributes
+            .push(RouteAttribute::Destination(route_address(addr)));
+        let mut replies = self.handle.route().get(msg).execute();
+        match replies.try_next().await {
+            Ok(Some(route)) => Ok(route.header.kind == RouteType::Unicast
+                && u8::from(route.header.protocol) != RTPROT_BRINDLE),
+            Ok(None) => Ok(false),
+            Err(e)
+                if matches!(
+                    errno(&e),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ESRCH)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(nl_err("route lookup", addr, e)),
+        }
+    }
+
     async fn ack(
         &self,
         op: &'static str,
