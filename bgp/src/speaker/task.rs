@@ -227,8 +227,9 @@ impl Speaker {
         let Some(neighbor) = self.neighbors.remove(&address) else {
             return Err(SpeakerError::UnknownNeighbor(address));
         };
-        // Cease 6/2; the task closes on its own and its late events are dropped (generation).
-        let _ = neighbor.session.stop();
+        // Cease 6/3 (Peer De-configured); the task closes on its own and its late events are
+        // dropped (generation).
+        let _ = neighbor.session.deconfigure();
         tracing::info!(peer = %address, "neighbour removed");
         match self.rib.remove_peer(PeerId(address)) {
             Ok(changes) => self.dispatch(changes).await,

@@ -296,10 +296,10 @@ async fn two_ebgp_peers_form_an_ecmp_group_and_removal_withdraws() {
         .expect("peers")
         .iter()
         .all(|p| p.address != a.addr.ip()));
-    // A sees C go with a Cease.
+    // A sees C go with a Cease saying why (RFC 4486 §4).
     eventually("A sees the Cease", || async {
         let p = a.peer(&c).await;
-        (p.state != State::Established && p.info.contains("Cease")).then_some(())
+        (p.state != State::Established && p.info.contains("Peer De-configured (3)")).then_some(())
     })
     .await;
 
