@@ -188,6 +188,13 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
             warn!(peer = %peer.address, listen = %current.listen, "a passive peer of another family than `listen` can never connect (listen on '[::]:179' for both)");
         }
     }
+    // Bound first: a socket that cannot be bound stops us before any session or route exists.
+    let listener = crate::server::bind_api(&options.status_socket).with_context(|| {
+        format!(
+            "binding the status socket {}",
+            options.status_socket.display()
+        )
+    })?;
     let neighbors = current.peers.iter().map(neighbor_config).collect();
     let (speaker, routes) = speaker::start(speaker_config(&current), neighbors)
         .await
@@ -209,12 +216,6 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
         None
     };
 
-    let listener = crate::server::bind_api(&options.status_socket).with_context(|| {
-        format!(
-            "binding the status socket {}",
-            options.status_socket.display()
-        )
-    })?;
     let status = tokio::spawn(crate::bgp_status::serve(listener, speaker.clone()));
 
     loop {
