@@ -196,9 +196,14 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
         )
     })?;
     let neighbors = current.peers.iter().map(neighbor_config).collect();
-    let (speaker, routes) = speaker::start(speaker_config(&current), neighbors)
-        .await
-        .context("starting the BGP speaker")?;
+    let (speaker, routes) = match speaker::start(speaker_config(&current), neighbors).await {
+        Ok(started) => started,
+        Err(e) => {
+            drop(listener);
+            let _ = std::fs::remove_file(&options.status_socket);
+            return Err(anyhow::Error::new(e).context("starting the BGP speaker"));
+        }
+    };
     info!(
         router_id = %current.router_id,
         asn = current.asn,

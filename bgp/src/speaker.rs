@@ -190,10 +190,11 @@ pub enum SpeakerError {
     UnknownNeighbor(IpAddr),
     #[error("prefix {prefix}: host bits set (did you mean {}?)", prefix.trunc())]
     HostBitsSet { prefix: IpNet },
-    #[error("listening on {addr}: {source}")]
+    // Not `source`: the text already carries the cause, and a chain would print it twice.
+    #[error("listening on {addr}: {error}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the BGP speaker has stopped")]
     Gone,
@@ -341,10 +342,10 @@ pub async fn start(
         Some(addr) => {
             let listener = crate::session::listen(addr)
                 .await
-                .map_err(|source| SpeakerError::Listen { addr, source })?;
+                .map_err(|error| SpeakerError::Listen { addr, error })?;
             let bound = listener
                 .local_addr()
-                .map_err(|source| SpeakerError::Listen { addr, source })?;
+                .map_err(|error| SpeakerError::Listen { addr, error })?;
             tracing::info!(listen = %bound, "BGP listener bound");
             (
                 Some(tokio::spawn(task::accept_loop(listener, inbound_tx))),
