@@ -249,6 +249,7 @@ enum SessionMsg {
     AcceptInbound(TcpStream),
     RouteRefresh(Afi, Safi),
     Stop,
+    Deconfigure,
 }
 
 /// The owner's side of one session. Dropping it stops the session like [`SessionHandle::stop`].
@@ -286,6 +287,12 @@ impl SessionHandle {
     /// ManualStop: Cease 6/2 (RFC 4486) if a connection is open, then the task ends.
     pub fn stop(&self) -> Result<(), SessionGone> {
         self.send(SessionMsg::Stop)
+    }
+
+    /// [`SessionHandle::stop`] for a peer removed from the configuration: the Cease says 6/3,
+    /// Peer De-configured (RFC 4486 §4).
+    pub fn deconfigure(&self) -> Result<(), SessionGone> {
+        self.send(SessionMsg::Deconfigure)
     }
 
     /// The session's current status.

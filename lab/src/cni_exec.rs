@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// One attachment: a container's interface on one network.
 #[derive(Clone, Debug)]
@@ -207,6 +207,7 @@ pub fn shipped_conflist() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn runtime() -> Runtime {
         Runtime {

@@ -24,8 +24,8 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteNextHop,
+    RouteNextHopFlags, RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan};
@@ -48,6 +48,8 @@ pub(crate) struct RouteSpec<'a> {
     pub scope_link: bool,
     pub onlink: bool,
     pub protocol: u8,
+    /// Gateways of a multipath route (RTA_MULTIPATH), when there are several.
+    pub multipath: &'a [IpAddr],
 }
 
 impl<'a> RouteSpec<'a> {
@@ -60,6 +62,7 @@ impl<'a> RouteSpec<'a> {
             scope_link: false,
             onlink: false,
             protocol: RTPROT_BRINDLE,
+            multipath: &[],
         };
         match target {
             RouteTarget::Blackhole => spec.kind = RouteKind::Blackhole,
@@ -72,6 +75,10 @@ impl<'a> RouteSpec<'a> {
                 spec.dev = Some(dev);
                 spec.onlink = true;
             }
+            RouteTarget::Via { gws } => match gws.as_slice() {
+                [gw] => spec.gateway = Some(*gw),
+                _ => spec.multipath = gws,
+            },
         }
         spec
     }
@@ -340,6 +347,19 @@ impl NetlinkKernel {
             msg.attributes
                 .push(RouteAttribute::Gateway(route_address(gw)));
         }
+        if !spec.multipath.is_empty() {
+            let hops = spec
+                .multipath
+                .iter()
+                .map(|gw| {
+                    let mut hop = RouteNextHop::default();
+                    hop.attributes
+                        .push(RouteAttribute::Gateway(route_address(*gw)));
+                    hop
+                })
+                .collect();
+            msg.attributes.push(RouteAttribute::MultiPath(hops));
+        }
         if let Some(dev) = spec.dev {
             let index = self.link_index(dev).await?;
             msg.attributes.push(RouteAttribute::Oif(index));
@@ -408,6 +428,34 @@ impl NetlinkKernel {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
             Err(e) => Err(nl_err("delete route", dst, e)),
+        }
+    }
+
+    /// Whether the kernel reaches `addr` through a route that is not Brindle's own: the main
+    /// FIB's matching route (RTM_F_FIB_MATCH, `ip route get fibmatch`) is a unicast route of
+    /// another protocol. A next hop reached only through a route Brindle installed does not
+    /// count (no recursion through BGP's own routes); neither does a local address.
+    pub async fn reachable_without_ours(&self, addr: IpAddr) -> Result<bool, DataplaneError> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family_of(addr);
+        msg.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
+        msg.header.flags.insert(RouteFlags::FibMatch);
+        msg.attributes
+            .push(RouteAttribute::Destination(route_address(addr)));
+        let mut replies = self.handle.route().get(msg).execute();
+        match replies.try_next().await {
+            Ok(Some(route)) => Ok(route.header.kind == RouteType::Unicast
+                && u8::from(route.header.protocol) != RTPROT_BRINDLE),
+            Ok(None) => Ok(false),
+            Err(e)
+                if matches!(
+                    errno(&e),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ESRCH)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(nl_err("route lookup", addr, e)),
         }
     }
 
@@ -520,6 +568,7 @@ fn parse_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Kerne
         gateway: None,
         dev: None,
         multipath: false,
+        nexthops: Vec::new(),
     };
     for attr in &msg.attributes {
         match attr {
@@ -537,12 +586,35 @@ fn parse_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Kerne
                 )
             }
             RouteAttribute::Priority(p) => route.metric = Some(*p),
-            RouteAttribute::MultiPath(_) => route.multipath = true,
+            RouteAttribute::MultiPath(hops) => {
+                route.multipath = true;
+                route.nexthops = multipath_gateways(hops);
+            }
             _ => {}
         }
     }
     route.dst = IpNet::new(dst, msg.header.destination_prefix_length).ok()?;
     Some(route)
+}
+
+/// The gateways of a multipath route, if every next hop is a plain gateway; else none.
+fn multipath_gateways(hops: &[RouteNextHop]) -> Vec<IpAddr> {
+    let mut gws = Vec::with_capacity(hops.len());
+    for hop in hops {
+        if hop.flags.contains(RouteNextHopFlags::Onlink) {
+            return Vec::new();
+        }
+        let gw = hop.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+            _ => None,
+        });
+        match gw {
+            Some(gw) => gws.push(gw),
+            None => return Vec::new(),
+        }
+    }
+    gws
 }
 
 fn neighbour_fields(m: &NeighbourMessage) -> (Option<IpAddr>, Option<Mac>) {

@@ -184,6 +184,7 @@ fn pod_routes(spec: &PodSpec) -> Vec<RouteSpec<'_>> {
             scope_link: true,
             onlink: false,
             protocol: RTPROT_BOOT,
+            multipath: &[],
         });
         routes.push(RouteSpec {
             dst: IpNet::V4(Ipv4Net::default()),
@@ -193,6 +194,7 @@ fn pod_routes(spec: &PodSpec) -> Vec<RouteSpec<'_>> {
             scope_link: false,
             onlink: false,
             protocol: RTPROT_BOOT,
+            multipath: &[],
         });
     }
     if has_v6(spec) {
@@ -204,6 +206,7 @@ fn pod_routes(spec: &PodSpec) -> Vec<RouteSpec<'_>> {
             scope_link: false,
             onlink: false,
             protocol: RTPROT_BOOT,
+            multipath: &[],
         });
     }
     routes

@@ -29,7 +29,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -56,6 +56,8 @@ pub struct Rib {
     /// The Loc-RIB with each prefix's candidates, per family ([`AddressFamily::index`]).
     tables: [BTreeMap<IpNet, Destination>; 2],
     attr_sets: AttrSets,
+    /// Next hops the owner reported unreachable (RFC 4271 §9.1.2.1).
+    unreachable: BTreeSet<IpAddr>,
 }
 
 #[derive(Debug)]
@@ -94,6 +96,15 @@ struct Destination {
     adj_out: Vec<(PeerId, OutPath)>,
 }
 
+/// Pushes without the first allocation's room for four: most prefixes have one candidate and
+/// one or two peers to send to, and at 100,000 prefixes the spare room was a third of the RIB.
+fn push_tight<T>(v: &mut Vec<T>, item: T) {
+    if v.capacity() == v.len() && v.len() < 4 {
+        v.reserve_exact(1);
+    }
+    v.push(item);
+}
+
 impl Destination {
     fn best_path(&self) -> Option<&Path> {
         self.paths.iter().find(|p| p.selection == Selection::Best)
@@ -104,7 +115,7 @@ impl Destination {
         match self.paths.iter_mut().find(|p| p.source == path.source) {
             Some(slot) => Some(std::mem::replace(slot, path)),
             None => {
-                self.paths.push(path);
+                push_tight(&mut self.paths, path);
                 None
             }
         }
@@ -135,7 +146,7 @@ impl Destination {
                 true
             }
             (None, Some(new)) => {
-                self.adj_out.push((peer, new.clone()));
+                push_tight(&mut self.adj_out, (peer, new.clone()));
                 *advertised += 1;
                 true
             }
@@ -159,6 +170,7 @@ impl Rib {
             peers: BTreeMap::new(),
             tables: [BTreeMap::new(), BTreeMap::new()],
             attr_sets: AttrSets::default(),
+            unreachable: BTreeSet::new(),
         }
     }
 
@@ -192,6 +204,17 @@ impl Rib {
         Ok(changes)
     }
 
+    /// Sets our address on the session with `peer` (the next hop of next-hop-self), known
+    /// once the connection is up. Call before [`Rib::peer_up`].
+    pub fn set_local_address(&mut self, peer: PeerId, address: IpAddr) -> Result<(), RibError> {
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(RibError::UnknownPeer(peer))?;
+        state.info.local_address = address;
+        Ok(())
+    }
+
     /// The session with `peer` reached Established. Fills its Adj-RIB-Out with the current
     /// best routes; send them with [`Rib::initial_updates`] before any later
     /// [`RibChanges::per_peer_out`] for this peer.
@@ -201,6 +224,7 @@ impl Rib {
             peers,
             tables,
             attr_sets,
+            unreachable: _,
         } = self;
         let state = peers.get_mut(&peer).ok_or(RibError::UnknownPeer(peer))?;
         state.info.router_id = session.peer_router_id;
@@ -224,7 +248,7 @@ impl Rib {
                 if let Some(out) =
                     adj_out::export(best, family, &state.info, local, attr_sets, &mut cache)
                 {
-                    dest.adj_out.push((peer, out));
+                    push_tight(&mut dest.adj_out, (peer, out));
                     state.advertised += 1;
                 }
             }
@@ -293,6 +317,7 @@ impl Rib {
             peers,
             tables,
             attr_sets,
+            unreachable,
         } = self;
         let state = peers.get_mut(&peer).ok_or(RibError::UnknownPeer(peer))?;
         let session = state.session.as_ref().ok_or(RibError::PeerNotUp(peer))?;
@@ -345,9 +370,15 @@ impl Rib {
                 let Some(next_hop) = next_hop else {
                     continue;
                 };
-                let ineligible = loop_check.or_else(|| {
-                    (!family.matches(next_hop)).then_some(Ineligibility::UnusableNextHop)
-                });
+                let ineligible = loop_check
+                    .or_else(|| {
+                        (!family.matches(next_hop)).then_some(Ineligibility::UnusableNextHop)
+                    })
+                    .or_else(|| {
+                        unreachable
+                            .contains(&next_hop)
+                            .then_some(Ineligibility::UnreachableNextHop)
+                    });
                 let path = Path {
                     source,
                     attrs: Arc::clone(&attrs),
@@ -376,34 +407,118 @@ impl Rib {
     /// external peers); NEXT_HOP is ours, set per peer on export. A local route wins over
     /// every learned route for the prefix (see `decision.rs`).
     pub fn originate(&mut self, prefix: IpNet, attrs: PathAttributes) -> RibChanges {
+        self.originate_many(&[prefix], attrs)
+    }
+
+    /// [`Rib::originate`] for many prefixes with the same attributes, decided and packed
+    /// together (one UPDATE per peer for as many prefixes as fit, not one per prefix).
+    pub fn originate_many(&mut self, prefixes: &[IpNet], attrs: PathAttributes) -> RibChanges {
         let mut attrs = attrs;
         attrs.origin.get_or_insert(Origin::Igp);
         attrs.as_path = Some(AsPath::default());
         attrs.next_hop = None;
-        let path = Path {
-            source: RouteSource::Local,
-            attrs: self.attr_sets.intern(attrs),
-            next_hop: None,
-            peer_router_id: self.local.router_id,
-            ineligible: None,
-            selection: Selection::Best,
-        };
-        self.tables[AddressFamily::of(&prefix).index()]
-            .entry(prefix)
-            .or_default()
-            .upsert(path);
-        self.process(vec![prefix])
+        let attrs = self.attr_sets.intern(attrs);
+        for prefix in prefixes {
+            let path = Path {
+                source: RouteSource::Local,
+                attrs: Arc::clone(&attrs),
+                next_hop: None,
+                peer_router_id: self.local.router_id,
+                ineligible: None,
+                selection: Selection::Best,
+            };
+            self.tables[AddressFamily::of(prefix).index()]
+                .entry(*prefix)
+                .or_default()
+                .upsert(path);
+        }
+        self.process(prefixes.to_vec())
     }
 
     /// Withdraws a prefix originated with [`Rib::originate`].
     pub fn withdraw_local(&mut self, prefix: IpNet) -> RibChanges {
-        let removed = self.tables[AddressFamily::of(&prefix).index()]
-            .get_mut(&prefix)
-            .and_then(|dest| dest.remove(&RouteSource::Local));
-        match removed {
-            Some(_) => self.process(vec![prefix]),
-            None => RibChanges::default(),
+        self.withdraw_local_many(&[prefix])
+    }
+
+    /// [`Rib::withdraw_local`] for many prefixes, packed together.
+    pub fn withdraw_local_many(&mut self, prefixes: &[IpNet]) -> RibChanges {
+        let mut dirty = Vec::with_capacity(prefixes.len());
+        for prefix in prefixes {
+            let removed = self.tables[AddressFamily::of(prefix).index()]
+                .get_mut(prefix)
+                .and_then(|dest| dest.remove(&RouteSource::Local));
+            if removed.is_some() {
+                dirty.push(*prefix);
+            }
         }
+        if dirty.is_empty() {
+            return RibChanges::default();
+        }
+        self.process(dirty)
+    }
+
+    /// Records whether `next_hop` can be reached (RFC 4271 §9.1.2.1: a route whose NEXT_HOP is
+    /// unresolvable is excluded from the decision process). The learned routes through it
+    /// become ineligible, or eligible again, and the decision runs for their prefixes. The RIB
+    /// cannot know this itself; its owner asks the kernel (see [`Rib::next_hops`]).
+    pub fn set_next_hop_reachable(&mut self, next_hop: IpAddr, reachable: bool) -> RibChanges {
+        let changed = if reachable {
+            self.unreachable.remove(&next_hop)
+        } else {
+            self.unreachable.insert(next_hop)
+        };
+        if !changed {
+            return RibChanges::default();
+        }
+        let mut dirty = Vec::new();
+        for table in &mut self.tables {
+            for (prefix, dest) in table.iter_mut() {
+                for path in dest.paths.iter_mut() {
+                    if path.next_hop != Some(next_hop) {
+                        continue;
+                    }
+                    let Some(peer) = path.source.peer() else {
+                        continue;
+                    };
+                    let flip = match (reachable, path.ineligible) {
+                        (false, None) => Some(Some(Ineligibility::UnreachableNextHop)),
+                        (true, Some(Ineligibility::UnreachableNextHop)) => Some(None),
+                        // Another reason stands whatever the next hop does.
+                        _ => None,
+                    };
+                    let Some(new) = flip else {
+                        continue;
+                    };
+                    path.ineligible = new;
+                    if let Some(state) = self.peers.get_mut(&peer) {
+                        if reachable {
+                            state.ineligible -= 1;
+                        } else {
+                            state.ineligible += 1;
+                        }
+                    }
+                    dirty.push(*prefix);
+                }
+            }
+        }
+        self.process(dirty)
+    }
+
+    /// Every next hop of a learned route, for the owner to check with
+    /// [`Rib::set_next_hop_reachable`]. Walks the table.
+    pub fn next_hops(&self) -> BTreeSet<IpAddr> {
+        self.tables
+            .iter()
+            .flat_map(|t| t.values())
+            .flat_map(|d| d.paths.iter())
+            .filter(|p| p.source.peer().is_some())
+            .filter_map(|p| p.next_hop)
+            .collect()
+    }
+
+    /// The next hops currently reported unreachable.
+    pub fn unreachable_next_hops(&self) -> &BTreeSet<IpAddr> {
+        &self.unreachable
     }
 
     /// The best route of `prefix`.
@@ -459,6 +574,7 @@ impl Rib {
             peers,
             tables,
             attr_sets,
+            unreachable: _,
         } = self;
         let mut changes = RibChanges::default();
         // Indexed like `peers` (whose order does not change during this call).
@@ -497,9 +613,11 @@ impl Rib {
                 _ => true,
             };
             if dest.best != new_best {
+                let next_hops_changed = next_hops(&dest.best) != next_hops(&new_best);
                 changes.best.push(BestChange {
                     prefix,
                     new: new_best.clone(),
+                    next_hops_changed,
                 });
             }
 
@@ -542,6 +660,11 @@ impl Rib {
         }
         changes
     }
+}
+
+/// The next hops to install for a best route (none for no route or a local one).
+fn next_hops(best: &Option<BestRoute>) -> &[IpAddr] {
+    best.as_ref().map_or(&[], |b| b.next_hops.as_slice())
 }
 
 /// Announcements and withdrawals for one peer, before packing.

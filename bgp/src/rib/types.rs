@@ -158,6 +158,9 @@ pub enum Ineligibility {
     /// The next hop is not of the prefix's family (IPv4 routes with IPv6 next hops, RFC 8950,
     /// are not supported).
     UnusableNextHop,
+    /// The next hop cannot be reached (RFC 4271 §9.1.2.1), as the owner of the RIB was told
+    /// with [`super::Rib::set_next_hop_reachable`].
+    UnreachableNextHop,
 }
 
 /// The step of the decision process at which a candidate lost to the best route (see
@@ -201,6 +204,9 @@ pub struct BestRoute {
 pub struct BestChange {
     pub prefix: IpNet,
     pub new: Option<BestRoute>,
+    /// The next hops to install differ from before (no route and a local route both count as
+    /// none): what a forwarding consumer needs to act on; the other changes are attributes.
+    pub next_hops_changed: bool,
 }
 
 /// What one RIB operation changed.
@@ -254,4 +260,43 @@ pub enum RibError {
     PeerExists(PeerId),
     #[error("peer {0} has no established session")]
     PeerNotUp(PeerId),
+}
+
+impl fmt::Display for Ineligibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ineligibility::AsLoop => "AS loop: our AS is in the AS_PATH",
+            Ineligibility::OriginatorIdLoop => "ORIGINATOR_ID is our router ID",
+            Ineligibility::ClusterLoop => "our cluster ID is in the CLUSTER_LIST",
+            Ineligibility::UnusableNextHop => "next hop of another address family",
+            Ineligibility::UnreachableNextHop => "next hop unreachable",
+        })
+    }
+}
+
+impl fmt::Display for LossReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LossReason::Ineligible(why) => write!(f, "ineligible: {why}"),
+            LossReason::LocallyOriginated => f.write_str("locally originated route preferred"),
+            LossReason::LocalPref => f.write_str("lower LOCAL_PREF"),
+            LossReason::AsPathLength => f.write_str("longer AS_PATH"),
+            LossReason::Origin => f.write_str("worse ORIGIN"),
+            LossReason::Med => f.write_str("higher MED"),
+            LossReason::EbgpOverIbgp => f.write_str("iBGP route, eBGP preferred"),
+            LossReason::RouterId => f.write_str("higher router ID"),
+            LossReason::ClusterListLength => f.write_str("longer CLUSTER_LIST"),
+            LossReason::PeerAddress => f.write_str("higher peer address"),
+        }
+    }
+}
+
+impl fmt::Display for Selection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selection::Best => f.write_str("best"),
+            Selection::Multipath(why) => write!(f, "multipath (behind the best: {why})"),
+            Selection::Lost(why) => write!(f, "lost: {why}"),
+        }
+    }
 }

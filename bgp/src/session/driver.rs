@@ -136,6 +136,8 @@ pub(crate) struct Driver {
     updates_in: u64,
     updates_out: u64,
     stopping: bool,
+    /// The Cease subcode of a stop other than Administrative Shutdown (Peer De-configured).
+    stop_subcode: Option<u8>,
     next_id: u64,
 }
 
@@ -174,6 +176,7 @@ impl Driver {
             updates_in: 0,
             updates_out: 0,
             stopping: false,
+            stop_subcode: None,
             next_id: 1,
         })
     }
@@ -400,7 +403,16 @@ impl Driver {
                 self.send_message(which, &Message::Open(glue::open_message(&params)))
             }
             Output::SendKeepalive => self.send_message(which, &Message::Keepalive),
-            Output::SendNotification(n) => {
+            Output::SendNotification(mut n) => {
+                // The FSM's ManualStop always says Administrative Shutdown; the reason for
+                // this stop may be more precise (RFC 4486 §4).
+                if let Some(subcode) = self.stop_subcode.filter(|_| self.stopping) {
+                    if n.code == crate::fsm::notification::CEASE
+                        && n.subcode == crate::fsm::notification::ADMINISTRATIVE_SHUTDOWN
+                    {
+                        n.subcode = subcode;
+                    }
+                }
                 tracing::warn!(code = n.code, subcode = n.subcode, "sending NOTIFICATION");
                 self.send_message(
                     which,
@@ -546,6 +558,10 @@ impl Driver {
                 }
             }
             SessionMsg::Stop => self.stop(),
+            SessionMsg::Deconfigure => {
+                self.stop_subcode = Some(crate::packet::codes::cease::PEER_DECONFIGURED);
+                self.stop();
+            }
         }
     }
 
@@ -738,6 +754,10 @@ impl Driver {
                     shutdown_communication = n.shutdown_communication(),
                     "NOTIFICATION received"
                 );
+                // Status shows the names, not only the numbers of the DownReason.
+                if let Some(slot) = self.slot_mut(which) {
+                    slot.down_detail = Some(n.to_string());
+                }
                 self.feed(
                     which,
                     Input::NotificationReceived(glue::notification_info(&n)),
