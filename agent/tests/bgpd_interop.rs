@@ -1,14 +1,560 @@
-//! brindle-bgpd against real routers, BIRD 2 and GoBGP, in network namespaces.
+//! brindle-bgpd against real routers, BIRD 2 (eBGP) and GoBGP (iBGP), in network namespaces.
+//!
+//! ```text
+//!   netns bgpd: brindle-bgpd, AS 64512   ──veth──   netns bird: BIRD 2, AS 65002 (eBGP)
+//!     10.0.1.1/24, fd00:0:1::1/64                    10.0.1.2/24, fd00:0:1::2/64
+//!     install_routes: true (rtproto 98)          or  netns gobgp: gobgpd, AS 64512 (iBGP)
+//! ```
+//!
+//! The test drives each router the way an operator would (its configuration file and SIGHUP,
+//! `birdc configure`, `gobgp global rib add`) and checks what a user sees: `brindlectl bgp peers`
+//! and `bgp routes`, `birdc show route`, `gobgp global rib`, and `ip route` in bgpd's namespace.
+//! Needs root, bird2 and gobgpd; skipped without them unless `CI` is set.
+//! `BRINDLE_KEEP_LAB=1` keeps the generated configurations and logs.
 
 #[path = "bgpd_interop/harness.rs"]
 #[allow(dead_code)]
 mod harness;
 
-use std::time::Duration;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use harness::*;
 
-/// The harness itself: BIRD and GoBGP peer with each other (iBGP) and exchange routes.
+const BGPD_AS: u32 = 64512;
+const BIRD_AS: u32 = 65002;
+/// The hold time BIRD and GoBGP offer; the negotiated one is the smaller of both sides'.
+const HOLD: u16 = 6;
+const SESSION_UP: Duration = Duration::from_secs(20);
+
+fn binaries(test: &str, peers: &[&str]) -> Option<Binaries> {
+    let bins = match (
+        option_env!("CARGO_BIN_EXE_brindle-bgpd"),
+        option_env!("CARGO_BIN_EXE_brindlectl"),
+    ) {
+        (Some(bgpd), Some(ctl)) => Binaries { bgpd, ctl },
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: brindle-bgpd not built"
+            );
+            eprintln!("skipped: {test}: brindle-bgpd not built");
+            return None;
+        }
+    };
+    can_run(test, peers).then_some(bins)
+}
+
+fn prefix(s: &str) -> ipnet::IpNet {
+    s.parse().expect("test prefix")
+}
+
+fn bird_config(link: &Link, v6: bool, statics: &[&str]) -> BirdConfig {
+    let (local, neighbor) = if v6 {
+        (link.b6(), link.a6())
+    } else {
+        (link.b4(), link.a4())
+    };
+    BirdConfig {
+        router_id: link.b4(),
+        asn: BIRD_AS,
+        peers: vec![(local, neighbor, BGPD_AS)],
+        statics: statics.iter().map(|s| prefix(s)).collect(),
+        hold_time: HOLD,
+        passive: false,
+    }
+}
+
+fn bgpd_spec(link: &Link, peer: IpAddr, peer_as: u32, originate: &[&str]) -> BgpdSpec {
+    BgpdSpec {
+        router_id: link.a4(),
+        asn: BGPD_AS,
+        listen: None,
+        originate: originate.iter().map(|s| s.to_string()).collect(),
+        install_routes: true,
+        peers: vec![(peer, peer_as, false)],
+    }
+}
+
+/// Waits until BIRD has (or no longer has) `prefix`; `show route ... all` when present.
+fn wait_bird_route(bird: &Bird, prefix: &str, present: bool) -> String {
+    wait_until(
+        &format!("BIRD route {prefix} present={present}"),
+        Duration::from_secs(15),
+        || match (bird.route(prefix), present) {
+            (Ok(text), true) => Ok(text),
+            (Err(_), false) => Ok(String::new()),
+            (Ok(text), false) | (Err(text), true) => Err(text),
+        },
+    )
+}
+
+/// a. BIRD 2 as an eBGP peer over IPv4: routes both ways with the AS_PATH and NEXT_HOP eBGP
+/// asks for, BIRD's routes in the kernel, withdrawals both ways, a SIGHUP that changes only
+/// what it must, and a clean SIGTERM.
+#[test]
+fn bird_ebgp_ipv4_routes_and_withdrawals_both_ways() {
+    let test = "bird_ebgp_ipv4_routes_and_withdrawals_both_ways";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, nr) = (lab.netns("bgpd"), lab.netns("bird"));
+    let link = lab.link(&nb, &nr);
+    let mut bird = Bird::start(
+        &lab,
+        "bird",
+        &nr,
+        bird_config(&link, false, &["10.99.99.0/24", "10.99.98.0/24"]),
+    );
+    let mut bgpd = Bgpd::start(
+        &lab,
+        &bins,
+        &nb,
+        bgpd_spec(&link, link.b4(), BIRD_AS, &["10.98.0.0/24", "10.98.1.0/24"]),
+    );
+    let up = bgpd.wait_established(link.b4(), SESSION_UP);
+    assert_eq!(up.asn, BIRD_AS);
+
+    // Ours in BIRD: AS_PATH is our AS alone, NEXT_HOP ourselves, no LOCAL_PREF on eBGP.
+    for p in ["10.98.0.0/24", "10.98.1.0/24"] {
+        let shown = wait_bird_route(&bird, p, true);
+        assert!(
+            shown.contains(&format!("BGP.as_path: {BGPD_AS}\n")),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(&format!("BGP.next_hop: {}", link.a4())),
+            "{shown}"
+        );
+        assert!(shown.contains("BGP.origin: IGP"), "{shown}");
+        assert!(
+            !shown.contains("BGP.local_pref"),
+            "LOCAL_PREF sent over eBGP:\n{shown}"
+        );
+    }
+
+    // BIRD's in bgpd's RIB and in its kernel, via BIRD, with Brindle's rtproto.
+    for p in ["10.99.99.0/24", "10.99.98.0/24"] {
+        let route = bgpd
+            .wait_route(p, &link.b4().to_string(), true)
+            .expect("present");
+        assert_eq!(route.as_path, vec![BIRD_AS], "{route:?}");
+        assert_eq!(route.next_hops, vec![link.b4().to_string()], "{route:?}");
+        assert!(route.best, "{route:?}");
+        bgpd.wait_kernel_route(p, &[&format!("via {}", link.b4())], true);
+    }
+    let local = bgpd
+        .wait_route("10.98.0.0/24", "local", true)
+        .expect("present");
+    assert!(local.as_path.is_empty() && local.best, "{local:?}");
+    // Our own prefixes are not installed as routes via a peer.
+    assert!(kernel_routes(&nb, "10.98.0.0/24").trim().is_empty());
+
+    wait_until("per-peer counts", Duration::from_secs(10), || {
+        let p = bgpd.peer(link.b4())?;
+        if p.received >= 2 && p.accepted >= 2 && p.advertised >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        }
+    });
+
+    // Withdrawal from bgpd: SIGHUP with 10.98.0.0/24 removed and 10.98.2.0/24 added; the
+    // session is not reset and 10.98.1.0/24 stays.
+    let mut spec = bgpd.spec.clone();
+    spec.originate = vec!["10.98.1.0/24".into(), "10.98.2.0/24".into()];
+    bgpd.reload(spec);
+    wait_bird_route(&bird, "10.98.0.0/24", false);
+    wait_bird_route(&bird, "10.98.2.0/24", true);
+    assert!(bird.route("10.98.1.0/24").is_ok(), "kept prefix withdrawn");
+    bgpd.wait_route("10.98.0.0/24", "local", false);
+    let after = bgpd.peer(link.b4()).expect("peer");
+    assert_eq!(after.state, "Established");
+    assert_eq!(after.since, up.since, "SIGHUP reset the session");
+
+    // Withdrawal from BIRD: 10.99.99.0/24 leaves its configuration.
+    bird.reconfigure(bird_config(&link, false, &["10.99.98.0/24"]));
+    bgpd.wait_route("10.99.99.0/24", &link.b4().to_string(), false);
+    bgpd.wait_kernel_route("10.99.99.0/24", &[], false);
+    assert!(!kernel_routes(&nb, "10.99.98.0/24").trim().is_empty());
+
+    // SIGTERM: bgpd exits promptly and successfully, and BIRD sees the session end.
+    bgpd.proc.signal("TERM");
+    let code = bgpd.proc.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "brindle-bgpd's exit on SIGTERM");
+    wait_until(
+        "BIRD sees the session closed",
+        Duration::from_secs(10),
+        || {
+            let state = bird.peer_state(0);
+            if state == "Established" {
+                Err(state)
+            } else {
+                Ok(())
+            }
+        },
+    );
+    let log = bird.log_text();
+    assert!(
+        log.contains("Received: Administrative shutdown") || log.contains("Received: Cease"),
+        "{log}"
+    );
+}
+
+/// b. GoBGP as an iBGP peer (same AS): routes both ways, LOCAL_PREF on what bgpd sends,
+/// AS_PATH left empty, withdrawals both ways, and the session back after gobgpd restarts.
+#[test]
+fn gobgp_ibgp_routes_and_withdrawals_both_ways() {
+    let test = "gobgp_ibgp_routes_and_withdrawals_both_ways";
+    let Some(bins) = binaries(test, &["gobgpd", "gobgp"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, ng) = (lab.netns("bgpd"), lab.netns("gobgp"));
+    let link = lab.link(&nb, &ng);
+    let mut gobgp = Gobgp::start(
+        &lab,
+        "gobgp",
+        &ng,
+        &GobgpConfig {
+            router_id: link.b4(),
+            asn: BGPD_AS,
+            local: link.b4(),
+            peers: vec![(link.a4(), BGPD_AS)],
+            hold_time: HOLD,
+        },
+    );
+    let mut bgpd = Bgpd::start(
+        &lab,
+        &bins,
+        &nb,
+        bgpd_spec(&link, link.b4(), BGPD_AS, &["10.98.0.0/24"]),
+    );
+    bgpd.wait_established(link.b4(), SESSION_UP);
+
+    // Ours in GoBGP: LOCAL_PREF present (iBGP), AS_PATH empty, NEXT_HOP ourselves.
+    let path = wait_until("bgpd's route in GoBGP", Duration::from_secs(15), || {
+        let rib = gobgp.rib("ipv4");
+        rib.get("10.98.0.0/24")
+            .and_then(|paths| paths.get(0))
+            .cloned()
+            .ok_or_else(|| format!("{rib:?}"))
+    });
+    let local_pref = gobgp_attr(&path, 5).and_then(|a| a.get("value"));
+    assert_eq!(
+        local_pref.and_then(serde_json::Value::as_u64),
+        Some(100),
+        "{path}"
+    );
+    let as_path = gobgp_attr(&path, 2).expect("AS_PATH attribute");
+    let segments = as_path
+        .get("as_paths")
+        .and_then(serde_json::Value::as_array);
+    assert!(segments.is_none_or(|s| s.is_empty()), "{path}");
+    let next_hop = gobgp_attr(&path, 3).and_then(|a| a.get("nexthop"));
+    assert_eq!(
+        next_hop.and_then(serde_json::Value::as_str),
+        Some(link.a4().to_string().as_str()),
+        "{path}"
+    );
+
+    // GoBGP's in bgpd's RIB and kernel.
+    gobgp.cli(&["global", "rib", "add", "10.9.0.0/24"]);
+    let route = bgpd
+        .wait_route("10.9.0.0/24", &link.b4().to_string(), true)
+        .expect("present");
+    assert!(route.as_path.is_empty(), "{route:?}");
+    assert_eq!(route.next_hops, vec![link.b4().to_string()], "{route:?}");
+    bgpd.wait_kernel_route("10.9.0.0/24", &[&format!("via {}", link.b4())], true);
+
+    // Withdrawals both ways.
+    gobgp.cli(&["global", "rib", "del", "10.9.0.0/24"]);
+    bgpd.wait_route("10.9.0.0/24", &link.b4().to_string(), false);
+    bgpd.wait_kernel_route("10.9.0.0/24", &[], false);
+    let mut spec = bgpd.spec.clone();
+    spec.originate.clear();
+    bgpd.reload(spec);
+    wait_until(
+        "bgpd's withdrawal in GoBGP",
+        Duration::from_secs(15),
+        || {
+            let rib = gobgp.rib("ipv4");
+            if rib.contains_key("10.98.0.0/24") {
+                Err(format!("{rib:?}"))
+            } else {
+                Ok(())
+            }
+        },
+    );
+
+    // gobgpd restarts: the session comes back and a new route of it arrives.
+    let mut spec = bgpd.spec.clone();
+    spec.originate = vec!["10.98.3.0/24".into()];
+    bgpd.reload(spec);
+    gobgp.restart();
+    bgpd.wait_established(link.b4(), SESSION_UP);
+    gobgp.cli(&["global", "rib", "add", "10.9.1.0/24"]);
+    bgpd.wait_kernel_route("10.9.1.0/24", &[&format!("via {}", link.b4())], true);
+    wait_until(
+        "bgpd's route in the restarted GoBGP",
+        Duration::from_secs(15),
+        || {
+            let rib = gobgp.rib("ipv4");
+            if rib.contains_key("10.98.3.0/24") {
+                Ok(())
+            } else {
+                Err(format!("{rib:?}"))
+            }
+        },
+    );
+}
+
+/// c. BIRD goes silent (SIGSTOP): bgpd's hold timer expires within the negotiated hold time,
+/// the peer's status says so, and BIRD's routes leave the kernel; after SIGCONT the session
+/// and the routes come back.
+#[test]
+fn silent_bird_hold_timer_expires_and_session_recovers() {
+    let test = "silent_bird_hold_timer_expires_and_session_recovers";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, nr) = (lab.netns("bgpd"), lab.netns("bird"));
+    let link = lab.link(&nb, &nr);
+    let bird = Bird::start(
+        &lab,
+        "bird",
+        &nr,
+        bird_config(&link, false, &["10.99.99.0/24"]),
+    );
+    let bgpd = Bgpd::start(
+        &lab,
+        &bins,
+        &nb,
+        bgpd_spec(&link, link.b4(), BIRD_AS, &["10.98.0.0/24"]),
+    );
+    bgpd.wait_established(link.b4(), SESSION_UP);
+    let via = format!("via {}", link.b4());
+    bgpd.wait_kernel_route("10.99.99.0/24", &[&via], true);
+
+    bird.proc.signal("STOP");
+    let stopped = Instant::now();
+    let down = wait_until(
+        "bgpd's session leaves Established",
+        Duration::from_secs(u64::from(HOLD) + 3),
+        || {
+            let p = bgpd.peer(link.b4())?;
+            if p.state == "Established" {
+                Err(format!("{p:?}"))
+            } else {
+                Ok(p)
+            }
+        },
+    );
+    let after = stopped.elapsed();
+    eprintln!("{test}: session down {after:?} after SIGSTOP (hold time {HOLD} s)");
+    // Keepalives come every HOLD/3 s, so the last one was at most that long before SIGSTOP.
+    assert!(
+        after >= Duration::from_secs(u64::from(HOLD - HOLD / 3 - 1)),
+        "down after {after:?}: not the hold timer? {down:?}"
+    );
+    let info = down.info.clone().unwrap_or_default().to_lowercase();
+    assert!(info.contains("hold timer expired"), "{down:?}");
+    bgpd.wait_kernel_route("10.99.99.0/24", &[], false);
+    bgpd.wait_route("10.99.99.0/24", &link.b4().to_string(), false);
+
+    bird.proc.signal("CONT");
+    bgpd.wait_established(link.b4(), SESSION_UP);
+    bgpd.wait_kernel_route("10.99.99.0/24", &[&via], true);
+    wait_bird_route(&bird, "10.98.0.0/24", true);
+    // BIRD learnt why: our NOTIFICATION 4/0.
+    let log = bird.log_text();
+    assert!(log.contains("Received: Hold timer expired"), "{log}");
+}
+
+/// d. BIRD is killed (no NOTIFICATION) and started again: bgpd notices, removes its routes,
+/// and re-establishes the session; routes come back both ways.
+#[test]
+fn bird_restart_session_and_routes_come_back() {
+    let test = "bird_restart_session_and_routes_come_back";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, nr) = (lab.netns("bgpd"), lab.netns("bird"));
+    let link = lab.link(&nb, &nr);
+    let mut bird = Bird::start(
+        &lab,
+        "bird",
+        &nr,
+        bird_config(&link, false, &["10.99.99.0/24"]),
+    );
+    let bgpd = Bgpd::start(
+        &lab,
+        &bins,
+        &nb,
+        bgpd_spec(&link, link.b4(), BIRD_AS, &["10.98.0.0/24"]),
+    );
+    let first = bgpd.wait_established(link.b4(), SESSION_UP);
+    let via = format!("via {}", link.b4());
+    bgpd.wait_kernel_route("10.99.99.0/24", &[&via], true);
+    wait_bird_route(&bird, "10.98.0.0/24", true);
+
+    bird.proc.kill();
+    let down = wait_until(
+        "bgpd sees BIRD gone",
+        Duration::from_secs(u64::from(HOLD) + 3),
+        || {
+            let p = bgpd.peer(link.b4())?;
+            if p.state == "Established" {
+                Err(format!("{p:?}"))
+            } else {
+                Ok(p)
+            }
+        },
+    );
+    assert!(
+        !down.info.clone().unwrap_or_default().is_empty(),
+        "no reason given: {down:?}"
+    );
+    bgpd.wait_kernel_route("10.99.99.0/24", &[], false);
+
+    let restarted = Instant::now();
+    bird.restart();
+    let again = bgpd.wait_established(link.b4(), SESSION_UP);
+    eprintln!(
+        "{test}: Established {:?} after BIRD restarted",
+        restarted.elapsed()
+    );
+    assert_ne!(again.since, first.since, "{first:?} {again:?}");
+    bgpd.wait_kernel_route("10.99.99.0/24", &[&via], true);
+    wait_bird_route(&bird, "10.98.0.0/24", true);
+}
+
+/// e. IPv6 with BIRD over an IPv6 session (MP_REACH_NLRI / MP_UNREACH_NLRI): routes both ways,
+/// BIRD's in the kernel, withdrawals both ways.
+#[test]
+fn bird_ebgp_ipv6_routes_both_ways() {
+    let test = "bird_ebgp_ipv6_routes_both_ways";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, nr) = (lab.netns("bgpd"), lab.netns("bird"));
+    let link = lab.link(&nb, &nr);
+    let mut bird = Bird::start(
+        &lab,
+        "bird",
+        &nr,
+        bird_config(&link, true, &["fd00:99::/64", "fd00:99:1::/64"]),
+    );
+    let mut spec = bgpd_spec(&link, link.b6(), BIRD_AS, &["fd00:98::/64"]);
+    spec.listen = Some("[::]:179".into());
+    let mut bgpd = Bgpd::start(&lab, &bins, &nb, spec);
+    bgpd.wait_established(link.b6(), SESSION_UP);
+
+    let shown = wait_bird_route(&bird, "fd00:98::/64", true);
+    assert!(
+        shown.contains(&format!("BGP.as_path: {BGPD_AS}\n")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("BGP.next_hop: {}", link.a6())),
+        "{shown}"
+    );
+
+    for p in ["fd00:99::/64", "fd00:99:1::/64"] {
+        let route = bgpd
+            .wait_route(p, &link.b6().to_string(), true)
+            .expect("present");
+        assert_eq!(route.as_path, vec![BIRD_AS], "{route:?}");
+        bgpd.wait_kernel_route(p, &["via"], true);
+    }
+    let kernel = kernel_routes(&nb, "fd00:99::/64");
+    assert!(
+        kernel.contains(&format!("via {}", link.b6())) || kernel.contains("via fe80:"),
+        "{kernel}"
+    );
+
+    bird.reconfigure(bird_config(&link, true, &["fd00:99:1::/64"]));
+    bgpd.wait_kernel_route("fd00:99::/64", &[], false);
+    assert!(!kernel_routes(&nb, "fd00:99:1::/64").trim().is_empty());
+    let mut spec = bgpd.spec.clone();
+    spec.originate.clear();
+    bgpd.reload(spec);
+    wait_bird_route(&bird, "fd00:98::/64", false);
+}
+
+/// f. Two BIRD peers (same AS) announce the same prefix with equal attributes: bgpd installs one
+/// kernel route with both next hops; when one withdraws, the route keeps the other.
+#[test]
+fn two_birds_same_prefix_make_an_ecmp_kernel_route() {
+    let test = "two_birds_same_prefix_make_an_ecmp_kernel_route";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, n1, n2) = (lab.netns("bgpd"), lab.netns("bird1"), lab.netns("bird2"));
+    let (l1, l2) = (lab.link(&nb, &n1), lab.link(&nb, &n2));
+    let _bird1 = Bird::start(
+        &lab,
+        "bird1",
+        &n1,
+        bird_config(&l1, false, &["10.99.99.0/24"]),
+    );
+    let mut bird2 = Bird::start(
+        &lab,
+        "bird2",
+        &n2,
+        bird_config(&l2, false, &["10.99.99.0/24"]),
+    );
+    let mut spec = bgpd_spec(&l1, l1.b4(), BIRD_AS, &[]);
+    spec.peers.push((l2.b4(), BIRD_AS, false));
+    let bgpd = Bgpd::start(&lab, &bins, &nb, spec);
+    bgpd.wait_established(l1.b4(), SESSION_UP);
+    bgpd.wait_established(l2.b4(), SESSION_UP);
+
+    let (via1, via2) = (
+        format!("nexthop via {}", l1.b4()),
+        format!("nexthop via {}", l2.b4()),
+    );
+    bgpd.wait_kernel_route("10.99.99.0/24", &[&via1, &via2], true);
+    let best = wait_until(
+        "one best route with two next hops",
+        Duration::from_secs(10),
+        || {
+            let routes = bgpd.routes()?;
+            routes
+                .iter()
+                .find(|r| r.prefix == "10.99.99.0/24" && r.best && r.next_hops.len() == 2)
+                .cloned()
+                .ok_or_else(|| format!("{routes:#?}"))
+        },
+    );
+    assert!(best.next_hops.contains(&l2.b4().to_string()), "{best:?}");
+
+    bird2.reconfigure(bird_config(&l2, false, &[]));
+    let via1 = format!("via {}", l1.b4());
+    wait_until(
+        "the route keeps one next hop",
+        Duration::from_secs(15),
+        || {
+            let text = kernel_routes(&nb, "10.99.99.0/24");
+            if text.contains(&via1)
+                && !text.contains("nexthop")
+                && !text.contains(&l2.b4().to_string())
+            {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    );
+}
+
+/// The harness itself, without bgpd: BIRD and GoBGP peer with each other (iBGP) and exchange
+/// routes, so a failure above is bgpd's and not the lab's.
 #[test]
 fn harness_bird_and_gobgp_exchange_routes() {
     if !can_run(
@@ -29,7 +575,7 @@ fn harness_bird_and_gobgp_exchange_routes() {
             asn: 65010,
             local: link.a4(),
             peers: vec![(link.b4(), 65010)],
-            hold_time: 6,
+            hold_time: HOLD,
         },
     );
     let bird = Bird::start(
@@ -40,30 +586,21 @@ fn harness_bird_and_gobgp_exchange_routes() {
             router_id: link.b4(),
             asn: 65010,
             peers: vec![(link.b4(), link.a4(), 65010)],
-            statics: vec!["10.99.99.0/24".parse().expect("prefix")],
-            hold_time: 6,
+            statics: vec![prefix("10.99.99.0/24")],
+            hold_time: HOLD,
             passive: false,
         },
     );
     gobgp.cli(&["global", "rib", "add", "10.9.0.0/24"]);
-    let shown = wait_until("GoBGP's route in BIRD", Duration::from_secs(15), || {
-        bird.route("10.9.0.0/24")
-    });
+    let shown = wait_bird_route(&bird, "10.9.0.0/24", true);
     assert!(shown.contains("BGP.local_pref: 100"), "{shown}");
-    let rib = wait_until("BIRD's route in GoBGP", Duration::from_secs(15), || {
+    let paths = wait_until("BIRD's route in GoBGP", Duration::from_secs(15), || {
         let rib = gobgp.rib("ipv4");
         rib.get("10.99.99.0/24")
             .cloned()
             .ok_or_else(|| format!("{rib:?}"))
     });
-    assert!(gobgp_attr(&rib[0], 5).is_some(), "{rib:?}");
+    assert!(gobgp_attr(&paths[0], 5).is_some(), "{paths:?}");
     gobgp.cli(&["global", "rib", "del", "10.9.0.0/24"]);
-    wait_until(
-        "GoBGP's withdrawal in BIRD",
-        Duration::from_secs(15),
-        || match bird.route("10.9.0.0/24") {
-            Ok(s) => Err(s),
-            Err(_) => Ok(()),
-        },
-    );
+    wait_bird_route(&bird, "10.9.0.0/24", false);
 }
