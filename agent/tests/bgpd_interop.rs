@@ -553,6 +553,48 @@ fn two_birds_same_prefix_make_an_ecmp_kernel_route() {
     );
 }
 
+/// g. A wrong peer AS in bgpd's file: the session never comes up and `brindlectl bgp peers`
+/// says why, naming both numbers; fixing the file with SIGHUP brings it up.
+#[test]
+fn wrong_peer_as_is_reported_and_fixed_by_sighup() {
+    let test = "wrong_peer_as_is_reported_and_fixed_by_sighup";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, nr) = (lab.netns("bgpd"), lab.netns("bird"));
+    let link = lab.link(&nb, &nr);
+    let _bird = Bird::start(
+        &lab,
+        "bird",
+        &nr,
+        bird_config(&link, false, &["10.99.99.0/24"]),
+    );
+    let mut bgpd = Bgpd::start(
+        &lab,
+        &bins,
+        &nb,
+        bgpd_spec(&link, link.b4(), BIRD_AS + 1, &[]),
+    );
+    let refused = wait_until("bad peer AS in the status", SESSION_UP, || {
+        let p = bgpd.peer(link.b4())?;
+        let info = p.info.clone().unwrap_or_default().to_lowercase();
+        if info.contains("bad peer as") && info.contains(&BIRD_AS.to_string()) {
+            Ok(p)
+        } else {
+            Err(format!("{p:?}"))
+        }
+    });
+    assert_ne!(refused.state, "Established", "{refused:?}");
+    assert_eq!(refused.asn, BIRD_AS + 1, "{refused:?}");
+
+    let mut spec = bgpd.spec.clone();
+    spec.peers = vec![(link.b4(), BIRD_AS, false)];
+    bgpd.reload(spec);
+    bgpd.wait_established(link.b4(), SESSION_UP);
+    bgpd.wait_kernel_route("10.99.99.0/24", &[&format!("via {}", link.b4())], true);
+}
+
 /// The harness itself, without bgpd: BIRD and GoBGP peer with each other (iBGP) and exchange
 /// routes, so a failure above is bgpd's and not the lab's.
 #[test]
