@@ -881,3 +881,19 @@ fn same_source(shown: &str, wanted: &str) -> bool {
         _ => shown == wanted,
     }
 }
+
+/// Seconds since 1970 of a `since` as brindlectl prints it (`2026-11-23T08:04:05Z`).
+pub fn since_secs(since: &serde_json::Value) -> Option<i64> {
+    let s = since.as_str()?;
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+}
