@@ -10,6 +10,14 @@
 //! | `POST /v1/cni/check`  | [`CniAddRequest`] | 200 `{}`                       |
 //! | `GET /v1/status`      |                   | 200 [`AgentStatus`]            |
 //!
+//! `brindle-bgpd` serves the BGP status on its own socket ([`DEFAULT_BGPD_SOCKET`]); brindle-node
+//! will serve the same paths:
+//!
+//! | method and path       | answer                                   |
+//! |-----------------------|------------------------------------------|
+//! | `GET /bgp/peers`      | 200 array of [`BgpPeer`]                 |
+//! | `GET /bgp/routes`     | 200 array of [`BgpRoute`]                |
+//!
 //! Every failure is a non-2xx status with an [`ApiError`] body whose `code` is a CNI error code,
 //! so the plugin can pass it on unchanged.
 
@@ -26,6 +34,13 @@ pub const PATH_CNI_DEL: &str = "/v1/cni/del";
 pub const PATH_CNI_CHECK: &str = "/v1/cni/check";
 /// Path of the status endpoint.
 pub const PATH_STATUS: &str = "/v1/status";
+
+/// Default path of `brindle-bgpd`'s status socket.
+pub const DEFAULT_BGPD_SOCKET: &str = "/run/brindle/bgpd.sock";
+/// BGP neighbours and their sessions.
+pub const PATH_BGP_PEERS: &str = "/bgp/peers";
+/// Every candidate route of the BGP RIB.
+pub const PATH_BGP_ROUTES: &str = "/bgp/routes";
 
 /// What the plugin knows of a pod at ADD (and CHECK).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,4 +155,38 @@ pub struct AgentStatus {
     pub ready: bool,
     pub local_pods: usize,
     pub remote_nodes: usize,
+}
+
+/// One BGP neighbour, as `GET /bgp/peers` lists it (`brindlectl bgp peers`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpPeer {
+    pub address: String,
+    pub asn: u32,
+    /// RFC 4271 §8 state: Idle, Connect, Active, OpenSent, OpenConfirm or Established.
+    pub state: String,
+    /// When the session entered `state`, RFC 3339 in UTC.
+    pub since: String,
+    /// Why the session is not Established (empty when it is).
+    pub info: String,
+    /// Prefixes received from the peer (its Adj-RIB-In).
+    pub received: usize,
+    /// Of those, the ones usable (no AS loop, usable next hop).
+    pub accepted: usize,
+    /// Prefixes sent to the peer (its Adj-RIB-Out).
+    pub advertised: usize,
+}
+
+/// One candidate route of the BGP RIB, as `GET /bgp/routes` lists it (`brindlectl bgp routes`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpRoute {
+    pub prefix: String,
+    /// For the best route, every next hop of its equal-cost group; empty for a local route.
+    pub next_hops: Vec<String>,
+    /// `local`, or the address of the peer it was learned from.
+    pub source: String,
+    pub as_path: Vec<u32>,
+    pub best: bool,
+    /// The outcome of the decision process: `best`, `multipath (...)` or `lost: <reason>`.
+    #[serde(default)]
+    pub reason: String,
 }

@@ -8,12 +8,21 @@
 //!  brindle (CNI) ──HTTP/unix──▶ server ──▶ pods ──▶ ipam (brindle-ipam) ──▶ datastore
 //!                                           └────▶ dataplane (veth, routes)
 //!  datastore ──watch──▶ controller ──routes::desired_state──▶ dataplane.apply ──▶ kernel
+//!
+//!  brindle-bgpd: bgpd ──▶ brindle_bgp::speaker ──RouteChange──▶ bgpd_install ──▶ dataplane
+//!                 └──▶ bgp_status (GET /bgp/peers, /bgp/routes on a Unix socket)
 //! ```
 
 pub mod api;
 
 #[cfg(feature = "daemon")]
+pub mod bgp_status;
+#[cfg(feature = "daemon")]
+pub mod bgpd;
+#[cfg(feature = "daemon")]
 pub mod bgpd_config;
+#[cfg(feature = "daemon")]
+pub mod bgpd_install;
 #[cfg(feature = "daemon")]
 pub mod controller;
 #[cfg(feature = "daemon")]

@@ -1,14 +1,23 @@
 //! Brindle's BGP speaker.
 //!
-//! The wire layer (`packet/`, the only module that uses bgp-rs), the pure per-peer state
-//! machine (`fsm`) and its tokio driver (`session`) are here; the RIB (`rib`) and the speaker
-//! task (`speaker`) are being built (issue #3). The crate emits route intents and consumes
-//! originated routes through channels and never touches netlink or the datastore.
+//! ```text
+//!  speaker   one task: the RIB, a session per neighbour, the listener; RouteChange stream out
+//!   ├─ rib      Adj-RIBs-In, Loc-RIB (decision, ECMP groups), Adj-RIBs-Out; pure
+//!   └─ session  tokio driver of one peer: TCP, codec, timers
+//!        ├─ fsm     RFC 4271 §8 state machine; pure
+//!        └─ packet  wire codec (the only module that uses bgp-rs), RFC 7606 classification
+//! ```
+//!
+//! Start with [`speaker::start`]: it returns a [`speaker::SpeakerHandle`] (originate, withdraw,
+//! neighbours, status, shutdown) and the stream of best-route changes for the dataplane. The
+//! crate emits route intents and consumes originated routes through channels and never touches
+//! netlink or the datastore.
 
 pub mod fsm;
 pub mod packet;
 pub mod rib;
 pub mod session;
+pub mod speaker;
 
 /// The TCP port BGP listens on (RFC 4271 §8.2.1).
 pub const BGP_PORT: u16 = 179;

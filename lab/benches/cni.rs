@@ -34,7 +34,9 @@ fn main() -> Result<()> {
     }
     for p in ["ptp", "host-local"] {
         if reference_plugin(p).is_none() {
-            bail!("the reference plugin {p} is missing: apt-get install containernetworking-plugins");
+            bail!(
+                "the reference plugin {p} is missing: apt-get install containernetworking-plugins"
+            );
         }
     }
     let pods: usize = env_or("BRINDLE_CNI_BENCH_PODS", 100);
@@ -91,7 +93,10 @@ fn main() -> Result<()> {
         .status()
         .context("running the timing loop in the node namespace")?;
     if !status.success() {
-        bail!("the timing loop failed; brindle-node's log: {}", cluster.nodes[0].log.display());
+        bail!(
+            "the timing loop failed; brindle-node's log: {}",
+            cluster.nodes[0].log.display()
+        );
     }
     drop(namespaces);
     Ok(())
@@ -156,9 +161,7 @@ fn inner() -> Result<()> {
             ]
         })
         .collect();
-    println!(
-        "\nCNI ADD/DEL of {pods} pods x {rounds} rounds, wall time per plugin process (ms)\n"
-    );
+    println!("\nCNI ADD/DEL of {pods} pods x {rounds} rounds, wall time per plugin process (ms)\n");
     println!("| plugin | ADD median | ADD p90 | DEL median | DEL p90 |");
     println!("|---|---|---|---|---|");
     for (name, s) in names.iter().zip(&stats) {

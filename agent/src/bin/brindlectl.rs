@@ -63,6 +63,9 @@ enum Command {
     /// IP address management: utilisation, consistency checks.
     #[command(subcommand)]
     Ipam(IpamCommand),
+    /// BGP status of brindle-bgpd (or, later, brindle-node) over its Unix socket.
+    #[command(subcommand)]
+    Bgp(BgpCommand),
     /// Show what the agent on this node reports (over its Unix socket).
     Status {
         /// The agent's socket.
@@ -72,6 +75,58 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum BgpCommand {
+    /// The BGP neighbours: PEER ADDRESS, ASN, STATE, SINCE (how long in that state), INFO
+    /// (why a session is not Established: "connection refused", "hold timer expired", a
+    /// NOTIFICATION received...), and the prefixes RECEIVED, ACCEPTED and ADVERTISED.
+    Peers {
+        /// The speaker's status socket.
+        #[arg(long, env = "BRINDLE_BGPD_SOCKET", default_value = brindle_agent::api::DEFAULT_BGPD_SOCKET)]
+        socket: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: BgpOutput,
+    },
+    /// Every candidate route of the BGP RIB: the best (`*`, with all its equal-cost next hops)
+    /// first for each prefix, then the others with the reason they lost.
+    Routes {
+        /// The speaker's status socket.
+        #[arg(long, env = "BRINDLE_BGPD_SOCKET", default_value = brindle_agent::api::DEFAULT_BGPD_SOCKET)]
+        socket: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: BgpOutput,
+    },
+}
+
+/// Output formats of `bgp peers|routes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BgpOutput {
+    Table,
+    Json,
+}
+
+/// GETs `path` on a BGP status socket and decodes the JSON answer.
+fn bgp_get<T: serde::de::DeserializeOwned>(
+    socket: &std::path::Path,
+    path: &str,
+) -> Result<T, String> {
+    let (code, body) = server::get_over_socket(socket, path).map_err(|e| {
+        format!(
+            "BGP speaker not reachable at {}: {e} (is brindle-bgpd running? see --socket)",
+            socket.display()
+        )
+    })?;
+    if code != 200 {
+        return Err(format!(
+            "BGP speaker answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("BGP speaker answered malformed JSON: {e}"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -229,6 +284,24 @@ async fn run(cli: Cli) -> Result<String, String> {
                 outcome.skipped.len()
             );
             Ok(out)
+        }
+        Command::Bgp(BgpCommand::Peers { socket, output }) => {
+            let peers: Vec<brindle_agent::api::BgpPeer> =
+                bgp_get(socket, brindle_agent::api::PATH_BGP_PEERS)?;
+            Ok(match output {
+                BgpOutput::Json => serde_json::to_string_pretty(&peers).unwrap_or_default() + "\n",
+                BgpOutput::Table => {
+                    brindle_agent::bgp_status::peers_table(&peers, std::time::SystemTime::now())
+                }
+            })
+        }
+        Command::Bgp(BgpCommand::Routes { socket, output }) => {
+            let routes: Vec<brindle_agent::api::BgpRoute> =
+                bgp_get(socket, brindle_agent::api::PATH_BGP_ROUTES)?;
+            Ok(match output {
+                BgpOutput::Json => serde_json::to_string_pretty(&routes).unwrap_or_default() + "\n",
+                BgpOutput::Table => brindle_agent::bgp_status::routes_table(&routes),
+            })
         }
         Command::Status { socket, output } => {
             let (code, body) = server::get_over_socket(socket, brindle_agent::api::PATH_STATUS)

@@ -34,15 +34,21 @@ pub(crate) struct KernelRoute {
     pub gateway: Option<IpAddr>,
     /// Output device name (resolved from the ifindex).
     pub dev: Option<String>,
-    /// A multipath route: never something Brindle installed.
+    /// A multipath route (RTA_MULTIPATH).
     pub multipath: bool,
+    /// The gateways of a multipath route's next hops, when every one is a plain gateway (not
+    /// onlink); empty otherwise.
+    pub nexthops: Vec<IpAddr>,
 }
 
 impl KernelRoute {
     /// The [`RouteTarget`] this route implements, or `None` for a shape Brindle never installs.
     pub fn target(&self) -> Option<RouteTarget> {
         if self.multipath {
-            return None;
+            return match self.kind {
+                RouteKind::Unicast => RouteTarget::via(self.nexthops.iter().copied()),
+                _ => None,
+            };
         }
         match (self.kind, &self.gateway, &self.dev) {
             (RouteKind::Blackhole, None, _) => Some(RouteTarget::Blackhole),
@@ -51,6 +57,10 @@ impl KernelRoute {
                     gw: *gw,
                     dev: dev.clone(),
                 })
+            }
+            // The kernel reports the device it resolved the gateway to; it is not ours to set.
+            (RouteKind::Unicast, Some(gw), _) if !self.onlink => {
+                Some(RouteTarget::Via { gws: vec![*gw] })
             }
             // IPv6 has no route scopes (the kernel reports universe), so only IPv4 checks it.
             (RouteKind::Unicast, None, Some(dev))
@@ -76,6 +86,7 @@ impl KernelRoute {
             gateway: None,
             dev: None,
             multipath: false,
+            nexthops: Vec::new(),
         };
         match target {
             RouteTarget::Blackhole => route.kind = RouteKind::Blackhole,
@@ -88,6 +99,13 @@ impl KernelRoute {
                 route.gateway = Some(*gw);
                 route.dev = Some(dev.clone());
             }
+            RouteTarget::Via { gws } => match gws.as_slice() {
+                [gw] => route.gateway = Some(*gw),
+                _ => {
+                    route.multipath = true;
+                    route.nexthops = gws.clone();
+                }
+            },
         }
         route
     }

@@ -8,6 +8,7 @@
 //!      │  apply(): reconcile.rs ── dump, diff, write ──> trait Kernel (kernel.rs)
 //!      │                                                  ├─ NetlinkKernel (netlink.rs)
 //!      │                                                  └─ FakeKernel (fake.rs, tests)
+//!      ├─ route_table() ─> RouteTable (routes only, incremental: route_table.rs; brindle-bgpd)
 //!      └─ pod_wirer() ─> PodWirer (pod.rs, clones share the connection; per call a second,
 //!                        short-lived connection inside the pod's netns, made by netns.rs)
 //! ```
@@ -31,6 +32,7 @@ mod netlink;
 mod netns;
 mod pod;
 mod reconcile;
+mod route_table;
 mod sysctl;
 
 use kernel::Kernel;
@@ -103,6 +105,21 @@ pub enum RouteTarget {
     Device { dev: String },
     /// `<dst> via <gw> dev <dev> onlink`: a remote block through a tunnel or a direct neighbour.
     ViaOnlink { gw: IpAddr, dev: String },
+    /// `<dst> via <gw>`, or with several gateways one multipath (ECMP) route `<dst> nexthop via
+    /// <gw1> nexthop via <gw2> ...`: a route learned over BGP. The kernel resolves each gateway's
+    /// device (not onlink). Build it with [`RouteTarget::via`], which keeps `gws` sorted and
+    /// without duplicates, as the kernel's view is compared in that form.
+    Via { gws: Vec<IpAddr> },
+}
+
+impl RouteTarget {
+    /// A [`RouteTarget::Via`] through `gws` (sorted, duplicates dropped); `None` without any.
+    pub fn via(gws: impl IntoIterator<Item = IpAddr>) -> Option<RouteTarget> {
+        let mut gws: Vec<IpAddr> = gws.into_iter().collect();
+        gws.sort();
+        gws.dedup();
+        (!gws.is_empty()).then_some(RouteTarget::Via { gws })
+    }
 }
 
 /// A permanent neighbour (ARP) entry: a remote tunnel address and its VTEP MAC.
@@ -171,6 +188,21 @@ impl Dataplane {
         reconcile::reconcile(&self.kernel, desired, &protected).await
     }
 
+    /// A table of routes only, written incrementally (see [`RouteTable`]), sharing this
+    /// connection. It starts knowing the routes of ours already in the kernel.
+    pub async fn route_table(&self) -> Result<RouteTable, DataplaneError> {
+        let mut tracker = route_table::RouteTracker::default();
+        let adopted = tracker.adopt(&self.kernel).await?;
+        tracing::info!(
+            routes = adopted,
+            "route table: routes of ours found in the kernel"
+        );
+        Ok(RouteTable {
+            kernel: self.kernel.clone(),
+            tracker,
+        })
+    }
+
     /// A pod wirer sharing this connection.
     pub fn pod_wirer(&self) -> PodWirer {
         PodWirer::new(
@@ -192,6 +224,54 @@ impl Dataplane {
             .await?
             .map(|l| l.mtu)
             .ok_or_else(|| DataplaneError::NoSuchInterface(ifname.to_string()))
+    }
+}
+
+/// Routes only, changed one prefix at a time and written incrementally (brindle-bgpd's best
+/// routes): [`RouteTable::set`] records what a prefix should have, [`RouteTable::flush`] writes
+/// the changed prefixes (many requests in flight; failures stay pending for the next flush),
+/// [`RouteTable::resync`] compares the whole table with the kernel and also removes stale routes
+/// of ours. Devices, neighbours and FDB entries are never touched; only routes with protocol
+/// [`RTPROT_BRINDLE`] are changed, a foreign route to the same destination is left alone (the
+/// write fails and is reported).
+pub struct RouteTable {
+    kernel: NetlinkKernel,
+    tracker: route_table::RouteTracker,
+}
+
+impl RouteTable {
+    /// What `dst` should have; `None`: no route of ours.
+    pub fn set(&mut self, dst: IpNet, target: Option<RouteTarget>) {
+        self.tracker.set(dst, target);
+    }
+
+    /// Prefixes not yet written (or whose write failed).
+    pub fn pending(&self) -> usize {
+        self.tracker.pending()
+    }
+
+    /// How many prefixes have a desired route.
+    pub fn len(&self) -> usize {
+        self.tracker.desired_len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes what changed since the last flush.
+    pub async fn flush(&mut self) -> ApplyReport {
+        self.tracker.flush(&self.kernel).await
+    }
+
+    /// Full pass over the kernel's routes of ours. Fails only if the table cannot be read.
+    pub async fn resync(&mut self) -> Result<ApplyReport, DataplaneError> {
+        self.tracker.resync(&self.kernel).await
+    }
+
+    /// Removes every route this table installed.
+    pub async fn clear(&mut self) -> ApplyReport {
+        self.tracker.clear(&self.kernel).await
     }
 }
 

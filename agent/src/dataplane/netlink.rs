@@ -24,8 +24,8 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteNextHop,
+    RouteNextHopFlags, RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan};
@@ -48,6 +48,8 @@ pub(crate) struct RouteSpec<'a> {
     pub scope_link: bool,
     pub onlink: bool,
     pub protocol: u8,
+    /// Gateways of a multipath route (RTA_MULTIPATH), when there are several.
+    pub multipath: &'a [IpAddr],
 }
 
 impl<'a> RouteSpec<'a> {
@@ -60,6 +62,7 @@ impl<'a> RouteSpec<'a> {
             scope_link: false,
             onlink: false,
             protocol: RTPROT_BRINDLE,
+            multipath: &[],
         };
         match target {
             RouteTarget::Blackhole => spec.kind = RouteKind::Blackhole,
@@ -72,6 +75,10 @@ impl<'a> RouteSpec<'a> {
                 spec.dev = Some(dev);
                 spec.onlink = true;
             }
+            RouteTarget::Via { gws } => match gws.as_slice() {
+                [gw] => spec.gateway = Some(*gw),
+                _ => spec.multipath = gws,
+            },
         }
         spec
     }
@@ -318,6 +325,19 @@ impl NetlinkKernel {
             msg.attributes
                 .push(RouteAttribute::Gateway(route_address(gw)));
         }
+        if !spec.multipath.is_empty() {
+            let hops = spec
+                .multipath
+                .iter()
+                .map(|gw| {
+                    let mut hop = RouteNextHop::default();
+                    hop.attributes
+                        .push(RouteAttribute::Gateway(route_address(*gw)));
+                    hop
+                })
+                .collect();
+            msg.attributes.push(RouteAttribute::MultiPath(hops));
+        }
         if let Some(dev) = spec.dev {
             let index = self.link_index(dev).await?;
             msg.attributes.push(RouteAttribute::Oif(index));
@@ -476,6 +496,7 @@ fn parse_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Kerne
         gateway: None,
         dev: None,
         multipath: false,
+        nexthops: Vec::new(),
     };
     for attr in &msg.attributes {
         match attr {
@@ -493,12 +514,35 @@ fn parse_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Kerne
                 )
             }
             RouteAttribute::Priority(p) => route.metric = Some(*p),
-            RouteAttribute::MultiPath(_) => route.multipath = true,
+            RouteAttribute::MultiPath(hops) => {
+                route.multipath = true;
+                route.nexthops = multipath_gateways(hops);
+            }
             _ => {}
         }
     }
     route.dst = IpNet::new(dst, msg.header.destination_prefix_length).ok()?;
     Some(route)
+}
+
+/// The gateways of a multipath route, if every next hop is a plain gateway; else none.
+fn multipath_gateways(hops: &[RouteNextHop]) -> Vec<IpAddr> {
+    let mut gws = Vec::with_capacity(hops.len());
+    for hop in hops {
+        if hop.flags.contains(RouteNextHopFlags::Onlink) {
+            return Vec::new();
+        }
+        let gw = hop.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+            _ => None,
+        });
+        match gw {
+            Some(gw) => gws.push(gw),
+            None => return Vec::new(),
+        }
+    }
+    gws
 }
 
 fn neighbour_fields(m: &NeighbourMessage) -> (Option<IpAddr>, Option<Mac>) {

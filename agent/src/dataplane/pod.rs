@@ -223,6 +223,7 @@ impl PodWirer {
                 scope_link: true,
                 onlink: false,
                 protocol: RTPROT_BOOT,
+                multipath: &[],
             },
             RouteSpec {
                 dst: IpNet::V4(Ipv4Net::default()),
@@ -232,6 +233,7 @@ impl PodWirer {
                 scope_link: false,
                 onlink: false,
                 protocol: RTPROT_BOOT,
+                multipath: &[],
             },
         ];
         for route in &pod_routes {

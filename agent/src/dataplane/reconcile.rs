@@ -220,7 +220,7 @@ async fn reconcile_fdb<K: Kernel>(
     }
 }
 
-async fn reconcile_routes<K: Kernel>(
+pub(crate) async fn reconcile_routes<K: Kernel>(
     kernel: &K,
     desired: &BTreeMap<IpNet, super::RouteTarget>,
     protected: &ProtectedRoutes,

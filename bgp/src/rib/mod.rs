@@ -192,6 +192,17 @@ impl Rib {
         Ok(changes)
     }
 
+    /// Sets our address on the session with `peer` (the next hop of next-hop-self), known
+    /// once the connection is up. Call before [`Rib::peer_up`].
+    pub fn set_local_address(&mut self, peer: PeerId, address: IpAddr) -> Result<(), RibError> {
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(RibError::UnknownPeer(peer))?;
+        state.info.local_address = address;
+        Ok(())
+    }
+
     /// The session with `peer` reached Established. Fills its Adj-RIB-Out with the current
     /// best routes; send them with [`Rib::initial_updates`] before any later
     /// [`RibChanges::per_peer_out`] for this peer.

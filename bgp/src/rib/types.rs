@@ -255,3 +255,41 @@ pub enum RibError {
     #[error("peer {0} has no established session")]
     PeerNotUp(PeerId),
 }
+
+impl fmt::Display for Ineligibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ineligibility::AsLoop => "AS loop: our AS is in the AS_PATH",
+            Ineligibility::OriginatorIdLoop => "ORIGINATOR_ID is our router ID",
+            Ineligibility::ClusterLoop => "our cluster ID is in the CLUSTER_LIST",
+            Ineligibility::UnusableNextHop => "next hop of another address family",
+        })
+    }
+}
+
+impl fmt::Display for LossReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LossReason::Ineligible(why) => write!(f, "ineligible: {why}"),
+            LossReason::LocallyOriginated => f.write_str("locally originated route preferred"),
+            LossReason::LocalPref => f.write_str("lower LOCAL_PREF"),
+            LossReason::AsPathLength => f.write_str("longer AS_PATH"),
+            LossReason::Origin => f.write_str("worse ORIGIN"),
+            LossReason::Med => f.write_str("higher MED"),
+            LossReason::EbgpOverIbgp => f.write_str("iBGP route, eBGP preferred"),
+            LossReason::RouterId => f.write_str("higher router ID"),
+            LossReason::ClusterListLength => f.write_str("longer CLUSTER_LIST"),
+            LossReason::PeerAddress => f.write_str("higher peer address"),
+        }
+    }
+}
+
+impl fmt::Display for Selection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selection::Best => f.write_str("best"),
+            Selection::Multipath(why) => write!(f, "multipath (behind the best: {why})"),
+            Selection::Lost(why) => write!(f, "lost: {why}"),
+        }
+    }
+}

@@ -738,6 +738,10 @@ impl Driver {
                     shutdown_communication = n.shutdown_communication(),
                     "NOTIFICATION received"
                 );
+                // Status shows the names, not only the numbers of the DownReason.
+                if let Some(slot) = self.slot_mut(which) {
+                    slot.down_detail = Some(n.to_string());
+                }
                 self.feed(
                     which,
                     Input::NotificationReceived(glue::notification_info(&n)),

@@ -262,7 +262,7 @@ async fn stop_sends_cease_and_the_peer_sees_it() {
     ));
     assert_eq!(
         p.b.status().last_error.as_deref(),
-        Some("NOTIFICATION 6/2 received")
+        Some("NOTIFICATION 6/2 received: Cease (6) / Administrative Shutdown (2)")
     );
     // A's task ends; its handle says so.
     tokio::time::sleep(Duration::from_millis(200)).await;

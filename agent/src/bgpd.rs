@@ -1,0 +1,296 @@
+//! `brindle-bgpd`: the BGP speaker alone, run from a YAML file ([`crate::bgpd_config`]).
+//!
+//! ```text
+//!  config file ──start──▶ speaker (brindle_bgp::speaker) ──RouteChange──▶ installer (install_routes)
+//!       ▲ SIGHUP: diff ──originate/withdraw/add/remove──┘   ▲                  └─▶ dataplane RouteTable
+//!  status socket (HTTP over UDS): GET /bgp/peers, /bgp/routes ┘
+//! ```
+//!
+//! SIGHUP re-reads the file and applies the difference: prefixes added to or removed from
+//! `originate` are announced or withdrawn, peers added or removed are started or stopped (a
+//! peer whose settings changed is restarted). `router_id`, `asn`, `listen` and
+//! `install_routes` need a restart; a change to them is logged and ignored. A file that does
+//! not parse or validate is logged and the running configuration stays.
+//!
+//! SIGTERM (or SIGINT): Cease to every peer, then the routes it installed are removed and the
+//! status socket is deleted.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use brindle_bgp::speaker::{self, NeighborConfig, SpeakerConfig, SpeakerError, SpeakerHandle};
+use ipnet::IpNet;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::bgpd_config::{BgpdConfig, PeerConfig};
+
+/// What `brindle-bgpd` is started with.
+#[derive(Clone, Debug)]
+pub struct BgpdOptions {
+    pub config: PathBuf,
+    pub status_socket: PathBuf,
+}
+
+/// The speaker's own settings from the file.
+pub fn speaker_config(c: &BgpdConfig) -> SpeakerConfig {
+    SpeakerConfig {
+        listen: Some(c.listen),
+        ..SpeakerConfig::new(c.asn, c.router_id)
+    }
+}
+
+/// One peer of the file as the speaker takes it.
+pub fn neighbor_config(p: &PeerConfig) -> NeighborConfig {
+    NeighborConfig {
+        passive: p.passive,
+        multihop: p.multihop,
+        ..NeighborConfig::new(p.address, p.asn)
+    }
+}
+
+/// What a reload changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reload {
+    pub withdraw: Vec<IpNet>,
+    pub originate: Vec<IpNet>,
+    /// Peers removed, or changed (they are removed, then added again).
+    pub remove_peers: Vec<IpAddr>,
+    pub add_peers: Vec<PeerConfig>,
+    /// Keys that changed but need a restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+impl Reload {
+    pub fn is_empty(&self) -> bool {
+        self.withdraw.is_empty()
+            && self.originate.is_empty()
+            && self.remove_peers.is_empty()
+            && self.add_peers.is_empty()
+    }
+}
+
+/// The difference between the running configuration and a new one.
+pub fn diff(old: &BgpdConfig, new: &BgpdConfig) -> Reload {
+    let mut r = Reload {
+        withdraw: old
+            .originate
+            .iter()
+            .filter(|p| !new.originate.contains(p))
+            .copied()
+            .collect(),
+        originate: new
+            .originate
+            .iter()
+            .filter(|p| !old.originate.contains(p))
+            .copied()
+            .collect(),
+        ..Reload::default()
+    };
+    let old_peers: BTreeMap<IpAddr, &PeerConfig> =
+        old.peers.iter().map(|p| (p.address, p)).collect();
+    let new_peers: BTreeMap<IpAddr, &PeerConfig> =
+        new.peers.iter().map(|p| (p.address, p)).collect();
+    for (addr, old_peer) in &old_peers {
+        match new_peers.get(addr) {
+            None => r.remove_peers.push(*addr),
+            Some(new_peer) if new_peer != old_peer => {
+                r.remove_peers.push(*addr);
+                r.add_peers.push((*new_peer).clone());
+            }
+            Some(_) => {}
+        }
+    }
+    for (addr, new_peer) in &new_peers {
+        if !old_peers.contains_key(addr) {
+            r.add_peers.push((*new_peer).clone());
+        }
+    }
+    if old.router_id != new.router_id {
+        r.restart_needed.push("router_id");
+    }
+    if old.asn != new.asn {
+        r.restart_needed.push("asn");
+    }
+    if old.listen != new.listen {
+        r.restart_needed.push("listen");
+    }
+    if old.install_routes != new.install_routes {
+        r.restart_needed.push("install_routes");
+    }
+    r
+}
+
+/// Applies a reload to the running speaker: peers first (removed, then added), then the
+/// withdrawals, then the new prefixes.
+pub async fn apply(speaker: &SpeakerHandle, r: &Reload) -> Result<(), SpeakerError> {
+    for addr in &r.remove_peers {
+        info!(peer = %addr, "reload: removing peer");
+        match speaker.remove_neighbor(*addr).await {
+            Ok(()) | Err(SpeakerError::UnknownNeighbor(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for peer in &r.add_peers {
+        info!(peer = %peer.address, asn = peer.asn, "reload: adding peer");
+        speaker.add_neighbor(neighbor_config(peer)).await?;
+    }
+    for prefix in &r.withdraw {
+        info!(%prefix, "reload: withdrawing");
+        speaker.withdraw(*prefix).await?;
+    }
+    for prefix in &r.originate {
+        info!(%prefix, "reload: originating");
+        speaker.originate(*prefix).await?;
+    }
+    Ok(())
+}
+
+fn load(path: &Path) -> Result<BgpdConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(BgpdConfig::from_yaml(&path.display().to_string(), &text)?)
+}
+
+/// Runs `brindle-bgpd` until SIGTERM or SIGINT.
+pub async fn run(options: BgpdOptions) -> Result<()> {
+    let mut current = load(&options.config)?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+
+    let neighbors = current.peers.iter().map(neighbor_config).collect();
+    let (speaker, routes) = speaker::start(speaker_config(&current), neighbors)
+        .await
+        .context("starting the BGP speaker")?;
+    info!(
+        router_id = %current.router_id,
+        asn = current.asn,
+        listen = %current.listen,
+        peers = current.peers.len(),
+        "brindle-bgpd started"
+    );
+    for prefix in &current.originate {
+        speaker.originate(*prefix).await?;
+    }
+
+    let installer = if current.install_routes {
+        Some(tokio::spawn(crate::bgpd_install::run(routes)))
+    } else {
+        drop(routes);
+        None
+    };
+
+    let listener = crate::server::bind_api(&options.status_socket).with_context(|| {
+        format!(
+            "binding the status socket {}",
+            options.status_socket.display()
+        )
+    })?;
+    let status = tokio::spawn(crate::bgp_status::serve(listener, speaker.clone()));
+
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!(file = %options.config.display(), "SIGHUP: reloading");
+                let new = match load(&options.config) {
+                    Ok(new) => new,
+                    Err(e) => {
+                        error!(error = %format!("{e:#}"), "reload failed; the running configuration stays");
+                        continue;
+                    }
+                };
+                let reload = diff(&current, &new);
+                for key in &reload.restart_needed {
+                    warn!(key, "reload: this key changed but needs a restart; ignored");
+                }
+                if let Err(e) = apply(&speaker, &reload).await {
+                    error!(error = %e, "reload: applying failed");
+                }
+                // What the speaker now runs with; the restart-only keys keep their old values.
+                current = BgpdConfig {
+                    router_id: current.router_id,
+                    asn: current.asn,
+                    listen: current.listen,
+                    install_routes: current.install_routes,
+                    ..new
+                };
+            }
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = tokio::signal::ctrl_c() => { info!("interrupted: stopping"); break; }
+        }
+    }
+
+    status.abort();
+    if let Err(e) = speaker.shutdown().await {
+        warn!(error = %e, "speaker already stopped");
+    }
+    if let Some(installer) = installer {
+        // The route stream has ended: the installer removes its routes and returns.
+        if let Err(e) = installer.await {
+            warn!(error = %e, "route installer failed");
+        }
+    }
+    let _ = std::fs::remove_file(&options.status_socket);
+    info!("brindle-bgpd stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> BgpdConfig {
+        BgpdConfig::from_yaml("test.yaml", text).expect("valid config")
+    }
+
+    const BASE: &str = "\
+router_id: 10.0.0.1
+asn: 64512
+originate: [10.244.0.0/26, 10.244.1.0/26]
+peers:
+  - address: 10.0.0.2
+    asn: 64513
+  - address: 10.0.0.3
+    asn: 64512
+";
+
+    #[test]
+    fn identical_files_change_nothing() {
+        let r = diff(&config(BASE), &config(BASE));
+        assert!(r.is_empty() && r.restart_needed.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn prefixes_and_peers_added_removed_and_changed() {
+        let new = config(
+            "\
+router_id: 10.0.0.9
+asn: 64512
+originate: [10.244.1.0/26, 'fd00:244::/64']
+peers:
+  - address: 10.0.0.3
+    asn: 64512
+    passive: true
+  - address: 10.0.0.4
+    asn: 64514
+",
+        );
+        let r = diff(&config(BASE), &new);
+        assert_eq!(
+            r.withdraw,
+            vec!["10.244.0.0/26".parse::<IpNet>().expect("net")]
+        );
+        assert_eq!(
+            r.originate,
+            vec!["fd00:244::/64".parse::<IpNet>().expect("net")]
+        );
+        let removed: Vec<String> = r.remove_peers.iter().map(ToString::to_string).collect();
+        assert_eq!(removed, ["10.0.0.2", "10.0.0.3"]);
+        let added: Vec<String> = r.add_peers.iter().map(|p| p.address.to_string()).collect();
+        assert_eq!(added, ["10.0.0.3", "10.0.0.4"]);
+        assert!(r.add_peers[0].passive);
+        assert_eq!(r.restart_needed, ["router_id"]);
+    }
+}

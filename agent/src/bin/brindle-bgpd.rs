@@ -1,0 +1,48 @@
+//! `brindle-bgpd`: Brindle's BGP speaker on its own, from a YAML file.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use brindle_agent::bgpd::{self, BgpdOptions};
+use brindle_agent::telemetry;
+use clap::Parser;
+
+/// Brindle's BGP speaker on its own: a route reflector outside the cluster, a test peer, the
+/// benchmark subject.
+///
+/// Peers with the routers of the configuration file, announces its `originate` prefixes and,
+/// with `install_routes: true`, programs the best routes it learns into the kernel (protocol
+/// 98, the only routes it ever touches). Status is served on a Unix socket and read with
+/// `brindlectl bgp peers` and `brindlectl bgp routes`. SIGHUP re-reads the file and applies
+/// the difference; SIGTERM sends Cease to every peer and removes the installed routes.
+/// The file's keys are described in docs/bgp.md.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// The YAML configuration file.
+    #[arg(long, short = 'c')]
+    config: PathBuf,
+
+    /// Path of the status socket (HTTP over a Unix socket, mode 0600).
+    #[arg(long, env = "BRINDLE_BGPD_SOCKET", default_value = brindle_agent::api::DEFAULT_BGPD_SOCKET)]
+    status_socket: PathBuf,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: telemetry::LogFormat,
+
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info,brindle_bgp=debug`.
+    #[arg(long, env = "BRINDLE_LOG", default_value = "info")]
+    log: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log_format, &args.log)?;
+    bgpd::run(BgpdOptions {
+        config: args.config,
+        status_socket: args.status_socket,
+    })
+    .await
+}

@@ -1,0 +1,375 @@
+//! The speaker: one task that owns the [`Rib`](crate::rib::Rib), one session per neighbour and
+//! the listener, and turns their events into UPDATEs for the peers and best-route changes for
+//! the dataplane.
+//!
+//! ```text
+//!  SpeakerHandle (Clone) ──mpsc: Command──────────────►┌──────────────────────────┐
+//!    originate / withdraw / add_neighbor / peers ...   │ speaker task (1)         │
+//!                                                      │ owns Rib, sessions map,  │──mpsc: RouteChange──► consumer
+//!  listener task (0-1) ──mpsc: (TcpStream, from)──────►│ installed next hops      │     (dataplane)
+//!    accepts on `listen`                               └──────────────────────────┘
+//!                                                        ▲            │ SessionHandle::send_updates
+//!  forwarder task (1 per session) ──mpsc: (generation,   │            ▼ / accept_inbound / stop
+//!    SessionEvent)───────────────────────────────────────┘   session tasks (1 per neighbour, `session`)
+//! ```
+//!
+//! Nothing is shared behind a lock: the speaker task owns all protocol state, the listener and
+//! the sessions only send it typed messages. Each session reports through its own channel to
+//! a forwarder that tags the events with the session's generation, so events of a removed
+//! neighbour's session (still closing) are never taken for those of a neighbour re-added at
+//! the same address.
+//!
+//! # Inbound connections
+//!
+//! The listener hands every accepted connection to the speaker task, which routes it by
+//! source address ([`std::net::IpAddr::to_canonical`], so IPv4 peers on an IPv6 wildcard socket
+//! match) to that neighbour's session. A connection from any other address is closed at once,
+//! before a BGP message is read or sent.
+//!
+//! # Route changes
+//!
+//! [`RouteChange`]s carry the best route's next hops, the whole multipath group (ECMP) with the
+//! best's first; empty next hops mean "nothing to install" (withdrawn, or replaced by a locally
+//! originated route). A change is sent only when the set of next hops of a prefix changes. The
+//! channel is bounded: a consumer that stops reading slows the speaker down (and TCP slows the
+//! peers); drop the receiver if the changes are not wanted.
+//!
+//! # Outbound connections
+//!
+//! A session connects from [`NeighborConfig::local_address`] when it is set, else from the
+//! `listen` address when that is a specific address of the peer's family, else from the
+//! address the kernel chooses. Passive neighbours are never connected to.
+
+mod status;
+mod task;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::fsm::{
+    PeerConfig, PeerConfigError, State, DEFAULT_CONNECT_RETRY_TIME, DEFAULT_HOLD_TIME,
+};
+use crate::rib::{RouteSource, Selection};
+use crate::session::{SessionConfigError, DEFAULT_CONNECT_TIMEOUT};
+
+/// Capacity of the [`RouteChange`] channel.
+pub const ROUTE_CHANNEL_CAPACITY: usize = 4096;
+
+/// The local speaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerConfig {
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    /// Where to accept BGP connections; `None`: only outbound connections.
+    pub listen: Option<SocketAddr>,
+    /// Hold time proposed to every peer (RFC 4271 §4.2: 0 or at least 3 s).
+    pub hold_time: u16,
+    /// ConnectRetryTime, in seconds (RFC 4271 §10).
+    pub connect_retry: u16,
+    /// Time allowed for a TCP connect.
+    pub connect_timeout: Duration,
+    /// The next hop announced for our IPv6 routes over IPv4 sessions. `None`: the IPv4-mapped
+    /// form of the session's local address (see [`crate::rib::PeerInfo::next_hop_v6`]).
+    pub next_hop_v6: Option<Ipv6Addr>,
+    /// Restart a failed session on its own (AllowAutomaticStart) with a doubling delay
+    /// (DampPeerOscillations, up to 120 s). Tests turn damping off to retry every second.
+    pub damp_peer_oscillations: bool,
+}
+
+impl SpeakerConfig {
+    /// AS `asn`, router ID `router_id`, no listener, RFC 4271 §10 timer defaults.
+    pub fn new(asn: u32, router_id: Ipv4Addr) -> Self {
+        SpeakerConfig {
+            asn,
+            router_id,
+            listen: None,
+            hold_time: DEFAULT_HOLD_TIME,
+            connect_retry: DEFAULT_CONNECT_RETRY_TIME,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            next_hop_v6: None,
+            damp_peer_oscillations: true,
+        }
+    }
+}
+
+/// One neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighborConfig {
+    pub address: IpAddr,
+    /// The neighbour's BGP port ([`crate::BGP_PORT`] except in tests).
+    pub port: u16,
+    pub asn: u32,
+    /// Never connect; wait for the neighbour to.
+    pub passive: bool,
+    /// IP TTL of the session's packets (eBGP multihop); `None`: the kernel default.
+    pub multihop: Option<u8>,
+    /// Source address of outbound connections (see the module docs).
+    pub local_address: Option<IpAddr>,
+}
+
+impl NeighborConfig {
+    /// An active neighbour on port 179.
+    pub fn new(address: IpAddr, asn: u32) -> Self {
+        NeighborConfig {
+            address,
+            port: crate::BGP_PORT,
+            asn,
+            passive: false,
+            multihop: None,
+            local_address: None,
+        }
+    }
+}
+
+/// The best route of `prefix` changed: its next hops now, the equal-cost ones grouped (ECMP),
+/// the best's first. Empty: nothing to install (withdrawn, or originated by us).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteChange {
+    pub prefix: IpNet,
+    pub next_hops: Vec<IpAddr>,
+}
+
+/// One neighbour, for status (`brindlectl bgp peers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub address: IpAddr,
+    pub asn: u32,
+    pub state: State,
+    /// When `state` was entered.
+    pub since: SystemTime,
+    /// Why the session is not Established, as precisely as known ("TCP connection failed:
+    /// connection refused", "hold timer expired", "NOTIFICATION 6/2 received: Cease (6) /
+    /// Administrative Shutdown (2)", ...); empty when Established.
+    pub info: String,
+    /// Prefixes in its Adj-RIB-In.
+    pub received: usize,
+    /// Of those, the ones eligible for the decision process.
+    pub accepted: usize,
+    /// Prefixes in its Adj-RIB-Out.
+    pub advertised: usize,
+}
+
+/// One candidate route, for status (`brindlectl bgp routes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteStatus {
+    pub prefix: IpNet,
+    /// For the best route, the next hops of its multipath group; for another candidate its
+    /// own next hop; empty for a local route.
+    pub next_hops: Vec<IpAddr>,
+    pub source: RouteSource,
+    /// The AS numbers of the AS_PATH, segments flattened in order.
+    pub as_path: Vec<u32>,
+    pub best: bool,
+    /// The outcome of the decision process, with the reason a candidate lost.
+    pub selection: Selection,
+}
+
+/// What can go wrong starting or driving the speaker.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    #[error("speaker configuration: {0}")]
+    Config(PeerConfigError),
+    #[error("neighbour {address}: {reason}")]
+    Neighbor { address: IpAddr, reason: String },
+    #[error("neighbour {0} is already configured")]
+    NeighborExists(IpAddr),
+    #[error("neighbour {0} is not configured")]
+    UnknownNeighbor(IpAddr),
+    #[error("prefix {prefix}: host bits set (did you mean {}?)", prefix.trunc())]
+    HostBitsSet { prefix: IpNet },
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the BGP speaker has stopped")]
+    Gone,
+}
+
+impl SpeakerError {
+    fn neighbor(address: IpAddr, e: impl std::fmt::Display) -> Self {
+        SpeakerError::Neighbor {
+            address,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// What the handle asks of the speaker task.
+#[derive(Debug)]
+enum Command {
+    Originate(IpNet, oneshot::Sender<()>),
+    Withdraw(IpNet, oneshot::Sender<()>),
+    AddNeighbor(NeighborConfig, oneshot::Sender<Result<(), SpeakerError>>),
+    RemoveNeighbor(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
+    Peers(oneshot::Sender<Vec<PeerStatus>>),
+    Routes(oneshot::Sender<Vec<RouteStatus>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The speaker's owners' side. Clones talk to the same speaker; when the last one is dropped
+/// the speaker shuts down as with [`SpeakerHandle::shutdown`].
+#[derive(Debug, Clone)]
+pub struct SpeakerHandle {
+    tx: mpsc::Sender<Command>,
+    listen: Option<SocketAddr>,
+}
+
+impl SpeakerHandle {
+    /// The address the listener is bound to (with the port the kernel chose for port 0).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen
+    }
+
+    /// Originates `prefix` (next hop self, ORIGIN IGP) to every peer.
+    pub async fn originate(&self, prefix: IpNet) -> Result<(), SpeakerError> {
+        check_prefix(prefix)?;
+        self.ask(|tx| Command::Originate(prefix, tx)).await
+    }
+
+    /// Withdraws a prefix originated with [`SpeakerHandle::originate`] (nothing if it was not).
+    pub async fn withdraw(&self, prefix: IpNet) -> Result<(), SpeakerError> {
+        check_prefix(prefix)?;
+        self.ask(|tx| Command::Withdraw(prefix, tx)).await
+    }
+
+    /// Adds a neighbour and starts its session.
+    pub async fn add_neighbor(&self, neighbor: NeighborConfig) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::AddNeighbor(neighbor, tx)).await?
+    }
+
+    /// Stops the session with a neighbour (Cease) and withdraws the routes learned from it.
+    pub async fn remove_neighbor(&self, address: IpAddr) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::RemoveNeighbor(address, tx)).await?
+    }
+
+    /// Every neighbour's status, in address order.
+    pub async fn peers(&self) -> Result<Vec<PeerStatus>, SpeakerError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// Every candidate route of the RIB: per prefix (IPv4 then IPv6, in prefix order) the best
+    /// first, then the rest of its multipath group, then the losers.
+    pub async fn routes(&self) -> Result<Vec<RouteStatus>, SpeakerError> {
+        self.ask(Command::Routes).await
+    }
+
+    /// Sends Cease to every peer, waits (a few seconds at most) for the sessions to close and
+    /// stops the speaker; the [`RouteChange`] channel then ends.
+    pub async fn shutdown(&self) -> Result<(), SpeakerError> {
+        self.ask(Command::Shutdown).await
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(command(tx))
+            .await
+            .map_err(|_| SpeakerError::Gone)?;
+        rx.await.map_err(|_| SpeakerError::Gone)
+    }
+}
+
+fn check_prefix(prefix: IpNet) -> Result<(), SpeakerError> {
+    if prefix.trunc() != prefix {
+        return Err(SpeakerError::HostBitsSet { prefix });
+    }
+    Ok(())
+}
+
+/// Starts the speaker on the current tokio runtime: binds the listener (if any), starts a
+/// session per neighbour, and returns the handle with the stream of best-route changes.
+pub async fn start(
+    config: SpeakerConfig,
+    neighbors: Vec<NeighborConfig>,
+) -> Result<(SpeakerHandle, mpsc::Receiver<RouteChange>), SpeakerError> {
+    // The speaker's own values, checked the way every session will check them.
+    let mut template = PeerConfig::new(config.asn, config.router_id, config.asn);
+    template.hold_time = config.hold_time;
+    template.connect_retry_time = config.connect_retry;
+    template.validate().map_err(SpeakerError::Config)?;
+
+    let (inbound_tx, inbound_rx) = mpsc::channel(64);
+    let (listener_task, listen) = match config.listen {
+        Some(addr) => {
+            let listener = crate::session::listen(addr)
+                .await
+                .map_err(|source| SpeakerError::Listen { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| SpeakerError::Listen { addr, source })?;
+            tracing::info!(listen = %bound, "BGP listener bound");
+            (
+                Some(tokio::spawn(task::accept_loop(listener, inbound_tx))),
+                Some(bound),
+            )
+        }
+        None => (None, None),
+    };
+
+    let mut speaker = task::Speaker::new(config);
+    for neighbor in neighbors {
+        if let Err(e) = speaker.add_neighbor(neighbor) {
+            if let Some(task) = listener_task {
+                task.abort();
+            }
+            return Err(e);
+        }
+    }
+
+    let (tx, rx) = mpsc::channel(64);
+    let (route_tx, route_rx) = mpsc::channel(ROUTE_CHANNEL_CAPACITY);
+    tokio::spawn(speaker.run(rx, inbound_rx, route_tx, listener_task));
+    Ok((SpeakerHandle { tx, listen }, route_rx))
+}
+
+/// The session configuration of a neighbour; `Err` names what is wrong with it.
+pub(crate) fn session_config(
+    speaker: &SpeakerConfig,
+    neighbor: &NeighborConfig,
+) -> Result<crate::session::SessionConfig, SpeakerError> {
+    use crate::fsm::{CapabilitySet, Family};
+    let address = neighbor.address;
+    if address.is_unspecified() || address.is_multicast() {
+        return Err(SpeakerError::neighbor(address, "not a unicast address"));
+    }
+    if neighbor.multihop == Some(0) {
+        return Err(SpeakerError::neighbor(
+            address,
+            "multihop TTL must be 1 to 255",
+        ));
+    }
+    let mut fsm = PeerConfig::new(speaker.asn, speaker.router_id, neighbor.asn);
+    fsm.hold_time = speaker.hold_time;
+    fsm.connect_retry_time = speaker.connect_retry;
+    fsm.passive = neighbor.passive;
+    fsm.damp_peer_oscillations = speaker.damp_peer_oscillations;
+    fsm.capabilities = CapabilitySet {
+        families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
+        ..CapabilitySet::standard()
+    };
+    let listen_ip = speaker
+        .listen
+        .map(|l| l.ip())
+        .filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == address.is_ipv4());
+    let config = crate::session::SessionConfig {
+        peer_port: neighbor.port,
+        local_addr: neighbor.local_address.or(listen_ip),
+        ttl: neighbor.multihop,
+        connect_timeout: speaker.connect_timeout,
+        ..crate::session::SessionConfig::new(address, fsm)
+    };
+    config
+        .validate()
+        .map_err(|e: SessionConfigError| SpeakerError::neighbor(address, e))?;
+    Ok(config)
+}

@@ -1,0 +1,373 @@
+//! The speaker task: its state and its `process_*` handlers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::{session_config, status, Command, NeighborConfig, RouteChange, SpeakerConfig};
+use super::{SpeakerError, ROUTE_CHANNEL_CAPACITY};
+use crate::packet::PathAttributes;
+use crate::rib::{LocalInfo, PeerId, PeerInfo, Rib, RibChanges};
+use crate::session::{spawn_session, SessionEvent, SessionHandle, CLOSE_LINGER};
+
+/// Events of one session, tagged with the generation of the neighbour entry that started it.
+type TaggedEvent = (u64, SessionEvent);
+
+/// How long shutdown waits for the sessions to close after their Cease.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(CLOSE_LINGER.as_secs() + 2);
+
+/// One configured neighbour.
+struct Neighbor {
+    config: NeighborConfig,
+    session: SessionHandle,
+    generation: u64,
+}
+
+pub(super) struct Speaker {
+    config: SpeakerConfig,
+    rib: Rib,
+    neighbors: BTreeMap<IpAddr, Neighbor>,
+    next_generation: u64,
+    events_tx: mpsc::Sender<TaggedEvent>,
+    events_rx: mpsc::Receiver<TaggedEvent>,
+    /// The next hops last sent on the route channel, per prefix with any.
+    installed: HashMap<IpNet, Vec<IpAddr>>,
+    route_tx: Option<mpsc::Sender<RouteChange>>,
+}
+
+/// Accepts connections and hands them to the speaker task until it goes away.
+pub(super) async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<(TcpStream, SocketAddr)>) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => {
+                if tx.send(conn).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // EMFILE and the like: wait rather than spin.
+                tracing::warn!(error = %e, "accepting a BGP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+impl Speaker {
+    pub(super) fn new(config: SpeakerConfig) -> Self {
+        let rib = Rib::new(LocalInfo {
+            asn: config.asn,
+            router_id: config.router_id,
+            cluster_id: None,
+        });
+        let (events_tx, events_rx) = mpsc::channel(ROUTE_CHANNEL_CAPACITY);
+        Speaker {
+            config,
+            rib,
+            neighbors: BTreeMap::new(),
+            next_generation: 0,
+            events_tx,
+            events_rx,
+            installed: HashMap::new(),
+            route_tx: None,
+        }
+    }
+
+    /// Configures a neighbour in the RIB and starts its session.
+    pub(super) fn add_neighbor(&mut self, config: NeighborConfig) -> Result<(), SpeakerError> {
+        let address = config.address;
+        if self.neighbors.contains_key(&address) {
+            return Err(SpeakerError::NeighborExists(address));
+        }
+        let session_config = session_config(&self.config, &config)?;
+        let info = PeerInfo {
+            address,
+            router_id: Ipv4Addr::UNSPECIFIED,
+            asn: config.asn,
+            ibgp: config.asn == self.config.asn,
+            rr_client: false,
+            // Replaced by the connection's local address when the session comes up.
+            local_address: session_config.local_addr.unwrap_or(if address.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            }),
+            next_hop_v6: self.config.next_hop_v6,
+        };
+        self.rib
+            .add_peer(info)
+            .map_err(|e| SpeakerError::neighbor(address, e))?;
+
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let (tx, mut rx) = mpsc::channel(64);
+        let session = match spawn_session(session_config, tx) {
+            Ok(session) => session,
+            Err(e) => {
+                let _ = self.rib.remove_peer(PeerId(address));
+                return Err(SpeakerError::neighbor(address, e));
+            }
+        };
+        let forward = self.events_tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                if forward.send((generation, event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tracing::info!(peer = %address, peer_as = config.asn, passive = config.passive, "neighbour added");
+        self.neighbors.insert(
+            address,
+            Neighbor {
+                config,
+                session,
+                generation,
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut inbound: mpsc::Receiver<(TcpStream, SocketAddr)>,
+        route_tx: mpsc::Sender<RouteChange>,
+        listener: Option<JoinHandle<()>>,
+    ) {
+        self.route_tx = Some(route_tx);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown(done)) => {
+                        self.shutdown(listener).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(command) => self.process_command(command).await,
+                    None => {
+                        // Every handle is gone: nobody can ask for anything any more.
+                        self.shutdown(listener).await;
+                        return;
+                    }
+                },
+                Some((generation, event)) = self.events_rx.recv() => {
+                    self.process_event(generation, event).await;
+                }
+                Some((stream, from)) = inbound.recv() => self.process_inbound(stream, from),
+            }
+        }
+    }
+
+    async fn process_command(&mut self, command: Command) {
+        match command {
+            Command::Originate(prefix, done) => {
+                tracing::info!(%prefix, "originating");
+                let changes = self.rib.originate(prefix, PathAttributes::default());
+                self.dispatch(changes).await;
+                let _ = done.send(());
+            }
+            Command::Withdraw(prefix, done) => {
+                tracing::info!(%prefix, "withdrawing local route");
+                let changes = self.rib.withdraw_local(prefix);
+                self.dispatch(changes).await;
+                let _ = done.send(());
+            }
+            Command::AddNeighbor(config, done) => {
+                let _ = done.send(self.add_neighbor(config));
+            }
+            Command::RemoveNeighbor(address, done) => {
+                let result = self.remove_neighbor(address).await;
+                let _ = done.send(result);
+            }
+            Command::Peers(reply) => {
+                let peers = self
+                    .neighbors
+                    .values()
+                    .map(|n| {
+                        status::peer_status(
+                            &n.config,
+                            &n.session.status(),
+                            self.rib.peer_counts(PeerId(n.config.address)),
+                        )
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Routes(reply) => {
+                let _ = reply.send(status::route_status(&self.rib));
+            }
+            // Handled by `run`.
+            Command::Shutdown(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    async fn remove_neighbor(&mut self, address: IpAddr) -> Result<(), SpeakerError> {
+        let Some(neighbor) = self.neighbors.remove(&address) else {
+            return Err(SpeakerError::UnknownNeighbor(address));
+        };
+        // Cease 6/2; the task closes on its own and its late events are dropped (generation).
+        let _ = neighbor.session.stop();
+        tracing::info!(peer = %address, "neighbour removed");
+        match self.rib.remove_peer(PeerId(address)) {
+            Ok(changes) => self.dispatch(changes).await,
+            Err(e) => tracing::warn!(peer = %address, error = %e, "RIB did not know the neighbour"),
+        }
+        Ok(())
+    }
+
+    /// A connection the listener accepted: to its neighbour's session, or closed.
+    fn process_inbound(&mut self, stream: TcpStream, from: SocketAddr) {
+        let source = from.ip().to_canonical();
+        match self.neighbors.get(&source) {
+            Some(neighbor) => {
+                tracing::debug!(peer = %source, "inbound connection");
+                let _ = neighbor.session.accept_inbound(stream);
+            }
+            None => {
+                // Closed before any BGP message is read or sent.
+                tracing::info!(from = %from, "connection from an address that is not a neighbour refused");
+                drop(stream);
+            }
+        }
+    }
+
+    async fn process_event(&mut self, generation: u64, event: SessionEvent) {
+        let peer = match &event {
+            SessionEvent::StateChanged { peer, .. }
+            | SessionEvent::Established { peer, .. }
+            | SessionEvent::Update { peer, .. }
+            | SessionEvent::RouteRefresh { peer, .. }
+            | SessionEvent::Down { peer, .. } => *peer,
+        };
+        let Some(neighbor) = self.neighbors.get(&peer) else {
+            return;
+        };
+        if neighbor.generation != generation {
+            return;
+        }
+        let id = PeerId(peer);
+        match event {
+            SessionEvent::StateChanged { from, to, .. } => {
+                tracing::debug!(peer = %peer, %from, %to, "session state");
+            }
+            SessionEvent::Established {
+                negotiated,
+                local_addr,
+                ..
+            } => {
+                tracing::info!(peer = %peer, local = %local_addr, hold_time = negotiated.hold_time, "session established");
+                let up = self
+                    .rib
+                    .set_local_address(id, local_addr.ip().to_canonical())
+                    .and_then(|()| self.rib.peer_up(id, &negotiated))
+                    .and_then(|()| self.rib.initial_updates(id));
+                match up {
+                    Ok(updates) => {
+                        let _ = neighbor.session.send_updates(updates);
+                    }
+                    Err(e) => tracing::warn!(peer = %peer, error = %e, "RIB refused the session"),
+                }
+            }
+            SessionEvent::Update { update, .. } => match self.rib.apply_update(id, &update) {
+                Ok(changes) => self.dispatch(changes).await,
+                Err(e) => tracing::warn!(peer = %peer, error = %e, "UPDATE not applied"),
+            },
+            SessionEvent::RouteRefresh { afi, safi, .. } => {
+                tracing::info!(peer = %peer, afi = afi.0, safi = safi.0, "route refresh requested");
+                // RFC 2918 §4: the whole Adj-RIB-Out again (every family; the others are
+                // harmless repeats).
+                match self.rib.initial_updates(id) {
+                    Ok(updates) => {
+                        let _ = neighbor.session.send_updates(updates);
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %peer, error = %e, "route refresh not answered")
+                    }
+                }
+            }
+            SessionEvent::Down {
+                reason,
+                detail,
+                was_established,
+                ..
+            } => {
+                tracing::info!(peer = %peer, %reason, detail, was_established, "session down");
+                if was_established {
+                    match self.rib.peer_down(id) {
+                        Ok(changes) => self.dispatch(changes).await,
+                        Err(e) => {
+                            tracing::warn!(peer = %peer, error = %e, "RIB did not know the neighbour")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the UPDATEs to the peers and the changed next hops to the consumer.
+    async fn dispatch(&mut self, changes: RibChanges) {
+        for (peer, updates) in changes.per_peer_out {
+            if let Some(neighbor) = self.neighbors.get(&peer.0) {
+                let _ = neighbor.session.send_updates(updates);
+            }
+        }
+        for change in changes.best {
+            let next_hops = change.new.map(|b| b.next_hops).unwrap_or_default();
+            let same = match self.installed.get(&change.prefix) {
+                Some(old) => *old == next_hops,
+                None => next_hops.is_empty(),
+            };
+            if same {
+                continue;
+            }
+            if next_hops.is_empty() {
+                self.installed.remove(&change.prefix);
+            } else {
+                self.installed.insert(change.prefix, next_hops.clone());
+            }
+            if let Some(tx) = &self.route_tx {
+                let change = RouteChange {
+                    prefix: change.prefix,
+                    next_hops,
+                };
+                if tx.send(change).await.is_err() {
+                    // The consumer does not want them.
+                    self.route_tx = None;
+                }
+            }
+        }
+    }
+
+    /// Cease to every peer; waits for the sessions to close while still draining their
+    /// events (a session blocks until its events are taken).
+    async fn shutdown(&mut self, listener: Option<JoinHandle<()>>) {
+        tracing::info!(peers = self.neighbors.len(), "shutting down");
+        if let Some(listener) = listener {
+            listener.abort();
+        }
+        let mut closing = JoinSet::new();
+        for (_, neighbor) in std::mem::take(&mut self.neighbors) {
+            let _ = neighbor.session.stop();
+            closing.spawn(neighbor.session.stopped());
+        }
+        let wait = async {
+            loop {
+                tokio::select! {
+                    joined = closing.join_next() => if joined.is_none() { return },
+                    Some(_) = self.events_rx.recv() => {}
+                }
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_WAIT, wait).await.is_err() {
+            tracing::warn!("sessions did not close in time");
+        }
+    }
+}
