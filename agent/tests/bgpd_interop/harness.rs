@@ -593,6 +593,8 @@ impl Gobgp {
         let log = self.proc.log.clone();
         let name = self.proc.name.clone();
         self.proc.kill();
+        // gobgpd does not remove its API socket when killed.
+        let _ = std::fs::remove_file(self.api.trim_start_matches("unix://"));
         self.proc = Gobgp::spawn(&name, &self.ns, &self.conf, &self.api, log);
     }
 
