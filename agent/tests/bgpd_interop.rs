@@ -373,6 +373,84 @@ fn gobgp_ebgp_gets_our_as_and_no_local_pref() {
     assert_eq!(route.as_path, vec![BIRD_AS], "{route:?}");
 }
 
+/// h. bgpd between an eBGP peer (BIRD) and two iBGP peers (GoBGP): BIRD's routes go to both
+/// iBGP peers with LOCAL_PREF and BIRD's AS_PATH; an iBGP peer's route goes to BIRD with our
+/// AS prepended, and not to the other iBGP peer (RFC 4271 §9.2, no reflection configured).
+#[test]
+fn ebgp_and_ibgp_peers_transit_through_bgpd() {
+    let test = "ebgp_and_ibgp_peers_transit_through_bgpd";
+    let Some(bins) = binaries(test, &["bird", "birdc", "gobgpd", "gobgp"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let nb = lab.netns("bgpd");
+    let (nr, n1, n2) = (lab.netns("bird"), lab.netns("gobgp1"), lab.netns("gobgp2"));
+    let (lr, l1, l2) = (lab.link(&nb, &nr), lab.link(&nb, &n1), lab.link(&nb, &n2));
+    let mut bird = Bird::start(&lab, "bird", &nr, bird_config(&lr, false, &[]));
+    let gobgp = |name: &str, ns: &str, link: &Link| {
+        Gobgp::start(
+            &lab,
+            name,
+            ns,
+            &GobgpConfig {
+                router_id: link.b4(),
+                asn: BGPD_AS,
+                local: link.b4(),
+                peers: vec![(link.a4(), BGPD_AS)],
+                hold_time: HOLD,
+            },
+        )
+    };
+    let (gobgp1, gobgp2) = (gobgp("gobgp1", &n1, &l1), gobgp("gobgp2", &n2, &l2));
+    let mut spec = bgpd_spec(&lr, lr.b4(), BIRD_AS, &[]);
+    spec.peers.push((l1.b4(), BGPD_AS, false));
+    spec.peers.push((l2.b4(), BGPD_AS, false));
+    let bgpd = Bgpd::start(&lab, &bins, &nb, spec);
+    for peer in [lr.b4(), l1.b4(), l2.b4()] {
+        bgpd.wait_established(peer, SESSION_UP);
+    }
+
+    // First the iBGP route, so that by the time BIRD's route reaches gobgp2 bgpd would
+    // already have sent it gobgp1's, had it broken the iBGP rule.
+    gobgp1.cli(&["global", "rib", "add", "10.9.0.0/24"]);
+    bgpd.wait_route("10.9.0.0/24", &l1.b4().to_string(), true);
+    let shown = wait_bird_route(&bird, "10.9.0.0/24", true);
+    assert!(
+        shown.contains(&format!("BGP.as_path: {BGPD_AS}\n")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("BGP.next_hop: {}", lr.a4())),
+        "{shown}"
+    );
+
+    bird.reconfigure(bird_config(&lr, false, &["10.99.99.0/24"]));
+    for g in [&gobgp1, &gobgp2] {
+        let path = wait_until("BIRD's route in GoBGP", Duration::from_secs(15), || {
+            let rib = g.rib("ipv4");
+            rib.get("10.99.99.0/24")
+                .and_then(|paths| paths.get(0))
+                .cloned()
+                .ok_or_else(|| format!("{rib:?}"))
+        });
+        let as_path = gobgp_attr(&path, 2).expect("AS_PATH attribute");
+        assert_eq!(
+            as_path.pointer("/as_paths/0/asns"),
+            Some(&serde_json::json!([BIRD_AS])),
+            "{path}"
+        );
+        assert!(
+            gobgp_attr(&path, 5).is_some(),
+            "no LOCAL_PREF over iBGP: {path}"
+        );
+    }
+    let rib = gobgp2.rib("ipv4");
+    assert!(
+        !rib.contains_key("10.9.0.0/24"),
+        "an iBGP route was sent to an iBGP peer: {rib:?}"
+    );
+}
+
 /// c. BIRD goes silent (SIGSTOP): bgpd's hold timer expires within the negotiated hold time,
 /// the peer's status says so, and BIRD's routes leave the kernel; after SIGCONT the session
 /// and the routes come back.
