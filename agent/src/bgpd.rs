@@ -8,8 +8,9 @@
 //!
 //! SIGHUP re-reads the file and applies the difference: prefixes added to or removed from
 //! `originate` are announced or withdrawn, peers added or removed are started or stopped (a
-//! peer whose settings changed is restarted). `router_id`, `asn`, `listen` and
-//! `install_routes` need a restart; a change to them is logged and ignored. A file that does
+//! peer whose settings changed is restarted). The other keys (`router_id`, `asn`, `listen`,
+//! `install_routes`, `hold_time`, `connect_retry`, `next_hop_v6`) need a restart; a change to
+//! them is logged and ignored. A file that does
 //! not parse or validate is logged and the running configuration stays.
 //!
 //! SIGTERM (or SIGINT): Cease to every peer, then the routes it installed are removed and the
@@ -38,6 +39,9 @@ pub struct BgpdOptions {
 pub fn speaker_config(c: &BgpdConfig) -> SpeakerConfig {
     SpeakerConfig {
         listen: Some(c.listen),
+        hold_time: c.hold_time,
+        connect_retry: c.connect_retry,
+        next_hop_v6: c.next_hop_v6,
         ..SpeakerConfig::new(c.asn, c.router_id)
     }
 }
@@ -120,6 +124,15 @@ pub fn diff(old: &BgpdConfig, new: &BgpdConfig) -> Reload {
     if old.install_routes != new.install_routes {
         r.restart_needed.push("install_routes");
     }
+    if old.hold_time != new.hold_time {
+        r.restart_needed.push("hold_time");
+    }
+    if old.connect_retry != new.connect_retry {
+        r.restart_needed.push("connect_retry");
+    }
+    if old.next_hop_v6 != new.next_hop_v6 {
+        r.restart_needed.push("next_hop_v6");
+    }
     r
 }
 
@@ -137,13 +150,13 @@ pub async fn apply(speaker: &SpeakerHandle, r: &Reload) -> Result<(), SpeakerErr
         info!(peer = %peer.address, asn = peer.asn, "reload: adding peer");
         speaker.add_neighbor(neighbor_config(peer)).await?;
     }
-    for prefix in &r.withdraw {
-        info!(%prefix, "reload: withdrawing");
-        speaker.withdraw(*prefix).await?;
+    if !r.withdraw.is_empty() {
+        info!(count = r.withdraw.len(), first = %r.withdraw[0], "reload: withdrawing");
+        speaker.withdraw_all(r.withdraw.clone()).await?;
     }
-    for prefix in &r.originate {
-        info!(%prefix, "reload: originating");
-        speaker.originate(*prefix).await?;
+    if !r.originate.is_empty() {
+        info!(count = r.originate.len(), first = %r.originate[0], "reload: originating");
+        speaker.originate_all(r.originate.clone()).await?;
     }
     Ok(())
 }
@@ -160,6 +173,11 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
+    for peer in &current.peers {
+        if peer.passive && peer.address.is_ipv4() != current.listen.is_ipv4() {
+            warn!(peer = %peer.address, listen = %current.listen, "a passive peer of another family than `listen` can never connect (listen on '[::]:179' for both)");
+        }
+    }
     let neighbors = current.peers.iter().map(neighbor_config).collect();
     let (speaker, routes) = speaker::start(speaker_config(&current), neighbors)
         .await
@@ -171,9 +189,7 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
         peers = current.peers.len(),
         "brindle-bgpd started"
     );
-    for prefix in &current.originate {
-        speaker.originate(*prefix).await?;
-    }
+    speaker.originate_all(current.originate.clone()).await?;
 
     let installer = if current.install_routes {
         Some(tokio::spawn(crate::bgpd_install::run(routes)))
@@ -214,6 +230,9 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
                     asn: current.asn,
                     listen: current.listen,
                     install_routes: current.install_routes,
+                    hold_time: current.hold_time,
+                    connect_retry: current.connect_retry,
+                    next_hop_v6: current.next_hop_v6,
                     ..new
                 };
             }

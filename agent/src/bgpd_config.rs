@@ -7,6 +7,9 @@
 //! listen: 0.0.0.0:179          # default
 //! originate: [10.244.0.0/26]
 //! install_routes: false
+//! hold_time: 90                # proposed hold time, s (0, or 3 and more)
+//! connect_retry: 120           # ConnectRetryTime, s
+//! next_hop_v6: fd00::1         # lets IPv4 sessions carry IPv6 routes, with this next hop
 //! peers:
 //!   - address: 10.0.0.2
 //!     asn: 64513
@@ -14,7 +17,7 @@
 //!     multihop: 1              # eBGP TTL; absent means directly connected
 //! ```
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -31,6 +34,16 @@ pub struct BgpdConfig {
     pub originate: Vec<IpNet>,
     #[serde(default)]
     pub install_routes: bool,
+    /// Hold time proposed in our OPEN, in seconds (RFC 4271 §4.2: 0, or 3 and more).
+    #[serde(default = "default_hold_time")]
+    pub hold_time: u16,
+    /// ConnectRetryTime, in seconds (RFC 4271 §10).
+    #[serde(default = "default_connect_retry")]
+    pub connect_retry: u16,
+    /// The next hop of our IPv6 routes over IPv4 sessions; with it IPv4 sessions carry IPv6
+    /// unicast as well, without it only IPv4.
+    #[serde(default)]
+    pub next_hop_v6: Option<Ipv6Addr>,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
 }
@@ -46,6 +59,14 @@ pub struct PeerConfig {
     /// eBGP multihop TTL (RFC 4271 leaves it to configuration); absent = 1 hop.
     #[serde(default)]
     pub multihop: Option<u8>,
+}
+
+fn default_hold_time() -> u16 {
+    brindle_bgp::fsm::DEFAULT_HOLD_TIME
+}
+
+fn default_connect_retry() -> u16 {
+    brindle_bgp::fsm::DEFAULT_CONNECT_RETRY_TIME
 }
 
 fn default_listen() -> SocketAddr {
@@ -87,6 +108,23 @@ impl BgpdConfig {
         }
         if self.asn == 0 {
             return Err(invalid("asn".into(), "AS 0 is reserved (RFC 7607)"));
+        }
+        if matches!(self.hold_time, 1 | 2) {
+            return Err(invalid(
+                "hold_time".into(),
+                "must be 0 or at least 3 seconds (RFC 4271 §4.2)",
+            ));
+        }
+        if self.connect_retry == 0 {
+            return Err(invalid("connect_retry".into(), "must be at least 1 second"));
+        }
+        if let Some(nh) = self.next_hop_v6 {
+            if nh.is_unspecified() || nh.is_multicast() || nh.to_ipv4_mapped().is_some() {
+                return Err(invalid(
+                    "next_hop_v6".into(),
+                    "must be a global or unique-local IPv6 unicast address",
+                ));
+            }
         }
         for (i, prefix) in self.originate.iter().enumerate() {
             if prefix.trunc() != *prefix {
@@ -171,5 +209,8 @@ peers:
         assert!(error(&GOOD.replace("10.0.0.3", "10.0.0.2")).contains("configured twice"));
         assert!(error(&GOOD.replace("passive: true", "pasive: true")).contains("pasive"));
         assert!(error("router_id: [").starts_with("bgpd.yaml: "));
+        assert!(error(&format!("{GOOD}hold_time: 2\n")).contains("hold_time: must be 0"));
+        assert!(error(&format!("{GOOD}connect_retry: 0\n")).contains("connect_retry"));
+        assert!(error(&format!("{GOOD}next_hop_v6: '::ffff:10.0.0.1'\n")).contains("next_hop_v6"));
     }
 }

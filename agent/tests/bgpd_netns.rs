@@ -305,3 +305,137 @@ fn bgpd_installs_ecmp_and_ipv6_routes_and_removes_them() {
     assert!(a.sh("ip route show 10.98.0.0/24").contains("proto static"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Timing probe, not run by default: an eBGP peer announces `BRINDLE_ROUTES` (100,000) /24s
+/// to a `brindle-bgpd` with `install_routes`; prints how long until all are in the kernel, how
+/// long until they are gone after the peer stops, and, for comparison, how long `ip -batch`
+/// takes to add the same routes. `BRINDLE_BGPD=path` runs another build (a release one):
+///
+/// ```sh
+/// cargo build --release -p brindle-agent --bin brindle-bgpd
+/// BRINDLE_BGPD=target/release/brindle-bgpd cargo test -p brindle-agent --test bgpd_netns \
+///     -- --ignored --nocapture install_timing_probe
+/// ```
+#[test]
+#[ignore]
+fn install_timing_probe() {
+    if !privileged() {
+        return;
+    }
+    let count: u32 = std::env::var("BRINDLE_ROUTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let bgpd_bin = std::env::var("BRINDLE_BGPD").unwrap_or_else(|_| BGPD.to_string());
+    let dir = std::env::temp_dir().join(format!("brd-bgpd-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let a = Netns::new("pa");
+    let b = Netns::new("pb");
+    let c = Netns::new("pc");
+    sh_host(&format!(
+        "ip link add pab netns {a} type veth peer name pba netns {b}",
+        a = a.0,
+        b = b.0
+    ));
+    a.sh("ip addr add 10.200.1.1/24 dev pab && ip link set pab up");
+    b.sh("ip addr add 10.200.1.2/24 dev pba && ip link set pba up");
+    c.sh("ip link add pc0 type veth peer name pc1 && ip addr add 10.200.1.1/24 dev pc0 && ip link set pc0 up && ip link set pc1 up");
+
+    let prefixes: Vec<String> = (0..count)
+        .map(|i| {
+            let a = (11u32 << 24) + (i << 8);
+            format!("{}.{}.{}.0/24", a >> 24, (a >> 16) & 0xff, (a >> 8) & 0xff)
+        })
+        .collect();
+    let config_a = "router_id: 10.200.0.1\nasn: 65001\ninstall_routes: true\npeers:\n- {address: 10.200.1.2, asn: 65002}\n";
+    let mut config_b = String::from(
+        "router_id: 10.200.0.2\nasn: 65002\npeers:\n- {address: 10.200.1.1, asn: 65001}\noriginate:\n",
+    );
+    for p in &prefixes {
+        config_b.push_str("- ");
+        config_b.push_str(p);
+        config_b.push('\n');
+    }
+    let start = |ns: &Netns, name: &str, config: &str| {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, config).expect("config");
+        let socket = dir.join(format!("{name}.sock"));
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.0, &bgpd_bin, "--config"])
+            .arg(&path)
+            .arg("--status-socket")
+            .arg(&socket)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("starting brindle-bgpd");
+        Bgpd {
+            child,
+            config: path,
+            socket,
+            log,
+        }
+    };
+    let count_routes = |ns: &Netns| -> u32 {
+        ns.sh("ip -4 route show proto 98 | wc -l")
+            .trim()
+            .parse()
+            .expect("a count")
+    };
+
+    let bgpd_a = start(&a, "a", config_a);
+    let t0 = Instant::now();
+    let bgpd_b = start(&b, "b", &config_b);
+    let all = [&bgpd_a, &bgpd_b];
+    wait_for(
+        "session up",
+        60,
+        &all,
+        || bgpd_a.peers_json(),
+        || bgpd_a.peers_json().contains("\"Established\""),
+    );
+    let up = t0.elapsed();
+    wait_for(
+        "all routes installed",
+        300,
+        &all,
+        || count_routes(&a).to_string(),
+        || count_routes(&a) == count,
+    );
+    let installed = t0.elapsed();
+    let t1 = Instant::now();
+    bgpd_b.signal("TERM");
+    wait_for(
+        "routes removed after the peer stopped",
+        300,
+        &all,
+        || count_routes(&a).to_string(),
+        || count_routes(&a) == 0,
+    );
+    let removed = t1.elapsed();
+
+    let batch = dir.join("routes.batch");
+    let text: String = prefixes
+        .iter()
+        .map(|p| format!("route add {p} via 10.200.1.2 proto 98\n"))
+        .collect();
+    std::fs::write(&batch, text).expect("batch file");
+    let t2 = Instant::now();
+    c.sh(&format!("ip -batch {}", batch.display()));
+    let ip_batch = t2.elapsed();
+    assert_eq!(count_routes(&c), count);
+
+    println!(
+        "{count} routes: peer started -> Established {:.2} s, -> all installed {:.2} s \
+         (install {:.2} s after Established); peer stopped -> all removed {:.2} s; \
+         ip -batch adding the same: {:.2} s",
+        up.as_secs_f64(),
+        installed.as_secs_f64(),
+        (installed - up).as_secs_f64(),
+        removed.as_secs_f64(),
+        ip_batch.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,6 +34,12 @@
 //! channel is bounded: a consumer that stops reading slows the speaker down (and TCP slows the
 //! peers); drop the receiver if the changes are not wanted.
 //!
+//! # Families
+//!
+//! A session carries the unicast family of its own addresses: IPv4 routes over IPv4 sessions,
+//! IPv6 routes over IPv6 sessions. With [`SpeakerConfig::next_hop_v6`] set, IPv4 sessions
+//! carry IPv6 unicast as well, announced with that next hop (BIRD's `next hop address`).
+//!
 //! # Outbound connections
 //!
 //! A session connects from [`NeighborConfig::local_address`] when it is set, else from the
@@ -74,8 +80,8 @@ pub struct SpeakerConfig {
     pub connect_retry: u16,
     /// Time allowed for a TCP connect.
     pub connect_timeout: Duration,
-    /// The next hop announced for our IPv6 routes over IPv4 sessions. `None`: the IPv4-mapped
-    /// form of the session's local address (see [`crate::rib::PeerInfo::next_hop_v6`]).
+    /// The next hop announced for our IPv6 routes over IPv4 sessions. With it, IPv4 sessions
+    /// carry IPv6 unicast as well; without it, only IPv4 (see the module docs).
     pub next_hop_v6: Option<Ipv6Addr>,
     /// Restart a failed session on its own (AllowAutomaticStart) with a doubling delay
     /// (DampPeerOscillations, up to 120 s). Tests turn damping off to retry every second.
@@ -204,8 +210,8 @@ impl SpeakerError {
 /// What the handle asks of the speaker task.
 #[derive(Debug)]
 enum Command {
-    Originate(IpNet, oneshot::Sender<()>),
-    Withdraw(IpNet, oneshot::Sender<()>),
+    Originate(Vec<IpNet>, oneshot::Sender<()>),
+    Withdraw(Vec<IpNet>, oneshot::Sender<()>),
     AddNeighbor(NeighborConfig, oneshot::Sender<Result<(), SpeakerError>>),
     RemoveNeighbor(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
@@ -229,14 +235,25 @@ impl SpeakerHandle {
 
     /// Originates `prefix` (next hop self, ORIGIN IGP) to every peer.
     pub async fn originate(&self, prefix: IpNet) -> Result<(), SpeakerError> {
-        check_prefix(prefix)?;
-        self.ask(|tx| Command::Originate(prefix, tx)).await
+        self.originate_all(vec![prefix]).await
+    }
+
+    /// Originates many prefixes at once: they are announced together, as many per UPDATE as
+    /// fit, rather than one UPDATE each.
+    pub async fn originate_all(&self, prefixes: Vec<IpNet>) -> Result<(), SpeakerError> {
+        prefixes.iter().try_for_each(|p| check_prefix(*p))?;
+        self.ask(|tx| Command::Originate(prefixes, tx)).await
     }
 
     /// Withdraws a prefix originated with [`SpeakerHandle::originate`] (nothing if it was not).
     pub async fn withdraw(&self, prefix: IpNet) -> Result<(), SpeakerError> {
-        check_prefix(prefix)?;
-        self.ask(|tx| Command::Withdraw(prefix, tx)).await
+        self.withdraw_all(vec![prefix]).await
+    }
+
+    /// Withdraws many originated prefixes at once.
+    pub async fn withdraw_all(&self, prefixes: Vec<IpNet>) -> Result<(), SpeakerError> {
+        prefixes.iter().try_for_each(|p| check_prefix(*p))?;
+        self.ask(|tx| Command::Withdraw(prefixes, tx)).await
     }
 
     /// Adds a neighbour and starts its session.
@@ -332,12 +349,27 @@ pub async fn start(
     Ok((SpeakerHandle { tx, listen }, route_rx))
 }
 
+/// The families a session to `address` carries: its own; IPv6 over an IPv4 session too when
+/// [`SpeakerConfig::next_hop_v6`] gives an IPv6 next hop to announce (without one, the
+/// IPv4-mapped address would be announced, which routers cannot resolve). IPv4 over IPv6
+/// sessions would need RFC 8950.
+fn session_families(speaker: &SpeakerConfig, address: IpAddr) -> Vec<crate::fsm::Family> {
+    use crate::fsm::Family;
+    match address {
+        IpAddr::V4(_) if speaker.next_hop_v6.is_some() => {
+            vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+        }
+        IpAddr::V4(_) => vec![Family::IPV4_UNICAST],
+        IpAddr::V6(_) => vec![Family::IPV6_UNICAST],
+    }
+}
+
 /// The session configuration of a neighbour; `Err` names what is wrong with it.
 pub(crate) fn session_config(
     speaker: &SpeakerConfig,
     neighbor: &NeighborConfig,
 ) -> Result<crate::session::SessionConfig, SpeakerError> {
-    use crate::fsm::{CapabilitySet, Family};
+    use crate::fsm::CapabilitySet;
     let address = neighbor.address;
     if address.is_unspecified() || address.is_multicast() {
         return Err(SpeakerError::neighbor(address, "not a unicast address"));
@@ -354,7 +386,7 @@ pub(crate) fn session_config(
     fsm.passive = neighbor.passive;
     fsm.damp_peer_oscillations = speaker.damp_peer_oscillations;
     fsm.capabilities = CapabilitySet {
-        families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
+        families: session_families(speaker, address),
         ..CapabilitySet::standard()
     };
     let listen_ip = speaker

@@ -414,6 +414,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn via_routes_single_and_multipath_converge() {
+        let k = FakeKernel::with_links(&["eth0"]);
+        let mut d = DesiredState::default();
+        let single = RouteTarget::via([ip("192.0.2.1")]).expect("a gateway");
+        let ecmp = RouteTarget::via([ip("192.0.2.2"), ip("192.0.2.1")]).expect("gateways");
+        d.routes.insert(net("10.50.0.0/24"), single);
+        d.routes.insert(net("10.51.0.0/24"), ecmp.clone());
+        let r = apply(&k, &d).await;
+        assert_eq!((r.routes_added, r.errors.len()), (2, 0), "{r:?}");
+        assert_eq!(k.our_routes(), d.routes);
+        assert_eq!(apply(&k, &d).await, ApplyReport::default());
+
+        // The group shrinks: replaced in place, not added next to the old one.
+        d.routes.insert(
+            net("10.51.0.0/24"),
+            RouteTarget::via([ip("192.0.2.2")]).expect("a gateway"),
+        );
+        let r = apply(&k, &d).await;
+        assert_eq!((r.routes_added, r.routes_removed), (1, 0), "{r:?}");
+        assert_eq!(k.our_routes(), d.routes);
+        // A multipath route with an onlink next hop is not a shape we write: not a Via.
+        let mut odd = KernelRoute::from_target(net("10.52.0.0/24"), RTPROT_BRINDLE, &ecmp);
+        odd.nexthops.clear();
+        assert_eq!(odd.target(), None);
+    }
+
+    #[tokio::test]
     async fn changed_route_is_replaced() {
         let k = FakeKernel::with_links(&["eth0"]);
         let d = desired();

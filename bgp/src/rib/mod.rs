@@ -387,34 +387,54 @@ impl Rib {
     /// external peers); NEXT_HOP is ours, set per peer on export. A local route wins over
     /// every learned route for the prefix (see `decision.rs`).
     pub fn originate(&mut self, prefix: IpNet, attrs: PathAttributes) -> RibChanges {
+        self.originate_many(&[prefix], attrs)
+    }
+
+    /// [`Rib::originate`] for many prefixes with the same attributes, decided and packed
+    /// together (one UPDATE per peer for as many prefixes as fit, not one per prefix).
+    pub fn originate_many(&mut self, prefixes: &[IpNet], attrs: PathAttributes) -> RibChanges {
         let mut attrs = attrs;
         attrs.origin.get_or_insert(Origin::Igp);
         attrs.as_path = Some(AsPath::default());
         attrs.next_hop = None;
-        let path = Path {
-            source: RouteSource::Local,
-            attrs: self.attr_sets.intern(attrs),
-            next_hop: None,
-            peer_router_id: self.local.router_id,
-            ineligible: None,
-            selection: Selection::Best,
-        };
-        self.tables[AddressFamily::of(&prefix).index()]
-            .entry(prefix)
-            .or_default()
-            .upsert(path);
-        self.process(vec![prefix])
+        let attrs = self.attr_sets.intern(attrs);
+        for prefix in prefixes {
+            let path = Path {
+                source: RouteSource::Local,
+                attrs: Arc::clone(&attrs),
+                next_hop: None,
+                peer_router_id: self.local.router_id,
+                ineligible: None,
+                selection: Selection::Best,
+            };
+            self.tables[AddressFamily::of(prefix).index()]
+                .entry(*prefix)
+                .or_default()
+                .upsert(path);
+        }
+        self.process(prefixes.to_vec())
     }
 
     /// Withdraws a prefix originated with [`Rib::originate`].
     pub fn withdraw_local(&mut self, prefix: IpNet) -> RibChanges {
-        let removed = self.tables[AddressFamily::of(&prefix).index()]
-            .get_mut(&prefix)
-            .and_then(|dest| dest.remove(&RouteSource::Local));
-        match removed {
-            Some(_) => self.process(vec![prefix]),
-            None => RibChanges::default(),
+        self.withdraw_local_many(&[prefix])
+    }
+
+    /// [`Rib::withdraw_local`] for many prefixes, packed together.
+    pub fn withdraw_local_many(&mut self, prefixes: &[IpNet]) -> RibChanges {
+        let mut dirty = Vec::with_capacity(prefixes.len());
+        for prefix in prefixes {
+            let removed = self.tables[AddressFamily::of(prefix).index()]
+                .get_mut(prefix)
+                .and_then(|dest| dest.remove(&RouteSource::Local));
+            if removed.is_some() {
+                dirty.push(*prefix);
+            }
         }
+        if dirty.is_empty() {
+            return RibChanges::default();
+        }
+        self.process(dirty)
     }
 
     /// The best route of `prefix`.

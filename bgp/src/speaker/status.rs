@@ -30,21 +30,22 @@ pub(super) fn peer_status(
     }
 }
 
-/// Why a session is not Established: the last failure while it waits to try again, what it
-/// waits for once a connection is open.
+/// Why a session is not Established: the last failure, and what the session is doing about it
+/// once it has a connection again ("hold timer expired; retrying: OPEN sent, ...").
 fn info(config: &NeighborConfig, session: &SessionStatus) -> String {
-    let waiting = match session.state {
+    let doing = match session.state {
         State::Established => return String::new(),
-        State::OpenSent => return "OPEN sent, waiting for the peer's OPEN".into(),
-        State::OpenConfirm => return "OPEN received, waiting for KEEPALIVE".into(),
+        State::OpenSent => "OPEN sent, waiting for the peer's OPEN",
+        State::OpenConfirm => "OPEN received, waiting for KEEPALIVE",
         State::Idle => "idle",
         State::Connect => "connecting",
         State::Active if config.passive => "passive: waiting for the peer to connect",
         State::Active => "waiting for the peer to connect",
     };
-    match &session.last_error {
-        Some(e) => e.clone(),
-        None => waiting.into(),
+    match (&session.last_error, session.state) {
+        (None, _) => doing.into(),
+        (Some(e), State::OpenSent | State::OpenConfirm) => format!("{e}; retrying: {doing}"),
+        (Some(e), _) => e.clone(),
     }
 }
 
@@ -86,4 +87,57 @@ pub(super) fn route_status(rib: &Rib) -> Vec<RouteStatus> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn session(state: State, last_error: Option<&str>) -> SessionStatus {
+        SessionStatus {
+            peer: "192.0.2.1".parse().expect("address"),
+            state,
+            since: Instant::now(),
+            last_error: last_error.map(str::to_owned),
+            negotiated: None,
+            local_addr: None,
+            messages_in: 0,
+            messages_out: 0,
+            updates_in: 0,
+            updates_out: 0,
+        }
+    }
+
+    #[test]
+    fn info_keeps_the_last_failure_while_retrying() {
+        let active = NeighborConfig::new("192.0.2.1".parse().expect("address"), 65001);
+        let passive = NeighborConfig {
+            passive: true,
+            ..active.clone()
+        };
+        let info = |config: &NeighborConfig, state, err| info(config, &session(state, err));
+        assert_eq!(
+            info(&active, State::Established, Some("hold timer expired")),
+            ""
+        );
+        assert_eq!(info(&active, State::Connect, None), "connecting");
+        assert_eq!(
+            info(&passive, State::Active, None),
+            "passive: waiting for the peer to connect"
+        );
+        assert_eq!(
+            info(&active, State::Idle, Some("hold timer expired")),
+            "hold timer expired"
+        );
+        assert_eq!(
+            info(&active, State::OpenSent, Some("hold timer expired")),
+            "hold timer expired; retrying: OPEN sent, waiting for the peer's OPEN"
+        );
+        assert_eq!(
+            info(&active, State::OpenConfirm, None),
+            "OPEN received, waiting for KEEPALIVE"
+        );
+    }
 }

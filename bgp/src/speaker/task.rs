@@ -166,15 +166,17 @@ impl Speaker {
 
     async fn process_command(&mut self, command: Command) {
         match command {
-            Command::Originate(prefix, done) => {
-                tracing::info!(%prefix, "originating");
-                let changes = self.rib.originate(prefix, PathAttributes::default());
+            Command::Originate(prefixes, done) => {
+                tracing::info!(count = prefixes.len(), first = ?prefixes.first(), "originating");
+                let changes = self
+                    .rib
+                    .originate_many(&prefixes, PathAttributes::default());
                 self.dispatch(changes).await;
                 let _ = done.send(());
             }
-            Command::Withdraw(prefix, done) => {
-                tracing::info!(%prefix, "withdrawing local route");
-                let changes = self.rib.withdraw_local(prefix);
+            Command::Withdraw(prefixes, done) => {
+                tracing::info!(count = prefixes.len(), first = ?prefixes.first(), "withdrawing local routes");
+                let changes = self.rib.withdraw_local_many(&prefixes);
                 self.dispatch(changes).await;
                 let _ = done.send(());
             }

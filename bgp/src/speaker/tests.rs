@@ -77,8 +77,13 @@ impl Node {
     }
 }
 
-/// A speaker on 127.0.0.`last`, listening on a port the kernel picks, without neighbours.
+/// A speaker on 127.0.0.`last`, listening on a port the kernel picks, without neighbours,
+/// announcing IPv6 routes with next hop fd00::`last`.
 async fn node(last: u8, asn: u32) -> Node {
+    node_with(last, asn, true).await
+}
+
+async fn node_with(last: u8, asn: u32, ipv6_next_hop: bool) -> Node {
     init_tracing();
     let address = Ipv4Addr::new(127, 0, 0, last);
     let config = SpeakerConfig {
@@ -86,7 +91,8 @@ async fn node(last: u8, asn: u32) -> Node {
         hold_time: 9,
         connect_retry: 1,
         connect_timeout: Duration::from_secs(2),
-        next_hop_v6: Some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(last))),
+        next_hop_v6: ipv6_next_hop
+            .then(|| Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(last))),
         damp_peer_oscillations: false,
         ..SpeakerConfig::new(asn, Ipv4Addr::new(10, 0, 0, last))
     };
@@ -213,6 +219,33 @@ async fn ipv4_and_ipv6_routes_are_exchanged_and_withdrawn() {
         err.to_string().contains("did you mean 10.11.0.0/24"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn ipv4_sessions_carry_ipv6_only_with_an_ipv6_next_hop() {
+    let a = node_with(16, 65016, false).await;
+    let mut b = node(17, 65017).await;
+    connect(&a, &b).await;
+    established(&a, &b).await;
+    a.handle
+        .originate(net("fd00:16::/64"))
+        .await
+        .expect("originate");
+    a.handle
+        .originate(net("10.16.0.0/24"))
+        .await
+        .expect("originate");
+    b.handle
+        .originate(net("fd00:17::/64"))
+        .await
+        .expect("originate");
+    // The IPv4 route arrives; the IPv6 routes do not go either way (IPv6 is negotiated only
+    // when both sides offer it, and A does not).
+    b.route_change("10.16.0.0/24", |nh| !nh.is_empty()).await;
+    let at_a = a.peer(&b).await;
+    let at_b = b.peer(&a).await;
+    assert_eq!((at_a.advertised, at_a.received), (1, 0), "{at_a:?}");
+    assert_eq!((at_b.advertised, at_b.received), (0, 1), "{at_b:?}");
 }
 
 #[tokio::test]
