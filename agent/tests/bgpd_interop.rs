@@ -740,6 +740,91 @@ fn wrong_peer_as_is_reported_and_fixed_by_sighup() {
     bgpd.wait_kernel_route("10.99.99.0/24", &[&format!("via {}", link.b4())], true);
 }
 
+/// i. 4-octet AS numbers (RFC 6793) on both sides, with bgpd passive: BIRD connects, and each
+/// side's AS_PATH holds the other's 4-octet AS.
+#[test]
+fn bird_four_octet_as_with_passive_bgpd() {
+    let test = "bird_four_octet_as_with_passive_bgpd";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    const OURS: u32 = 4_200_000_001;
+    const THEIRS: u32 = 4_200_000_002;
+    let mut lab = Lab::new();
+    let (nb, nr) = (lab.netns("bgpd"), lab.netns("bird"));
+    let link = lab.link(&nb, &nr);
+    let mut config = bird_config(&link, false, &["10.99.99.0/24"]);
+    config.asn = THEIRS;
+    config.peers = vec![(link.b4(), link.a4(), OURS)];
+    let bird = Bird::start(&lab, "bird", &nr, config);
+    let mut spec = bgpd_spec(&link, link.b4(), THEIRS, &["10.98.0.0/24"]);
+    spec.asn = OURS;
+    spec.peers = vec![(link.b4(), THEIRS, true)];
+    let bgpd = Bgpd::start(&lab, &bins, &nb, spec);
+    let up = bgpd.wait_established(link.b4(), SESSION_UP);
+    assert_eq!(up.asn, THEIRS);
+
+    let shown = wait_bird_route(&bird, "10.98.0.0/24", true);
+    assert!(shown.contains(&format!("BGP.as_path: {OURS}\n")), "{shown}");
+    let route = bgpd
+        .wait_route("10.99.99.0/24", &link.b4().to_string(), true)
+        .expect("present");
+    assert_eq!(route.as_path, vec![THEIRS], "{route:?}");
+    bgpd.wait_kernel_route("10.99.99.0/24", &[&format!("via {}", link.b4())], true);
+}
+
+/// j. BIRD asks for a route refresh (`birdc reload in`, RFC 2918 / RFC 7313): bgpd sends its
+/// routes again, BIRD keeps them, and the session stays up.
+#[test]
+fn bird_route_refresh_keeps_our_routes() {
+    let test = "bird_route_refresh_keeps_our_routes";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, nr) = (lab.netns("bgpd"), lab.netns("bird"));
+    let link = lab.link(&nb, &nr);
+    let bird = Bird::start(&lab, "bird", &nr, bird_config(&link, false, &[]));
+    let bgpd = Bgpd::start(
+        &lab,
+        &bins,
+        &nb,
+        bgpd_spec(&link, link.b4(), BIRD_AS, &["10.98.0.0/24", "10.98.1.0/24"]),
+    );
+    let up = bgpd.wait_established(link.b4(), SESSION_UP);
+    wait_bird_route(&bird, "10.98.0.0/24", true);
+    wait_bird_route(&bird, "10.98.1.0/24", true);
+
+    let out = birdc(&bird.ctl, &["reload", "in", "peer0"]).unwrap_or_default();
+    assert!(out.contains("peer0: reloading"), "birdc reload in: {out}");
+    // BIRD's packet log: the refresh it sent, then bgpd's UPDATEs answering it.
+    wait_until(
+        "bgpd answers the ROUTE-REFRESH",
+        Duration::from_secs(10),
+        || {
+            let log = bird.log_text();
+            let answer = log
+                .split("Sending ROUTE-REFRESH")
+                .nth(1)
+                .ok_or_else(|| log.clone())?;
+            if answer.contains("Got UPDATE") {
+                Ok(())
+            } else {
+                Err(log.clone())
+            }
+        },
+    );
+    wait_bird_route(&bird, "10.98.0.0/24", true);
+    wait_bird_route(&bird, "10.98.1.0/24", true);
+    let after = bgpd.peer(link.b4()).expect("peer");
+    assert_eq!(after.state, "Established", "{after:?}");
+    let (t0, t1) = (since_secs(&up.since), since_secs(&after.since));
+    assert!(
+        t0.zip(t1).is_some_and(|(a, b)| (a - b).abs() <= 1),
+        "the refresh reset the session: {up:?} -> {after:?}"
+    );
+}
+
 /// The harness itself, without bgpd: BIRD and GoBGP peer with each other (iBGP) and exchange
 /// routes, so a failure above is bgpd's and not the lab's.
 #[test]

@@ -387,6 +387,7 @@ impl BirdConfig {
                 "protocol bgp peer{i} {{\n  local {local} as {asn_self};\n  neighbor {neighbor} as {asn};\n  \
                  passive {passive};\n  hold time {hold};\n  keepalive time {keepalive};\n  \
                  connect delay time 1;\n  connect retry time 2;\n  error wait time 1, 2;\n  \
+                 debug {{ states, events, packets }};\n  \
                  {channel} {{ import all; export where source = RTS_STATIC; }};\n}}\n",
                 asn_self = self.asn,
                 passive = if self.passive { "on" } else { "off" },
