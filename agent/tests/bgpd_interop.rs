@@ -825,6 +825,99 @@ fn bird_route_refresh_keeps_our_routes() {
     );
 }
 
+/// k. Thousands of routes both ways (UPDATEs packed with many NLRI, up to the 4096-byte
+/// limit): 3,000 of BIRD's /24s and 300 /64s in bgpd's kernel, 1,000 of bgpd's in BIRD; then
+/// all withdrawn both ways.
+#[test]
+fn thousands_of_routes_both_ways_with_bird() {
+    let test = "thousands_of_routes_both_ways_with_bird";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, nr) = (lab.netns("bgpd"), lab.netns("bird"));
+    let link = lab.link(&nb, &nr);
+    let theirs: Vec<String> = (0..3000)
+        .map(|i| format!("10.{}.{}.0/24", 100 + i / 256, i % 256))
+        .collect();
+    let theirs6: Vec<String> = (0..300).map(|i| format!("fd00:99:{i:x}::/64")).collect();
+    let ours: Vec<String> = (0..1000)
+        .map(|i| format!("10.{}.{}.0/24", 50 + i / 256, i % 256))
+        .collect();
+    let mut config = bird_config(&link, false, &[]);
+    config.statics = theirs.iter().map(|p| prefix(p)).collect();
+    // IPv6 over its own session: a second BIRD protocol towards bgpd's IPv6 address.
+    config.peers.push((link.b6(), link.a6(), BGPD_AS));
+    config.statics.extend(theirs6.iter().map(|p| prefix(p)));
+    let mut bird = Bird::start(&lab, "bird", &nr, config.clone());
+    let mut spec = bgpd_spec(&link, link.b4(), BIRD_AS, &[]);
+    spec.originate = ours.clone();
+    spec.peers.push((link.b6(), BIRD_AS, false));
+    let started = Instant::now();
+    let bgpd = Bgpd::start(&lab, &bins, &nb, spec);
+
+    let count_kernel = |family: &str| {
+        run("ip", &["-n", &nb, family, "route", "show", "proto", "98"])
+            .lines()
+            .count()
+    };
+    wait_until(
+        "3,000 + 300 of BIRD's routes in the kernel",
+        Duration::from_secs(60),
+        || {
+            let (v4, v6) = (count_kernel("-4"), count_kernel("-6"));
+            if v4 == theirs.len() && v6 == theirs6.len() {
+                Ok(())
+            } else {
+                Err(format!("{v4} IPv4 and {v6} IPv6 routes of proto 98"))
+            }
+        },
+    );
+    eprintln!(
+        "{test}: {} routes in the kernel {:?} after bgpd started",
+        theirs.len() + theirs6.len(),
+        started.elapsed()
+    );
+    // "1000 of 4300 routes for 4300 networks in table master4": peer0's of all.
+    let want = format!("\n{} of ", ours.len());
+    wait_until(
+        "bgpd's 1,000 routes in BIRD",
+        Duration::from_secs(60),
+        || {
+            let out = birdc(&bird.ctl, &["show", "route", "protocol", "peer0", "count"])
+                .unwrap_or_default();
+            if out.contains(&want) {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    );
+    let peer = bgpd.peer(link.b4()).expect("peer");
+    assert_eq!(peer.received, theirs.len() as u64, "{peer:?}");
+    assert_eq!(peer.advertised, ours.len() as u64, "{peer:?}");
+
+    config.statics.clear();
+    bird.reconfigure(config);
+    let withdrawn = Instant::now();
+    wait_until(
+        "BIRD's routes withdrawn from the kernel",
+        Duration::from_secs(60),
+        || {
+            let (v4, v6) = (count_kernel("-4"), count_kernel("-6"));
+            if v4 == 0 && v6 == 0 {
+                Ok(())
+            } else {
+                Err(format!("{v4} IPv4 and {v6} IPv6 routes of proto 98 left"))
+            }
+        },
+    );
+    eprintln!(
+        "{test}: all withdrawn from the kernel {:?} after birdc configure",
+        withdrawn.elapsed()
+    );
+}
+
 /// The harness itself, without bgpd: BIRD and GoBGP peer with each other (iBGP) and exchange
 /// routes, so a failure above is bgpd's and not the lab's.
 #[test]
