@@ -854,7 +854,7 @@ fn thousands_of_routes_both_ways_with_bird() {
     spec.originate = ours.clone();
     spec.peers.push((link.b6(), BIRD_AS, false));
     let started = Instant::now();
-    let bgpd = Bgpd::start(&lab, &bins, &nb, spec);
+    let mut bgpd = Bgpd::start(&lab, &bins, &nb, spec);
 
     let count_kernel = |family: &str| {
         run("ip", &["-n", &nb, family, "route", "show", "proto", "98"])
