@@ -916,6 +916,23 @@ fn thousands_of_routes_both_ways_with_bird() {
         "{test}: all withdrawn from the kernel {:?} after birdc configure",
         withdrawn.elapsed()
     );
+
+    let mut spec = bgpd.spec.clone();
+    spec.originate.clear();
+    bgpd.reload(spec);
+    wait_until(
+        "bgpd's routes withdrawn from BIRD",
+        Duration::from_secs(60),
+        || {
+            let out = birdc(&bird.ctl, &["show", "route", "protocol", "peer0", "count"])
+                .unwrap_or_default();
+            if out.contains("\n0 of ") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    );
 }
 
 /// The harness itself, without bgpd: BIRD and GoBGP peer with each other (iBGP) and exchange
