@@ -269,6 +269,18 @@ fn bgpd_installs_ecmp_and_ipv6_routes_and_removes_them() {
         a.our_routes()
     );
 
+    // A file that does not parse: logged, and C goes on with what it runs.
+    bgpd_c.reconfigure("router_id: [");
+    wait_for(
+        "C logs the failed reload",
+        20,
+        &all,
+        || bgpd_c.log(),
+        || bgpd_c.log().contains("reload failed"),
+    );
+    assert!(bgpd_c.peers_json().contains("\"Established\""));
+    assert!(a.our_routes().contains(&ecmp), "{}", a.our_routes());
+
     // C withdraws: the multipath route becomes a route through B alone.
     bgpd_c.reconfigure(&config_c(""));
     let single = format!("10.99.0.0/24 via 10.{n}.1.2 dev ab{n}");

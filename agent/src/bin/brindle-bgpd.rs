@@ -1,8 +1,8 @@
 //! `brindle-bgpd`: Brindle's BGP speaker on its own, from a YAML file.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Result;
 use brindle_agent::bgpd::{self, BgpdOptions};
 use brindle_agent::telemetry;
 use clap::Parser;
@@ -37,12 +37,23 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    telemetry::init(args.log_format, &args.log)?;
-    bgpd::run(BgpdOptions {
+    if let Err(e) = telemetry::init(args.log_format, &args.log) {
+        eprintln!("brindle-bgpd: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let result = bgpd::run(BgpdOptions {
         config: args.config,
         status_socket: args.status_socket,
     })
-    .await
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, causes included, without a backtrace: this is what the user sees.
+            eprintln!("brindle-bgpd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
