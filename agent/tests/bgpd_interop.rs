@@ -935,6 +935,58 @@ fn thousands_of_routes_both_ways_with_bird() {
     );
 }
 
+/// l. SIGHUP with the peer list changed: the removed peer gets a Cease and its routes leave
+/// the kernel; the added peer (refused before, as an unknown address) comes up and its routes
+/// are installed.
+#[test]
+fn sighup_removes_one_bird_and_adds_another() {
+    let test = "sighup_removes_one_bird_and_adds_another";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, n1, n2) = (lab.netns("bgpd"), lab.netns("bird1"), lab.netns("bird2"));
+    let (l1, l2) = (lab.link(&nb, &n1), lab.link(&nb, &n2));
+    let bird1 = Bird::start(
+        &lab,
+        "bird1",
+        &n1,
+        bird_config(&l1, false, &["10.99.1.0/24"]),
+    );
+    let bird2 = Bird::start(
+        &lab,
+        "bird2",
+        &n2,
+        bird_config(&l2, false, &["10.99.2.0/24"]),
+    );
+    let mut bgpd = Bgpd::start(&lab, &bins, &nb, bgpd_spec(&l1, l1.b4(), BIRD_AS, &[]));
+    bgpd.wait_established(l1.b4(), SESSION_UP);
+    bgpd.wait_kernel_route("10.99.1.0/24", &[&format!("via {}", l1.b4())], true);
+    assert_ne!(bird2.peer_state(0), "Established");
+
+    let mut spec = bgpd.spec.clone();
+    spec.peers = vec![(l2.b4(), BIRD_AS, false)];
+    bgpd.reload(spec);
+    bgpd.wait_established(l2.b4(), SESSION_UP);
+    bgpd.wait_kernel_route("10.99.2.0/24", &[&format!("via {}", l2.b4())], true);
+    bgpd.wait_kernel_route("10.99.1.0/24", &[], false);
+    let peers = bgpd.peers().expect("peers");
+    assert!(
+        peers.iter().all(|p| p.address != l1.b4().to_string()),
+        "removed peer still listed: {peers:?}"
+    );
+    wait_until("BIRD 1 told by a Cease", Duration::from_secs(10), || {
+        let log = bird1.log_text();
+        if log.contains("Received: Peer de-configured")
+            || log.contains("Received: Administrative shutdown")
+        {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+}
+
 /// The harness itself, without bgpd: BIRD and GoBGP peer with each other (iBGP) and exchange
 /// routes, so a failure above is bgpd's and not the lab's.
 #[test]
