@@ -451,6 +451,80 @@ fn ebgp_and_ibgp_peers_transit_through_bgpd() {
     );
 }
 
+/// b''. GoBGP as an iBGP peer over IPv6: MP_REACH_NLRI both ways with LOCAL_PREF, GoBGP's
+/// /64 in bgpd's kernel, withdrawals both ways.
+#[test]
+fn gobgp_ibgp_ipv6_routes_both_ways() {
+    let test = "gobgp_ibgp_ipv6_routes_both_ways";
+    let Some(bins) = binaries(test, &["gobgpd", "gobgp"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, ng) = (lab.netns("bgpd"), lab.netns("gobgp"));
+    let link = lab.link(&nb, &ng);
+    let gobgp = Gobgp::start(
+        &lab,
+        "gobgp",
+        &ng,
+        &GobgpConfig {
+            router_id: link.b4(),
+            asn: BGPD_AS,
+            local: link.b6(),
+            peers: vec![(link.a6(), BGPD_AS)],
+            hold_time: HOLD,
+        },
+    );
+    let mut spec = bgpd_spec(&link, link.b6(), BGPD_AS, &["fd00:98::/64"]);
+    spec.listen = Some("[::]:179".into());
+    let mut bgpd = Bgpd::start(&lab, &bins, &nb, spec);
+    bgpd.wait_established(link.b6(), SESSION_UP);
+
+    let path = wait_until("bgpd's /64 in GoBGP", Duration::from_secs(15), || {
+        let rib = gobgp.rib("ipv6");
+        rib.get("fd00:98::/64")
+            .and_then(|paths| paths.get(0))
+            .cloned()
+            .ok_or_else(|| format!("{rib:?}"))
+    });
+    let local_pref = gobgp_attr(&path, 5).and_then(|a| a.get("value"));
+    assert_eq!(
+        local_pref.and_then(serde_json::Value::as_u64),
+        Some(100),
+        "{path}"
+    );
+    let mp_reach = gobgp_attr(&path, 14).expect("MP_REACH_NLRI");
+    assert_eq!(
+        mp_reach.get("nexthop").and_then(serde_json::Value::as_str),
+        Some(link.a6().to_string().as_str()),
+        "{path}"
+    );
+
+    gobgp.cli(&["global", "rib", "-a", "ipv6", "add", "fd00:9::/64"]);
+    let route = bgpd
+        .wait_route("fd00:9::/64", &link.b6().to_string(), true)
+        .expect("present");
+    assert!(route.as_path.is_empty(), "{route:?}");
+    bgpd.wait_kernel_route("fd00:9::/64", &[&format!("via {}", link.b6())], true);
+
+    gobgp.cli(&["global", "rib", "-a", "ipv6", "del", "fd00:9::/64"]);
+    bgpd.wait_kernel_route("fd00:9::/64", &[], false);
+    let mut spec = bgpd.spec.clone();
+    spec.originate.clear();
+    bgpd.reload(spec);
+    wait_until(
+        "bgpd's IPv6 withdrawal in GoBGP",
+        Duration::from_secs(15),
+        || {
+            let rib = gobgp.rib("ipv6");
+            if rib.contains_key("fd00:98::/64") {
+                Err(format!("{rib:?}"))
+            } else {
+                Ok(())
+            }
+        },
+    );
+}
+
 /// c. BIRD goes silent (SIGSTOP): bgpd's hold timer expires within the negotiated hold time,
 /// the peer's status says so, and BIRD's routes leave the kernel; after SIGCONT the session
 /// and the routes come back.
