@@ -52,6 +52,7 @@ fn bird_config(link: &Link, v6: bool, statics: &[&str]) -> BirdConfig {
         statics: statics.iter().map(|s| prefix(s)).collect(),
         hold_time: HOLD,
         passive: false,
+        export_actions: String::new(),
     }
 }
 
@@ -522,6 +523,71 @@ fn gobgp_ibgp_ipv6_routes_both_ways() {
                 Ok(())
             }
         },
+    );
+}
+
+/// m. Optional transitive attributes pass through bgpd (RFC 4271 §5, §9.1.2.2): BIRD's
+/// COMMUNITIES, EXTENDED COMMUNITIES and LARGE_COMMUNITY reach an iBGP GoBGP unchanged, and a
+/// MED from the neighbouring AS does not stop the route from being used.
+#[test]
+fn bird_communities_pass_through_to_gobgp() {
+    let test = "bird_communities_pass_through_to_gobgp";
+    let Some(bins) = binaries(test, &["bird", "birdc", "gobgpd", "gobgp"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, nr, ng) = (lab.netns("bgpd"), lab.netns("bird"), lab.netns("gobgp"));
+    let (lr, lg) = (lab.link(&nb, &nr), lab.link(&nb, &ng));
+    let mut config = bird_config(&lr, false, &["10.99.99.0/24"]);
+    config.export_actions = "bgp_community.add((65002, 100)); \
+        bgp_ext_community.add((rt, 65002, 7)); \
+        bgp_large_community.add((65002, 1, 2)); bgp_med = 50;"
+        .into();
+    let _bird = Bird::start(&lab, "bird", &nr, config);
+    let gobgp = Gobgp::start(
+        &lab,
+        "gobgp",
+        &ng,
+        &GobgpConfig {
+            router_id: lg.b4(),
+            asn: BGPD_AS,
+            local: lg.b4(),
+            peers: vec![(lg.a4(), BGPD_AS)],
+            hold_time: HOLD,
+        },
+    );
+    let mut spec = bgpd_spec(&lr, lr.b4(), BIRD_AS, &[]);
+    spec.peers.push((lg.b4(), BGPD_AS, false));
+    let bgpd = Bgpd::start(&lab, &bins, &nb, spec);
+    bgpd.wait_established(lr.b4(), SESSION_UP);
+    bgpd.wait_established(lg.b4(), SESSION_UP);
+    bgpd.wait_kernel_route("10.99.99.0/24", &[&format!("via {}", lr.b4())], true);
+
+    let path = wait_until("BIRD's route in GoBGP", Duration::from_secs(15), || {
+        let rib = gobgp.rib("ipv4");
+        rib.get("10.99.99.0/24")
+            .and_then(|paths| paths.get(0))
+            .cloned()
+            .ok_or_else(|| format!("{rib:?}"))
+    });
+    // GoBGP's JSON: a community as a 32-bit number, the others as objects.
+    let community = gobgp_attr(&path, 8).expect("COMMUNITIES passed on");
+    assert_eq!(
+        community.get("communities"),
+        Some(&serde_json::json!([65002u32 << 16 | 100])),
+        "{path}"
+    );
+    let ext = gobgp_attr(&path, 16).expect("EXTENDED COMMUNITIES passed on");
+    assert_eq!(
+        ext.get("value"),
+        Some(&serde_json::json!([{"type": 0, "subtype": 2, "value": "65002:7"}])),
+        "{path}"
+    );
+    let large = gobgp_attr(&path, 32).expect("LARGE_COMMUNITY passed on");
+    assert_eq!(
+        large.get("value"),
+        Some(&serde_json::json!([{"ASN": 65002, "LocalData1": 1, "LocalData2": 2}])),
+        "{path}"
     );
 }
 
@@ -1097,6 +1163,7 @@ fn harness_bird_and_gobgp_exchange_routes() {
             statics: vec![prefix("10.99.99.0/24")],
             hold_time: HOLD,
             passive: false,
+            export_actions: String::new(),
         },
     );
     gobgp.cli(&["global", "rib", "add", "10.9.0.0/24"]);

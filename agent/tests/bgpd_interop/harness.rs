@@ -361,6 +361,9 @@ pub struct BirdConfig {
     pub statics: Vec<IpNet>,
     pub hold_time: u16,
     pub passive: bool,
+    /// Filter statements run on every exported static route before it is accepted, e.g.
+    /// `bgp_community.add((65002, 100));`.
+    pub export_actions: String,
 }
 
 impl BirdConfig {
@@ -388,7 +391,9 @@ impl BirdConfig {
                  passive {passive};\n  hold time {hold};\n  keepalive time {keepalive};\n  \
                  connect delay time 1;\n  connect retry time 2;\n  error wait time 1, 2;\n  \
                  debug {{ states, events, packets }};\n  \
-                 {channel} {{ import all; export where source = RTS_STATIC; }};\n}}\n",
+                 {channel} {{ import all; export filter {{ if source = RTS_STATIC then {{ \
+                 {actions} accept; }} reject; }}; }};\n}}\n",
+                actions = self.export_actions,
                 asn_self = self.asn,
                 passive = if self.passive { "on" } else { "off" },
                 hold = self.hold_time,
