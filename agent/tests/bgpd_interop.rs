@@ -591,6 +591,48 @@ fn bird_communities_pass_through_to_gobgp() {
     );
 }
 
+/// n. A route whose AS_PATH holds bgpd's own AS (RFC 4271 §9.1.2): received but not accepted,
+/// shown with its reason, never installed; BIRD's other route is.
+#[test]
+fn bird_route_with_our_as_in_the_path_is_refused() {
+    let test = "bird_route_with_our_as_in_the_path_is_refused";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, nr) = (lab.netns("bgpd"), lab.netns("bird"));
+    let link = lab.link(&nb, &nr);
+    let mut config = bird_config(&link, false, &["10.99.99.0/24", "10.99.98.0/24"]);
+    config.export_actions = format!("if net = 10.99.99.0/24 then bgp_path.prepend({BGPD_AS});");
+    let _bird = Bird::start(&lab, "bird", &nr, config);
+    let bgpd = Bgpd::start(&lab, &bins, &nb, bgpd_spec(&link, link.b4(), BIRD_AS, &[]));
+    bgpd.wait_established(link.b4(), SESSION_UP);
+    bgpd.wait_kernel_route("10.99.98.0/24", &[&format!("via {}", link.b4())], true);
+
+    let peer = wait_until(
+        "both routes received, one accepted",
+        Duration::from_secs(10),
+        || {
+            let p = bgpd.peer(link.b4())?;
+            if p.received == 2 && p.accepted == 1 {
+                Ok(p)
+            } else {
+                Err(format!("{p:?}"))
+            }
+        },
+    );
+    assert_eq!(peer.state, "Established", "{peer:?}");
+    let routes = bgpd.routes().expect("routes");
+    let looped = routes
+        .iter()
+        .find(|r| r.prefix == "10.99.99.0/24")
+        .expect("the refused route is listed with its reason");
+    assert!(!looped.best, "{looped:?}");
+    assert_eq!(looped.as_path, vec![BIRD_AS, BGPD_AS], "{looped:?}");
+    assert!(looped.reason.contains("AS loop"), "{looped:?}");
+    assert!(kernel_routes(&nb, "10.99.99.0/24").trim().is_empty());
+}
+
 /// c. BIRD goes silent (SIGSTOP): bgpd's hold timer expires within the negotiated hold time,
 /// the peer's status says so, and BIRD's routes leave the kernel; after SIGCONT the session
 /// and the routes come back.

@@ -686,6 +686,9 @@ pub struct RouteStatus {
     pub source: String,
     pub as_path: Vec<u32>,
     pub best: bool,
+    /// Why the route is not the best (empty for the best).
+    #[serde(default)]
+    pub reason: String,
 }
 
 // ---------------------------------------------------------------------------------------------
