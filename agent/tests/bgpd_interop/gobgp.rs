@@ -397,3 +397,52 @@ fn bird_communities_pass_through_to_gobgp() {
         "{path}"
     );
 }
+
+/// GoBGP announces one route whose next hop bgpd cannot reach and one it can: the good one is
+/// installed, the other is not, and neither blocks the other.
+#[test]
+fn gobgp_route_with_unreachable_next_hop_does_not_block_others() {
+    let test = "gobgp_route_with_unreachable_next_hop_does_not_block_others";
+    let Some(bins) = binaries(test, &["gobgpd", "gobgp"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, ng) = (lab.netns("bgpd"), lab.netns("gobgp"));
+    let link = lab.link(&nb, &ng);
+    let gobgp = Gobgp::start(
+        &lab,
+        "gobgp",
+        &ng,
+        &GobgpConfig {
+            router_id: link.b4(),
+            asn: BGPD_AS,
+            local: link.b4(),
+            peers: vec![(link.a4(), BGPD_AS)],
+            hold_time: HOLD,
+        },
+    );
+    let bgpd = Bgpd::start(&lab, &bins, &nb, bgpd_spec(&link, link.b4(), BGPD_AS, &[]));
+    bgpd.wait_established(link.b4(), SESSION_UP);
+    gobgp.cli(&[
+        "global",
+        "rib",
+        "add",
+        "10.9.2.0/24",
+        "nexthop",
+        "192.0.2.1",
+    ]);
+    gobgp.cli(&["global", "rib", "add", "10.9.3.0/24"]);
+    bgpd.wait_kernel_route("10.9.3.0/24", &[&format!("via {}", link.b4())], true);
+    assert!(
+        kernel_routes(&nb, "10.9.2.0/24").trim().is_empty(),
+        "{}",
+        all_routes(&nb, "-4")
+    );
+    assert_eq!(bgpd.peer(link.b4()).expect("peer").state, "Established");
+
+    // Withdrawn, the unreachable route leaves the RIB; a new good route is installed.
+    gobgp.cli(&["global", "rib", "del", "10.9.2.0/24"]);
+    bgpd.wait_route("10.9.2.0/24", &link.b4().to_string(), false);
+    gobgp.cli(&["global", "rib", "add", "10.9.4.0/24"]);
+    bgpd.wait_kernel_route("10.9.4.0/24", &[&format!("via {}", link.b4())], true);
+}
