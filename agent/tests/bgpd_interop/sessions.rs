@@ -225,3 +225,50 @@ fn sighup_removes_one_bird_and_adds_another() {
         }
     });
 }
+
+/// BIRD offers hold time 0 (RFC 4271 §4.2: no KEEPALIVEs, no hold timer): the session comes
+/// up with routes and stays up although no KEEPALIVE ever arrives.
+#[test]
+fn bird_hold_time_zero_session_stays_up() {
+    let test = "bird_hold_time_zero_session_stays_up";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, nr) = (lab.netns("bgpd"), lab.netns("bird"));
+    let link = lab.link(&nb, &nr);
+    let mut config = bird_config(&link, false, &["10.99.99.0/24"]);
+    config.hold_time = 0;
+    let bird = Bird::start(&lab, "bird", &nr, config);
+    let bgpd = Bgpd::start(
+        &lab,
+        &bins,
+        &nb,
+        bgpd_spec(&link, link.b4(), BIRD_AS, &["10.98.0.0/24"]),
+    );
+    let up = bgpd.wait_established(link.b4(), SESSION_UP);
+    bgpd.wait_kernel_route("10.99.99.0/24", &[&format!("via {}", link.b4())], true);
+    wait_bird_route(&bird, "10.98.0.0/24", true);
+
+    // Watch the session for a while: a hold timer of 0 s armed by mistake, or one of bgpd's
+    // own 90 s, would end it; "stays up" can only be seen over time.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(4) {
+        let p = bgpd.peer(link.b4()).expect("peer");
+        assert_eq!(p.state, "Established", "{p:?}");
+        let (t0, t1) = (since_secs(&up.since), since_secs(&p.since));
+        assert!(
+            t0.zip(t1).is_some_and(|(a, b)| (a - b).abs() <= 1),
+            "the session was reset: {up:?} -> {p:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // RFC 4271 §4.4: with a negotiated hold time of 0, KEEPALIVEs MUST NOT be sent (the one
+    // that confirms the OPEN comes before BIRD logs the session as established).
+    let log = bird.log_text();
+    let after_up = log
+        .split("BGP session established")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(!after_up.contains("Got KEEPALIVE"), "{log}");
+}

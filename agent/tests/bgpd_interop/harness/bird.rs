@@ -42,13 +42,18 @@ impl BirdConfig {
             }
             conf.push_str("}\n");
         }
-        let keepalive = (self.hold_time / 3).max(1);
+        // Hold time 0 means no KEEPALIVEs at all (RFC 4271 §4.2); BIRD then takes no
+        // keepalive time.
+        let keepalive = match self.hold_time {
+            0 => String::new(),
+            hold => format!("keepalive time {};", (hold / 3).max(1)),
+        };
         for (i, (local, neighbor, asn)) in self.peers.iter().enumerate() {
             let channel = if neighbor.is_ipv4() { "ipv4" } else { "ipv6" };
             let _ = write!(
                 conf,
                 "protocol bgp peer{i} {{\n  local {local} as {asn_self};\n  neighbor {neighbor} as {asn};\n  \
-                 passive {passive};\n  hold time {hold};\n  keepalive time {keepalive};\n  \
+                 passive {passive};\n  hold time {hold};\n  {keepalive}\n  \
                  connect delay time 1;\n  connect retry time 2;\n  error wait time 1, 2;\n  \
                  debug {{ states, events, packets }};\n  \
                  {channel} {{ import all; export filter {{ if source = RTS_STATIC then {{ \
@@ -94,7 +99,7 @@ impl Bird {
 
     fn spawn(name: &str, ns: &str, conf: &Path, ctl: &Path, log: &Path) -> Proc {
         let (conf_s, ctl_s) = (conf.display().to_string(), ctl.display().to_string());
-        let proc = Proc::spawn(
+        let mut proc = Proc::spawn(
             name,
             ns,
             &["bird", "-f", "-c", &conf_s, "-s", &ctl_s],
@@ -104,7 +109,10 @@ impl Bird {
         wait_until(
             &format!("{name} answers birdc"),
             Duration::from_secs(10),
-            || birdc(ctl, &["show", "status"]).ok_or_else(|| "no answer".to_string()),
+            || {
+                assert!(proc.alive(), "{name} exited: {}", proc.log_text());
+                birdc(ctl, &["show", "status"]).ok_or_else(|| "no answer".to_string())
+            },
         );
         proc
     }
