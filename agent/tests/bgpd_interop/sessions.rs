@@ -1,5 +1,5 @@
 //! Sessions under faults and changes: a silent peer (hold timer), a killed and restarted peer, a
-//! wrong peer AS, peers removed and added by SIGHUP.
+//! wrong peer AS, peers removed and added by SIGHUP, hold time 0, bgpd itself crashing.
 
 use std::time::{Duration, Instant};
 
@@ -271,4 +271,61 @@ fn bird_hold_time_zero_session_stays_up() {
         .nth(1)
         .unwrap_or_default();
     assert!(!after_up.contains("Got KEEPALIVE"), "{log}");
+}
+
+/// brindle-bgpd is killed with SIGKILL (its routes stay in the kernel, its socket file stays)
+/// and started again after BIRD dropped one route meanwhile: the new bgpd serves its status,
+/// the session comes back at once, the route still announced is kept, and the stale one is
+/// removed by the first full resync (`bgpd_install::FIRST_RESYNC`, 60 s after start: the time
+/// the sessions get to bring their routes back).
+#[test]
+fn bgpd_crash_and_restart_removes_stale_routes() {
+    let test = "bgpd_crash_and_restart_removes_stale_routes";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, nr) = (lab.netns("bgpd"), lab.netns("bird"));
+    let link = lab.link(&nb, &nr);
+    let mut bird = Bird::start(
+        &lab,
+        "bird",
+        &nr,
+        bird_config(&link, false, &["10.99.99.0/24", "10.99.98.0/24"]),
+    );
+    let mut bgpd = Bgpd::start(
+        &lab,
+        &bins,
+        &nb,
+        bgpd_spec(&link, link.b4(), BIRD_AS, &["10.98.0.0/24"]),
+    );
+    bgpd.wait_established(link.b4(), SESSION_UP);
+    let via = format!("via {}", link.b4());
+    bgpd.wait_kernel_route("10.99.99.0/24", &[&via], true);
+    bgpd.wait_kernel_route("10.99.98.0/24", &[&via], true);
+
+    // Stopped first, so that BIRD's withdrawal reaches no bgpd: the route goes stale.
+    bgpd.proc.signal("STOP");
+    bird.reconfigure(bird_config(&link, false, &["10.99.98.0/24"]));
+    bgpd.crash();
+    assert!(
+        !kernel_routes(&nb, "10.99.99.0/24").trim().is_empty(),
+        "a killed bgpd cannot remove routes"
+    );
+    let restarted = Instant::now();
+    bgpd.restart();
+    bgpd.wait_established(link.b4(), SESSION_UP);
+    wait_bird_route(&bird, "10.98.0.0/24", true);
+    eprintln!(
+        "{test}: session and routes back {:?} after the restart",
+        restarted.elapsed()
+    );
+    // The route still announced was never removed from the kernel.
+    assert!(!kernel_routes(&nb, "10.99.98.0/24").trim().is_empty());
+    bgpd.wait_kernel_route_within("10.99.99.0/24", &[], false, Duration::from_secs(80));
+    eprintln!(
+        "{test}: stale route removed {:?} after the restart",
+        restarted.elapsed()
+    );
+    assert!(!kernel_routes(&nb, "10.99.98.0/24").trim().is_empty());
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -91,7 +91,9 @@ pub struct Bgpd {
     pub conf: PathBuf,
     pub socket: PathBuf,
     pub spec: BgpdSpec,
+    bin: &'static str,
     ctl: &'static str,
+    log: PathBuf,
     pub proc: Proc,
 }
 
@@ -100,29 +102,63 @@ impl Bgpd {
         let conf = lab.path("bgpd.yaml");
         std::fs::write(&conf, spec.render()).expect("write bgpd.yaml");
         let socket = lab.path("bgpd.sock");
-        let (conf_s, socket_s) = (conf.display().to_string(), socket.display().to_string());
-        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,brindle_bgp=debug".into());
-        let proc = Proc::spawn(
-            "brindle-bgpd",
-            ns,
-            &[bins.bgpd, "--config", &conf_s, "--status-socket", &socket_s],
-            &[("RUST_LOG", &filter)],
-            lab.path("bgpd.log"),
-        );
-        let bgpd = Bgpd {
+        let log = lab.path("bgpd.log");
+        let proc = Bgpd::spawn(bins.bgpd, ns, &conf, &socket, &log);
+        let mut bgpd = Bgpd {
             ns: ns.to_string(),
             conf,
             socket,
             spec,
+            bin: bins.bgpd,
             ctl: bins.ctl,
+            log,
             proc,
         };
+        bgpd.wait_serving();
+        bgpd
+    }
+
+    fn spawn(bin: &str, ns: &str, conf: &Path, socket: &Path, log: &Path) -> Proc {
+        let (conf_s, socket_s) = (conf.display().to_string(), socket.display().to_string());
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,brindle_bgp=debug".into());
+        Proc::spawn(
+            "brindle-bgpd",
+            ns,
+            &[bin, "--config", &conf_s, "--status-socket", &socket_s],
+            &[("RUST_LOG", &filter)],
+            log.to_path_buf(),
+        )
+    }
+
+    fn wait_serving(&mut self) {
         wait_until(
             "brindle-bgpd serves its status",
             Duration::from_secs(10),
-            || bgpd.peers().map(|_| ()),
+            || {
+                assert!(
+                    self.proc.alive(),
+                    "brindle-bgpd exited: {}",
+                    self.proc.log_text()
+                );
+                self.peers().map(|_| ())
+            },
         );
-        bgpd
+    }
+
+    /// Kills bgpd with SIGKILL: no Cease, and its routes and status socket stay behind, as
+    /// after a crash.
+    pub fn crash(&mut self) {
+        self.proc.signal("KILL");
+        assert!(
+            self.proc.wait_exit(Duration::from_secs(5)).is_some(),
+            "brindle-bgpd survived SIGKILL"
+        );
+    }
+
+    /// Starts bgpd again with the same file.
+    pub fn restart(&mut self) {
+        self.proc = Bgpd::spawn(self.bin, &self.ns, &self.conf, &self.socket, &self.log);
+        self.wait_serving();
     }
 
     /// Rewrites the configuration file and sends SIGHUP.
@@ -210,12 +246,23 @@ impl Bgpd {
     /// Waits until the kernel of bgpd's namespace holds (or no longer holds) a route for
     /// `prefix` with rtproto 98 whose `ip route` text contains every one of `expect`; the text.
     pub fn wait_kernel_route(&self, prefix: &str, expect: &[&str], present: bool) -> String {
+        self.wait_kernel_route_within(prefix, expect, present, Duration::from_secs(15))
+    }
+
+    /// [`Bgpd::wait_kernel_route`] with another limit.
+    pub fn wait_kernel_route_within(
+        &self,
+        prefix: &str,
+        expect: &[&str],
+        present: bool,
+        limit: Duration,
+    ) -> String {
         wait_until(
             &format!(
                 "kernel route {prefix} {expect:?} present={present} in {}",
                 self.ns
             ),
-            Duration::from_secs(15),
+            limit,
             || {
                 let text = kernel_routes(&self.ns, prefix);
                 let matches = !text.trim().is_empty() && expect.iter().all(|e| text.contains(e));
