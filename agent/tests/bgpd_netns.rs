@@ -2,11 +2,11 @@
 //! own network namespace, A linked to B and to C by veth pairs.
 //!
 //! ```text
-//!   B (AS 65002) ──veth 10.N.1.0/24, fd00:N:1::/64── A (AS 65001, install_routes) ──veth 10.N.2.0/24── C (AS 65003)
+//!   B (AS 65002) ──veth 10.N.1.0/24, fd00:N:1::/64── A (AS 65001, install_routes) ──veth 10.N.2.0/24, fd00:N:2::/64── C (AS 65003)
 //! ```
 //!
-//! B and C announce the same IPv4 prefix, so A installs one multipath route through both; B
-//! announces an IPv6 prefix over an IPv6 session. Then: C withdraws (SIGHUP), a route of
+//! One IPv4 and one IPv6 session on each link. B and C announce the same IPv4 and IPv6
+//! prefixes, so A installs one multipath route through both for each. Then: C withdraws (SIGHUP), a route of
 //! another protocol is left alone, A stops (SIGTERM) and removes what it installed.
 //! Processes and namespaces are removed by guards, also when the test fails. Needs root;
 //! skipped without it unless `CI` is set.
@@ -201,14 +201,16 @@ fn bgpd_installs_ecmp_and_ipv6_routes_and_removes_them() {
     ));
     a.sh(&format!(
         "ip addr add 10.{n}.1.1/24 dev ab{n} && ip addr add fd00:{n}:1::1/64 dev ab{n} nodad && \
-         ip addr add 10.{n}.2.1/24 dev ac{n} && ip link set ab{n} up && ip link set ac{n} up"
+         ip addr add 10.{n}.2.1/24 dev ac{n} && ip addr add fd00:{n}:2::1/64 dev ac{n} nodad && \
+         ip link set ab{n} up && ip link set ac{n} up"
     ));
     b.sh(&format!(
         "ip addr add 10.{n}.1.2/24 dev ba{n} && ip addr add fd00:{n}:1::2/64 dev ba{n} nodad && \
          ip link set ba{n} up"
     ));
     c.sh(&format!(
-        "ip addr add 10.{n}.2.2/24 dev ca{n} && ip link set ca{n} up"
+        "ip addr add 10.{n}.2.2/24 dev ca{n} && ip addr add fd00:{n}:2::2/64 dev ca{n} nodad && \
+         ip link set ca{n} up"
     ));
     // A route of another protocol that B will also announce: never ours to touch.
     a.sh(&format!(
@@ -219,7 +221,8 @@ fn bgpd_installs_ecmp_and_ipv6_routes_and_removes_them() {
         "router_id: 10.{n}.0.1\nasn: 65001\nlisten: '[::]:179'\ninstall_routes: true\npeers:\n\
          - {{address: 10.{n}.1.2, asn: 65002}}\n\
          - {{address: 'fd00:{n}:1::2', asn: 65002}}\n\
-         - {{address: 10.{n}.2.2, asn: 65003}}\n"
+         - {{address: 10.{n}.2.2, asn: 65003}}\n\
+         - {{address: 'fd00:{n}:2::2', asn: 65003}}\n"
     );
     let config_b = format!(
         "router_id: 10.{n}.0.2\nasn: 65002\nlisten: '[::]:179'\n\
@@ -229,35 +232,39 @@ fn bgpd_installs_ecmp_and_ipv6_routes_and_removes_them() {
     );
     let config_c = |originate: &str| {
         format!(
-            "router_id: 10.{n}.0.3\nasn: 65003\nlisten: 10.{n}.2.2:179\n\
-             originate: [{originate}]\npeers:\n- {{address: 10.{n}.2.1, asn: 65001}}\n"
+            "router_id: 10.{n}.0.3\nasn: 65003\nlisten: '[::]:179'\n\
+             originate: [{originate}]\npeers:\n- {{address: 10.{n}.2.1, asn: 65001}}\n\
+             - {{address: 'fd00:{n}:2::1', asn: 65001}}\n"
         )
     };
     let bgpd_a = Bgpd::start(&a, &dir, "a", &config_a);
     let bgpd_b = Bgpd::start(&b, &dir, "b", &config_b);
-    let bgpd_c = Bgpd::start(&c, &dir, "c", &config_c("10.99.0.0/24"));
+    let bgpd_c = Bgpd::start(&c, &dir, "c", &config_c("10.99.0.0/24, 'fd00:99::/64'"));
     let all = [&bgpd_a, &bgpd_b, &bgpd_c];
 
     wait_for(
-        "A's three sessions Established",
+        "A's four sessions Established",
         30,
         &all,
         || bgpd_a.peers_json(),
-        || bgpd_a.peers_json().matches("\"Established\"").count() == 3,
+        || bgpd_a.peers_json().matches("\"Established\"").count() == 4,
     );
 
     let ecmp = format!(
         "10.99.0.0/24\nnexthop via 10.{n}.1.2 dev ab{n} weight 1\nnexthop via 10.{n}.2.2 dev ac{n} weight 1"
     );
-    let v6 = format!("fd00:99::/64 via fd00:{n}:1::2 dev ab{n} metric 1024 pref medium");
+    let v6_ecmp = format!(
+        "fd00:99::/64 metric 1024 pref medium\nnexthop via fd00:{n}:1::2 dev ab{n} weight 1\n\
+         nexthop via fd00:{n}:2::2 dev ac{n} weight 1"
+    );
     wait_for(
-        "ECMP and IPv6 routes in A's kernel",
+        "IPv4 and IPv6 ECMP routes in A's kernel",
         20,
         &all,
         || a.our_routes(),
         || {
             let routes = a.our_routes();
-            routes.contains(&ecmp) && routes.contains(&v6)
+            routes.contains(&ecmp) && routes.contains(&v6_ecmp)
         },
     );
     // The foreign route is untouched and no route of ours shadows it.
@@ -281,15 +288,19 @@ fn bgpd_installs_ecmp_and_ipv6_routes_and_removes_them() {
     assert!(bgpd_c.peers_json().contains("\"Established\""));
     assert!(a.our_routes().contains(&ecmp), "{}", a.our_routes());
 
-    // C withdraws: the multipath route becomes a route through B alone.
+    // C withdraws: the multipath routes become routes through B alone.
     bgpd_c.reconfigure(&config_c(""));
     let single = format!("10.99.0.0/24 via 10.{n}.1.2 dev ab{n}");
+    let v6_single = format!("fd00:99::/64 via fd00:{n}:1::2 dev ab{n} metric 1024 pref medium");
     wait_for(
         "single-path route after C's withdrawal",
         20,
         &all,
         || a.our_routes(),
-        || a.our_routes().contains(&single),
+        || {
+            let routes = a.our_routes();
+            routes.contains(&single) && routes.contains(&v6_single)
+        },
     );
 
     // SIGTERM: A says goodbye and removes what it installed.
@@ -325,7 +336,7 @@ fn bgpd_installs_ecmp_and_ipv6_routes_and_removes_them() {
 ///
 /// ```sh
 /// cargo build --release -p brindle-agent --bin brindle-bgpd
-/// BRINDLE_BGPD=target/release/brindle-bgpd cargo test -p brindle-agent --test bgpd_netns \
+/// BRINDLE_BGPD=$PWD/target/release/brindle-bgpd cargo test -p brindle-agent --test bgpd_netns \
 ///     -- --ignored --nocapture install_timing_probe
 /// ```
 #[test]
@@ -339,6 +350,10 @@ fn install_timing_probe() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let bgpd_bin = std::env::var("BRINDLE_BGPD").unwrap_or_else(|_| BGPD.to_string());
+    assert!(
+        Path::new(&bgpd_bin).is_absolute() && Path::new(&bgpd_bin).exists(),
+        "BRINDLE_BGPD={bgpd_bin}: give the absolute path of a brindle-bgpd binary"
+    );
     let dir = std::env::temp_dir().join(format!("brd-bgpd-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let a = Netns::new("pa");
@@ -417,6 +432,11 @@ fn install_timing_probe() {
         || count_routes(&a) == count,
     );
     let installed = t0.elapsed();
+    let peak_rss = std::fs::read_to_string(format!("/proc/{}/status", bgpd_a.child.id()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| "?".into());
     let t1 = Instant::now();
     bgpd_b.signal("TERM");
     wait_for(
@@ -441,8 +461,8 @@ fn install_timing_probe() {
 
     println!(
         "{count} routes: peer started -> Established {:.2} s, -> all installed {:.2} s \
-         (install {:.2} s after Established); peer stopped -> all removed {:.2} s; \
-         ip -batch adding the same: {:.2} s",
+         (install {:.2} s after Established, receiver's peak RSS {peak_rss}); \
+         peer stopped -> all removed {:.2} s; ip -batch adding the same: {:.2} s",
         up.as_secs_f64(),
         installed.as_secs_f64(),
         (installed - up).as_secs_f64(),
