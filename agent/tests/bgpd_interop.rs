@@ -114,6 +114,7 @@ fn harness_bird_and_gobgp_exchange_routes() {
             local: link.a4(),
             peers: vec![(link.b4(), 65010)],
             hold_time: HOLD,
+            neighbor_extra: String::new(),
         },
     );
     let bird = Bird::start(

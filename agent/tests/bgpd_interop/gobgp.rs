@@ -28,6 +28,7 @@ fn gobgp_ibgp_routes_and_withdrawals_both_ways() {
             local: link.b4(),
             peers: vec![(link.a4(), BGPD_AS)],
             hold_time: HOLD,
+            neighbor_extra: String::new(),
         },
     );
     let mut bgpd = Bgpd::start(
@@ -136,6 +137,7 @@ fn gobgp_ibgp_ipv6_routes_both_ways() {
             local: link.b6(),
             peers: vec![(link.a6(), BGPD_AS)],
             hold_time: HOLD,
+            neighbor_extra: String::new(),
         },
     );
     let mut spec = bgpd_spec(&link, link.b6(), BGPD_AS, &["fd00:98::/64"]);
@@ -210,6 +212,7 @@ fn gobgp_ebgp_gets_our_as_and_no_local_pref() {
             local: link.b4(),
             peers: vec![(link.a4(), BGPD_AS)],
             hold_time: HOLD,
+            neighbor_extra: String::new(),
         },
     );
     let bgpd = Bgpd::start(
@@ -280,6 +283,7 @@ fn ebgp_and_ibgp_peers_transit_through_bgpd() {
                 local: link.b4(),
                 peers: vec![(link.a4(), BGPD_AS)],
                 hold_time: HOLD,
+                neighbor_extra: String::new(),
             },
         )
     };
@@ -361,6 +365,7 @@ fn bird_communities_pass_through_to_gobgp() {
             local: lg.b4(),
             peers: vec![(lg.a4(), BGPD_AS)],
             hold_time: HOLD,
+            neighbor_extra: String::new(),
         },
     );
     let mut spec = bgpd_spec(&lr, lr.b4(), BIRD_AS, &[]);
@@ -419,6 +424,7 @@ fn gobgp_route_with_unreachable_next_hop_does_not_block_others() {
             local: link.b4(),
             peers: vec![(link.a4(), BGPD_AS)],
             hold_time: HOLD,
+            neighbor_extra: String::new(),
         },
     );
     let bgpd = Bgpd::start(&lab, &bins, &nb, bgpd_spec(&link, link.b4(), BGPD_AS, &[]));
@@ -445,4 +451,75 @@ fn gobgp_route_with_unreachable_next_hop_does_not_block_others() {
     bgpd.wait_route("10.9.2.0/24", &link.b4().to_string(), false);
     gobgp.cli(&["global", "rib", "add", "10.9.4.0/24"]);
     bgpd.wait_kernel_route("10.9.4.0/24", &[&format!("via {}", link.b4())], true);
+}
+
+/// GoBGP offers capabilities bgpd does not use (graceful restart with its per-family flags,
+/// ADD-PATH send and receive): the session comes up on what both support, with plain NLRI both
+/// ways (no path identifiers, RFC 7911 §3 needs both sides).
+#[test]
+fn gobgp_with_graceful_restart_and_add_path_capabilities() {
+    let test = "gobgp_with_graceful_restart_and_add_path_capabilities";
+    let Some(bins) = binaries(test, &["gobgpd", "gobgp"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, ng) = (lab.netns("bgpd"), lab.netns("gobgp"));
+    let link = lab.link(&nb, &ng);
+    let gobgp = Gobgp::start(
+        &lab,
+        "gobgp",
+        &ng,
+        &GobgpConfig {
+            router_id: link.b4(),
+            asn: BGPD_AS,
+            local: link.b4(),
+            peers: vec![(link.a4(), BGPD_AS)],
+            hold_time: HOLD,
+            neighbor_extra: "  [neighbors.graceful-restart.config]\n    enabled = true\n    \
+                restart-time = 20\n  [neighbors.afi-safis.mp-graceful-restart.config]\n    \
+                enabled = true\n  [neighbors.add-paths.config]\n    send-max = 8\n    \
+                receive = true\n"
+                .into(),
+        },
+    );
+    let bgpd = Bgpd::start(
+        &lab,
+        &bins,
+        &nb,
+        bgpd_spec(&link, link.b4(), BGPD_AS, &["10.98.0.0/24"]),
+    );
+    bgpd.wait_established(link.b4(), SESSION_UP);
+    // GoBGP's view of the capabilities: what both sides advertised, what only GoBGP did.
+    let neighbor = gobgp.cli(&["neighbor", &link.a4().to_string()]);
+    let capability = |name: &str| {
+        neighbor
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name}:")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    for both in ["multiprotocol", "route-refresh", "4-octet-as"] {
+        let line = capability(both);
+        assert!(
+            both == "multiprotocol" || line.contains("advertised and received"),
+            "{both}: {neighbor}"
+        );
+    }
+    for only_gobgp in ["add-path", "graceful-restart"] {
+        let line = capability(only_gobgp);
+        assert!(
+            line.contains("advertised") && !line.contains("received"),
+            "{only_gobgp}: {neighbor}"
+        );
+    }
+    gobgp.cli(&["global", "rib", "add", "10.9.0.0/24"]);
+    bgpd.wait_kernel_route("10.9.0.0/24", &[&format!("via {}", link.b4())], true);
+    wait_until("bgpd's route in GoBGP", Duration::from_secs(15), || {
+        let rib = gobgp.rib("ipv4");
+        if rib.contains_key("10.98.0.0/24") {
+            Ok(())
+        } else {
+            Err(format!("{rib:?}"))
+        }
+    });
 }

@@ -18,6 +18,8 @@ pub struct GobgpConfig {
     /// Neighbours: address and AS.
     pub peers: Vec<(IpAddr, u32)>,
     pub hold_time: u16,
+    /// TOML added to every neighbour's section, e.g. its graceful-restart settings.
+    pub neighbor_extra: String,
 }
 
 impl GobgpConfig {
@@ -38,7 +40,8 @@ impl GobgpConfig {
                  peer-as = {asn}\n  [neighbors.timers.config]\n    connect-retry = 1\n    \
                  hold-time = {hold}\n    keepalive-interval = {keepalive}\n  \
                  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      \
-                 afi-safi-name = \"{family}\"\n",
+                 afi-safi-name = \"{family}\"\n{extra}",
+                extra = self.neighbor_extra,
                 hold = self.hold_time,
                 keepalive = (self.hold_time / 3).max(1),
             );
