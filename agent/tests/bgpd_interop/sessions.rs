@@ -59,6 +59,22 @@ fn silent_bird_hold_timer_expires_and_session_recovers() {
     );
     bgpd.wait_kernel_route("10.99.99.0/24", &[], false);
     bgpd.wait_route("10.99.99.0/24", &link.b4().to_string(), false);
+    // bgpd tries again (BIRD's kernel still completes the TCP handshake, so it gets as far as
+    // OpenSent); the status keeps the reason of the failure while it does.
+    wait_until(
+        "the reason kept while retrying",
+        Duration::from_secs(10),
+        || {
+            let p = bgpd.peer(link.b4())?;
+            let info = p.info.clone().unwrap_or_default();
+            if p.state != "Idle" && p.state != "Established" && info.contains("hold timer expired")
+            {
+                Ok(())
+            } else {
+                Err(format!("{p:?}"))
+            }
+        },
+    );
 
     bird.proc.signal("CONT");
     bgpd.wait_established(link.b4(), SESSION_UP);
