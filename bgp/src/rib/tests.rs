@@ -326,7 +326,8 @@ fn treat_as_withdraw_withdraws_the_announced_prefixes() {
         ch.best,
         vec![BestChange {
             prefix: net("203.0.113.0/24"),
-            new: None
+            new: None,
+            next_hops_changed: true,
         }]
     );
     assert_eq!(out_for(&ch, &e2).1, vec![net("203.0.113.0/24")]);

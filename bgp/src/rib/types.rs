@@ -201,6 +201,9 @@ pub struct BestRoute {
 pub struct BestChange {
     pub prefix: IpNet,
     pub new: Option<BestRoute>,
+    /// The next hops to install differ from before (no route and a local route both count as
+    /// none): what a forwarding consumer needs to act on; the other changes are attributes.
+    pub next_hops_changed: bool,
 }
 
 /// What one RIB operation changed.

@@ -1,10 +1,9 @@
 //! The speaker task: its state and its `process_*` handlers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -35,8 +34,6 @@ pub(super) struct Speaker {
     next_generation: u64,
     events_tx: mpsc::Sender<TaggedEvent>,
     events_rx: mpsc::Receiver<TaggedEvent>,
-    /// The next hops last sent on the route channel, per prefix with any.
-    installed: HashMap<IpNet, Vec<IpAddr>>,
     route_tx: Option<mpsc::Sender<RouteChange>>,
 }
 
@@ -73,7 +70,6 @@ impl Speaker {
             next_generation: 0,
             events_tx,
             events_rx,
-            installed: HashMap::new(),
             route_tx: None,
         }
     }
@@ -321,29 +317,18 @@ impl Speaker {
                 let _ = neighbor.session.send_updates(updates);
             }
         }
-        for change in changes.best {
-            let next_hops = change.new.map(|b| b.next_hops).unwrap_or_default();
-            let same = match self.installed.get(&change.prefix) {
-                Some(old) => *old == next_hops,
-                None => next_hops.is_empty(),
+        let Some(tx) = &self.route_tx else {
+            return;
+        };
+        for change in changes.best.into_iter().filter(|c| c.next_hops_changed) {
+            let change = RouteChange {
+                prefix: change.prefix,
+                next_hops: change.new.map(|b| b.next_hops).unwrap_or_default(),
             };
-            if same {
-                continue;
-            }
-            if next_hops.is_empty() {
-                self.installed.remove(&change.prefix);
-            } else {
-                self.installed.insert(change.prefix, next_hops.clone());
-            }
-            if let Some(tx) = &self.route_tx {
-                let change = RouteChange {
-                    prefix: change.prefix,
-                    next_hops,
-                };
-                if tx.send(change).await.is_err() {
-                    // The consumer does not want them.
-                    self.route_tx = None;
-                }
+            if tx.send(change).await.is_err() {
+                // The consumer does not want them.
+                self.route_tx = None;
+                return;
             }
         }
     }
