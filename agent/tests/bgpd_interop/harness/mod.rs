@@ -19,7 +19,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -154,6 +154,8 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Lab {
+        static REAP: std::sync::Once = std::sync::Once::new();
+        REAP.call_once(reap_abandoned_labs);
         let id = format!(
             "{}-{}",
             std::process::id(),
@@ -237,6 +239,44 @@ impl Drop for Lab {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
             eprintln!("lab files kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// Removes what a test process killed before its guards ran (SIGKILL, a timeout) left behind:
+/// namespaces `bgi-<pid>-...` of a pid that no longer runs, the routers still inside them, and
+/// their `/tmp/bgi-<pid>-...` directories.
+fn reap_abandoned_labs() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(pid) = name
+            .strip_prefix("bgi-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let pids = Command::new("ip")
+            .args(["netns", "pids", name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for router in pids.split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", router]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        if let Some(id) = name.strip_prefix("bgi-") {
+            // bgi-<pid>-<n>-<role> in /run/netns, bgi-<pid>-<n> in /tmp.
+            let dir: Vec<&str> = id.splitn(3, '-').take(2).collect();
+            let _ = std::fs::remove_dir_all(
+                std::env::temp_dir().join(format!("bgi-{}", dir.join("-"))),
+            );
         }
     }
 }
