@@ -64,17 +64,18 @@ fn bird_config(link: &Link, v6: bool, statics: &[&str]) -> BirdConfig {
         hold_time: HOLD,
         passive: false,
         export_actions: String::new(),
+        protocol_extra: String::new(),
     }
 }
 
-fn bgpd_spec(link: &Link, peer: IpAddr, peer_as: u32, originate: &[&str]) -> BgpdSpec {
+fn bgpd_spec(link: &Link, address: IpAddr, peer_as: u32, originate: &[&str]) -> BgpdSpec {
     BgpdSpec {
         router_id: link.a4(),
         asn: BGPD_AS,
         listen: None,
         originate: originate.iter().map(|s| s.to_string()).collect(),
         install_routes: true,
-        peers: vec![(peer, peer_as, false)],
+        peers: vec![peer(address, peer_as)],
     }
 }
 
@@ -129,6 +130,7 @@ fn harness_bird_and_gobgp_exchange_routes() {
             hold_time: HOLD,
             passive: false,
             export_actions: String::new(),
+            protocol_extra: String::new(),
         },
     );
     gobgp.cli(&["global", "rib", "add", "10.9.0.0/24"]);

@@ -199,7 +199,10 @@ fn bird_four_octet_as_with_passive_bgpd() {
     let bird = Bird::start(&lab, "bird", &nr, config);
     let mut spec = bgpd_spec(&link, link.b4(), THEIRS, &["10.98.0.0/24"]);
     spec.asn = OURS;
-    spec.peers = vec![(link.b4(), THEIRS, true)];
+    spec.peers = vec![BgpdPeer {
+        passive: true,
+        ..peer(link.b4(), THEIRS)
+    }];
     let bgpd = Bgpd::start(&lab, &bins, &nb, spec);
     let up = bgpd.wait_established(link.b4(), SESSION_UP);
     assert_eq!(up.asn, THEIRS);
@@ -331,7 +334,7 @@ fn two_birds_same_prefix_make_an_ecmp_kernel_route() {
         bird_config(&l2, false, &["10.99.99.0/24"]),
     );
     let mut spec = bgpd_spec(&l1, l1.b4(), BIRD_AS, &[]);
-    spec.peers.push((l2.b4(), BIRD_AS, false));
+    spec.peers.push(peer(l2.b4(), BIRD_AS));
     let bgpd = Bgpd::start(&lab, &bins, &nb, spec);
     bgpd.wait_established(l1.b4(), SESSION_UP);
     bgpd.wait_established(l2.b4(), SESSION_UP);
@@ -401,7 +404,7 @@ fn thousands_of_routes_both_ways_with_bird() {
     let mut bird = Bird::start(&lab, "bird", &nr, config.clone());
     let mut spec = bgpd_spec(&link, link.b4(), BIRD_AS, &[]);
     spec.originate = ours.clone();
-    spec.peers.push((link.b6(), BIRD_AS, false));
+    spec.peers.push(peer(link.b6(), BIRD_AS));
     let started = Instant::now();
     let mut bgpd = Bgpd::start(&lab, &bins, &nb, spec);
 
@@ -482,4 +485,87 @@ fn thousands_of_routes_both_ways_with_bird() {
             }
         },
     );
+}
+
+/// eBGP multihop: BIRD two hops away, behind a router namespace, with `multihop: 2` on bgpd's
+/// side and `multihop 2` on BIRD's: the session comes up and routes are exchanged both ways.
+/// (BIRD's next hop is its own address, not on a link of bgpd's: the kernel refuses such a
+/// `via` route, as bgpd does not resolve next hops recursively; docs/bgp.md says so.)
+#[test]
+fn bird_two_hops_away_with_multihop() {
+    let test = "bird_two_hops_away_with_multihop";
+    let Some(bins) = binaries(test, &["bird", "birdc"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, nx, nr) = (lab.netns("bgpd"), lab.netns("router"), lab.netns("bird"));
+    let (l1, l2) = (lab.link(&nb, &nx), lab.link(&nx, &nr));
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &nx,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ],
+    );
+    let (bgpd_addr, bird_addr) = (l1.a4(), l2.b4());
+    run(
+        "ip",
+        &[
+            "-n",
+            &nb,
+            "route",
+            "add",
+            "10.0.2.0/24",
+            "via",
+            &l1.b4().to_string(),
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &nr,
+            "route",
+            "add",
+            "10.0.1.0/24",
+            "via",
+            &l2.a4().to_string(),
+        ],
+    );
+
+    let config = BirdConfig {
+        router_id: bird_addr,
+        asn: BIRD_AS,
+        peers: vec![(bird_addr, bgpd_addr, BGPD_AS)],
+        statics: vec![prefix("10.99.99.0/24")],
+        hold_time: HOLD,
+        passive: false,
+        export_actions: String::new(),
+        protocol_extra: "multihop 2;".into(),
+    };
+    let bird = Bird::start(&lab, "bird", &nr, config);
+    let mut spec = bgpd_spec(&l1, bird_addr, BIRD_AS, &["10.98.0.0/24"]);
+    spec.peers = vec![BgpdPeer {
+        multihop: Some(2),
+        ..peer(bird_addr, BIRD_AS)
+    }];
+    let bgpd = Bgpd::start(&lab, &bins, &nb, spec);
+    bgpd.wait_established(bird_addr, SESSION_UP);
+
+    let shown = wait_bird_route(&bird, "10.98.0.0/24", true);
+    assert!(
+        shown.contains(&format!("BGP.next_hop: {bgpd_addr}")),
+        "{shown}"
+    );
+    let route = bgpd
+        .wait_route("10.99.99.0/24", &bird_addr.to_string(), true)
+        .expect("present");
+    assert_eq!(route.next_hops, vec![bird_addr.to_string()], "{route:?}");
+    assert!(route.best, "{route:?}");
+    let up = bgpd.peer(bird_addr).expect("peer");
+    assert!(up.received == 1 && up.advertised == 1, "{up:?}");
 }

@@ -289,8 +289,8 @@ fn ebgp_and_ibgp_peers_transit_through_bgpd() {
     };
     let (gobgp1, gobgp2) = (gobgp("gobgp1", &n1, &l1), gobgp("gobgp2", &n2, &l2));
     let mut spec = bgpd_spec(&lr, lr.b4(), BIRD_AS, &[]);
-    spec.peers.push((l1.b4(), BGPD_AS, false));
-    spec.peers.push((l2.b4(), BGPD_AS, false));
+    spec.peers.push(peer(l1.b4(), BGPD_AS));
+    spec.peers.push(peer(l2.b4(), BGPD_AS));
     let bgpd = Bgpd::start(&lab, &bins, &nb, spec);
     for peer in [lr.b4(), l1.b4(), l2.b4()] {
         bgpd.wait_established(peer, SESSION_UP);
@@ -369,7 +369,7 @@ fn bird_communities_pass_through_to_gobgp() {
         },
     );
     let mut spec = bgpd_spec(&lr, lr.b4(), BIRD_AS, &[]);
-    spec.peers.push((lg.b4(), BGPD_AS, false));
+    spec.peers.push(peer(lg.b4(), BGPD_AS));
     let bgpd = Bgpd::start(&lab, &bins, &nb, spec);
     bgpd.wait_established(lr.b4(), SESSION_UP);
     bgpd.wait_established(lg.b4(), SESSION_UP);

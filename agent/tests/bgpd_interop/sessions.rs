@@ -184,7 +184,7 @@ fn wrong_peer_as_is_reported_and_fixed_by_sighup() {
     assert_eq!(refused.asn, BIRD_AS + 1, "{refused:?}");
 
     let mut spec = bgpd.spec.clone();
-    spec.peers = vec![(link.b4(), BIRD_AS, false)];
+    spec.peers = vec![peer(link.b4(), BIRD_AS)];
     bgpd.reload(spec);
     bgpd.wait_established(link.b4(), SESSION_UP);
     bgpd.wait_kernel_route("10.99.99.0/24", &[&format!("via {}", link.b4())], true);
@@ -220,7 +220,7 @@ fn sighup_removes_one_bird_and_adds_another() {
     assert_ne!(bird2.peer_state(0), "Established");
 
     let mut spec = bgpd.spec.clone();
-    spec.peers = vec![(l2.b4(), BIRD_AS, false)];
+    spec.peers = vec![peer(l2.b4(), BIRD_AS)];
     bgpd.reload(spec);
     bgpd.wait_established(l2.b4(), SESSION_UP);
     bgpd.wait_kernel_route("10.99.2.0/24", &[&format!("via {}", l2.b4())], true);

@@ -50,8 +50,26 @@ pub struct BgpdSpec {
     pub listen: Option<String>,
     pub originate: Vec<String>,
     pub install_routes: bool,
-    /// Neighbours: address, AS, passive.
-    pub peers: Vec<(IpAddr, u32, bool)>,
+    pub peers: Vec<BgpdPeer>,
+}
+
+/// One entry of `peers:`.
+#[derive(Clone, Debug)]
+pub struct BgpdPeer {
+    pub address: IpAddr,
+    pub asn: u32,
+    pub passive: bool,
+    pub multihop: Option<u8>,
+}
+
+/// An active, directly connected peer.
+pub fn peer(address: IpAddr, asn: u32) -> BgpdPeer {
+    BgpdPeer {
+        address,
+        asn,
+        passive: false,
+        multihop: None,
+    }
 }
 
 impl BgpdSpec {
@@ -69,11 +87,15 @@ impl BgpdSpec {
             yaml = yaml.replace("originate:\n", "originate: []\n");
         }
         yaml.push_str("peers:\n");
-        for (address, asn, passive) in &self.peers {
+        for p in &self.peers {
             let _ = writeln!(
                 yaml,
-                "  - address: \"{address}\"\n    asn: {asn}\n    passive: {passive}"
+                "  - address: \"{}\"\n    asn: {}\n    passive: {}",
+                p.address, p.asn, p.passive
             );
+            if let Some(ttl) = p.multihop {
+                let _ = writeln!(yaml, "    multihop: {ttl}");
+            }
         }
         yaml
     }

@@ -24,6 +24,8 @@ pub struct BirdConfig {
     /// Filter statements run on every exported static route before it is accepted, e.g.
     /// `bgp_community.add((65002, 100));`.
     pub export_actions: String,
+    /// Options added to every `protocol bgp` block, e.g. `multihop 2;`.
+    pub protocol_extra: String,
 }
 
 impl BirdConfig {
@@ -55,10 +57,11 @@ impl BirdConfig {
                 "protocol bgp peer{i} {{\n  local {local} as {asn_self};\n  neighbor {neighbor} as {asn};\n  \
                  passive {passive};\n  hold time {hold};\n  {keepalive}\n  \
                  connect delay time 1;\n  connect retry time 2;\n  error wait time 1, 2;\n  \
-                 debug {{ states, events, packets }};\n  \
+                 debug {{ states, events, packets }};\n  {extra}\n  \
                  {channel} {{ import all; export filter {{ if source = RTS_STATIC then {{ \
                  {actions} accept; }} reject; }}; }};\n}}\n",
                 actions = self.export_actions,
+                extra = self.protocol_extra,
                 asn_self = self.asn,
                 passive = if self.passive { "on" } else { "off" },
                 hold = self.hold_time,
