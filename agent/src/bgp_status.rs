@@ -320,4 +320,106 @@ mod tests {
         let row = lines.next().expect("row");
         assert!(row.contains("10.0.0.2") && row.contains("1m5s") && row.contains("refused"));
     }
+
+    fn keys(v: &serde_json::Value) -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn json_has_exactly_the_agreed_keys() {
+        use brindle_bgp::fsm::State;
+        use brindle_bgp::rib::PeerId;
+        let peer = PeerStatus {
+            address: "10.0.0.2".parse().expect("address"),
+            asn: 64513,
+            state: State::OpenConfirm,
+            since: UNIX_EPOCH + Duration::from_secs(1_795_424_645),
+            info: "OPEN received, waiting for KEEPALIVE".into(),
+            received: 3,
+            accepted: 2,
+            advertised: 1,
+        };
+        let v = serde_json::to_value(peer_json(&peer)).expect("json");
+        assert_eq!(
+            keys(&v),
+            [
+                "accepted",
+                "address",
+                "advertised",
+                "asn",
+                "info",
+                "received",
+                "since",
+                "state"
+            ]
+        );
+        assert_eq!(v["state"], "OpenConfirm");
+        assert_eq!(v["since"], "2026-11-23T09:04:05Z");
+        assert_eq!(v["asn"], 64513);
+
+        let route = RouteStatus {
+            prefix: "10.1.0.0/24".parse().expect("prefix"),
+            next_hops: vec![
+                "192.0.2.1".parse().expect("a"),
+                "192.0.2.2".parse().expect("b"),
+            ],
+            source: RouteSource::Peer {
+                id: PeerId("192.0.2.1".parse().expect("address")),
+                ibgp: false,
+                rr_client: false,
+            },
+            as_path: vec![64513, 64999],
+            best: true,
+            selection: Selection::Best,
+        };
+        let v = serde_json::to_value(route_json(&route)).expect("json");
+        assert_eq!(
+            keys(&v),
+            ["as_path", "best", "next_hops", "prefix", "reason", "source"]
+        );
+        assert_eq!(
+            v["next_hops"],
+            serde_json::json!(["192.0.2.1", "192.0.2.2"])
+        );
+        assert_eq!(v["source"], "192.0.2.1");
+        assert_eq!(v["as_path"], serde_json::json!([64513, 64999]));
+        let local = RouteStatus {
+            source: RouteSource::Local,
+            next_hops: Vec::new(),
+            as_path: Vec::new(),
+            best: false,
+            selection: Selection::Lost(brindle_bgp::rib::LossReason::AsPathLength),
+            ..route
+        };
+        let v = serde_json::to_value(route_json(&local)).expect("json");
+        assert_eq!(v["source"], "local");
+        assert_eq!(v["reason"], "lost: longer AS_PATH");
+    }
+
+    #[test]
+    fn routes_table_marks_the_best_and_says_why_others_lost() {
+        let best = BgpRoute {
+            prefix: "10.1.0.0/24".into(),
+            next_hops: vec!["192.0.2.1".into(), "192.0.2.2".into()],
+            source: "192.0.2.1".into(),
+            as_path: vec![64513],
+            best: true,
+            reason: String::new(),
+        };
+        let lost = BgpRoute {
+            next_hops: vec!["192.0.2.3".into()],
+            source: "192.0.2.3".into(),
+            as_path: vec![64514, 64515],
+            best: false,
+            reason: "lost: longer AS_PATH".into(),
+            ..best.clone()
+        };
+        let out = routes_table(&[best, lost]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("PREFIX") && lines[0].contains("NEXT HOPS"));
+        assert!(lines[1].contains(" * ") && lines[1].contains("192.0.2.1,192.0.2.2"));
+        assert!(lines[2].contains("64514 64515") && lines[2].ends_with("lost: longer AS_PATH"));
+    }
 }

@@ -137,28 +137,38 @@ pub fn diff(old: &BgpdConfig, new: &BgpdConfig) -> Reload {
 }
 
 /// Applies a reload to the running speaker: peers first (removed, then added), then the
-/// withdrawals, then the new prefixes.
-pub async fn apply(speaker: &SpeakerHandle, r: &Reload) -> Result<(), SpeakerError> {
+/// withdrawals, then the new prefixes. A step that fails is logged and the others still run.
+/// Returns the peers that could not be added: leave them out of the running configuration, so
+/// that the next reload tries them again.
+pub async fn apply(speaker: &SpeakerHandle, r: &Reload) -> Vec<IpAddr> {
     for addr in &r.remove_peers {
         info!(peer = %addr, "reload: removing peer");
         match speaker.remove_neighbor(*addr).await {
             Ok(()) | Err(SpeakerError::UnknownNeighbor(_)) => {}
-            Err(e) => return Err(e),
+            Err(e) => error!(peer = %addr, error = %e, "reload: removing the peer failed"),
         }
     }
+    let mut failed = Vec::new();
     for peer in &r.add_peers {
         info!(peer = %peer.address, asn = peer.asn, "reload: adding peer");
-        speaker.add_neighbor(neighbor_config(peer)).await?;
+        if let Err(e) = speaker.add_neighbor(neighbor_config(peer)).await {
+            error!(peer = %peer.address, error = %e, "reload: adding the peer failed");
+            failed.push(peer.address);
+        }
     }
-    if !r.withdraw.is_empty() {
-        info!(count = r.withdraw.len(), first = %r.withdraw[0], "reload: withdrawing");
-        speaker.withdraw_all(r.withdraw.clone()).await?;
+    if let Some(first) = r.withdraw.first() {
+        info!(count = r.withdraw.len(), %first, "reload: withdrawing");
+        if let Err(e) = speaker.withdraw_all(r.withdraw.clone()).await {
+            error!(error = %e, "reload: withdrawing failed");
+        }
     }
-    if !r.originate.is_empty() {
-        info!(count = r.originate.len(), first = %r.originate[0], "reload: originating");
-        speaker.originate_all(r.originate.clone()).await?;
+    if let Some(first) = r.originate.first() {
+        info!(count = r.originate.len(), %first, "reload: originating");
+        if let Err(e) = speaker.originate_all(r.originate.clone()).await {
+            error!(error = %e, "reload: originating failed");
+        }
     }
-    Ok(())
+    failed
 }
 
 fn load(path: &Path) -> Result<BgpdConfig> {
@@ -221,9 +231,9 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
                 for key in &reload.restart_needed {
                     warn!(key, "reload: this key changed but needs a restart; ignored");
                 }
-                if let Err(e) = apply(&speaker, &reload).await {
-                    error!(error = %e, "reload: applying failed");
-                }
+                let failed = apply(&speaker, &reload).await;
+                let mut new = new;
+                new.peers.retain(|p| !failed.contains(&p.address));
                 // What the speaker now runs with; the restart-only keys keep their old values.
                 current = BgpdConfig {
                     router_id: current.router_id,
@@ -311,5 +321,59 @@ peers:
         assert_eq!(added, ["10.0.0.3", "10.0.0.4"]);
         assert!(r.add_peers[0].passive);
         assert_eq!(r.restart_needed, ["router_id"]);
+    }
+
+    #[tokio::test]
+    async fn a_reload_reaches_the_running_speaker() {
+        let old = config(BASE);
+        let new = config(
+            "\
+router_id: 10.0.0.1
+asn: 64512
+originate: [10.244.1.0/26, 'fd00:244::/64']
+peers:
+  - address: 10.0.0.3
+    asn: 64512
+    passive: true
+  - address: 10.0.0.4
+    asn: 64514
+    passive: true
+",
+        );
+        // No listener, passive peers: nothing leaves this process.
+        let mut speaker_config = speaker_config(&old);
+        speaker_config.listen = None;
+        let passive = |p: &PeerConfig| NeighborConfig {
+            passive: true,
+            ..neighbor_config(p)
+        };
+        let (speaker, _routes) =
+            brindle_bgp::speaker::start(speaker_config, old.peers.iter().map(passive).collect())
+                .await
+                .expect("speaker");
+        speaker
+            .originate_all(old.originate.clone())
+            .await
+            .expect("originate");
+
+        let failed = apply(&speaker, &diff(&old, &new)).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        let peers: Vec<String> = speaker
+            .peers()
+            .await
+            .expect("peers")
+            .iter()
+            .map(|p| format!("{} {}", p.address, p.asn))
+            .collect();
+        assert_eq!(peers, ["10.0.0.3 64512", "10.0.0.4 64514"]);
+        let routes: Vec<String> = speaker
+            .routes()
+            .await
+            .expect("routes")
+            .iter()
+            .map(|r| r.prefix.to_string())
+            .collect();
+        assert_eq!(routes, ["10.244.1.0/26", "fd00:244::/64"]);
+        speaker.shutdown().await.expect("shutdown");
     }
 }

@@ -6,7 +6,7 @@
 //!  SpeakerHandle (Clone) ──mpsc: Command──────────────►┌──────────────────────────┐
 //!    originate / withdraw / add_neighbor / peers ...   │ speaker task (1)         │
 //!                                                      │ owns Rib, sessions map,  │──mpsc: RouteChange──► consumer
-//!  listener task (0-1) ──mpsc: (TcpStream, from)──────►│ installed next hops      │     (dataplane)
+//!  listener task (0-1) ──mpsc: (TcpStream, from)──────►│ and the generation count │     (dataplane)
 //!    accepts on `listen`                               └──────────────────────────┘
 //!                                                        ▲            │ SessionHandle::send_updates
 //!  forwarder task (1 per session) ──mpsc: (generation,   │            ▼ / accept_inbound / stop
@@ -30,7 +30,8 @@
 //!
 //! [`RouteChange`]s carry the best route's next hops, the whole multipath group (ECMP) with the
 //! best's first; empty next hops mean "nothing to install" (withdrawn, or replaced by a locally
-//! originated route). A change is sent only when the set of next hops of a prefix changes. The
+//! originated route). A change is sent only when the next hops of a prefix change
+//! ([`crate::rib::BestChange::next_hops_changed`]), not for a change of attributes alone. The
 //! channel is bounded: a consumer that stops reading slows the speaker down (and TCP slows the
 //! peers); drop the receiver if the changes are not wanted.
 //!

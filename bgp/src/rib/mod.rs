@@ -29,7 +29,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -56,6 +56,8 @@ pub struct Rib {
     /// The Loc-RIB with each prefix's candidates, per family ([`AddressFamily::index`]).
     tables: [BTreeMap<IpNet, Destination>; 2],
     attr_sets: AttrSets,
+    /// Next hops the owner reported unreachable (RFC 4271 §9.1.2.1).
+    unreachable: BTreeSet<IpAddr>,
 }
 
 #[derive(Debug)]
@@ -168,6 +170,7 @@ impl Rib {
             peers: BTreeMap::new(),
             tables: [BTreeMap::new(), BTreeMap::new()],
             attr_sets: AttrSets::default(),
+            unreachable: BTreeSet::new(),
         }
     }
 
@@ -221,6 +224,7 @@ impl Rib {
             peers,
             tables,
             attr_sets,
+            unreachable: _,
         } = self;
         let state = peers.get_mut(&peer).ok_or(RibError::UnknownPeer(peer))?;
         state.info.router_id = session.peer_router_id;
@@ -313,6 +317,7 @@ impl Rib {
             peers,
             tables,
             attr_sets,
+            unreachable,
         } = self;
         let state = peers.get_mut(&peer).ok_or(RibError::UnknownPeer(peer))?;
         let session = state.session.as_ref().ok_or(RibError::PeerNotUp(peer))?;
@@ -365,9 +370,15 @@ impl Rib {
                 let Some(next_hop) = next_hop else {
                     continue;
                 };
-                let ineligible = loop_check.or_else(|| {
-                    (!family.matches(next_hop)).then_some(Ineligibility::UnusableNextHop)
-                });
+                let ineligible = loop_check
+                    .or_else(|| {
+                        (!family.matches(next_hop)).then_some(Ineligibility::UnusableNextHop)
+                    })
+                    .or_else(|| {
+                        unreachable
+                            .contains(&next_hop)
+                            .then_some(Ineligibility::UnreachableNextHop)
+                    });
                 let path = Path {
                     source,
                     attrs: Arc::clone(&attrs),
@@ -446,6 +457,70 @@ impl Rib {
         self.process(dirty)
     }
 
+    /// Records whether `next_hop` can be reached (RFC 4271 §9.1.2.1: a route whose NEXT_HOP is
+    /// unresolvable is excluded from the decision process). The learned routes through it
+    /// become ineligible, or eligible again, and the decision runs for their prefixes. The RIB
+    /// cannot know this itself; its owner asks the kernel (see [`Rib::next_hops`]).
+    pub fn set_next_hop_reachable(&mut self, next_hop: IpAddr, reachable: bool) -> RibChanges {
+        let changed = if reachable {
+            self.unreachable.remove(&next_hop)
+        } else {
+            self.unreachable.insert(next_hop)
+        };
+        if !changed {
+            return RibChanges::default();
+        }
+        let mut dirty = Vec::new();
+        for table in &mut self.tables {
+            for (prefix, dest) in table.iter_mut() {
+                for path in dest.paths.iter_mut() {
+                    if path.next_hop != Some(next_hop) {
+                        continue;
+                    }
+                    let Some(peer) = path.source.peer() else {
+                        continue;
+                    };
+                    let flip = match (reachable, path.ineligible) {
+                        (false, None) => Some(Some(Ineligibility::UnreachableNextHop)),
+                        (true, Some(Ineligibility::UnreachableNextHop)) => Some(None),
+                        // Another reason stands whatever the next hop does.
+                        _ => None,
+                    };
+                    let Some(new) = flip else {
+                        continue;
+                    };
+                    path.ineligible = new;
+                    if let Some(state) = self.peers.get_mut(&peer) {
+                        if reachable {
+                            state.ineligible -= 1;
+                        } else {
+                            state.ineligible += 1;
+                        }
+                    }
+                    dirty.push(*prefix);
+                }
+            }
+        }
+        self.process(dirty)
+    }
+
+    /// Every next hop of a learned route, for the owner to check with
+    /// [`Rib::set_next_hop_reachable`]. Walks the table.
+    pub fn next_hops(&self) -> BTreeSet<IpAddr> {
+        self.tables
+            .iter()
+            .flat_map(|t| t.values())
+            .flat_map(|d| d.paths.iter())
+            .filter(|p| p.source.peer().is_some())
+            .filter_map(|p| p.next_hop)
+            .collect()
+    }
+
+    /// The next hops currently reported unreachable.
+    pub fn unreachable_next_hops(&self) -> &BTreeSet<IpAddr> {
+        &self.unreachable
+    }
+
     /// The best route of `prefix`.
     pub fn best(&self, prefix: &IpNet) -> Option<&BestRoute> {
         self.tables[AddressFamily::of(prefix).index()]
@@ -499,6 +574,7 @@ impl Rib {
             peers,
             tables,
             attr_sets,
+            unreachable: _,
         } = self;
         let mut changes = RibChanges::default();
         // Indexed like `peers` (whose order does not change during this call).

@@ -377,6 +377,71 @@ fn equal_ebgp_paths_are_grouped_for_ecmp() {
 }
 
 #[test]
+fn an_unreachable_next_hop_takes_its_routes_out_of_the_decision() {
+    let (e1, e2) = (ebgp_peer(1), ebgp_peer(2));
+    let mut rib = rib_with(&[e1.clone(), e2.clone()]);
+    rib.apply_update(
+        e1.id(),
+        &announce(
+            &["203.0.113.0/24", "198.51.100.0/24"],
+            attrs(&[65100], "192.0.2.1"),
+        ),
+    )
+    .unwrap();
+    // A longer path through a next hop that stays reachable.
+    rib.apply_update(
+        e2.id(),
+        &announce(&["203.0.113.0/24"], attrs(&[65200, 65201], "192.0.2.2")),
+    )
+    .unwrap();
+    assert_eq!(
+        rib.next_hops().into_iter().collect::<Vec<_>>(),
+        vec![v4("192.0.2.1"), v4("192.0.2.2")]
+    );
+
+    let ch = rib.set_next_hop_reachable(v4("192.0.2.1"), false);
+    // 203.0.113.0/24 falls back to peer 2; 198.51.100.0/24 has no route left.
+    let by_prefix = |p: &str| ch.best.iter().find(|c| c.prefix == net(p)).unwrap();
+    let fallback = by_prefix("203.0.113.0/24");
+    assert_eq!(
+        fallback.new.as_ref().unwrap().next_hops,
+        vec![v4("192.0.2.2")]
+    );
+    assert!(fallback.next_hops_changed);
+    assert!(by_prefix("198.51.100.0/24").new.is_none());
+    let counts = rib.peer_counts(e1.id()).unwrap();
+    assert_eq!((counts.received, counts.accepted), (2, 0));
+    let entry = rib.routes(AddressFamily::Ipv4Unicast).last().unwrap();
+    assert_eq!(
+        entry.candidates[1].selection,
+        Selection::Lost(LossReason::Ineligible(Ineligibility::UnreachableNextHop))
+    );
+    // Reported again: nothing to do.
+    assert!(rib
+        .set_next_hop_reachable(v4("192.0.2.1"), false)
+        .is_empty());
+
+    // A route learned meanwhile through it is ineligible from the start.
+    rib.apply_update(
+        e1.id(),
+        &announce(&["192.0.2.128/25"], attrs(&[65100], "192.0.2.1")),
+    )
+    .unwrap();
+    assert!(rib.best(&net("192.0.2.128/25")).is_none());
+
+    // Reachable again: everything through it is back, the best as before.
+    let ch = rib.set_next_hop_reachable(v4("192.0.2.1"), true);
+    assert_eq!(ch.best.len(), 3);
+    assert_eq!(
+        rib.best(&net("203.0.113.0/24")).unwrap().next_hops,
+        vec![v4("192.0.2.1")]
+    );
+    let counts = rib.peer_counts(e1.id()).unwrap();
+    assert_eq!((counts.received, counts.accepted), (3, 3));
+    assert!(rib.unreachable_next_hops().is_empty());
+}
+
+#[test]
 fn peer_down_removes_its_routes_and_the_best_falls_back() {
     let (e1, e2, i1) = (ebgp_peer(1), ebgp_peer(2), ibgp_peer(1));
     let mut rib = rib_with(&[e1.clone(), e2.clone(), i1.clone()]);

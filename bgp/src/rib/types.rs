@@ -158,6 +158,9 @@ pub enum Ineligibility {
     /// The next hop is not of the prefix's family (IPv4 routes with IPv6 next hops, RFC 8950,
     /// are not supported).
     UnusableNextHop,
+    /// The next hop cannot be reached (RFC 4271 §9.1.2.1), as the owner of the RIB was told
+    /// with [`super::Rib::set_next_hop_reachable`].
+    UnreachableNextHop,
 }
 
 /// The step of the decision process at which a candidate lost to the best route (see
@@ -266,6 +269,7 @@ impl fmt::Display for Ineligibility {
             Ineligibility::OriginatorIdLoop => "ORIGINATOR_ID is our router ID",
             Ineligibility::ClusterLoop => "our cluster ID is in the CLUSTER_LIST",
             Ineligibility::UnusableNextHop => "next hop of another address family",
+            Ineligibility::UnreachableNextHop => "next hop unreachable",
         })
     }
 }

@@ -8,14 +8,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::SpeakerError;
 use super::{session_config, status, Command, NeighborConfig, RouteChange, SpeakerConfig};
-use super::{SpeakerError, ROUTE_CHANNEL_CAPACITY};
 use crate::packet::PathAttributes;
 use crate::rib::{LocalInfo, PeerId, PeerInfo, Rib, RibChanges};
 use crate::session::{spawn_session, SessionEvent, SessionHandle, CLOSE_LINGER};
 
 /// Events of one session, tagged with the generation of the neighbour entry that started it.
 type TaggedEvent = (u64, SessionEvent);
+
+/// Session events queued for the speaker task, all sessions together. Small: an UPDATE event
+/// holds up to a few hundred decoded prefixes, and a full queue makes the sessions stop
+/// reading, so TCP slows the peers down instead of the speaker buffering their tables.
+const EVENT_QUEUE: usize = 128;
 
 /// How long shutdown waits for the sessions to close after their Cease.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(CLOSE_LINGER.as_secs() + 2);
@@ -62,7 +67,7 @@ impl Speaker {
             router_id: config.router_id,
             cluster_id: None,
         });
-        let (events_tx, events_rx) = mpsc::channel(ROUTE_CHANNEL_CAPACITY);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         Speaker {
             config,
             rib,
