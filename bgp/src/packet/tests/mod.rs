@@ -1,4 +1,6 @@
 //! Tests of the packet layer through its public entry points:
+//! - `captured`: messages captured from BIRD 2 and GoBGP (`scripts/capture-bgp-vectors`),
+//!   decoded and encoded back;
 //! - `cases`: the malformed-input cases of bgp-anchors §4.1 (RFC 4271 §6, RFC 7606) with their
 //!   wire bytes;
 //! - `round_trip`: every message type encoded and decoded back, AS4 in both directions,
@@ -11,6 +13,7 @@ use ipnet::IpNet;
 
 use super::*;
 
+mod captured;
 mod cases;
 mod fuzz;
 mod round_trip;
