@@ -340,6 +340,7 @@ mod tests {
             received: 3,
             accepted: 2,
             advertised: 1,
+            end_of_rib: false,
         };
         let v = serde_json::to_value(peer_json(&peer)).expect("json");
         assert_eq!(

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use brindle_bgp::speaker::{self, NeighborConfig, SpeakerConfig, SpeakerError, SpeakerHandle};
@@ -214,8 +215,24 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
     speaker.originate_all(current.originate.clone()).await?;
 
     let installer = if current.install_routes {
-        tokio::spawn(crate::bgpd_install::resolve_next_hops(speaker.clone()));
-        Some(tokio::spawn(crate::bgpd_install::run(routes)))
+        let (recursive_tx, recursive_rx) = tokio::sync::watch::channel(Default::default());
+        tokio::spawn(crate::bgpd_install::resolve_next_hops(
+            speaker.clone(),
+            recursive_tx,
+        ));
+        let initial = crate::bgpd_install::initial_tables_received(
+            speaker.clone(),
+            match current.hold_time {
+                // No hold timer: only the upper bound applies to a peer that is not up.
+                0 => crate::bgpd_install::FIRST_RESYNC,
+                hold => Duration::from_secs(u64::from(hold)),
+            },
+        );
+        Some(tokio::spawn(crate::bgpd_install::run(
+            routes,
+            recursive_rx,
+            initial,
+        )))
     } else {
         drop(routes);
         None

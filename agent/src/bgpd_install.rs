@@ -3,36 +3,41 @@
 //!
 //! Changes are taken from the speaker in batches (whatever has queued up, up to
 //! [`MAX_BATCH`]) and written incrementally. Writes that fail are retried every
-//! [`RETRY_INTERVAL`]; a full resync every [`RESYNC_INTERVAL`] (the first after
-//! [`FIRST_RESYNC`], once the sessions have had time to bring the routes back) removes routes
-//! of ours that nobody wants, such as those left by an earlier run. When the speaker's stream
+//! [`RETRY_INTERVAL`]; a full resync every [`RESYNC_INTERVAL`] (the first as soon as every
+//! peer has sent End-of-RIB, or is not Established after the hold time; at the latest after
+//! [`FIRST_RESYNC`]) removes routes of ours that nobody wants, such as those left by an
+//! earlier run. When the speaker's stream
 //! ends (shutdown), every installed route is removed.
 //!
 //! Next hops are checked too (RFC 4271 §9.1.2.1): every [`RESOLVE_INTERVAL`] a resolver task
 //! asks the speaker for the next hops of its learned routes and the kernel whether each is
 //! reachable through a route that is not one of ours, and tells the speaker when that changes;
 //! routes through an unreachable next hop then leave the decision process, and another path,
-//! if there is one, is installed instead. It is a task of its own because it waits on the
+//! if there is one, is installed instead. A next hop that is not on one of our links (a
+//! multihop peer's) is resolved recursively, as BIRD's `gateway recursive`: the route is
+//! installed `via` the gateways of the kernel route towards it, and rewritten when that route
+//! changes. The resolver is a task of its own because it waits on the
 //! speaker, which may itself wait on the installer.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use std::collections::BTreeSet;
-
+use brindle_bgp::fsm::State;
 use brindle_bgp::speaker::{RouteChange, SpeakerHandle};
 use ipnet::IpNet;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{interval, interval_at, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use crate::dataplane::{ApplyReport, Dataplane, RouteTable, RouteTarget};
+use crate::dataplane::{ApplyReport, Dataplane, NextHopResolution, RouteTable, RouteTarget};
 
 /// Most route changes written in one flush.
 pub const MAX_BATCH: usize = 16_384;
 /// How often failed writes are tried again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(10);
-/// Delay of the first full resync after start.
+/// Longest delay of the first full resync after start.
 pub const FIRST_RESYNC: Duration = Duration::from_secs(60);
 /// Full resync period.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
@@ -74,8 +79,30 @@ fn log_report(what: &str, report: &ApplyReport, pending: usize) {
     }
 }
 
-/// Checks the speaker's next hops against the kernel until the speaker stops.
-pub async fn resolve_next_hops(speaker: SpeakerHandle) {
+/// Gateways of the recursive next hops (not on one of our links): BGP next hop → the gateways
+/// of the kernel route towards it. A next hop not in the map is installed as it is.
+pub type Recursive = BTreeMap<IpAddr, Vec<IpAddr>>;
+
+/// The kernel route for a best route's BGP next hops, recursive ones replaced by the gateways
+/// they resolve to (see [`target_for`]).
+pub fn resolved_target(
+    prefix: &IpNet,
+    next_hops: &[IpAddr],
+    recursive: &Recursive,
+) -> Option<RouteTarget> {
+    let gws: Vec<IpAddr> = next_hops
+        .iter()
+        .flat_map(|nh| match recursive.get(nh) {
+            Some(gws) => gws.clone(),
+            None => vec![*nh],
+        })
+        .collect();
+    target_for(prefix, &gws)
+}
+
+/// Checks the speaker's next hops against the kernel until the speaker stops, and publishes
+/// the gateways of recursive next hops on `recursive`.
+pub async fn resolve_next_hops(speaker: SpeakerHandle, recursive: watch::Sender<Recursive>) {
     let dataplane = match Dataplane::connect().await {
         Ok(dataplane) => dataplane,
         Err(e) => {
@@ -93,14 +120,22 @@ pub async fn resolve_next_hops(speaker: SpeakerHandle) {
         let Ok(next_hops) = speaker.next_hops().await else {
             return;
         };
+        let mut gateways = Recursive::new();
         for next_hop in next_hops {
-            let reachable = match dataplane.next_hop_reachable(next_hop).await {
-                Ok(reachable) => reachable,
+            let resolution = match dataplane.resolve_next_hop(next_hop).await {
+                Ok(resolution) => resolution,
                 Err(e) => {
                     debug!(%next_hop, error = %e, "next-hop lookup failed; unchanged");
+                    if let Some(gws) = recursive.borrow().get(&next_hop) {
+                        gateways.insert(next_hop, gws.clone());
+                    }
                     continue;
                 }
             };
+            let reachable = resolution != NextHopResolution::Unreachable;
+            if let NextHopResolution::Via(gws) = resolution {
+                gateways.insert(next_hop, gws);
+            }
             if reachable != unreachable.contains(&next_hop) {
                 continue;
             }
@@ -119,12 +154,62 @@ pub async fn resolve_next_hops(speaker: SpeakerHandle) {
                 return;
             }
         }
+        recursive.send_if_modified(|old| {
+            if *old == gateways {
+                return false;
+            }
+            for (next_hop, gws) in &gateways {
+                if old.get(next_hop) != Some(gws) {
+                    info!(%next_hop, gateways = ?gws, "recursive next hop: installed via the route towards it");
+                }
+            }
+            *old = gateways;
+            true
+        });
+    }
+}
+
+/// Resolves once every configured peer has sent End-of-RIB for each family of its session,
+/// or is not Established `hold_time` after the start (RFC 4724 §4.1's "the initial table is
+/// complete"); [`FIRST_RESYNC`] bounds the wait in any case (a peer that never sends
+/// End-of-RIB). The first full resync, which removes routes left by an earlier run, waits for
+/// this.
+pub async fn initial_tables_received(speaker: SpeakerHandle, hold_time: Duration) {
+    let start = Instant::now();
+    let mut tick = interval(RESOLVE_INTERVAL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(peers) = speaker.peers().await else {
+            return;
+        };
+        let waited = start.elapsed();
+        let ready = peers.iter().all(|p| {
+            if p.state == State::Established {
+                p.end_of_rib
+            } else {
+                waited >= hold_time
+            }
+        });
+        if ready {
+            info!(
+                after_ms = waited.as_millis() as u64,
+                "initial tables received from every peer"
+            );
+            return;
+        }
     }
 }
 
 /// Connects to the kernel and installs routes until the speaker's stream ends, then removes
-/// them. Without a kernel connection it logs why and only drains the stream.
-pub async fn run(mut routes: mpsc::Receiver<RouteChange>) {
+/// them. Without a kernel connection it logs why and only drains the stream. `initial` ends
+/// when the peers' initial tables are in ([`initial_tables_received`]): the first full resync
+/// then runs (at the latest [`FIRST_RESYNC`] after the start).
+pub async fn run(
+    mut routes: mpsc::Receiver<RouteChange>,
+    recursive: watch::Receiver<Recursive>,
+    initial: impl Future<Output = ()> + Send,
+) {
     let table = match Dataplane::connect().await {
         Ok(dataplane) => dataplane.route_table().await,
         Err(e) => Err(e),
@@ -137,17 +222,29 @@ pub async fn run(mut routes: mpsc::Receiver<RouteChange>) {
             return;
         }
     };
-    install(&mut routes, &mut table).await;
+    install(&mut routes, &mut table, recursive, initial).await;
     let report = table.clear().await;
     log_report("removed the installed routes", &report, table.pending());
 }
 
-async fn install(routes: &mut mpsc::Receiver<RouteChange>, table: &mut RouteTable) {
+async fn install(
+    routes: &mut mpsc::Receiver<RouteChange>,
+    table: &mut RouteTable,
+    mut recursive: watch::Receiver<Recursive>,
+    initial: impl Future<Output = ()> + Send,
+) {
     let mut retry = interval(RETRY_INTERVAL);
     retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut resync = interval_at(Instant::now() + FIRST_RESYNC, RESYNC_INTERVAL);
+    let mut resync = interval_at(Instant::now() + RESYNC_INTERVAL, RESYNC_INTERVAL);
     resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let first_resync = tokio::time::timeout(FIRST_RESYNC, initial);
+    tokio::pin!(first_resync);
+    let mut first_done = false;
     let mut batch = Vec::with_capacity(1024);
+    // The BGP next hops of every learned best route, to redo its target when the gateways of
+    // a recursive next hop change.
+    let mut learned: BTreeMap<IpNet, Vec<IpAddr>> = BTreeMap::new();
+    let mut gateways = recursive.borrow_and_update().clone();
     loop {
         tokio::select! {
             n = routes.recv_many(&mut batch, MAX_BATCH) => {
@@ -155,18 +252,47 @@ async fn install(routes: &mut mpsc::Receiver<RouteChange>, table: &mut RouteTabl
                     return;
                 }
                 for change in batch.drain(..) {
-                    let target = target_for(&change.prefix, &change.next_hops);
+                    let target = resolved_target(&change.prefix, &change.next_hops, &gateways);
                     if target.is_none() && !change.next_hops.is_empty() {
                         debug!(prefix = %change.prefix, next_hops = ?change.next_hops, "no next hop the kernel can use; not installed");
                     }
                     table.set(change.prefix, target);
+                    if change.next_hops.is_empty() {
+                        learned.remove(&change.prefix);
+                    } else {
+                        learned.insert(change.prefix, change.next_hops);
+                    }
                 }
                 let report = table.flush().await;
                 log_report("routes installed", &report, table.pending());
             }
+            Ok(()) = recursive.changed() => {
+                let new = recursive.borrow_and_update().clone();
+                let changed: BTreeSet<IpAddr> = new
+                    .iter()
+                    .filter(|(nh, gws)| gateways.get(*nh) != Some(*gws))
+                    .chain(gateways.iter().filter(|(nh, _)| !new.contains_key(*nh)))
+                    .map(|(nh, _)| *nh)
+                    .collect();
+                gateways = new;
+                for (prefix, next_hops) in &learned {
+                    if next_hops.iter().any(|nh| changed.contains(nh)) {
+                        table.set(*prefix, resolved_target(prefix, next_hops, &gateways));
+                    }
+                }
+                let report = table.flush().await;
+                log_report("routes through recursive next hops updated", &report, table.pending());
+            }
             _ = retry.tick(), if table.pending() > 0 => {
                 let report = table.flush().await;
                 log_report("retried route writes", &report, table.pending());
+            }
+            _ = &mut first_resync, if !first_done => {
+                first_done = true;
+                match table.resync().await {
+                    Ok(report) => log_report("first route resync (stale routes of an earlier run removed)", &report, table.pending()),
+                    Err(e) => warn!(error = %e, "route resync failed"),
+                }
             }
             _ = resync.tick() => match table.resync().await {
                 Ok(report) => log_report("route resync", &report, table.pending()),

@@ -160,6 +160,9 @@ pub struct PeerStatus {
     pub accepted: usize,
     /// Prefixes in its Adj-RIB-Out.
     pub advertised: usize,
+    /// Established, and the peer has sent End-of-RIB (RFC 4724 §2) for every family of the
+    /// session: its initial table is complete.
+    pub end_of_rib: bool,
 }
 
 /// One candidate route, for status (`brindlectl bgp routes`).

@@ -130,6 +130,18 @@ impl RouteTarget {
     }
 }
 
+/// How the kernel reaches a BGP next hop, through routes that are not Brindle's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NextHopResolution {
+    /// No usable route: routes through this next hop are not used.
+    Unreachable,
+    /// On one of our links: installed `via` the next hop itself.
+    Connected,
+    /// Through these gateways (the route towards the next hop): installed `via` them, as
+    /// BIRD's `gateway recursive`.
+    Via(Vec<IpAddr>),
+}
+
 /// A permanent neighbour (ARP) entry: a remote tunnel address and its VTEP MAC.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Neighbor {
@@ -215,10 +227,14 @@ impl Dataplane {
         })
     }
 
-    /// Whether `next_hop` is reachable through a route that is not Brindle's own (see
-    /// `NetlinkKernel::reachable_without_ours`): BGP's next-hop resolvability check.
-    pub async fn next_hop_reachable(&self, next_hop: IpAddr) -> Result<bool, DataplaneError> {
-        self.kernel.reachable_without_ours(next_hop).await
+    /// How `next_hop` is reached through a route that is not Brindle's own (see
+    /// `NetlinkKernel::resolve_without_ours`): BGP's next-hop resolvability check, and the
+    /// gateway to install for a next hop that is not on one of our links (recursive next hop).
+    pub async fn resolve_next_hop(
+        &self,
+        next_hop: IpAddr,
+    ) -> Result<NextHopResolution, DataplaneError> {
+        self.kernel.resolve_without_ours(next_hop).await
     }
 
     /// A pod wirer sharing this connection.

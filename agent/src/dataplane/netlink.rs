@@ -32,7 +32,8 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan};
 
 use super::kernel::{Kernel, KernelRoute, LinkState, RouteKind, VxlanParams};
 use super::{
-    netns, DataplaneError, FdbEntry, Mac, Neighbor, RouteTarget, VxlanDevice, RTPROT_BRINDLE,
+    netns, DataplaneError, FdbEntry, Mac, Neighbor, NextHopResolution, RouteTarget, VxlanDevice,
+    RTPROT_BRINDLE,
 };
 
 /// `rtm_protocol` of `ip route add` (RTPROT_BOOT); used inside pods, as Calico's routes there.
@@ -431,11 +432,14 @@ impl NetlinkKernel {
         }
     }
 
-    /// Whether the kernel reaches `addr` through a route that is not Brindle's own: the main
-    /// FIB's matching route (RTM_F_FIB_MATCH, `ip route get fibmatch`) is a unicast route of
+    /// How the kernel reaches `addr` through a route that is not Brindle's own: the main FIB's
+    /// matching route (RTM_F_FIB_MATCH, `ip route get fibmatch`), if it is a unicast route of
     /// another protocol. A next hop reached only through a route Brindle installed does not
     /// count (no recursion through BGP's own routes); neither does a local address.
-    pub async fn reachable_without_ours(&self, addr: IpAddr) -> Result<bool, DataplaneError> {
+    pub async fn resolve_without_ours(
+        &self,
+        addr: IpAddr,
+    ) -> Result<NextHopResolution, DataplaneError> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family_of(addr);
         msg.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
@@ -444,16 +448,20 @@ impl NetlinkKernel {
             .push(RouteAttribute::Destination(route_address(addr)));
         let mut replies = self.handle.route().get(msg).execute();
         match replies.try_next().await {
-            Ok(Some(route)) => Ok(route.header.kind == RouteType::Unicast
-                && u8::from(route.header.protocol) != RTPROT_BRINDLE),
-            Ok(None) => Ok(false),
+            Ok(Some(route))
+                if route.header.kind == RouteType::Unicast
+                    && u8::from(route.header.protocol) != RTPROT_BRINDLE =>
+            {
+                Ok(resolution_of(&route))
+            }
+            Ok(_) => Ok(NextHopResolution::Unreachable),
             Err(e)
                 if matches!(
                     errno(&e),
                     Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ESRCH)
                 ) =>
             {
-                Ok(false)
+                Ok(NextHopResolution::Unreachable)
             }
             Err(e) => Err(nl_err("route lookup", addr, e)),
         }
@@ -595,6 +603,30 @@ fn parse_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Kerne
     }
     route.dst = IpNet::new(dst, msg.header.destination_prefix_length).ok()?;
     Some(route)
+}
+
+/// How the matching route `route` reaches a next hop: on a link of ours (no gateway), or
+/// through its gateways (one, or a multipath route's). A multipath route with a next hop
+/// that is not a plain gateway counts as connected, as the kernel would pick a device itself.
+fn resolution_of(route: &RouteMessage) -> NextHopResolution {
+    for attr in &route.attributes {
+        match attr {
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => {
+                return NextHopResolution::Via(vec![IpAddr::V4(*a)])
+            }
+            RouteAttribute::Gateway(RouteAddress::Inet6(a)) => {
+                return NextHopResolution::Via(vec![IpAddr::V6(*a)])
+            }
+            RouteAttribute::MultiPath(hops) => {
+                let gws = multipath_gateways(hops);
+                if !gws.is_empty() {
+                    return NextHopResolution::Via(gws);
+                }
+            }
+            _ => {}
+        }
+    }
+    NextHopResolution::Connected
 }
 
 /// The gateways of a multipath route, if every next hop is a plain gateway; else none.

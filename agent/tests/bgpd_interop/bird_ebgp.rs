@@ -489,8 +489,9 @@ fn thousands_of_routes_both_ways_with_bird() {
 
 /// eBGP multihop: BIRD two hops away, behind a router namespace, with `multihop: 2` on bgpd's
 /// side and `multihop 2` on BIRD's: the session comes up and routes are exchanged both ways.
-/// (BIRD's next hop is its own address, not on a link of bgpd's: the kernel refuses such a
-/// `via` route, as bgpd does not resolve next hops recursively; docs/bgp.md says so.)
+/// BIRD's next hop is its own address, not on a link of bgpd's: bgpd resolves it recursively
+/// and installs the route `via` the router in between (BIRD's `gateway recursive`), and moves
+/// it when the route towards BIRD changes.
 #[test]
 fn bird_two_hops_away_with_multihop() {
     let test = "bird_two_hops_away_with_multihop";
@@ -567,6 +568,41 @@ fn bird_two_hops_away_with_multihop() {
     assert_eq!(route.as_path, vec![BIRD_AS], "{route:?}");
     let up = bgpd.peer(bird_addr).expect("peer");
     assert!(up.received == 1 && up.advertised == 1, "{up:?}");
-    // Whether the route is usable (its next hop is not on a link of bgpd's) is the RIB's
-    // next-hop resolution, not this test's subject.
+    assert_eq!(route.reason, "", "the route is usable: {route:?}");
+    // Installed through the route towards BIRD's address, which is not bgpd's own.
+    let router = l1.b4().to_string();
+    let dev = bgpd_dev(&nb, &router);
+    bgpd.wait_kernel_route("10.99.99.0/24", &[&format!("via {router} dev {dev}")], true);
+
+    // The route towards BIRD goes away: BIRD's next hop is unreachable, the route is removed.
+    run("ip", &["-n", &nb, "route", "del", "10.0.2.0/24"]);
+    bgpd.wait_kernel_route("10.99.99.0/24", &[], false);
+    // And comes back as a host route through the same router: installed again.
+    run(
+        "ip",
+        &[
+            "-n",
+            &nb,
+            "route",
+            "add",
+            &format!("{bird_addr}/32"),
+            "via",
+            &router,
+        ],
+    );
+    bgpd.wait_kernel_route("10.99.99.0/24", &[&format!("via {router}")], true);
+}
+
+/// The device of bgpd's route towards `addr`, as `ip route get` says.
+fn bgpd_dev(netns: &str, addr: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-n", netns, "route", "get", addr])
+        .output()
+        .expect("ip route get");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .skip_while(|w| *w != "dev")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no dev in {text}"))
+        .to_string()
 }

@@ -12,6 +12,7 @@ pub(super) fn peer_status(
     config: &NeighborConfig,
     session: &SessionStatus,
     counts: Option<PeerCounts>,
+    end_of_rib: bool,
 ) -> PeerStatus {
     let counts = counts.unwrap_or_default();
     // An Instant cannot be printed; its age can be taken from the wall clock.
@@ -27,6 +28,7 @@ pub(super) fn peer_status(
         received: counts.received,
         accepted: counts.accepted,
         advertised: counts.advertised,
+        end_of_rib,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The speaker task: its state and its `process_*` handlers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::SpeakerError;
 use super::{session_config, status, Command, NeighborConfig, RouteChange, SpeakerConfig};
+use crate::fsm::Family;
 use crate::packet::PathAttributes;
 use crate::rib::{LocalInfo, PeerId, PeerInfo, Rib, RibChanges};
 use crate::session::{spawn_session, SessionEvent, SessionHandle, CLOSE_LINGER};
@@ -30,6 +31,9 @@ struct Neighbor {
     config: NeighborConfig,
     session: SessionHandle,
     generation: u64,
+    /// The families of the Established session that the peer has not yet ended with an
+    /// End-of-RIB (RFC 4724 §2); `None` while not Established.
+    awaiting_end_of_rib: Option<BTreeSet<Family>>,
 }
 
 pub(super) struct Speaker {
@@ -129,6 +133,7 @@ impl Speaker {
                 config,
                 session,
                 generation,
+                awaiting_end_of_rib: None,
             },
         );
         Ok(())
@@ -197,6 +202,7 @@ impl Speaker {
                             &n.config,
                             &n.session.status(),
                             self.rib.peer_counts(PeerId(n.config.address)),
+                            n.awaiting_end_of_rib.as_ref().is_some_and(|f| f.is_empty()),
                         )
                     })
                     .collect();
@@ -262,7 +268,7 @@ impl Speaker {
             | SessionEvent::RouteRefresh { peer, .. }
             | SessionEvent::Down { peer, .. } => *peer,
         };
-        let Some(neighbor) = self.neighbors.get(&peer) else {
+        let Some(neighbor) = self.neighbors.get_mut(&peer) else {
             return;
         };
         if neighbor.generation != generation {
@@ -279,6 +285,7 @@ impl Speaker {
                 ..
             } => {
                 tracing::info!(peer = %peer, local = %local_addr, hold_time = negotiated.hold_time, "session established");
+                neighbor.awaiting_end_of_rib = Some(negotiated.families.iter().copied().collect());
                 let up = self
                     .rib
                     .set_local_address(id, local_addr.ip().to_canonical())
@@ -292,6 +299,18 @@ impl Speaker {
                 }
             }
             SessionEvent::Update { update, .. } => match self.rib.apply_update(id, &update) {
+                Ok(changes) if update.end_of_rib().is_some() => {
+                    if let (Some((afi, safi)), Some(awaiting)) =
+                        (update.end_of_rib(), neighbor.awaiting_end_of_rib.as_mut())
+                    {
+                        awaiting.remove(&Family {
+                            afi: afi.0,
+                            safi: safi.0,
+                        });
+                        tracing::info!(peer = %peer, afi = afi.0, safi = safi.0, "End-of-RIB received");
+                    }
+                    self.dispatch(changes).await
+                }
                 Ok(changes) => self.dispatch(changes).await,
                 Err(e) => tracing::warn!(peer = %peer, error = %e, "UPDATE not applied"),
             },
@@ -315,6 +334,7 @@ impl Speaker {
                 ..
             } => {
                 tracing::info!(peer = %peer, %reason, detail, was_established, "session down");
+                neighbor.awaiting_end_of_rib = None;
                 if was_established {
                     match self.rib.peer_down(id) {
                         Ok(changes) => self.dispatch(changes).await,
