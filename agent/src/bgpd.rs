@@ -43,6 +43,7 @@ pub fn speaker_config(c: &BgpdConfig) -> SpeakerConfig {
         hold_time: c.hold_time,
         connect_retry: c.connect_retry,
         next_hop_v6: c.next_hop_v6,
+        cluster_id: c.cluster_id,
         ..SpeakerConfig::new(c.asn, c.router_id)
     }
 }
@@ -52,6 +53,7 @@ pub fn neighbor_config(p: &PeerConfig) -> NeighborConfig {
     NeighborConfig {
         passive: p.passive,
         multihop: p.multihop,
+        rr_client: p.rr_client,
         ..NeighborConfig::new(p.address, p.asn)
     }
 }
@@ -133,6 +135,9 @@ pub fn diff(old: &BgpdConfig, new: &BgpdConfig) -> Reload {
     }
     if old.next_hop_v6 != new.next_hop_v6 {
         r.restart_needed.push("next_hop_v6");
+    }
+    if old.cluster_id != new.cluster_id {
+        r.restart_needed.push("cluster_id");
     }
     r
 }

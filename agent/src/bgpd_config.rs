@@ -10,11 +10,13 @@
 //! hold_time: 90                # proposed hold time, s (0, or 3 and more)
 //! connect_retry: 120           # ConnectRetryTime, s
 //! next_hop_v6: fd00::1         # lets IPv4 sessions carry IPv6 routes, with this next hop
+//! cluster_id: 10.0.0.1         # route reflection cluster (RFC 4456); default: router_id
 //! peers:
 //!   - address: 10.0.0.2
 //!     asn: 64513
 //!     passive: false
 //!     multihop: 1              # eBGP TTL; absent means directly connected
+//!     rr_client: false         # iBGP only: a route-reflector client (RFC 4456)
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -44,6 +46,9 @@ pub struct BgpdConfig {
     /// unicast as well, without it only IPv4.
     #[serde(default)]
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// Route-reflection cluster ID (RFC 4456 §7); absent: the router ID.
+    #[serde(default)]
+    pub cluster_id: Option<Ipv4Addr>,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
 }
@@ -59,6 +64,9 @@ pub struct PeerConfig {
     /// eBGP multihop TTL (RFC 4271 leaves it to configuration); absent = 1 hop.
     #[serde(default)]
     pub multihop: Option<u8>,
+    /// A route-reflector client (RFC 4456): iBGP peers only.
+    #[serde(default)]
+    pub rr_client: bool,
 }
 
 fn default_hold_time() -> u16 {
@@ -118,6 +126,9 @@ impl BgpdConfig {
         if self.connect_retry == 0 {
             return Err(invalid("connect_retry".into(), "must be at least 1 second"));
         }
+        if self.cluster_id.is_some_and(|c| c.is_unspecified()) {
+            return Err(invalid("cluster_id".into(), "must not be 0.0.0.0"));
+        }
         if let Some(nh) = self.next_hop_v6 {
             if nh.is_unspecified() || nh.is_multicast() || nh.to_ipv4_mapped().is_some() {
                 return Err(invalid(
@@ -152,6 +163,15 @@ impl BgpdConfig {
             }
             if peer.multihop == Some(0) {
                 return Err(invalid(format!("peers[{i}].multihop"), "must be 1 to 255"));
+            }
+            if peer.rr_client && peer.asn != self.asn {
+                return Err(invalid(
+                    format!("peers[{i}].rr_client"),
+                    &format!(
+                        "only an iBGP peer (asn {}) can be a route-reflector client (RFC 4456)",
+                        self.asn
+                    ),
+                ));
             }
             if self.peers[..i].iter().any(|p| p.address == peer.address) {
                 return Err(invalid(
@@ -212,5 +232,17 @@ peers:
         assert!(error(&format!("{GOOD}hold_time: 2\n")).contains("hold_time: must be 0"));
         assert!(error(&format!("{GOOD}connect_retry: 0\n")).contains("connect_retry"));
         assert!(error(&format!("{GOOD}next_hop_v6: '::ffff:10.0.0.1'\n")).contains("next_hop_v6"));
+        assert!(error(&format!("{GOOD}cluster_id: 0.0.0.0\n")).contains("cluster_id"));
+        let ebgp_client = GOOD.replace("asn: 64513\n", "asn: 64513\n    rr_client: true\n");
+        assert!(error(&ebgp_client).contains("peers[0].rr_client: only an iBGP peer"));
+    }
+
+    #[test]
+    fn route_reflection_keys() {
+        let text = GOOD.replace("passive: true", "rr_client: true");
+        let c = BgpdConfig::from_yaml("bgpd.yaml", &format!("{text}cluster_id: 10.0.0.9\n"))
+            .expect("valid");
+        assert_eq!(c.cluster_id, Some("10.0.0.9".parse().expect("addr")));
+        assert!(!c.peers[0].rr_client && c.peers[1].rr_client);
     }
 }

@@ -84,6 +84,9 @@ pub struct SpeakerConfig {
     /// The next hop announced for our IPv6 routes over IPv4 sessions. With it, IPv4 sessions
     /// carry IPv6 unicast as well; without it, only IPv4 (see the module docs).
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// The route-reflection cluster ID (RFC 4456 §7); `None`: the router ID. Used when
+    /// neighbours are [`NeighborConfig::rr_client`]s.
+    pub cluster_id: Option<Ipv4Addr>,
     /// Restart a failed session on its own (AllowAutomaticStart) with a doubling delay
     /// (DampPeerOscillations, up to 120 s). Tests turn damping off to retry every second.
     pub damp_peer_oscillations: bool,
@@ -100,6 +103,7 @@ impl SpeakerConfig {
             connect_retry: DEFAULT_CONNECT_RETRY_TIME,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             next_hop_v6: None,
+            cluster_id: None,
             damp_peer_oscillations: true,
         }
     }
@@ -118,6 +122,9 @@ pub struct NeighborConfig {
     pub multihop: Option<u8>,
     /// Source address of outbound connections (see the module docs).
     pub local_address: Option<IpAddr>,
+    /// An iBGP neighbour that is a route-reflector client (RFC 4456): this speaker reflects
+    /// iBGP routes to it, and its routes to every iBGP neighbour.
+    pub rr_client: bool,
 }
 
 impl NeighborConfig {
@@ -130,6 +137,7 @@ impl NeighborConfig {
             passive: false,
             multihop: None,
             local_address: None,
+            rr_client: false,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! (RFC 4271 §5.1, §9.2), and packing them into UPDATEs under the 4096-octet limit.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -40,8 +40,9 @@ impl PartialEq for OutPath {
 /// - Never back to the peer it came from: an eBGP peer would drop it as a loop (RFC 4271
 ///   §9.1.2), an iBGP peer already has it.
 /// - iBGP-learned routes are not sent to iBGP peers (RFC 4271 §9.2) unless reflecting
-///   ([`reflect`]).
-pub fn should_export(source: &RouteSource, target: &PeerInfo, local: &LocalInfo) -> bool {
+///   (route reflection, RFC 4456 §6: from a client to every iBGP peer, from a non-client to
+///   the clients).
+pub fn should_export(source: &RouteSource, target: &PeerInfo, _local: &LocalInfo) -> bool {
     match *source {
         RouteSource::Local => true,
         RouteSource::Peer {
@@ -53,19 +54,20 @@ pub fn should_export(source: &RouteSource, target: &PeerInfo, local: &LocalInfo)
                 return false;
             }
             if ibgp && target.ibgp {
-                return reflect(rr_client, target, local);
+                return reflect(rr_client, target);
             }
             true
         }
     }
 }
 
-/// The route-reflection hook (RFC 4456 §6): whether an iBGP-learned route (from a client if
-/// `from_client`) is reflected to the iBGP peer `target`. Issue #4 implements the rules
-/// (from a client: to all clients and non-clients; from a non-client: to clients only; and
-/// ORIGINATOR_ID / CLUSTER_LIST on the way out, RFC 4456 §8). Until then nothing is reflected.
-fn reflect(_from_client: bool, _target: &PeerInfo, _local: &LocalInfo) -> bool {
-    false
+/// Route reflection (RFC 4456 §6): whether an iBGP-learned route (from a client if
+/// `from_client`) is reflected to the iBGP peer `target`. A route from a client goes to every
+/// iBGP peer, clients and non-clients; a route from a non-client only to clients. Without
+/// clients configured nothing is reflected: plain RFC 4271 §9.2. ORIGINATOR_ID and
+/// CLUSTER_LIST are set by [`export`] (RFC 4456 §8).
+fn reflect(from_client: bool, target: &PeerInfo) -> bool {
+    from_client || target.rr_client
 }
 
 /// Per-peer memo of attribute transformations within one batch: every prefix that shares a
@@ -80,7 +82,8 @@ pub(crate) struct ExportCache {
     last: Option<(ExportKey, Arc<PathAttributes>)>,
 }
 
-type ExportKey = (usize, bool, IpAddr);
+/// (source set address, local route, next hop, ORIGINATOR_ID of a reflected route).
+type ExportKey = (usize, bool, IpAddr, Option<Ipv4Addr>);
 
 /// The route `best` (for a prefix of `family`) as announced to `target`, or `None` if it is
 /// not announced there.
@@ -116,15 +119,38 @@ pub(crate) fn export(
         target.next_hop_self(family)?
     };
 
-    let key = (Arc::as_ptr(&best.attrs) as usize, is_local, next_hop);
+    // Reflected (iBGP to iBGP, RFC 4456 §8): ORIGINATOR_ID is the router that brought the
+    // route into the AS, kept if already set, else the peer we learned it from.
+    let originator = match best.source {
+        RouteSource::Peer { ibgp: true, .. } if target.ibgp => {
+            Some(best.attrs.originator_id.unwrap_or(best.peer_router_id))
+        }
+        _ => None,
+    };
+    // Not back to the router that brought it into the AS: it would drop it (RFC 4456 §8).
+    if originator.is_some() && originator == Some(target.router_id) {
+        return None;
+    }
+    let key = (
+        Arc::as_ptr(&best.attrs) as usize,
+        is_local,
+        next_hop,
+        originator,
+    );
     let out = match &cache.last {
         Some((k, out)) if *k == key => Arc::clone(out),
         _ => {
             let out = match cache.map.get(&key) {
                 Some((_, out)) => Arc::clone(out),
                 None => {
-                    let out =
-                        sets.intern(export_attrs(&best.attrs, is_local, target, local, next_hop));
+                    let out = sets.intern(export_attrs(
+                        &best.attrs,
+                        is_local,
+                        target,
+                        local,
+                        next_hop,
+                        originator,
+                    ));
                     cache
                         .map
                         .insert(key, (Arc::clone(&best.attrs), Arc::clone(&out)));
@@ -147,8 +173,15 @@ fn export_attrs(
     target: &PeerInfo,
     local: &LocalInfo,
     next_hop: IpAddr,
+    reflected_from: Option<Ipv4Addr>,
 ) -> PathAttributes {
     let mut a = src.clone();
+    if let Some(originator) = reflected_from {
+        // RFC 4456 §8: ORIGINATOR_ID set once, our CLUSTER_ID prepended to CLUSTER_LIST.
+        a.originator_id = Some(originator);
+        a.cluster_list
+            .insert(0, local.cluster_id.unwrap_or(local.router_id));
+    }
     // NEXT_HOP for IPv4; IPv6 carries it in MP_REACH_NLRI and sends no NEXT_HOP (RFC 4760 §3).
     a.next_hop = match next_hop {
         IpAddr::V4(v4) => Some(v4),

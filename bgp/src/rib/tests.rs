@@ -819,3 +819,5 @@ fn timing_probe() {
     rib.peer_down(source.id()).unwrap();
     eprintln!("down: {:?}", t.elapsed());
 }
+
+mod reflection;

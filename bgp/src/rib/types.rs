@@ -34,8 +34,8 @@ pub struct PeerInfo {
     pub asn: u32,
     /// The peer is in our AS.
     pub ibgp: bool,
-    /// The peer is a route-reflector client (RFC 4456); read by [`super::should_export`] once
-    /// reflection is implemented (issue #4).
+    /// The peer is a route-reflector client (RFC 4456): iBGP routes are reflected to it, and
+    /// its routes to every iBGP peer ([`super::should_export`]).
     pub rr_client: bool,
     /// Our address on the session: the next hop we announce for ourselves ("next-hop self").
     pub local_address: IpAddr,
@@ -69,8 +69,8 @@ impl PeerInfo {
 pub struct LocalInfo {
     pub asn: u32,
     pub router_id: Ipv4Addr,
-    /// The route-reflection cluster (RFC 4456 §7); `None` means the router ID, which is what
-    /// the CLUSTER_LIST loop check compares with until reflection is configured (issue #4).
+    /// The route-reflection cluster (RFC 4456 §7): prepended to CLUSTER_LIST of reflected
+    /// routes and checked against received ones; `None` means the router ID.
     pub cluster_id: Option<Ipv4Addr>,
 }
 
@@ -132,7 +132,7 @@ pub enum RouteSource {
         id: PeerId,
         /// Learned over iBGP.
         ibgp: bool,
-        /// Learned from a route-reflector client (RFC 4456); for issue #4.
+        /// Learned from a route-reflector client (RFC 4456).
         rr_client: bool,
     },
 }

@@ -69,7 +69,7 @@ impl Speaker {
         let rib = Rib::new(LocalInfo {
             asn: config.asn,
             router_id: config.router_id,
-            cluster_id: None,
+            cluster_id: config.cluster_id,
         });
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         Speaker {
@@ -95,7 +95,7 @@ impl Speaker {
             router_id: Ipv4Addr::UNSPECIFIED,
             asn: config.asn,
             ibgp: config.asn == self.config.asn,
-            rr_client: false,
+            rr_client: config.rr_client && config.asn == self.config.asn,
             // Replaced by the connection's local address when the session comes up.
             local_address: session_config.local_addr.unwrap_or(if address.is_ipv4() {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED)

@@ -51,6 +51,8 @@ pub struct BgpdSpec {
     pub originate: Vec<String>,
     pub install_routes: bool,
     pub peers: Vec<BgpdPeer>,
+    /// More top-level YAML, one `key: value` a line (`cluster_id: 10.0.0.1`).
+    pub extra: Vec<String>,
 }
 
 /// One entry of `peers:`.
@@ -60,6 +62,8 @@ pub struct BgpdPeer {
     pub asn: u32,
     pub passive: bool,
     pub multihop: Option<u8>,
+    /// More YAML keys of this peer, one `key: value` a line (`rr_client: true`).
+    pub extra: Vec<String>,
 }
 
 /// An active, directly connected peer.
@@ -69,6 +73,7 @@ pub fn peer(address: IpAddr, asn: u32) -> BgpdPeer {
         asn,
         passive: false,
         multihop: None,
+        extra: Vec::new(),
     }
 }
 
@@ -96,6 +101,12 @@ impl BgpdSpec {
             if let Some(ttl) = p.multihop {
                 let _ = writeln!(yaml, "    multihop: {ttl}");
             }
+            for line in &p.extra {
+                let _ = writeln!(yaml, "    {line}");
+            }
+        }
+        for line in &self.extra {
+            let _ = writeln!(yaml, "{line}");
         }
         yaml
     }
