@@ -9,12 +9,15 @@
 //! SIGHUP re-reads the file and applies the difference: prefixes added to or removed from
 //! `originate` are announced or withdrawn, peers added or removed are started or stopped (a
 //! peer whose settings changed is restarted). The other keys (`router_id`, `asn`, `listen`,
-//! `install_routes`, `hold_time`, `connect_retry`, `next_hop_v6`) need a restart; a change to
+//! `install_routes`, `hold_time`, `connect_retry`, `next_hop_v6`, `cluster_id`,
+//! `graceful_restart`) need a restart; a change to
 //! them is logged and ignored. A file that does
 //! not parse or validate is logged and the running configuration stays.
 //!
 //! SIGTERM (or SIGINT): Cease to every peer, then the routes it installed are removed and the
-//! status socket is deleted.
+//! status socket is deleted. With `graceful_restart` enabled, the connections are closed
+//! without a Cease and the routes stay in the kernel, for the peers and the kernel to keep
+//! forwarding until bgpd is back (RFC 4724).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -44,6 +47,10 @@ pub fn speaker_config(c: &BgpdConfig) -> SpeakerConfig {
         connect_retry: c.connect_retry,
         next_hop_v6: c.next_hop_v6,
         cluster_id: c.cluster_id,
+        graceful_restart_time: c
+            .graceful_restart
+            .enabled
+            .then_some(c.graceful_restart.restart_time),
         ..SpeakerConfig::new(c.asn, c.router_id)
     }
 }
@@ -138,6 +145,9 @@ pub fn diff(old: &BgpdConfig, new: &BgpdConfig) -> Reload {
     }
     if old.cluster_id != new.cluster_id {
         r.restart_needed.push("cluster_id");
+    }
+    if old.graceful_restart != new.graceful_restart {
+        r.restart_needed.push("graceful_restart");
     }
     r
 }
@@ -237,6 +247,8 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
             routes,
             recursive_rx,
             initial,
+            // Graceful restart: forwarding goes on while we are away (RFC 4724 §4.1).
+            !current.graceful_restart.enabled,
         )))
     } else {
         drop(routes);

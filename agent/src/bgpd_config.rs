@@ -11,6 +11,9 @@
 //! connect_retry: 120           # ConnectRetryTime, s
 //! next_hop_v6: fd00::1         # lets IPv4 sessions carry IPv6 routes, with this next hop
 //! cluster_id: 10.0.0.1         # route reflection cluster (RFC 4456); default: router_id
+//! graceful_restart:            # RFC 4724, as the restarting speaker
+//!   enabled: false
+//!   restart_time: 120          # s, 1 to 4095
 //! peers:
 //!   - address: 10.0.0.2
 //!     asn: 64513
@@ -50,6 +53,8 @@ pub struct BgpdConfig {
     #[serde(default)]
     pub cluster_id: Option<Ipv4Addr>,
     #[serde(default)]
+    pub graceful_restart: GracefulRestartConfig,
+    #[serde(default)]
     pub peers: Vec<PeerConfig>,
 }
 
@@ -67,6 +72,30 @@ pub struct PeerConfig {
     /// A route-reflector client (RFC 4456): iBGP peers only.
     #[serde(default)]
     pub rr_client: bool,
+}
+
+/// Graceful restart (RFC 4724) of this speaker.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GracefulRestartConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// How long peers keep our routes while we restart, in seconds (12 bits on the wire).
+    #[serde(default = "default_restart_time")]
+    pub restart_time: u16,
+}
+
+impl Default for GracefulRestartConfig {
+    fn default() -> Self {
+        GracefulRestartConfig {
+            enabled: false,
+            restart_time: default_restart_time(),
+        }
+    }
+}
+
+fn default_restart_time() -> u16 {
+    120
 }
 
 fn default_hold_time() -> u16 {
@@ -125,6 +154,12 @@ impl BgpdConfig {
         }
         if self.connect_retry == 0 {
             return Err(invalid("connect_retry".into(), "must be at least 1 second"));
+        }
+        if !(1..=4095).contains(&self.graceful_restart.restart_time) {
+            return Err(invalid(
+                "graceful_restart.restart_time".into(),
+                "must be 1 to 4095 seconds (RFC 4724 §3)",
+            ));
         }
         if self.cluster_id.is_some_and(|c| c.is_unspecified()) {
             return Err(invalid("cluster_id".into(), "must not be 0.0.0.0"));
@@ -235,6 +270,23 @@ peers:
         assert!(error(&format!("{GOOD}cluster_id: 0.0.0.0\n")).contains("cluster_id"));
         let ebgp_client = GOOD.replace("asn: 64513\n", "asn: 64513\n    rr_client: true\n");
         assert!(error(&ebgp_client).contains("peers[0].rr_client: only an iBGP peer"));
+    }
+
+    #[test]
+    fn graceful_restart_keys() {
+        let c = BgpdConfig::from_yaml("bgpd.yaml", GOOD).expect("valid");
+        assert!(!c.graceful_restart.enabled);
+        let gr = format!("{GOOD}graceful_restart: {{enabled: true, restart_time: 30}}\n");
+        let c = BgpdConfig::from_yaml("bgpd.yaml", &gr).expect("valid");
+        assert_eq!(
+            c.graceful_restart,
+            GracefulRestartConfig {
+                enabled: true,
+                restart_time: 30
+            }
+        );
+        assert!(error(&gr.replace("30", "5000")).contains("graceful_restart.restart_time"));
+        assert!(error(&gr.replace("enabled", "enable")).contains("enable"));
     }
 
     #[test]

@@ -202,13 +202,14 @@ pub async fn initial_tables_received(speaker: SpeakerHandle, hold_time: Duration
 }
 
 /// Connects to the kernel and installs routes until the speaker's stream ends, then removes
-/// them. Without a kernel connection it logs why and only drains the stream. `initial` ends
+/// them (unless not `remove_at_end`: graceful restart). Without a kernel connection it logs why and only drains the stream. `initial` ends
 /// when the peers' initial tables are in ([`initial_tables_received`]): the first full resync
 /// then runs (at the latest [`FIRST_RESYNC`] after the start).
 pub async fn run(
     mut routes: mpsc::Receiver<RouteChange>,
     recursive: watch::Receiver<Recursive>,
     initial: impl Future<Output = ()> + Send,
+    remove_at_end: bool,
 ) {
     let table = match Dataplane::connect().await {
         Ok(dataplane) => dataplane.route_table().await,
@@ -223,6 +224,13 @@ pub async fn run(
         }
     };
     install(&mut routes, &mut table, recursive, initial).await;
+    if !remove_at_end {
+        info!(
+            routes = table.len(),
+            "graceful restart: the installed routes stay in the kernel"
+        );
+        return;
+    }
     let report = table.clear().await;
     log_report("removed the installed routes", &report, table.pending());
 }

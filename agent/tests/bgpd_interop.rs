@@ -24,6 +24,8 @@ mod harness;
 mod bird_ebgp;
 #[path = "bgpd_interop/gobgp.rs"]
 mod gobgp;
+#[path = "bgpd_interop/graceful_restart.rs"]
+mod graceful_restart;
 #[path = "bgpd_interop/reflection.rs"]
 mod reflection;
 #[path = "bgpd_interop/sessions.rs"]
@@ -67,6 +69,7 @@ fn bird_config(link: &Link, v6: bool, statics: &[&str]) -> BirdConfig {
         passive: false,
         export_actions: String::new(),
         protocol_extra: String::new(),
+        global_extra: String::new(),
     }
 }
 
@@ -134,6 +137,7 @@ fn harness_bird_and_gobgp_exchange_routes() {
             passive: false,
             export_actions: String::new(),
             protocol_extra: String::new(),
+            global_extra: String::new(),
         },
     );
     gobgp.cli(&["global", "rib", "add", "10.9.0.0/24"]);

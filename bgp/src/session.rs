@@ -250,6 +250,7 @@ enum SessionMsg {
     RouteRefresh(Afi, Safi),
     Stop,
     Deconfigure,
+    StopForRestart,
 }
 
 /// The owner's side of one session. Dropping it stops the session like [`SessionHandle::stop`].
@@ -293,6 +294,12 @@ impl SessionHandle {
     /// Peer De-configured (RFC 4486 §4).
     pub fn deconfigure(&self) -> Result<(), SessionGone> {
         self.send(SessionMsg::Deconfigure)
+    }
+
+    /// [`SessionHandle::stop`] before a graceful restart (RFC 4724): the connection is closed
+    /// without a NOTIFICATION, so that a helper keeps our routes until we are back.
+    pub fn stop_for_restart(&self) -> Result<(), SessionGone> {
+        self.send(SessionMsg::StopForRestart)
     }
 
     /// The session's current status.

@@ -87,6 +87,12 @@ pub struct SpeakerConfig {
     /// The route-reflection cluster ID (RFC 4456 §7); `None`: the router ID. Used when
     /// neighbours are [`NeighborConfig::rr_client`]s.
     pub cluster_id: Option<Ipv4Addr>,
+    /// Graceful restart (RFC 4724) as the restarting speaker, with this restart time in
+    /// seconds: the capability is advertised (forwarding state preserved for every family of
+    /// the session; the R bit on the sessions opened within the restart time after start),
+    /// and [`SpeakerHandle::shutdown`] closes the sessions without a NOTIFICATION, so that
+    /// helpers keep our routes. `None`: no capability, shutdown sends Cease.
+    pub graceful_restart_time: Option<u16>,
     /// Restart a failed session on its own (AllowAutomaticStart) with a doubling delay
     /// (DampPeerOscillations, up to 120 s). Tests turn damping off to retry every second.
     pub damp_peer_oscillations: bool,
@@ -104,6 +110,7 @@ impl SpeakerConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             next_hop_v6: None,
             cluster_id: None,
+            graceful_restart_time: None,
             damp_peer_oscillations: true,
         }
     }
@@ -310,7 +317,8 @@ impl SpeakerHandle {
             .await
     }
 
-    /// Sends Cease to every peer, waits (a few seconds at most) for the sessions to close and
+    /// Sends Cease to every peer (with [`SpeakerConfig::graceful_restart_time`]: closes the
+    /// connections without one), waits (a few seconds at most) for the sessions to close and
     /// stops the speaker; the [`RouteChange`] channel then ends.
     pub async fn shutdown(&self) -> Result<(), SpeakerError> {
         self.ask(Command::Shutdown).await
@@ -401,8 +409,9 @@ fn session_families(speaker: &SpeakerConfig, address: IpAddr) -> Vec<crate::fsm:
 pub(crate) fn session_config(
     speaker: &SpeakerConfig,
     neighbor: &NeighborConfig,
+    restarting: bool,
 ) -> Result<crate::session::SessionConfig, SpeakerError> {
-    use crate::fsm::CapabilitySet;
+    use crate::fsm::{CapabilitySet, GracefulRestart, GracefulRestartFamily};
     let address = neighbor.address;
     if address.is_unspecified() || address.is_multicast() {
         return Err(SpeakerError::neighbor(address, "not a unicast address"));
@@ -418,8 +427,24 @@ pub(crate) fn session_config(
     fsm.connect_retry_time = speaker.connect_retry;
     fsm.passive = neighbor.passive;
     fsm.damp_peer_oscillations = speaker.damp_peer_oscillations;
+    let families = session_families(speaker, address);
+    // RFC 4724 §3: R bit after a restart; F bit: the routes we installed stay in the kernel.
+    let graceful_restart = speaker
+        .graceful_restart_time
+        .map(|restart_time| GracefulRestart {
+            restart_state: restarting,
+            restart_time,
+            families: families
+                .iter()
+                .map(|&family| GracefulRestartFamily {
+                    family,
+                    forwarding_preserved: true,
+                })
+                .collect(),
+        });
     fsm.capabilities = CapabilitySet {
-        families: session_families(speaker, address),
+        families,
+        graceful_restart,
         ..CapabilitySet::standard()
     };
     let listen_ip = speaker

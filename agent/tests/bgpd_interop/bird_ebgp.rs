@@ -547,6 +547,7 @@ fn bird_two_hops_away_with_multihop() {
         passive: false,
         export_actions: String::new(),
         protocol_extra: "multihop 2;".into(),
+        global_extra: String::new(),
     };
     let bird = Bird::start(&lab, "bird", &nr, config);
     let mut spec = bgpd_spec(&l1, bird_addr, BIRD_AS, &["10.98.0.0/24"]);

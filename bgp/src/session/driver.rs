@@ -138,6 +138,9 @@ pub(crate) struct Driver {
     stopping: bool,
     /// The Cease subcode of a stop other than Administrative Shutdown (Peer De-configured).
     stop_subcode: Option<u8>,
+    /// A stop for a graceful restart: the connection is closed without a NOTIFICATION, so the
+    /// peer keeps our routes (RFC 4724 §4.2).
+    silent_stop: bool,
     next_id: u64,
 }
 
@@ -177,6 +180,7 @@ impl Driver {
             updates_out: 0,
             stopping: false,
             stop_subcode: None,
+            silent_stop: false,
             next_id: 1,
         })
     }
@@ -403,6 +407,9 @@ impl Driver {
                 self.send_message(which, &Message::Open(glue::open_message(&params)))
             }
             Output::SendKeepalive => self.send_message(which, &Message::Keepalive),
+            Output::SendNotification(_) if self.stopping && self.silent_stop => {
+                tracing::info!("graceful restart: closing without a NOTIFICATION");
+            }
             Output::SendNotification(mut n) => {
                 // The FSM's ManualStop always says Administrative Shutdown; the reason for
                 // this stop may be more precise (RFC 4486 §4).
@@ -560,6 +567,10 @@ impl Driver {
             SessionMsg::Stop => self.stop(),
             SessionMsg::Deconfigure => {
                 self.stop_subcode = Some(crate::packet::codes::cease::PEER_DECONFIGURED);
+                self.stop();
+            }
+            SessionMsg::StopForRestart => {
+                self.silent_stop = true;
                 self.stop();
             }
         }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -44,6 +44,9 @@ pub(super) struct Speaker {
     events_tx: mpsc::Sender<TaggedEvent>,
     events_rx: mpsc::Receiver<TaggedEvent>,
     route_tx: Option<mpsc::Sender<RouteChange>>,
+    /// When the speaker started: sessions opened within the graceful-restart time after it
+    /// say that we restarted (R bit, RFC 4724 §3).
+    started: Instant,
 }
 
 /// Accepts connections and hands them to the speaker task until it goes away.
@@ -80,6 +83,7 @@ impl Speaker {
             events_tx,
             events_rx,
             route_tx: None,
+            started: Instant::now(),
         }
     }
 
@@ -89,7 +93,11 @@ impl Speaker {
         if self.neighbors.contains_key(&address) {
             return Err(SpeakerError::NeighborExists(address));
         }
-        let session_config = session_config(&self.config, &config)?;
+        let restarting = self
+            .config
+            .graceful_restart_time
+            .is_some_and(|t| self.started.elapsed() < Duration::from_secs(u64::from(t)));
+        let session_config = session_config(&self.config, &config, restarting)?;
         let info = PeerInfo {
             address,
             router_id: Ipv4Addr::UNSPECIFIED,
@@ -379,7 +387,11 @@ impl Speaker {
         }
         let mut closing = JoinSet::new();
         for (_, neighbor) in std::mem::take(&mut self.neighbors) {
-            let _ = neighbor.session.stop();
+            let _ = if self.config.graceful_restart_time.is_some() {
+                neighbor.session.stop_for_restart()
+            } else {
+                neighbor.session.stop()
+            };
             closing.spawn(neighbor.session.stopped());
         }
         let wait = async {

@@ -26,6 +26,8 @@ pub struct BirdConfig {
     pub export_actions: String,
     /// Options added to every `protocol bgp` block, e.g. `multihop 2;`.
     pub protocol_extra: String,
+    /// More configuration after the protocols, e.g. a `protocol kernel`.
+    pub global_extra: String,
 }
 
 impl BirdConfig {
@@ -67,6 +69,7 @@ impl BirdConfig {
                 hold = self.hold_time,
             );
         }
+        conf.push_str(&self.global_extra);
         conf
     }
 }
