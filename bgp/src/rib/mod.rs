@@ -70,6 +70,9 @@ struct PeerState {
     ineligible: usize,
     /// Prefixes in its Adj-RIB-Out.
     advertised: usize,
+    /// Graceful restart (RFC 4724 §4.2), we are the helper: the routes kept from before the
+    /// peer restarted that it has not announced or withdrawn again since.
+    stale: BTreeSet<IpNet>,
 }
 
 #[derive(Debug)]
@@ -192,6 +195,7 @@ impl Rib {
                 received: 0,
                 ineligible: 0,
                 advertised: 0,
+                stale: BTreeSet::new(),
             },
         );
         Ok(())
@@ -292,6 +296,7 @@ impl Rib {
         state.received = 0;
         state.ineligible = 0;
         state.advertised = 0;
+        state.stale.clear();
         let source = source_of(&state.info);
         let mut dirty = Vec::new();
         for table in &mut self.tables {
@@ -301,6 +306,80 @@ impl Rib {
                     dirty.push(*prefix);
                 }
             }
+        }
+        Ok(self.process(dirty))
+    }
+
+    /// The session with a peer that supports graceful restart went down without a
+    /// NOTIFICATION (RFC 4724 §4.2, receiving speaker): its routes stay, marked stale, and are
+    /// still used; its Adj-RIB-Out is forgotten. They are replaced as the peer announces them
+    /// again, and the rest removed by [`Rib::end_of_rib`] or [`Rib::flush_stale`] (restart
+    /// time over, or the peer came back without graceful restart).
+    pub fn peer_down_graceful(&mut self, peer: PeerId) -> Result<(), RibError> {
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(RibError::UnknownPeer(peer))?;
+        state.session = None;
+        state.advertised = 0;
+        let source = source_of(&state.info);
+        for table in &mut self.tables {
+            for (prefix, dest) in table.iter_mut() {
+                dest.adj_out.retain(|(id, _)| *id != peer);
+                if dest.paths.iter().any(|p| p.source == source) {
+                    state.stale.insert(*prefix);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// End-of-RIB from `peer` for `family` (RFC 4724 §4.2): its stale routes of that family
+    /// that it did not announce again are removed.
+    pub fn end_of_rib(
+        &mut self,
+        peer: PeerId,
+        family: AddressFamily,
+    ) -> Result<RibChanges, RibError> {
+        self.remove_stale(peer, Some(family))
+    }
+
+    /// Removes every stale route of `peer` (its restart time is over, or it came back
+    /// without graceful restart).
+    pub fn flush_stale(&mut self, peer: PeerId) -> Result<RibChanges, RibError> {
+        self.remove_stale(peer, None)
+    }
+
+    /// How many routes of `peer` are stale.
+    pub fn stale_count(&self, peer: PeerId) -> usize {
+        self.peers.get(&peer).map_or(0, |s| s.stale.len())
+    }
+
+    fn remove_stale(
+        &mut self,
+        peer: PeerId,
+        family: Option<AddressFamily>,
+    ) -> Result<RibChanges, RibError> {
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(RibError::UnknownPeer(peer))?;
+        let source = source_of(&state.info);
+        let (gone, kept): (BTreeSet<IpNet>, BTreeSet<IpNet>) = std::mem::take(&mut state.stale)
+            .into_iter()
+            .partition(|p| family.is_none_or(|f| AddressFamily::of(p) == f));
+        state.stale = kept;
+        let mut dirty = Vec::with_capacity(gone.len());
+        for prefix in gone {
+            let table = &mut self.tables[AddressFamily::of(&prefix).index()];
+            let Some(old) = table.get_mut(&prefix).and_then(|d| d.remove(&source)) else {
+                continue;
+            };
+            state.received -= 1;
+            if old.ineligible.is_some() {
+                state.ineligible -= 1;
+            }
+            dirty.push(prefix);
         }
         Ok(self.process(dirty))
     }
@@ -348,6 +427,7 @@ impl Rib {
             if !session.families.contains(&AddressFamily::of(&prefix)) {
                 continue;
             }
+            state.stale.remove(&prefix);
             let table = &mut tables[AddressFamily::of(&prefix).index()];
             let Some(old) = table.get_mut(&prefix).and_then(|d| d.remove(&source)) else {
                 continue;
@@ -370,6 +450,7 @@ impl Rib {
                 let Some(next_hop) = next_hop else {
                     continue;
                 };
+                state.stale.remove(&prefix);
                 let ineligible = loop_check
                     .or_else(|| {
                         (!family.matches(next_hop)).then_some(Ineligibility::UnusableNextHop)

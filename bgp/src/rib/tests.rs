@@ -821,3 +821,5 @@ fn timing_probe() {
 }
 
 mod reflection;
+
+mod graceful_restart;

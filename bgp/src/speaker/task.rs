@@ -10,9 +10,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::SpeakerError;
 use super::{session_config, status, Command, NeighborConfig, RouteChange, SpeakerConfig};
-use crate::fsm::Family;
+use crate::fsm::{DownReason, Family};
 use crate::packet::PathAttributes;
-use crate::rib::{LocalInfo, PeerId, PeerInfo, Rib, RibChanges};
+use crate::rib::{AddressFamily, LocalInfo, PeerId, PeerInfo, Rib, RibChanges};
 use crate::session::{spawn_session, SessionEvent, SessionHandle, CLOSE_LINGER};
 
 /// Events of one session, tagged with the generation of the neighbour entry that started it.
@@ -34,6 +34,11 @@ struct Neighbor {
     /// The families of the Established session that the peer has not yet ended with an
     /// End-of-RIB (RFC 4724 §2); `None` while not Established.
     awaiting_end_of_rib: Option<BTreeSet<Family>>,
+    /// The restart time the peer advertised (RFC 4724 §3) on the current or last session,
+    /// if it can restart gracefully (at least one family).
+    peer_restart_time: Option<u16>,
+    /// We are its graceful-restart helper: its stale routes go at this time at the latest.
+    stale_until: Option<Instant>,
 }
 
 pub(super) struct Speaker {
@@ -142,6 +147,8 @@ impl Speaker {
                 session,
                 generation,
                 awaiting_end_of_rib: None,
+                peer_restart_time: None,
+                stale_until: None,
             },
         );
         Ok(())
@@ -156,6 +163,7 @@ impl Speaker {
     ) {
         self.route_tx = Some(route_tx);
         loop {
+            let stale_deadline = self.neighbors.values().filter_map(|n| n.stale_until).min();
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Shutdown(done)) => {
@@ -174,6 +182,7 @@ impl Speaker {
                     self.process_event(generation, event).await;
                 }
                 Some((stream, from)) = inbound.recv() => self.process_inbound(stream, from),
+                _ = sleep_until_some(stale_deadline) => self.process_stale_timeouts().await,
             }
         }
     }
@@ -294,6 +303,26 @@ impl Speaker {
             } => {
                 tracing::info!(peer = %peer, local = %local_addr, hold_time = negotiated.hold_time, "session established");
                 neighbor.awaiting_end_of_rib = Some(negotiated.families.iter().copied().collect());
+                neighbor.peer_restart_time = negotiated
+                    .peer_graceful_restart
+                    .as_ref()
+                    .filter(|gr| !gr.families.is_empty())
+                    .map(|gr| gr.restart_time);
+                let mut stale_flushed = None;
+                if neighbor.stale_until.is_some() {
+                    match neighbor.peer_restart_time {
+                        // RFC 4724 §4.2: back, now its End-of-RIB decides; bounded again.
+                        Some(t) => {
+                            neighbor.stale_until =
+                                Some(Instant::now() + Duration::from_secs(u64::from(t.max(1))))
+                        }
+                        // Back without graceful restart: the stale routes go at once.
+                        None => {
+                            neighbor.stale_until = None;
+                            stale_flushed = Some(self.rib.flush_stale(id));
+                        }
+                    }
+                }
                 let up = self
                     .rib
                     .set_local_address(id, local_addr.ip().to_canonical())
@@ -304,6 +333,9 @@ impl Speaker {
                         let _ = neighbor.session.send_updates(updates);
                     }
                     Err(e) => tracing::warn!(peer = %peer, error = %e, "RIB refused the session"),
+                }
+                if let Some(Ok(changes)) = stale_flushed {
+                    self.dispatch(changes).await;
                 }
             }
             SessionEvent::Update { update, .. } => match self.rib.apply_update(id, &update) {
@@ -317,7 +349,26 @@ impl Speaker {
                         });
                         tracing::info!(peer = %peer, afi = afi.0, safi = safi.0, "End-of-RIB received");
                     }
-                    self.dispatch(changes).await
+                    self.dispatch(changes).await;
+                    // RFC 4724 §4.2: what the restarted peer did not refresh is gone.
+                    if let Some(family) = update.end_of_rib().and_then(|(afi, safi)| {
+                        AddressFamily::from_family(Family {
+                            afi: afi.0,
+                            safi: safi.0,
+                        })
+                    }) {
+                        if let Ok(changes) = self.rib.end_of_rib(id, family) {
+                            if !changes.is_empty() {
+                                tracing::info!(peer = %peer, prefixes = changes.best.len(), "graceful restart: stale routes removed at End-of-RIB");
+                            }
+                            self.dispatch(changes).await;
+                        }
+                        if self.rib.stale_count(id) == 0 {
+                            if let Some(n) = self.neighbors.get_mut(&peer) {
+                                n.stale_until = None;
+                            }
+                        }
+                    }
                 }
                 Ok(changes) => self.dispatch(changes).await,
                 Err(e) => tracing::warn!(peer = %peer, error = %e, "UPDATE not applied"),
@@ -343,7 +394,20 @@ impl Speaker {
             } => {
                 tracing::info!(peer = %peer, %reason, detail, was_established, "session down");
                 neighbor.awaiting_end_of_rib = None;
-                if was_established {
+                // RFC 4724 §4.2: the connection closed without a NOTIFICATION and the peer can
+                // restart gracefully: keep its routes, stale, for its restart time.
+                let graceful = neighbor
+                    .peer_restart_time
+                    .filter(|t| *t > 0 && matches!(reason, DownReason::TcpFailed));
+                if let (true, Some(restart_time)) = (was_established, graceful) {
+                    tracing::info!(peer = %peer, restart_time, "graceful restart: keeping the peer's routes as stale");
+                    neighbor.stale_until =
+                        Some(Instant::now() + Duration::from_secs(u64::from(restart_time)));
+                    if let Err(e) = self.rib.peer_down_graceful(id) {
+                        tracing::warn!(peer = %peer, error = %e, "RIB did not know the neighbour");
+                    }
+                } else if was_established {
+                    neighbor.stale_until = None;
                     match self.rib.peer_down(id) {
                         Ok(changes) => self.dispatch(changes).await,
                         Err(e) => {
@@ -351,6 +415,27 @@ impl Speaker {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Helpers' restart timers (RFC 4724 §4.2): a peer that did not come back, or did not
+    /// send End-of-RIB, in time loses its stale routes.
+    async fn process_stale_timeouts(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<IpAddr> = self
+            .neighbors
+            .iter_mut()
+            .filter(|(_, n)| n.stale_until.is_some_and(|t| t <= now))
+            .map(|(address, n)| {
+                n.stale_until = None;
+                *address
+            })
+            .collect();
+        for peer in expired {
+            tracing::info!(peer = %peer, "graceful restart: restart time over; stale routes removed");
+            if let Ok(changes) = self.rib.flush_stale(PeerId(peer)) {
+                self.dispatch(changes).await;
             }
         }
     }
@@ -405,5 +490,13 @@ impl Speaker {
         if tokio::time::timeout(SHUTDOWN_WAIT, wait).await.is_err() {
             tracing::warn!("sessions did not close in time");
         }
+    }
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
