@@ -164,3 +164,86 @@ fn bgpd_graceful_restart_with_bird_as_helper_loses_no_ping() {
     bgpd.wait_kernel_route("10.0.3.0/24", &[&format!("via {}", lr.b4())], true);
     assert!(!bird_kernel().trim().is_empty());
 }
+
+/// bgpd as the helper of a restarting GoBGP (graceful restart on, restart time 8 s): gobgpd
+/// is killed, so its connection closes without a NOTIFICATION. bgpd keeps its routes (RIB
+/// and kernel) while it is away; when it is back, the route it announces again stays and the
+/// one it does not is removed at its End-of-RIB. Killed again and not restarted, its routes
+/// are removed once its restart time is over.
+#[test]
+fn bgpd_keeps_a_restarting_gobgps_routes_until_end_of_rib_or_restart_time() {
+    let test = "bgpd_keeps_a_restarting_gobgps_routes_until_end_of_rib_or_restart_time";
+    let Some(bins) = binaries(test, &["gobgpd", "gobgp"]) else {
+        return;
+    };
+    let mut lab = Lab::new();
+    let (nb, ng) = (lab.netns("bgpd"), lab.netns("gobgp"));
+    let link = lab.link(&nb, &ng);
+    let mut gobgp = Gobgp::start(
+        &lab,
+        "gobgp",
+        &ng,
+        &GobgpConfig {
+            router_id: link.b4(),
+            asn: BGPD_AS,
+            local: link.b4(),
+            peers: vec![(link.a4(), BGPD_AS)],
+            hold_time: HOLD,
+            neighbor_extra: "  [neighbors.graceful-restart.config]\n    enabled = true\n    \
+                restart-time = 8\n  [neighbors.afi-safis.mp-graceful-restart.config]\n    \
+                enabled = true\n"
+                .into(),
+        },
+    );
+    let bgpd = Bgpd::start(
+        &lab,
+        &bins,
+        &nb,
+        bgpd_spec(&link, link.b4(), BGPD_AS, &["10.98.0.0/24"]),
+    );
+    bgpd.wait_established(link.b4(), SESSION_UP);
+    let via = format!("via {}", link.b4());
+    for p in ["10.9.0.0/24", "10.9.1.0/24"] {
+        gobgp.cli(&["global", "rib", "add", p]);
+        bgpd.wait_kernel_route(p, &[&via], true);
+    }
+    let wait_down = |bgpd: &Bgpd| {
+        wait_until("bgpd sees GoBGP gone", Duration::from_secs(10), || {
+            let peer = bgpd.peer(link.b4())?;
+            (peer.state != "Established")
+                .then_some(())
+                .ok_or(peer.state)
+        })
+    };
+
+    // Killed: the routes stay, in the RIB and the kernel.
+    gobgp.proc.kill();
+    wait_down(&bgpd);
+    for p in ["10.9.0.0/24", "10.9.1.0/24"] {
+        assert!(!kernel_routes(&nb, p).trim().is_empty(), "{p} removed");
+        assert!(
+            bgpd.routes()
+                .expect("routes")
+                .iter()
+                .any(|r| r.prefix == p && r.best),
+            "{p} not in bgpd's RIB"
+        );
+    }
+
+    // Back, announcing one of the two again: that one stays, the other goes at End-of-RIB.
+    gobgp.restart();
+    gobgp.cli(&["global", "rib", "add", "10.9.0.0/24"]);
+    bgpd.wait_established(link.b4(), SESSION_UP);
+    bgpd.wait_kernel_route("10.9.1.0/24", &[], false);
+    bgpd.wait_kernel_route("10.9.0.0/24", &[&via], true);
+
+    // Killed for good: removed when the restart time (8 s) is over, not before.
+    gobgp.proc.kill();
+    let killed = Instant::now();
+    wait_down(&bgpd);
+    assert!(!kernel_routes(&nb, "10.9.0.0/24").trim().is_empty());
+    bgpd.wait_kernel_route_within("10.9.0.0/24", &[], false, Duration::from_secs(20));
+    let after = killed.elapsed();
+    eprintln!("{test}: stale route removed {after:?} after the kill");
+    assert!(after >= Duration::from_secs(6), "removed after {after:?}");
+}
