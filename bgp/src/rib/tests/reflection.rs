@@ -203,3 +203,39 @@ fn a_client_of_two_reflectors_in_one_cluster_is_reflected_once() {
     let best = rib.best(&net("10.1.0.0/24")).unwrap();
     assert_eq!(best.source.peer(), Some(c1.id()));
 }
+
+#[test]
+fn should_export_with_clients() {
+    let l = reflector(Some(CLUSTER));
+    let (c1, c2, n1, n2, e1) = (
+        client(1),
+        client(2),
+        ibgp_peer(3),
+        ibgp_peer(4),
+        ebgp_peer(1),
+    );
+    let from = |p: &PeerInfo| RouteSource::Peer {
+        id: p.id(),
+        ibgp: p.ibgp,
+        rr_client: p.rr_client,
+    };
+    let cases = [
+        (from(&c1), &c2, true),
+        (from(&c1), &n1, true),
+        (from(&c1), &c1, false),
+        (from(&n1), &c1, true),
+        (from(&n1), &n2, false),
+        (from(&e1), &c1, true),
+        (from(&e1), &n1, true),
+        (from(&c1), &e1, true),
+        (RouteSource::Local, &c1, true),
+    ];
+    for (source, target, expect) in cases {
+        assert_eq!(
+            should_export(&source, target, &l),
+            expect,
+            "{source:?} -> {}",
+            target.address
+        );
+    }
+}
