@@ -119,6 +119,14 @@ impl Fsm {
         &self.config
     }
 
+    /// Our restart is over once a session is up (RFC 4724 §3): later OPENs carry the graceful
+    /// restart capability without the Restart State (R) bit.
+    pub fn clear_restart_state(&mut self) {
+        if let Some(gr) = &mut self.config.capabilities.graceful_restart {
+            gr.restart_state = false;
+        }
+    }
+
     /// The session's negotiated parameters, from OpenConfirm until it goes down.
     pub fn negotiated(&self) -> Option<&NegotiatedSession> {
         self.negotiated.as_ref()

@@ -89,7 +89,8 @@ pub struct SpeakerConfig {
     pub cluster_id: Option<Ipv4Addr>,
     /// Graceful restart (RFC 4724) as the restarting speaker, with this restart time in
     /// seconds: the capability is advertised (forwarding state preserved for every family of
-    /// the session; the R bit on the sessions opened within the restart time after start),
+    /// the session; the R bit on the first session of each neighbour configured within the
+    /// restart time after start),
     /// and [`SpeakerHandle::shutdown`] closes the sessions without a NOTIFICATION, so that
     /// helpers keep our routes. `None`: no capability, shutdown sends Cease.
     pub graceful_restart_time: Option<u16>,

@@ -670,3 +670,30 @@ fn down_reasons_read_well() {
         "unexpected event in Connect"
     );
 }
+
+#[test]
+fn the_restart_state_bit_is_cleared_once_a_session_was_up() {
+    let mut c = config();
+    c.capabilities.graceful_restart = Some(GracefulRestart {
+        restart_state: true,
+        restart_time: 120,
+        families: vec![],
+    });
+    let opened = |fsm: &mut Fsm| {
+        fsm.process(Input::ManualStart);
+        let out = fsm.process(Input::TcpConnectionConfirmed);
+        out.into_iter()
+            .find_map(|o| match o {
+                Output::SendOpen(p) => p.capabilities.graceful_restart,
+                _ => None,
+            })
+            .expect("an OPEN with graceful restart")
+    };
+    let mut fsm = new_fsm(c.clone());
+    assert!(opened(&mut fsm).restart_state);
+    let mut fsm = new_fsm(c);
+    fsm.clear_restart_state();
+    let gr = opened(&mut fsm);
+    assert!(!gr.restart_state);
+    assert_eq!(gr.restart_time, 120);
+}

@@ -346,6 +346,10 @@ impl Driver {
             negotiated,
             local_addr,
         });
+        // Reconnections after this one are not a restart of ours (R bit, RFC 4724 §3).
+        self.primary.fsm.clear_restart_state();
+        self.template.clear_restart_state();
+        self.ephemeral_template.clear_restart_state();
     }
 
     fn publish_status(&mut self) {
