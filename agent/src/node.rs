@@ -1,4 +1,4 @@
-//! This node's identity: its address, its Node resource, its VXLAN tunnel address.
+//! This node's identity: its address, its Node resource, its VXLAN and IPIP tunnel addresses.
 
 use std::sync::Arc;
 
@@ -52,6 +52,11 @@ pub enum NodeError {
 /// The handle of a node's VXLAN tunnel address, as Calico names it.
 pub fn vxlan_tunnel_handle(node: &str) -> String {
     format!("vxlan-tunnel-addr-{node}")
+}
+
+/// The handle of a node's IPIP tunnel address, as Calico names it.
+pub fn ipip_tunnel_handle(node: &str) -> String {
+    format!("ipip-tunnel-addr-{node}")
 }
 
 /// Picks the node address: the one given, with the interface holding it, or the first global
@@ -213,6 +218,61 @@ pub async fn ensure_vxlan_tunnel(
     let addr = ips.first().map(|ip| ip.addr().to_string());
     update_node(store, name, |spec| {
         spec.ipv4_vxlan_tunnel_addr.clone_from(&addr)
+    })
+    .await
+}
+
+/// Makes sure the node has an IPIP tunnel address (`spec.bgp.ipv4IPIPTunnelAddr`) when some
+/// enabled IPv4 pool uses IPIP, allocated from such a pool under the handle
+/// `ipip-tunnel-addr-<node>` (Calico's); and none when no pool does.
+pub async fn ensure_ipip_tunnel(
+    store: &Arc<dyn Store>,
+    ipam: &Ipam,
+    name: &str,
+    pools: &[&Object<IpPoolSpec>],
+) -> Result<Object<NodeSpec>, NodeError> {
+    let ipip_pools: Vec<String> = pools
+        .iter()
+        .filter(|p| {
+            p.spec.ipip_mode != EncapMode::Never
+                && !p.spec.disabled
+                && matches!(p.spec.cidr, IpNet::V4(_))
+                && p.spec.allows(AllowedUse::Tunnel)
+        })
+        .map(|p| p.metadata.name.clone())
+        .collect();
+    let handle = ipip_tunnel_handle(name);
+    if ipip_pools.is_empty() {
+        ipam.release_by_handle(&handle).await?;
+        return update_node(store, name, |spec| {
+            if let Some(bgp) = spec.bgp.as_mut() {
+                bgp.ipv4_ipip_tunnel_addr = None;
+            }
+        })
+        .await;
+    }
+    // Idempotent: the handle's existing address comes back when it has one.
+    let ips = ipam
+        .auto_assign(&AssignRequest {
+            handle_id: handle,
+            node: name.to_string(),
+            num: 1,
+            attrs: [
+                ("node".to_string(), name.to_string()),
+                ("type".to_string(), "ipipTunnelAddress".to_string()),
+            ]
+            .into(),
+            use_: AllowedUse::Tunnel,
+            pools: Some(ipip_pools),
+            ..AssignRequest::default()
+        })
+        .await?;
+    let addr = ips.first().map(|ip| ip.addr().to_string());
+    update_node(store, name, |spec| {
+        spec.bgp
+            .get_or_insert_with(NodeBgpSpec::default)
+            .ipv4_ipip_tunnel_addr
+            .clone_from(&addr)
     })
     .await
 }
