@@ -787,6 +787,32 @@ impl Cluster {
         self.tx_packets(i, "vxlan.brindle")
     }
 
+    /// Device `dev` of node `i` in one line: `mtu 1480, up, addresses 10.244.3.0/32`.
+    pub fn link_summary(&self, i: usize, dev: &str) -> Result<String> {
+        let out = ip(&["-n", &self.nodes[i].netns, "-j", "addr", "show", "dev", dev])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let link = &v[0];
+        let up = link["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "UP"));
+        let addrs: Vec<String> = link["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"])))
+            .collect();
+        Ok(format!(
+            "mtu {}, {}, addresses {}",
+            link["mtu"],
+            if up { "up" } else { "down" },
+            if addrs.is_empty() {
+                "none".to_string()
+            } else {
+                addrs.join(" ")
+            }
+        ))
+    }
+
     /// Packets sent through device `dev` of node `i`.
     pub fn tx_packets(&self, i: usize, dev: &str) -> Result<u64> {
         let out = ip(&["-n", &self.nodes[i].netns, "-s", "-j", "link", "show", dev])?;

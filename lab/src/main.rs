@@ -142,6 +142,9 @@ fn demo(
         for line in cluster.routes(i)?.lines() {
             println!("  {line}");
         }
+        if let Some(dev) = encap.tunnel_device() {
+            println!("  device {dev}: {}", cluster.link_summary(i, dev)?);
+        }
     }
     let tunnel = encap.tunnel_device().unwrap_or("vxlan.brindle");
     let before: Vec<u64> = (0..cluster.nodes.len())

@@ -342,6 +342,18 @@ fn pods_on_two_nodes_reach_each_other_through_tunl0_in_a_vm() {
         tunnel_routes.len() >= 2,
         "expected a tunl0 route per node; console:\n{console}"
     );
+    // tunl0 is up with MTU uplink-20 and a /32 tunnel address from the pool, on every node.
+    let devices: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("device tunl0:"))
+        .collect();
+    assert_eq!(devices.len(), 2, "console:\n{console}");
+    for d in &devices {
+        assert!(
+            d.contains("mtu 1480, up, addresses 10.244.") && d.trim_end().ends_with("/32"),
+            "{d}"
+        );
+    }
     // The pings went through tunl0: per node a count of packets sent, each non-zero.
     let counters = console
         .split("tunl0 packets sent during the pings:")
