@@ -276,3 +276,101 @@ pub async fn ensure_ipip_tunnel(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam_tools::Snapshot;
+    use brindle_ipam::store::MemStore;
+
+    async fn with_pool(ipip: &str, vxlan: &str) -> (Arc<dyn Store>, Ipam, Object<IpPoolSpec>) {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let spec: IpPoolSpec = serde_json::from_value(serde_json::json!({
+            "cidr": "10.244.0.0/16", "ipipMode": ipip, "vxlanMode": vxlan,
+        }))
+        .expect("pool");
+        let pool = store
+            .create_obj(&Object::new("p", spec))
+            .await
+            .expect("pool created");
+        let address = "10.0.0.1/24".parse().expect("cidr");
+        register(&store, "n1", address, None)
+            .await
+            .expect("registered");
+        let ipam = Ipam::new(store.clone());
+        (store, ipam, pool)
+    }
+
+    fn ipip_addr(node: &Object<NodeSpec>) -> Option<std::net::IpAddr> {
+        node.spec
+            .bgp
+            .as_ref()?
+            .ipv4_ipip_tunnel_addr
+            .as_deref()?
+            .parse()
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn an_ipip_pool_gives_the_node_a_tunnel_address_that_is_no_leak() {
+        let (store, ipam, pool) = with_pool("Always", "Never").await;
+        let node = ensure_ipip_tunnel(&store, &ipam, "n1", &[&pool])
+            .await
+            .expect("allocated");
+        let addr = ipip_addr(&node).expect("an IPIP tunnel address");
+        assert!(pool.spec.cidr.contains(&addr), "{addr}");
+        assert_eq!(
+            node.spec
+                .bgp
+                .as_ref()
+                .and_then(|b| b.ipv4_address.clone())
+                .as_deref(),
+            Some("10.0.0.1/24")
+        );
+        let again = ensure_ipip_tunnel(&store, &ipam, "n1", &[&pool])
+            .await
+            .expect("idempotent");
+        assert_eq!(ipip_addr(&again), Some(addr));
+
+        let snap = Snapshot::load(store.as_ref()).await.expect("snapshot");
+        let allocs = snap.allocations();
+        assert_eq!(allocs.len(), 1, "{allocs:?}");
+        assert_eq!(allocs[0].handle.as_deref(), Some("ipip-tunnel-addr-n1"));
+        assert_eq!(
+            allocs[0].attrs.get("type").map(String::as_str),
+            Some("ipipTunnelAddress")
+        );
+        let shared = crate::controller::Shared::default();
+        assert!(crate::ipam_gc::local_leaks(&snap, "n1", &shared).is_empty());
+        let mut out = Vec::new();
+        let report = crate::ipam_tools::check(store.as_ref(), &mut out, true)
+            .await
+            .expect("check");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(report.problems(), 0, "{text}");
+        assert!(text.contains("Found 1 node tunnel IPs."), "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_ipip_tunnel_address_goes_when_no_pool_uses_ipip() {
+        let (store, ipam, mut pool) = with_pool("CrossSubnet", "Never").await;
+        let node = ensure_ipip_tunnel(&store, &ipam, "n1", &[&pool])
+            .await
+            .expect("allocated");
+        assert!(ipip_addr(&node).is_some());
+        pool.spec.ipip_mode = EncapMode::Never;
+        let node = ensure_ipip_tunnel(&store, &ipam, "n1", &[&pool])
+            .await
+            .expect("released");
+        assert_eq!(ipip_addr(&node), None);
+        let snap = Snapshot::load(store.as_ref()).await.expect("snapshot");
+        assert!(snap.allocations().is_empty(), "released in IPAM too");
+
+        // A VXLAN pool never gives an IPIP address.
+        let (store, ipam, pool) = with_pool("Never", "Always").await;
+        let node = ensure_ipip_tunnel(&store, &ipam, "n1", &[&pool])
+            .await
+            .expect("nothing to do");
+        assert_eq!(ipip_addr(&node), None);
+    }
+}
