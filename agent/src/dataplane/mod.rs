@@ -15,9 +15,9 @@
 //! ```
 //!
 //! Only `netlink.rs` imports rtnetlink. Ownership in the kernel is exact: routes with protocol
-//! [`RTPROT_BRINDLE`], PERMANENT neighbour and FDB entries on [`VXLAN_DEVICE`], and, while an IPIP
-//! pool exists, the MTU, state and IPv4 addresses of [`IPIP_DEVICE`]. Nothing else is ever
-//! changed or deleted.
+//! [`RTPROT_BRINDLE`], PERMANENT neighbour and FDB entries on [`VXLAN_DEVICE`], and the IPv4
+//! addresses of [`IPIP_DEVICE`] (with its MTU and state while an IPIP pool exists; without one
+//! its addresses are removed, as Felix does). Nothing else is ever changed or deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -111,7 +111,7 @@ pub struct VxlanDevice {
 
 /// The IPIP device (`tunl0`) as it should be: up, with this MTU and the node's IPIP tunnel
 /// address. The device itself belongs to the kernel's `ipip` module; Brindle never creates or
-/// deletes it.
+/// deletes it. Without IPIP pools it is left down or up as it is, without IPv4 addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IpipDevice {
     /// This node's IPIP tunnel address, set on the device as a /32 (the device's only IPv4

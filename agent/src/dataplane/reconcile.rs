@@ -33,9 +33,7 @@ pub(crate) async fn reconcile<K: Kernel>(
     let vxlan_ready = reconcile_vxlan(kernel, desired.vxlan.as_ref(), &mut report).await;
     reconcile_neighbors(kernel, &desired.neighbors, vxlan_ready, &mut report).await;
     reconcile_fdb(kernel, &desired.fdb, vxlan_ready, &mut report).await;
-    if let Some(ipip) = &desired.ipip {
-        reconcile_ipip(kernel, ipip, &mut report).await;
-    }
+    reconcile_ipip(kernel, desired.ipip.as_ref(), &mut report).await;
     reconcile_routes(kernel, &desired.routes, protected, &mut report).await?;
     Ok(report)
 }
@@ -128,9 +126,16 @@ async fn reconcile_vxlan<K: Kernel>(
 /// Brings the kernel's fallback IPIP device up with `want`'s MTU and exactly one IPv4 address,
 /// the tunnel address as a /32 (or none). The device comes with the `ipip` module; without it
 /// the pass reports an error (and the tunnel routes fail on the missing device), retried later.
-async fn reconcile_ipip<K: Kernel>(kernel: &K, want: &IpipDevice, report: &mut ApplyReport) {
+/// Without IPIP (`want` is `None`) the device's IPv4 addresses are removed, as Felix's
+/// `cleanUpIPIPAddrs` does: a released tunnel address may be a pod's next.
+async fn reconcile_ipip<K: Kernel>(
+    kernel: &K,
+    want: Option<&IpipDevice>,
+    report: &mut ApplyReport,
+) {
     let link = match kernel.link(IPIP_DEVICE).await {
         Ok(Some(link)) => link,
+        Ok(None) if want.is_none() => return,
         Ok(None) => {
             return report.error(format!(
                 "{IPIP_DEVICE} does not exist: an IPIP pool needs the kernel's ipip module \
@@ -138,6 +143,20 @@ async fn reconcile_ipip<K: Kernel>(kernel: &K, want: &IpipDevice, report: &mut A
             ))
         }
         Err(e) => return report.error(e),
+    };
+    let Some(want) = want else {
+        match kernel.addresses_v4(IPIP_DEVICE).await {
+            Ok(addrs) => {
+                for addr in addrs {
+                    tracing::info!(device = IPIP_DEVICE, %addr, "removing address: no IPIP pool");
+                    if let Err(e) = kernel.del_address(IPIP_DEVICE, IpNet::V4(addr)).await {
+                        report.error(e);
+                    }
+                }
+            }
+            Err(e) => report.error(e),
+        }
+        return;
     };
     if link.mtu != want.mtu || !link.up {
         if let Err(e) = kernel.set_link_mtu_up(IPIP_DEVICE, want.mtu).await {
@@ -654,10 +673,18 @@ mod tests {
         assert_eq!(k.addresses(IPIP_DEVICE), vec![net("10.244.0.2/32")]);
         assert_eq!(k.link_state(IPIP_DEVICE).expect("tunl0").mtu, 1400);
 
-        // No IPIP wanted: the device is the kernel's, left as it is, and the routes go.
+        // No IPIP wanted: the routes and the address go; the device is the kernel's and stays.
         let r = apply(&k, &DesiredState::default()).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert_eq!(r.routes_removed, 1);
         assert!(k.link_state(IPIP_DEVICE).is_some());
+        assert!(k.addresses(IPIP_DEVICE).is_empty());
+        let writes = k.writes();
+        assert_eq!(
+            apply(&k, &DesiredState::default()).await,
+            ApplyReport::default()
+        );
+        assert_eq!(k.writes(), writes, "idle without IPIP");
     }
 
     #[tokio::test]
