@@ -311,6 +311,12 @@ fn boot(kernel: &CloudKernel, initrd: &Path) -> (String, bool) {
     (out, finished)
 }
 
+/// The console's last lines, for failure messages (all of it is on stderr as `vm| ...`).
+fn tail(console: &str) -> String {
+    let lines: Vec<&str> = console.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 #[test]
 fn pods_on_two_nodes_reach_each_other_through_tunl0_in_a_vm() {
     let Some(kernel) = prerequisites() else {
@@ -322,16 +328,23 @@ fn pods_on_two_nodes_reach_each_other_through_tunl0_in_a_vm() {
     let (console, finished) = boot(&kernel, &initrd);
     let took = started.elapsed();
     eprintln!("VM ran {took:?} (finished by itself: {finished})");
+    let last = tail(&console);
     let result = console
         .lines()
         .find(|l| l.contains(RESULT))
         .unwrap_or_else(|| {
-            panic!("no result line after {took:?} (powered off: {finished}); console:\n{console}")
+            panic!("no result line after {took:?} (powered off: {finished}); last lines of the console:\n{last}")
         });
-    assert!(result.contains(PASS), "{result}; console:\n{console}");
     assert!(
-        console.contains("tunl0"),
-        "the kernel had no tunl0; console:\n{console}"
+        result.contains(PASS),
+        "{result}; last lines of the console:\n{last}"
+    );
+    // The module brought the fallback device (printed by /init before the demo).
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains("brindle-vm: kernel") && l.contains("tunl0@NONE")),
+        "the kernel had no tunl0; last lines of the console:\n{last}"
     );
     // Each node routes the other's block through tunl0 to the other node's IP.
     let tunnel_routes: Vec<&str> = console
@@ -340,14 +353,14 @@ fn pods_on_two_nodes_reach_each_other_through_tunl0_in_a_vm() {
         .collect();
     assert!(
         tunnel_routes.len() >= 2,
-        "expected a tunl0 route per node; console:\n{console}"
+        "expected a tunl0 route per node; last lines of the console:\n{last}"
     );
     // tunl0 is up with MTU uplink-20 and a /32 tunnel address from the pool, on every node.
     let devices: Vec<&str> = console
         .lines()
         .filter(|l| l.contains("device tunl0:"))
         .collect();
-    assert_eq!(devices.len(), 2, "console:\n{console}");
+    assert_eq!(devices.len(), 2, "last lines of the console:\n{last}");
     for d in &devices {
         assert!(
             d.contains("mtu 1480, up, addresses 10.244.") && d.trim_end().ends_with("/32"),
@@ -358,14 +371,18 @@ fn pods_on_two_nodes_reach_each_other_through_tunl0_in_a_vm() {
     let counters = console
         .split("tunl0 packets sent during the pings:")
         .nth(1)
-        .unwrap_or_else(|| panic!("no tunl0 counters printed; console:\n{console}"));
+        .unwrap_or_else(|| panic!("no tunl0 counters printed; last lines of the console:\n{last}"));
     let sent: Vec<u64> = counters
         .lines()
         .skip(1)
         .take(2)
         .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
         .collect();
-    assert_eq!(sent.len(), 2, "two counters; console:\n{console}");
+    assert_eq!(
+        sent.len(),
+        2,
+        "two counters; last lines of the console:\n{last}"
+    );
     assert!(
         sent.iter().all(|n| *n >= 2),
         "each node's echo and reply go through tunl0: {sent:?}"
