@@ -327,7 +327,11 @@ fn pods_on_two_nodes_reach_each_other_through_tunl0_in_a_vm() {
     let started = Instant::now();
     let (console, finished) = boot(&kernel, &initrd);
     let took = started.elapsed();
-    eprintln!("VM ran {took:?} (finished by itself: {finished})");
+    // Not eprintln!: the test harness would hold it back; the console lines are not held either.
+    let _ = writeln!(
+        std::io::stderr(),
+        "VM ran {took:?} (powered off by itself: {finished})"
+    );
     let last = tail(&console);
     let result = console
         .lines()
@@ -367,6 +371,20 @@ fn pods_on_two_nodes_reach_each_other_through_tunl0_in_a_vm() {
             "{d}"
         );
     }
+    // The Node resources carry the IPIP tunnel addresses, and IPAM counts them as in use.
+    for node in ["node1", "node2"] {
+        assert!(
+            console
+                .lines()
+                .any(|l| l.starts_with(node) && l.contains(" 10.244.")),
+            "{node}: no IPIP tunnel address in brindlectl get nodes; last lines of the console:\n{last}"
+        );
+    }
+    assert!(
+        console.contains("Found 2 node tunnel IPs.")
+            && console.contains("Check complete; found 0 problems."),
+        "ipam check; last lines of the console:\n{last}"
+    );
     // The pings went through tunl0: per node a count of packets sent, each non-zero.
     let counters = console
         .split("tunl0 packets sent during the pings:")

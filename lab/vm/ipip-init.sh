@@ -17,6 +17,12 @@ echo "brindle-vm: kernel $(uname -r); $(ip -o link show tunl0 || echo 'no tunl0'
 
 export BRINDLE_LAB_KEEP_LOGS=1
 if brindle-lab demo --nodes 2 --pods-per-node 1 --encap ipip; then
+    # The datastore outlives the demo (BRINDLE_LAB_KEEP_LOGS): the nodes' IPIP tunnel
+    # addresses, and IPAM's view of them.
+    for store in /tmp/brindle-lab-*/store.db; do
+        brindlectl --datastore "embedded:$store" get nodes
+        brindlectl --datastore "embedded:$store" ipam check
+    done
     echo "BRINDLE-VM-RESULT: PASS"
 else
     for log in /tmp/brindle-lab-*/*.log; do
