@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use brindle_lab::{bin_dir, is_root};
+use brindle_lab::{bin_dir, is_root, Cluster, ClusterSpec, Encap};
 
 /// The modules `/init` loads (each after its dependencies).
 const MODULES: &[&str] = &["ipip", "veth", "bridge"];
@@ -231,6 +231,9 @@ fn build_initramfs(work: &Path, kernel: &CloudKernel) -> PathBuf {
         "brindle-lab",
         &mut libs,
     );
+    // This test binary too: /init runs its in-VM scenario after the demo.
+    let me = std::env::current_exe().expect("this test binary");
+    install_binary(&bin, &me, "ipip-scenarios", &mut libs);
     for lib in &libs {
         copy_same_path(&root, lib);
     }
@@ -406,4 +409,152 @@ fn pods_on_two_nodes_reach_each_other_through_tunl0_in_a_vm() {
         "each node's echo and reply go through tunl0: {sent:?}"
     );
     assert!(finished, "the VM did not power off within {DEADLINE:?}");
+}
+
+/// Set by the VM's /init for the in-VM scenario below.
+const IN_VM: &str = "BRINDLE_IN_VM";
+
+/// Waits until node `i` routes `block` through `dev`; returns the route line.
+fn wait_route_dev(cluster: &Cluster, i: usize, block: &str, dev: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let routes = cluster.routes(i).expect("routes");
+        if let Some(line) = routes
+            .lines()
+            .find(|l| l.starts_with(&format!("{block} ")) && l.contains(&format!("dev {dev} ")))
+        {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node{}: {block} not through {dev} after 60 s:\n{routes}",
+            i + 1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Applies the lab pool with these modes.
+fn set_pool_modes(cluster: &Cluster, ipip: &str, vxlan: &str) {
+    let path = std::env::temp_dir().join("lab-pool-modes.yaml");
+    fs::write(
+        &path,
+        format!(
+            "apiVersion: brindle.dev/v1\nkind: IPPool\nmetadata:\n  name: lab-pool\nspec:\n  \
+             cidr: 10.244.0.0/16\n  ipipMode: {ipip}\n  vxlanMode: {vxlan}\n"
+        ),
+    )
+    .expect("writing the pool");
+    cluster
+        .ctl(&["apply", "-f", &path.display().to_string()])
+        .expect("pool applied");
+}
+
+/// A continuous ping (5 per second) from a pod, running while the pool changes.
+struct Pinger(Child);
+
+impl Pinger {
+    fn start(netns: &str, to: &str, count: u32) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, "ping", "-q", "-i", "0.2", "-W", "2"])
+            .args(["-c", &count.to_string(), to])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting ping");
+        Pinger(child)
+    }
+
+    /// (transmitted, received).
+    fn finish(self) -> (u32, u32) {
+        let out = self.0.wait_with_output().expect("ping output");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let summary = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no ping summary: {text}"));
+        let numbers: Vec<u32> = summary
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        (numbers[0], numbers[1])
+    }
+}
+
+/// Inside the VM (started by the test above, which checks its PASS line): a pool's mode moves
+/// traffic between tunl0 and the direct path, and back, while a pod keeps pinging the other.
+#[test]
+#[ignore = "runs inside the IPIP VM that pods_on_two_nodes_reach_each_other_through_tunl0_in_a_vm boots"]
+fn in_vm_pool_mode_changes_move_traffic_without_losing_reachability() {
+    assert!(
+        std::env::var_os(IN_VM).is_some(),
+        "only the IPIP VM runs this (its kernel has ipip.ko)"
+    );
+    let cluster = Cluster::build(ClusterSpec {
+        nodes: 2,
+        pods_per_node: 1,
+        encap: Encap::IpipAlways,
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    cluster
+        .wait_converged(Duration::from_secs(60))
+        .expect("routes converge");
+    let (a, b) = (&cluster.pods[0], &cluster.pods[1]);
+    let block_of = |i: usize| {
+        let routes = cluster.routes(i).expect("routes");
+        routes
+            .lines()
+            .find_map(|l| l.strip_prefix("blackhole "))
+            .map(|b| b.trim().to_string())
+            .unwrap_or_else(|| panic!("node{}: no local block:\n{routes}", i + 1))
+    };
+    let (block_a, block_b) = (block_of(0), block_of(1));
+    wait_route_dev(&cluster, 0, &block_b, "tunl0");
+    wait_route_dev(&cluster, 1, &block_a, "tunl0");
+    assert!(cluster.ping(a, &b.ip, 10), "IPIP: {} -> {}", a.name, b.ip);
+
+    for (ipip, dev) in [("Never", "eth0"), ("Always", "tunl0")] {
+        let tunl_before = cluster.tx_packets(0, "tunl0").expect("counter");
+        let pinger = Pinger::start(&a.netns, &b.ip, 50);
+        std::thread::sleep(Duration::from_secs(2));
+        let started = Instant::now();
+        set_pool_modes(&cluster, ipip, "Never");
+        let route_a = wait_route_dev(&cluster, 0, &block_b, dev);
+        wait_route_dev(&cluster, 1, &block_a, dev);
+        let switched = started.elapsed();
+        let (sent, received) = pinger.finish();
+        let through_tunl = cluster.tx_packets(0, "tunl0").expect("counter") - tunl_before;
+        let summary = format!(
+            "ipipMode {ipip}: routes moved to {dev} in {switched:?} ({route_a}); \
+             ping {received}/{sent} answered; {through_tunl} packets through tunl0"
+        );
+        println!("{summary}");
+        // The kernel replaces each route in place: at most a packet or two in flight are lost.
+        assert!(sent >= 40 && received + 3 >= sent, "{summary}");
+        assert!(
+            cluster.ping(a, &b.ip, 10),
+            "{summary}: reachable afterwards"
+        );
+        let tunl_after = cluster.tx_packets(0, "tunl0").expect("counter");
+        assert!(cluster.ping(a, &b.ip, 3), "{summary}");
+        let sent_now = cluster.tx_packets(0, "tunl0").expect("counter") - tunl_after;
+        match dev {
+            "tunl0" => assert!(sent_now >= 1, "{summary}: the last ping skipped tunl0"),
+            _ => assert_eq!(
+                sent_now, 0,
+                "{summary}: the last ping still went through tunl0"
+            ),
+        }
+        // Without an IPIP pool tunl0 keeps no address (the tunnel address was released).
+        let tunl = cluster.link_summary(0, "tunl0").expect("tunl0");
+        assert_eq!(
+            tunl.contains("addresses none"),
+            ipip == "Never",
+            "{summary}: tunl0 {tunl}"
+        );
+    }
+    // The same pod on the other side answers too.
+    assert!(cluster.ping(b, &a.ip, 10), "{} -> {}", b.name, a.ip);
 }
