@@ -29,6 +29,7 @@ use ipnet::IpNet;
 mod fake;
 mod kernel;
 mod names;
+mod nat;
 mod netlink;
 mod netns;
 mod pod;
@@ -42,9 +43,11 @@ pub use names::{
     eui64_link_local, format_mac, host_veth_name, host_veth_name_for_container, parse_mac, pod_mac,
     vtep_mac, HOST_VETH_PREFIX,
 };
+pub use nat::{NatOutgoing, NAT_TABLE};
 use netlink::NetlinkKernel;
 use pod::RecentPodRoutes;
 pub use pod::{PodSpec, PodWirer, PodWiring};
+pub use sysctl::Sysctl;
 
 /// The `rtproto` value on every route Brindle installs. Only routes with it are ever deleted.
 pub const RTPROT_BRINDLE: u8 = 98;
@@ -76,6 +79,8 @@ pub enum DataplaneError {
     },
     #[error("network namespace {path}: {reason}")]
     Netns { path: String, reason: String },
+    #[error("nftables: {0}")]
+    Nftables(String),
     #[error("sysctl {key}: {reason}")]
     Sysctl { key: String, reason: String },
     #[error("interface {0} not found")]
@@ -153,6 +158,10 @@ pub struct DesiredState {
     pub routes: BTreeMap<IpNet, RouteTarget>,
     pub neighbors: BTreeSet<Neighbor>,
     pub fdb: BTreeSet<FdbEntry>,
+    /// NAT outgoing, in Brindle's nftables table.
+    pub nat: NatOutgoing,
+    /// Sysctls the dataplane needs (forwarding, `rp_filter`), checked on every pass.
+    pub sysctls: BTreeSet<Sysctl>,
 }
 
 /// What one [`Dataplane::apply`] pass changed, and what it could not.
@@ -162,6 +171,10 @@ pub struct ApplyReport {
     pub routes_removed: usize,
     pub neighbors_changed: usize,
     pub fdb_changed: usize,
+    /// Whether the NAT table was (re)written.
+    pub nat_written: bool,
+    /// Sysctls set (at start, or because they were changed behind our back).
+    pub sysctls_set: usize,
     /// Failed writes, each naming its object. They are attempted again by the next pass.
     pub errors: Vec<String>,
 }
@@ -175,6 +188,9 @@ pub struct Dataplane {
     recent_pod_routes: RecentPodRoutes,
     /// Deletes pods' veth pairs off the CNI DEL path.
     reaper: reaper::Reaper,
+    nat: nat::NatTables,
+    /// Sysctls found right at least once (a later change is reported as drift).
+    sysctls_ok: BTreeSet<String>,
 }
 
 impl Dataplane {
@@ -186,6 +202,8 @@ impl Dataplane {
             reaper: reaper::Reaper::start(&home)?,
             home: Arc::new(home),
             recent_pod_routes: RecentPodRoutes::default(),
+            nat: nat::NatTables::default(),
+            sysctls_ok: BTreeSet::new(),
         })
     }
 
@@ -197,7 +215,15 @@ impl Dataplane {
     /// `desired` does not list them yet.
     pub async fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let protected = self.recent_pod_routes.protected();
-        reconcile::reconcile(&self.kernel, desired, &protected).await
+        let mut report = reconcile::reconcile(&self.kernel, desired, &protected).await?;
+        // After the devices exist: some sysctls are per interface.
+        report.sysctls_set =
+            sysctl::reconcile(&desired.sysctls, &mut self.sysctls_ok, &mut report.errors);
+        match self.nat.reconcile(&desired.nat).await {
+            Ok(written) => report.nat_written = written,
+            Err(e) => report.errors.push(e.to_string()),
+        }
+        Ok(report)
     }
 
     /// A table of routes only, written incrementally (see [`RouteTable`]), sharing this
