@@ -898,12 +898,14 @@ impl Cluster {
     /// interfaces (segments, outside): VXLAN packets, and unencapsulated packets from `pool`.
     /// Read with [`Cluster::router_counters`].
     pub fn count_routed(&self, pool: &str) -> Result<()> {
+        // Only routed packets: with br_netfilter loaded, bridged ones pass this hook too.
+        let routed = r#"iifname . oifname { "br0" . "br1", "br1" . "br0", "br0" . "out0", "out0" . "br0", "br1" . "out0", "out0" . "br1" }"#;
         let script = format!(
             r#"table ip lab-wire {{
     chain forward {{
         type filter hook forward priority 0; policy accept;
-        iifname != oifname udp dport 4789 counter comment "vxlan"
-        iifname != oifname ip saddr {pool} counter comment "pods"
+        {routed} udp dport 4789 counter comment "vxlan"
+        {routed} ip saddr {pool} counter comment "pods"
     }}
 }}
 "#

@@ -57,6 +57,9 @@ pub const VXLAN_DEVICE: &str = "vxlan.brindle";
 pub const VXLAN_VNI: u32 = 4096;
 /// VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
+/// How long the VXLAN device outlives the last pool that needed it (see
+/// `Dataplane::vxlan_linger`).
+pub const VXLAN_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 /// MAC of every host-side pod veth.
 pub const HOST_VETH_MAC: [u8; 6] = [0xee; 6];
 /// The pods' IPv4 gateway, answered by proxy ARP on the host side.
@@ -189,6 +192,8 @@ pub struct Dataplane {
     /// Deletes pods' veth pairs off the CNI DEL path.
     reaper: reaper::Reaper,
     nat: nat::NatTables,
+    /// The VXLAN device as last wanted, and since when it is not wanted any more.
+    vxlan_last: Option<(VxlanDevice, Option<std::time::Instant>)>,
     /// Sysctls found right at least once (a later change is reported as drift).
     sysctls_ok: BTreeSet<String>,
 }
@@ -203,6 +208,7 @@ impl Dataplane {
             home: Arc::new(home),
             recent_pod_routes: RecentPodRoutes::default(),
             nat: nat::NatTables::default(),
+            vxlan_last: None,
             sysctls_ok: BTreeSet::new(),
         })
     }
@@ -215,6 +221,8 @@ impl Dataplane {
     /// `desired` does not list them yet.
     pub async fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let protected = self.recent_pod_routes.protected();
+        let lingering = self.vxlan_linger(desired);
+        let desired = lingering.as_ref().unwrap_or(desired);
         let mut report = reconcile::reconcile(&self.kernel, desired, &protected).await?;
         // After the devices exist: some sysctls are per interface.
         report.sysctls_set =
@@ -224,6 +232,28 @@ impl Dataplane {
             Err(e) => report.errors.push(e.to_string()),
         }
         Ok(report)
+    }
+
+    /// `desired` with the VXLAN device kept, if it was wanted until less than [`VXLAN_LINGER`]
+    /// ago. When a pool leaves VXLAN, every node moves its routes off the tunnel at its own
+    /// pace; a node that deleted its device at once would drop what the slower ones still
+    /// send it encapsulated. Kept, the device still decapsulates (it needs no route, neighbour
+    /// or FDB entry for that); it goes at the first pass after the grace period.
+    fn vxlan_linger(&mut self, desired: &DesiredState) -> Option<DesiredState> {
+        if let Some(want) = &desired.vxlan {
+            self.vxlan_last = Some((want.clone(), None));
+            return None;
+        }
+        let (device, since) = self.vxlan_last.as_mut()?;
+        let since = *since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= VXLAN_LINGER {
+            self.vxlan_last = None;
+            return None;
+        }
+        Some(DesiredState {
+            vxlan: Some(device.clone()),
+            ..desired.clone()
+        })
     }
 
     /// A table of routes only, written incrementally (see [`RouteTable`]), sharing this
