@@ -330,7 +330,14 @@ fn apply_programs_vxlan_routes_neighbors_fdb_and_converges() {
             .iter()
             .any(|r| r.starts_with("10.244.2.0/26 via 10.244.2.0")));
 
-        // Nothing desired: the device and Brindle's routes go, the foreign route stays.
+        // Nothing desired: Brindle's routes go at once, the foreign route stays; the device
+        // lingers (it still decapsulates for slower nodes during a mode change), then goes.
+        let report = dp.apply(&DesiredState::default()).await.expect("apply");
+        assert_clean(&report);
+        let (exists, _) = ns.try_sh(&format!("ip link show {VXLAN_DEVICE}"));
+        assert!(exists, "vxlan device removed without its grace period");
+        assert!(!ns.lines("ip route").iter().any(|r| r.contains("proto 98")));
+        dp.set_vxlan_linger(std::time::Duration::ZERO);
         let report = dp.apply(&DesiredState::default()).await.expect("apply");
         assert_clean(&report);
         let (exists, _) = ns.try_sh(&format!("ip link show {VXLAN_DEVICE}"));

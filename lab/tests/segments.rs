@@ -249,7 +249,7 @@ fn nat_outgoing_shows_the_node_address_outside_and_pod_addresses_inside() {
     // Between pods (one pool) nothing is masqueraded.
     assert!(cluster.ping(&a, &b.ip, 3), "pod to pod");
     let seen = cluster.ping_sources(&b.netns).expect("sources");
-    assert_eq!(seen, [a.ip.clone()], "pod b saw");
+    assert_eq!(seen, vec![a.ip.clone()], "pod b saw");
 
     // Changed behind the agent's back: the table and forwarding are restored by the next
     // periodic check (the lab's resync interval is 10 s).
@@ -278,7 +278,7 @@ fn nat_outgoing_shows_the_node_address_outside_and_pod_addresses_inside() {
     });
     assert!(!ping_once(&a, OUTSIDE_IP), "answered without NAT");
     let seen = cluster.ping_sources(&outside).expect("sources");
-    assert_eq!(seen, [a.ip.clone()], "outside saw");
+    assert_eq!(seen, vec![a.ip.clone()], "outside saw");
 }
 
 #[test]
@@ -312,6 +312,22 @@ fn changing_the_pool_mode_keeps_pods_reachable() {
     std::thread::sleep(Duration::from_millis(300));
     cluster.set_pools(Encap::Never, false).expect("to Never");
     wait_path(&cluster, "dev eth0");
+    // The device lingers 5 s for slower nodes, and goes at the next pass after that (the
+    // lab's resync interval is 10 s); coming back must create it again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (0..2).any(|i| {
+        ip(&[
+            "-n",
+            &cluster.nodes[i].netns,
+            "link",
+            "show",
+            "vxlan.brindle",
+        ])
+        .is_ok()
+    }) {
+        assert!(Instant::now() < deadline, "the VXLAN device stayed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::thread::sleep(Duration::from_millis(300));
     let (sent1, received1) = pinger.stop().expect("ping summary");
     eprintln!("to Never: {sent1} sent, {} lost", sent1 - received1);

@@ -194,6 +194,8 @@ pub struct Dataplane {
     nat: nat::NatTables,
     /// The VXLAN device as last wanted, and since when it is not wanted any more.
     vxlan_last: Option<(VxlanDevice, Option<std::time::Instant>)>,
+    /// How long the device outlives it ([`VXLAN_LINGER`] unless set).
+    vxlan_linger: std::time::Duration,
     /// Sysctls found right at least once (a later change is reported as drift).
     sysctls_ok: BTreeSet<String>,
 }
@@ -209,6 +211,7 @@ impl Dataplane {
             recent_pod_routes: RecentPodRoutes::default(),
             nat: nat::NatTables::default(),
             vxlan_last: None,
+            vxlan_linger: VXLAN_LINGER,
             sysctls_ok: BTreeSet::new(),
         })
     }
@@ -234,7 +237,13 @@ impl Dataplane {
         Ok(report)
     }
 
-    /// `desired` with the VXLAN device kept, if it was wanted until less than [`VXLAN_LINGER`]
+    /// How long the VXLAN device outlives the last desired state that had it (default
+    /// [`VXLAN_LINGER`]; zero removes it at once).
+    pub fn set_vxlan_linger(&mut self, linger: std::time::Duration) {
+        self.vxlan_linger = linger;
+    }
+
+    /// `desired` with the VXLAN device kept, if it was wanted until less than the linger time
     /// ago. When a pool leaves VXLAN, every node moves its routes off the tunnel at its own
     /// pace; a node that deleted its device at once would drop what the slower ones still
     /// send it encapsulated. Kept, the device still decapsulates (it needs no route, neighbour
@@ -246,12 +255,16 @@ impl Dataplane {
         }
         let (device, since) = self.vxlan_last.as_mut()?;
         let since = *since.get_or_insert_with(std::time::Instant::now);
-        if since.elapsed() >= VXLAN_LINGER {
+        if since.elapsed() >= self.vxlan_linger {
             self.vxlan_last = None;
             return None;
         }
+        // Without its tunnel address: IPAM may hand it to a pod of this node right away.
         Some(DesiredState {
-            vxlan: Some(device.clone()),
+            vxlan: Some(VxlanDevice {
+                tunnel_addr: None,
+                ..device.clone()
+            }),
             ..desired.clone()
         })
     }
