@@ -256,12 +256,25 @@ fn nat_outgoing_shows_the_node_address_outside_and_pod_addresses_inside() {
     let node1 = cluster.nodes[0].netns.clone();
     in_ns(&node1, "nft", &["delete", "table", "ip", "brindle-nat"]).expect("delete table");
     in_ns(&node1, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=0"]).expect("sysctl");
-    wait_for("the NAT table and forwarding to be restored", || {
-        nat_table_present(&cluster, 0)
-            && in_ns(&node1, "sysctl", &["-n", "net.ipv4.ip_forward"])
-                .map(|v| v.trim() == "1")
-                .unwrap_or(false)
-    });
+    in_ns(
+        &node1,
+        "sysctl",
+        &["-q", "-w", "net.ipv4.conf.eth0.rp_filter=1"],
+    )
+    .expect("sysctl");
+    let sysctl = |key: &str| {
+        in_ns(&node1, "sysctl", &["-n", key])
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    wait_for(
+        "the NAT table, forwarding and loose rp_filter to be restored",
+        || {
+            nat_table_present(&cluster, 0)
+                && sysctl("net.ipv4.ip_forward") == "1"
+                && sysctl("net.ipv4.conf.eth0.rp_filter") == "2"
+        },
+    );
     let log = std::fs::read_to_string(&cluster.nodes[0].log).unwrap_or_default();
     assert!(
         log.contains("changed behind our back"),
