@@ -368,3 +368,50 @@ fn changing_the_pool_mode_keeps_pods_reachable() {
         "{lost} of {sent} pings lost during the mode changes"
     );
 }
+
+#[test]
+fn cross_subnet_to_always_and_back_keeps_both_segments_reachable() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut cluster = two_segments(Encap::VxlanCrossSubnet);
+    let (a, b, c) = (
+        pod_on(&cluster, 0).clone(),
+        pod_on(&cluster, 1).clone(),
+        pod_on(&cluster, 2).clone(),
+    );
+    let interval = Duration::from_millis(10);
+    let same = cluster
+        .ping_continuously(&a, &b.ip, interval)
+        .expect("ping");
+    let across = cluster
+        .ping_continuously(&a, &c.ip, interval)
+        .expect("ping");
+    std::thread::sleep(Duration::from_millis(300));
+    cluster
+        .set_pools(Encap::VxlanAlways, false)
+        .expect("to Always");
+    wait_for("same-segment routes through the tunnel", || {
+        route_for(&cluster, 0, 1).contains("dev vxlan.brindle")
+            && route_for(&cluster, 1, 0).contains("dev vxlan.brindle")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    cluster
+        .set_pools(Encap::VxlanCrossSubnet, false)
+        .expect("back to CrossSubnet");
+    wait_for("same-segment routes direct again", || {
+        route_for(&cluster, 0, 1).contains("dev eth0")
+            && route_for(&cluster, 1, 0).contains("dev eth0")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for (what, pinger) in [("same segment", same), ("across", across)] {
+        let (sent, received) = pinger.stop().expect("ping summary");
+        eprintln!(
+            "CrossSubnet -> Always -> CrossSubnet, {what}: {sent} sent, {} lost",
+            sent - received
+        );
+        assert!(sent >= 50, "{what}: only {sent} pings sent");
+        assert_eq!(sent, received, "{what}: pings lost during the mode changes");
+    }
+    assert!(route_for(&cluster, 0, 2).contains("dev vxlan.brindle"));
+}
