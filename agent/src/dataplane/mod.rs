@@ -221,20 +221,57 @@ impl Dataplane {
     /// the route table cannot be read.
     ///
     /// Host routes that [`PodWirer::setup`] wrote in the last few seconds survive even if
-    /// `desired` does not list them yet.
+    /// `desired` does not list them yet. The NAT table is written by `nft`, which runs in the
+    /// calling thread's network namespace: call from a thread in the connection's (the agent's
+    /// threads all are).
     pub async fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let protected = self.recent_pod_routes.protected();
         let lingering = self.vxlan_linger(desired);
         let desired = lingering.as_ref().unwrap_or(desired);
         let mut report = reconcile::reconcile(&self.kernel, desired, &protected).await?;
         // After the devices exist: some sysctls are per interface.
-        report.sysctls_set =
-            sysctl::reconcile(&desired.sysctls, &mut self.sysctls_ok, &mut report.errors);
+        self.reconcile_sysctls(&desired.sysctls, &mut report).await;
         match self.nat.reconcile(&desired.nat).await {
             Ok(written) => report.nat_written = written,
             Err(e) => report.errors.push(e.to_string()),
         }
         Ok(report)
+    }
+
+    /// Checks and sets `want` in the connection's namespace (`/proc/sys/net` shows the
+    /// calling thread's): right here in the agent, whose threads all live there, else on a
+    /// thread that enters it.
+    async fn reconcile_sysctls(&mut self, want: &BTreeSet<Sysctl>, report: &mut ApplyReport) {
+        let mut seen_ok = std::mem::take(&mut self.sysctls_ok);
+        let (set, errors, seen_ok) = if netns::is_current(&self.home) {
+            let mut errors = Vec::new();
+            let set = sysctl::reconcile(want, &mut seen_ok, &mut errors);
+            (set, errors, seen_ok)
+        } else {
+            let want = want.clone();
+            let home = match self.home.try_clone() {
+                Ok(home) => home,
+                Err(e) => {
+                    report.errors.push(format!("sysctls: {e}"));
+                    self.sysctls_ok = seen_ok;
+                    return;
+                }
+            };
+            let kept = seen_ok.clone();
+            match netns::run_in("host namespace", home, move || {
+                let mut errors = Vec::new();
+                let set = sysctl::reconcile(&want, &mut seen_ok, &mut errors);
+                (set, errors, seen_ok)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => (0, vec![e.to_string()], kept),
+            }
+        };
+        self.sysctls_ok = seen_ok;
+        report.sysctls_set = set;
+        report.errors.extend(errors);
     }
 
     /// How long the VXLAN device outlives the last desired state that had it (default
