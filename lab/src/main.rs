@@ -41,6 +41,11 @@ enum Command {
         /// nodes IPv6 addresses, and ping every pod over IPv6 as well.
         #[arg(long)]
         ipv6: bool,
+        /// L2 segments: 2 puts the first half of the nodes on 10.99.0.0/24 and the others on
+        /// 10.99.1.0/24, routed by the fabric namespace (with `--encap never` the fabric gets a
+        /// static route to every node's blocks, as flannel's host-gw). IPv4 only.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=2))]
+        segments: u16,
     },
     /// Answer every TCP connection on PORT with TEXT and a newline, then close it; runs until
     /// killed. The scenario tests run it inside pod namespaces to check that traffic (a port
@@ -67,13 +72,13 @@ enum DatastoreArg {
 enum EncapArg {
     /// vxlanMode: Always.
     Vxlan,
-    /// vxlanMode: CrossSubnet (all lab nodes share one subnet, so traffic is direct).
+    /// vxlanMode: CrossSubnet (direct within a segment, VXLAN between segments).
     CrossSubnet,
     /// ipipMode: Always, through tunl0 (needs the kernel's ipip module).
     Ipip,
     /// ipipMode: CrossSubnet.
     IpipCrossSubnet,
-    /// No encapsulation: routes via the node IPs.
+    /// No encapsulation: routes via the node IPs within a segment, via the router between.
     Never,
 }
 
@@ -112,8 +117,13 @@ fn demo(
     encap: EncapArg,
     datastore: DatastoreArg,
     ipv6: bool,
+    segments: u16,
 ) -> Result<bool> {
+    if ipv6 && segments > 1 {
+        anyhow::bail!("--ipv6 works on one segment only (the fabric routes IPv4 only)");
+    }
     let spec = ClusterSpec {
+        segments: segments.into(),
         datastore: match datastore {
             DatastoreArg::Embedded => Datastore::Embedded,
             DatastoreArg::Etcd => Datastore::Etcd,
@@ -131,7 +141,12 @@ fn demo(
         ..ClusterSpec::default()
     };
     let encap = spec.encap;
+    let never = spec.encap == Encap::Never;
     let cluster = Cluster::build(spec)?;
+    if never && segments > 1 {
+        println!("      static routes to every node's blocks on the fabric router (host-gw)");
+        cluster.route_blocks_via_router()?;
+    }
     println!("[5/5] waiting for routes, then pinging every pod from every pod");
     cluster.wait_converged(Duration::from_secs(30))?;
     for (i, node) in cluster.nodes.iter().enumerate() {
@@ -219,7 +234,8 @@ fn main() -> ExitCode {
             encap,
             datastore,
             ipv6,
-        } => demo(nodes, pods_per_node, encap, datastore, ipv6),
+            segments,
+        } => demo(nodes, pods_per_node, encap, datastore, ipv6, segments),
         Command::Serve { port, reply } => serve(port, &reply),
     };
     match result {
