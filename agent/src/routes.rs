@@ -11,7 +11,18 @@
 //!   tunnel IP> dev vxlan.brindle onlink`, with a permanent neighbour (tunnel IP -> VTEP MAC) and
 //!   an FDB entry (VTEP MAC -> node IP) per remote node;
 //! - otherwise, when both modes are `Never` (or CrossSubnet within the subnet), directly:
-//!   `<block> via <node IP> dev <uplink> onlink`;
+//!   `<block> via <node IP> dev <uplink> onlink`, but only to a node on this node's subnet (the
+//!   only next hops an onlink route can reach); a node behind a router gets no route from us
+//!   and its blocks follow the network's routes (default route, BGP, a router's static routes);
+//! - while one end of a VXLAN path has no tunnel address yet (a pool just switched to VXLAN, a
+//!   node just joined), a node on the same subnet is reached directly, so a mode change never
+//!   leaves a block without a route;
+//! - a block of a pool whose `ipipMode` is `Always`, or `CrossSubnet` with the other node outside
+//!   this node's subnet, goes through the kernel's fallback IPIP device, the remote node IP as
+//!   the tunnel's far end: `<block> via <node IP> dev tunl0 onlink`. While an IPIP pool exists,
+//!   `tunl0` is kept up with MTU uplink-20 and this node's IPIP tunnel address
+//!   (`Node.spec.bgp.ipv4IPIPTunnelAddr`). IPIP carries IPv4 only: an IPv6 pool's `ipipMode`
+//!   is ignored (Calico rejects it);
 //! - addresses a node borrowed from another node's block get a /32 to the borrowing node;
 //! - every local pod address gets `<ip>/32 dev <host veth> scope link`.
 //!
@@ -30,8 +41,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::dataplane::{
-    eui64_link_local, parse_mac, vtep_mac, DesiredState, FdbEntry, Neighbor, RouteTarget,
-    VxlanDevice, VXLAN_DEVICE,
+    eui64_link_local, parse_mac, vtep_mac, DesiredState, FdbEntry, IpipDevice, Neighbor,
+    RouteTarget, Sysctl, VxlanDevice, IPIP_DEVICE, VXLAN_DEVICE,
 };
 use crate::model::{EncapMode, IpPoolSpec, IpamBlockSpec, NodeSpec, Object};
 
@@ -45,6 +56,8 @@ pub struct LocalNode {
     pub uplink: String,
     /// MTU of the VXLAN device (uplink MTU minus 50).
     pub vxlan_mtu: u32,
+    /// MTU of the IPIP device (uplink MTU minus 20).
+    pub ipip_mtu: u32,
 }
 
 /// A pod wired on this node.
@@ -165,6 +178,21 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
         });
     }
 
+    let ipip_pool = view.pools.values().any(|p| {
+        matches!(p.spec.cidr, IpNet::V4(_))
+            && !p.spec.disabled
+            && p.spec.ipip_mode != EncapMode::Never
+    });
+    if ipip_pool {
+        desired.ipip = Some(IpipDevice {
+            tunnel_addr: me
+                .and_then(|n| n.spec.bgp.as_ref())
+                .and_then(|b| b.ipv4_ipip_tunnel_addr.as_deref())
+                .and_then(parse_v4_cidr_or_addr),
+            mtu: local.ipip_mtu,
+        });
+    }
+
     let remotes: BTreeMap<&str, RemoteNode> = view
         .nodes
         .iter()
@@ -211,19 +239,41 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
             EncapMode::Never => false,
         };
         if encap {
-            desired.vxlan.as_ref()?;
             let gw = if v6 {
-                IpAddr::V6(eui64_link_local(&remote.vtep_mac))
+                Some(IpAddr::V6(eui64_link_local(&remote.vtep_mac)))
             } else {
-                IpAddr::V4(remote.tunnel?)
+                remote.tunnel.map(IpAddr::V4)
             };
+            match (desired.vxlan.as_ref(), gw) {
+                (Some(_), Some(gw)) => {
+                    return Some(RouteTarget::ViaOnlink {
+                        gw,
+                        dev: VXLAN_DEVICE.to_string(),
+                    })
+                }
+                // One end has no tunnel yet (a pool just switched to VXLAN, or a node just
+                // joined): a neighbour on the same link is still reached directly, so a mode
+                // change never leaves its blocks without a route.
+                _ if same_subnet => {}
+                _ => return None,
+            }
+        }
+        let ipip = match pool.ipip_mode {
+            EncapMode::Always => true,
+            EncapMode::CrossSubnet => !same_subnet,
+            EncapMode::Never => false,
+        };
+        if ipip && !v6 {
+            desired.ipip.as_ref()?;
             return Some(RouteTarget::ViaOnlink {
-                gw,
-                dev: VXLAN_DEVICE.to_string(),
+                gw: IpAddr::V4(remote.ip),
+                dev: IPIP_DEVICE.to_string(),
             });
         }
-        if pool.ipip_mode != EncapMode::Never {
-            // IPIP arrives with issue #8; until then such blocks are not routed.
+        // Unencapsulated, only a node on this node's link can be a next hop (an onlink route
+        // to anything else would ARP in vain); blocks behind a router follow the network's
+        // routes (the default route, BGP), as with Calico's `Never` across subnets.
+        if !same_subnet {
             return None;
         }
         let gw = if v6 {
@@ -277,6 +327,8 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
         }
     }
 
+    nat_and_sysctls(view, &mut desired);
+
     for endpoint in view.endpoints.values() {
         for ip in &endpoint.ips {
             desired.routes.insert(
@@ -288,6 +340,50 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
         }
     }
     desired
+}
+
+/// NAT outgoing (Calico's `masq_mgr.go`: from a `natOutgoing` pool to outside every pool) and
+/// the sysctls the dataplane needs (Felix's `IPForwarding=Enabled`; loose `rp_filter`).
+fn nat_and_sysctls(view: &ClusterView<'_>, desired: &mut DesiredState) {
+    for pool in view.pools.values().map(|p| &p.spec) {
+        desired.nat.pools.insert(pool.cidr);
+        if pool.nat_outgoing && !pool.disabled {
+            desired.nat.masquerade.insert(pool.cidr);
+        }
+    }
+    desired
+        .sysctls
+        .insert(Sysctl::new(&["net", "ipv4", "ip_forward"], "1", &[]));
+    if view
+        .pools
+        .values()
+        .any(|p| matches!(p.spec.cidr, IpNet::V6(_)) && !p.spec.disabled)
+    {
+        desired.sysctls.insert(Sysctl::new(
+            &["net", "ipv6", "conf", "all", "forwarding"],
+            "1",
+            &[],
+        ));
+    }
+    // Strict reverse-path filtering drops a pod's packet that arrives on another interface
+    // than the one its reply would leave by: during a mode change (one node already sends
+    // directly, the other still routes back through the tunnel), and with CrossSubnet or a
+    // router in between. Loose (2) keeps the spoofing check; off (0) is left alone. The
+    // kernel applies the larger of `all` and the interface's value, so per interface is enough.
+    let mut rp_devices = vec![view.local.uplink.as_str()];
+    if desired.vxlan.is_some() {
+        rp_devices.push(VXLAN_DEVICE);
+    }
+    if desired.ipip.is_some() {
+        rp_devices.push(IPIP_DEVICE);
+    }
+    for dev in rp_devices {
+        desired.sysctls.insert(Sysctl::new(
+            &["net", "ipv4", "conf", dev, "rp_filter"],
+            "2",
+            &["0"],
+        ));
+    }
 }
 
 #[cfg(test)]
@@ -338,6 +434,7 @@ mod tests {
             address: "10.0.0.1/24".parse().expect("cidr"),
             uplink: "eth0".to_string(),
             vxlan_mtu: 1450,
+            ipip_mtu: 1480,
         }
     }
 
@@ -435,16 +532,73 @@ mod tests {
     fn never_routes_directly_via_the_node_ip() {
         let d = Fixture::new(EncapMode::Never).desired();
         assert_eq!(d.routes[&net("10.244.0.64/26")], via("10.0.0.2", "eth0"));
-        assert_eq!(d.routes[&net("10.244.0.128/26")], via("10.0.1.3", "eth0"));
+        // Node c is behind a router: no onlink route can reach it; the network routes it.
+        assert!(!d.routes.contains_key(&net("10.244.0.128/26")));
     }
 
     #[test]
-    fn a_remote_node_without_tunnel_address_gets_no_vxlan_route_yet() {
+    fn a_remote_node_without_tunnel_address_is_reached_directly_on_the_same_link() {
         let mut f = Fixture::new(EncapMode::Always);
         f.nodes.insert("b".into(), node("b", "10.0.0.2/24", None).1);
+        f.nodes.insert("c".into(), node("c", "10.0.1.3/24", None).1);
         let d = f.desired();
-        assert!(!d.routes.contains_key(&net("10.244.0.64/26")));
-        assert_eq!(d.neighbors.len(), 1);
+        assert_eq!(d.routes[&net("10.244.0.64/26")], via("10.0.0.2", "eth0"));
+        assert!(!d.routes.contains_key(&net("10.244.0.128/26")));
+        assert!(d.neighbors.is_empty());
+    }
+
+    #[test]
+    fn nat_outgoing_masquerades_only_nat_pools_and_exempts_every_pool() {
+        let mut f = Fixture::new(EncapMode::Always);
+        let d = f.desired();
+        assert!(d.nat.masquerade.is_empty());
+        let (name, mut other) = pool("10.250.0.0/16", EncapMode::Never);
+        other.spec.nat_outgoing = true;
+        f.pools.insert(format!("{name}-2"), other);
+        let d = f.desired();
+        assert_eq!(
+            d.nat.masquerade.iter().collect::<Vec<_>>(),
+            vec![&net("10.250.0.0/16")]
+        );
+        assert_eq!(d.nat.pools.len(), 2);
+    }
+
+    #[test]
+    fn forwarding_and_loose_rp_filter_are_wanted() {
+        let d = Fixture::new(EncapMode::Always).desired();
+        let names: Vec<String> = d.sysctls.iter().map(Sysctl::name).collect();
+        assert!(
+            names.contains(&"net.ipv4.ip_forward".to_string()),
+            "{names:?}"
+        );
+        assert!(names.contains(&"net.ipv4.conf.eth0.rp_filter".to_string()));
+        assert!(names.contains(&"net.ipv4.conf.vxlan.brindle.rp_filter".to_string()));
+        assert!(!names.iter().any(|n| n.starts_with("net.ipv6")));
+        let d = dual_stack(EncapMode::Never).desired();
+        let names: Vec<String> = d.sysctls.iter().map(Sysctl::name).collect();
+        assert!(names.contains(&"net.ipv6.conf.all.forwarding".to_string()));
+    }
+
+    #[test]
+    fn switching_modes_moves_every_remote_block_to_the_new_path() {
+        let mut f = Fixture::new(EncapMode::Always);
+        let always = f.desired();
+        f.pools = [pool("10.244.0.0/16", EncapMode::Never)]
+            .into_iter()
+            .collect();
+        let never = f.desired();
+        f.pools = [pool("10.244.0.0/16", EncapMode::CrossSubnet)]
+            .into_iter()
+            .collect();
+        let cross = f.desired();
+        let b = net("10.244.0.64/26");
+        let c = net("10.244.0.128/26");
+        assert_eq!(always.routes[&b], via("10.244.0.64", VXLAN_DEVICE));
+        assert_eq!(never.routes[&b], via("10.0.0.2", "eth0"));
+        assert_eq!(cross.routes[&b], via("10.0.0.2", "eth0"));
+        assert_eq!(always.routes[&c], via("10.244.0.128", VXLAN_DEVICE));
+        assert!(!never.routes.contains_key(&c));
+        assert_eq!(cross.routes[&c], via("10.244.0.128", VXLAN_DEVICE));
     }
 
     #[test]
@@ -454,12 +608,9 @@ mod tests {
         let d = f.desired();
         assert!(d.vxlan.is_none());
         assert!(d.neighbors.is_empty() && d.fdb.is_empty());
-        assert_eq!(
-            d.routes.len(),
-            1,
-            "only the local blackhole: {:?}",
-            d.routes
-        );
+        // The local blackhole, and node b on the same link directly; c is out of reach.
+        assert_eq!(d.routes.len(), 2, "{:?}", d.routes);
+        assert_eq!(d.routes[&net("10.244.0.64/26")], via("10.0.0.2", "eth0"));
     }
 
     #[test]
@@ -606,6 +757,88 @@ mod tests {
         };
         assert_eq!(d.routes[&net("fd00:10:244::5/128")], dev);
         assert_eq!(d.routes[&net("10.244.0.5/32")], dev);
+    }
+
+    /// The fixture with its pool in IPIP `mode` (VXLAN off) and IPIP tunnel addresses.
+    fn ipip(mode: EncapMode) -> Fixture {
+        let mut f = Fixture::new(EncapMode::Never);
+        if let Some(p) = f.pools.get_mut("pool") {
+            p.spec.ipip_mode = mode;
+        }
+        for (name, addr) in [
+            ("a", "10.244.0.1"),
+            ("b", "10.244.0.65"),
+            ("c", "10.244.0.129"),
+        ] {
+            let node = f.nodes.get_mut(name).expect("node");
+            node.spec.ipv4_vxlan_tunnel_addr = None;
+            if let Some(bgp) = node.spec.bgp.as_mut() {
+                bgp.ipv4_ipip_tunnel_addr = Some(addr.to_string());
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn ipip_always_routes_every_remote_block_through_tunl0_to_the_node_ip() {
+        let d = ipip(EncapMode::Always).desired();
+        assert_eq!(
+            d.ipip,
+            Some(IpipDevice {
+                tunnel_addr: Some(Ipv4Addr::new(10, 244, 0, 1)),
+                mtu: 1480,
+            })
+        );
+        assert!(d.vxlan.is_none() && d.neighbors.is_empty() && d.fdb.is_empty());
+        assert_eq!(d.routes[&net("10.244.0.0/26")], RouteTarget::Blackhole);
+        assert_eq!(d.routes[&net("10.244.0.64/26")], via("10.0.0.2", "tunl0"));
+        assert_eq!(d.routes[&net("10.244.0.128/26")], via("10.0.1.3", "tunl0"));
+    }
+
+    #[test]
+    fn ipip_cross_subnet_encapsulates_only_outside_the_local_subnet() {
+        let d = ipip(EncapMode::CrossSubnet).desired();
+        assert!(d.ipip.is_some());
+        assert_eq!(d.routes[&net("10.244.0.64/26")], via("10.0.0.2", "eth0"));
+        assert_eq!(d.routes[&net("10.244.0.128/26")], via("10.0.1.3", "tunl0"));
+    }
+
+    #[test]
+    fn ipip_device_is_wanted_before_the_tunnel_address_and_only_for_ipip_pools() {
+        let mut f = ipip(EncapMode::Always);
+        f.nodes.insert("a".into(), node("a", "10.0.0.1/24", None).1);
+        let d = f.desired();
+        let dev = d
+            .ipip
+            .as_ref()
+            .expect("tunl0 wanted without an address yet");
+        assert_eq!(dev.tunnel_addr, None);
+        // Routes do not wait for the local tunnel address: the far end is the node IP.
+        assert_eq!(d.routes[&net("10.244.0.64/26")], via("10.0.0.2", "tunl0"));
+
+        let d = Fixture::new(EncapMode::Always).desired();
+        assert!(d.ipip.is_none(), "a VXLAN pool leaves tunl0 alone");
+        let mut f = ipip(EncapMode::Always);
+        if let Some(p) = f.pools.get_mut("pool") {
+            p.spec.disabled = true;
+        }
+        assert!(
+            f.desired().ipip.is_none(),
+            "a disabled pool leaves tunl0 alone"
+        );
+    }
+
+    #[test]
+    fn borrowed_addresses_of_an_ipip_pool_go_through_tunl0() {
+        let mut f = ipip(EncapMode::Always);
+        let b = f.blocks.get_mut("10-244-0-64-26").expect("block");
+        b.spec.allocations[3] = Some(0);
+        b.spec.attributes.push(crate::model::AllocationAttribute {
+            handle_id: Some("net.c2".into()),
+            secondary: [("node".to_string(), "c".to_string())].into(),
+        });
+        let d = f.desired();
+        assert_eq!(d.routes[&net("10.244.0.67/32")], via("10.0.1.3", "tunl0"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use brindle_agent::dataplane::{
     format_mac, host_veth_name, parse_mac, vtep_mac, ApplyReport, Dataplane, DataplaneError,
-    DesiredState, FdbEntry, Neighbor, PodSpec, RouteTarget, VxlanDevice, VXLAN_DEVICE,
+    DesiredState, FdbEntry, Neighbor, PodSpec, RouteTarget, Sysctl, VxlanDevice, VXLAN_DEVICE,
 };
 use ipnet::IpNet;
 use nix::sched::{setns, CloneFlags};
@@ -330,7 +330,14 @@ fn apply_programs_vxlan_routes_neighbors_fdb_and_converges() {
             .iter()
             .any(|r| r.starts_with("10.244.2.0/26 via 10.244.2.0")));
 
-        // Nothing desired: the device and Brindle's routes go, the foreign route stays.
+        // Nothing desired: Brindle's routes go at once, the foreign route stays; the device
+        // lingers (it still decapsulates for slower nodes during a mode change), then goes.
+        let report = dp.apply(&DesiredState::default()).await.expect("apply");
+        assert_clean(&report);
+        let (exists, _) = ns.try_sh(&format!("ip link show {VXLAN_DEVICE}"));
+        assert!(exists, "vxlan device removed without its grace period");
+        assert!(!ns.lines("ip route").iter().any(|r| r.contains("proto 98")));
+        dp.set_vxlan_linger(std::time::Duration::ZERO);
         let report = dp.apply(&DesiredState::default()).await.expect("apply");
         assert_clean(&report);
         let (exists, _) = ns.try_sh(&format!("ip link show {VXLAN_DEVICE}"));
@@ -976,5 +983,78 @@ fn pod_wiring_takes_over_an_ipv6_host_route_of_brindle() {
             "{routes}"
         );
         assert!(!routes.contains("dev up0"), "{routes}");
+    });
+}
+
+#[test]
+fn nat_outgoing_table_and_sysctls_are_written_checked_and_restored() {
+    if !privileged() {
+        return;
+    }
+    let nft = Command::new("nft").arg("--version").output().is_ok();
+    if !nft {
+        assert!(std::env::var_os("CI").is_none(), "nft missing (CI is set)");
+        eprintln!("skipping: nft not installed");
+        return;
+    }
+    let ns = Netns::new();
+    ns.sh("ip link set lo up && ip link add up0 type veth peer name up1 && ip link set up0 up");
+    ns.sh("sysctl -q -w net.ipv4.ip_forward=0 net.ipv4.conf.up0.rp_filter=1");
+    let n = Ns::clone(&ns);
+
+    in_netns(&ns, move || async move {
+        let ns = n;
+        let mut dp = Dataplane::connect().await.expect("connect");
+        let mut d = DesiredState::default();
+        d.nat.pools = [net("10.244.0.0/16"), net("10.250.0.0/16")].into();
+        d.nat.masquerade = [net("10.244.0.0/16")].into();
+        d.sysctls = [
+            Sysctl::new(&["net", "ipv4", "ip_forward"], "1", &[]),
+            Sysctl::new(&["net", "ipv4", "conf", "up0", "rp_filter"], "2", &["0"]),
+        ]
+        .into();
+
+        let report = dp.apply(&d).await.expect("apply");
+        assert_clean(&report);
+        assert!(report.nat_written);
+        assert_eq!(report.sysctls_set, 2);
+        assert_eq!(ns.sh("sysctl -n net.ipv4.ip_forward").trim(), "1");
+        assert_eq!(ns.sh("sysctl -n net.ipv4.conf.up0.rp_filter").trim(), "2");
+        let table = ns.sh("nft list table ip brindle-nat");
+        assert!(
+            table.contains("ip saddr @masq-pools ip daddr != @pools masquerade"),
+            "{table}"
+        );
+        assert!(
+            table.contains("elements = { 10.244.0.0/16, 10.250.0.0/16 }"),
+            "{table}"
+        );
+        let (ip6, _) = ns.try_sh("nft list table ip6 brindle-nat");
+        assert!(!ip6, "an ip6 table without IPv6 NAT pools");
+
+        // Nothing changed: nothing written.
+        let report = dp.apply(&d).await.expect("apply");
+        assert_clean(&report);
+        assert!(!report.nat_written);
+        assert_eq!(report.sysctls_set, 0);
+
+        // Changed behind our back: restored.
+        ns.sh("nft flush chain ip brindle-nat postrouting && sysctl -q -w net.ipv4.ip_forward=0");
+        let report = dp.apply(&d).await.expect("apply");
+        assert_clean(&report);
+        assert!(report.nat_written);
+        assert_eq!(report.sysctls_set, 1);
+        assert!(ns
+            .sh("nft list table ip brindle-nat")
+            .contains("masquerade"));
+
+        // No NAT pool any more: the table goes; a foreign table is left alone.
+        ns.sh("nft add table ip someone-else");
+        d.nat.masquerade.clear();
+        let report = dp.apply(&d).await.expect("apply");
+        assert_clean(&report);
+        let tables = ns.sh("nft list tables");
+        assert!(!tables.contains("brindle-nat"), "{tables}");
+        assert!(tables.contains("table ip someone-else"), "{tables}");
     });
 }

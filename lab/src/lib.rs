@@ -1,7 +1,10 @@
 //! Brindle clusters built out of network namespaces, for the demo and the scenario tests.
 //!
-//! A cluster is a "fabric" namespace holding a bridge (one L2 segment), a namespace per node
-//! joined to the bridge by a veth pair, one `brindle-node` per node (run inside its namespace,
+//! A cluster is a "fabric" namespace holding a bridge per L2 segment (`br0` on 10.99.0.0/24,
+//! `br1` on 10.99.1.0/24 when [`ClusterSpec::segments`] is 2) and routing between them (it is the
+//! nodes' default gateway: the router of a real network), a namespace per node joined to its
+//! segment's bridge by a veth pair, optionally an "outside" namespace behind the router (a server
+//! at [`OUTSIDE_IP`], not in any pool), one `brindle-node` per node (run inside its namespace,
 //! all sharing one embedded datastore file), and pod namespaces wired by the real `brindle` CNI
 //! plugin. Everything is named with a per-run prefix so that several clusters can coexist, and
 //! everything is torn down when the [`Cluster`] is dropped: on success, on error, on panic.
@@ -113,6 +116,9 @@ pub fn bin_dir() -> Result<PathBuf> {
 pub enum Encap {
     VxlanAlways,
     VxlanCrossSubnet,
+    /// IPIP through `tunl0`: needs the kernel's `ipip` module (see lab/tests/ipip_qemu.rs).
+    IpipAlways,
+    IpipCrossSubnet,
     Never,
 }
 
@@ -121,8 +127,25 @@ impl Encap {
         match self {
             Encap::VxlanAlways => "vxlanMode: Always",
             Encap::VxlanCrossSubnet => "vxlanMode: CrossSubnet",
+            Encap::IpipAlways => "ipipMode: Always\n  vxlanMode: Never",
+            Encap::IpipCrossSubnet => "ipipMode: CrossSubnet\n  vxlanMode: Never",
             Encap::Never => "vxlanMode: Never",
         }
+    }
+
+    /// The device cross-node pod traffic goes through, when encapsulated.
+    pub fn tunnel_device(self) -> Option<&'static str> {
+        match self {
+            Encap::VxlanAlways | Encap::VxlanCrossSubnet => Some("vxlan.brindle"),
+            Encap::IpipAlways | Encap::IpipCrossSubnet => Some("tunl0"),
+            Encap::Never => None,
+        }
+    }
+
+    /// Whether every cross-node packet is encapsulated (the lab's nodes share one subnet, so
+    /// CrossSubnet encapsulates nothing).
+    pub fn always(self) -> bool {
+        matches!(self, Encap::VxlanAlways | Encap::IpipAlways)
     }
 }
 
@@ -156,7 +179,17 @@ pub struct ClusterSpec {
     pub pool_cidr_v6: Option<String>,
     /// MTU of the nodes' uplinks (and the fabric's ports); the kernel's 1500 when `None`.
     pub uplink_mtu: Option<u32>,
+    /// L2 segments (1 or 2): with 2, the first half of the nodes sit on `br0` (10.99.0.0/24),
+    /// the others on `br1` (10.99.1.0/24), and traffic between them is routed by the fabric.
+    pub segments: usize,
+    /// `natOutgoing` of the pools.
+    pub nat_outgoing: bool,
+    /// An "outside" namespace behind the fabric router, with a server at [`OUTSIDE_IP`].
+    pub outside: bool,
 }
+
+/// The outside server's address (TEST-NET-3: in no pool, routed by the fabric only).
+pub const OUTSIDE_IP: &str = "203.0.113.10";
 
 impl Default for ClusterSpec {
     fn default() -> Self {
@@ -170,6 +203,9 @@ impl Default for ClusterSpec {
             chain: Vec::new(),
             pool_cidr_v6: None,
             uplink_mtu: None,
+            segments: 1,
+            nat_outgoing: false,
+            outside: false,
         }
     }
 }
@@ -209,6 +245,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub bins: PathBuf,
     pub fabric: String,
+    /// The outside namespace, when [`ClusterSpec::outside`].
+    pub outside: Option<String>,
     pub nodes: Vec<Node>,
     pub pods: Vec<Pod>,
     pub datastore: String,
@@ -242,6 +280,7 @@ impl Cluster {
         };
         let mut cluster = Cluster {
             fabric: format!("bl{id}-fabric"),
+            outside: None,
             id,
             conflist: dir.join("10-brindle.conflist"),
             dir,
@@ -271,23 +310,70 @@ impl Cluster {
         Ok(())
     }
 
+    /// The segment (0-based) node `i` (0-based) sits on.
+    pub fn segment_of(&self, i: usize) -> usize {
+        let segments = self.spec.segments.max(1);
+        let per_segment = self.spec.nodes.div_ceil(segments);
+        (i / per_segment.max(1)).min(segments - 1)
+    }
+
     fn build_fabric(&mut self) -> Result<()> {
         let steps = self.spec.nodes;
+        if !(1..=2).contains(&self.spec.segments) {
+            bail!("segments must be 1 or 2, not {}", self.spec.segments);
+        }
         self.say(&format!(
-            "[1/5] fabric: bridge in {} and {} node namespaces on 10.99.0.0/24",
-            self.fabric, steps
+            "[1/5] fabric: {} bridge(s) in {} and {} node namespaces on 10.99.0.0/24{}",
+            self.spec.segments,
+            self.fabric,
+            steps,
+            if self.spec.segments == 2 {
+                " and 10.99.1.0/24"
+            } else {
+                ""
+            }
         ));
         let fabric = self.fabric.clone();
         self.add_netns(&fabric)?;
-        in_ns(&fabric, "ip", &["link", "add", "br0", "type", "bridge"])?;
-        in_ns(&fabric, "ip", &["link", "set", "br0", "up"])?;
         // The fabric is the nodes' default gateway, as a real network's router would be: proxy
         // ARP for the pods' gateway 169.254.1.1 answers only when the node has a route to it.
-        in_ns(
-            &fabric,
-            "ip",
-            &["addr", "add", "10.99.0.1/24", "dev", "br0"],
-        )?;
+        in_ns(&fabric, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])?;
+        for seg in 0..self.spec.segments {
+            let br = format!("br{seg}");
+            in_ns(&fabric, "ip", &["link", "add", &br, "type", "bridge"])?;
+            in_ns(&fabric, "ip", &["link", "set", &br, "up"])?;
+            in_ns(
+                &fabric,
+                "ip",
+                &["addr", "add", &format!("10.99.{seg}.1/24"), "dev", &br],
+            )?;
+        }
+        if self.spec.outside {
+            let outside = format!("bl{}-outside", self.id);
+            self.add_netns(&outside)?;
+            ip(&[
+                "-n", &fabric, "link", "add", "out0", "type", "veth", "peer", "name", "eth0",
+                "netns", &outside,
+            ])?;
+            in_ns(
+                &fabric,
+                "ip",
+                &["addr", "add", "203.0.113.1/24", "dev", "out0"],
+            )?;
+            in_ns(&fabric, "ip", &["link", "set", "out0", "up"])?;
+            in_ns(
+                &outside,
+                "ip",
+                &["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"],
+            )?;
+            in_ns(&outside, "ip", &["link", "set", "eth0", "up"])?;
+            in_ns(
+                &outside,
+                "ip",
+                &["route", "add", "default", "via", "203.0.113.1"],
+            )?;
+            self.outside = Some(outside);
+        }
         if self.spec.pool_cidr_v6.is_some() {
             in_ns(
                 &fabric,
@@ -299,7 +385,8 @@ impl Cluster {
             check_interrupted()?;
             let name = format!("node{i}");
             let netns = format!("bl{}-{name}", self.id);
-            let node_ip = format!("10.99.0.{}", 10 + i);
+            let seg = self.segment_of(i - 1);
+            let node_ip = format!("10.99.{seg}.{}", 10 + i);
             self.add_netns(&netns)?;
             let port = format!("n{i}");
             ip(&[
@@ -309,7 +396,7 @@ impl Cluster {
             in_ns(
                 &fabric,
                 "ip",
-                &["link", "set", &port, "master", "br0", "up"],
+                &["link", "set", &port, "master", &format!("br{seg}"), "up"],
             )?;
             in_ns(
                 &netns,
@@ -320,7 +407,7 @@ impl Cluster {
             in_ns(
                 &netns,
                 "ip",
-                &["route", "add", "default", "via", "10.99.0.1"],
+                &["route", "add", "default", "via", &format!("10.99.{seg}.1")],
             )?;
             if let Some(mtu) = self.spec.uplink_mtu {
                 let mtu = mtu.to_string();
@@ -391,7 +478,30 @@ impl Cluster {
     }
 
     fn create_pool(&mut self) -> Result<()> {
-        let fields = self.spec.encap.pool_fields();
+        self.apply_pools()?;
+        // Each node's copy gets that node's agent socket (in `runtime`).
+        let mut plugins = vec![serde_json::json!({"type": "brindle"})];
+        plugins.extend(self.spec.chain.iter().cloned());
+        let conflist =
+            serde_json::json!({"cniVersion": "1.0.0", "name": "lab-net", "plugins": plugins});
+        fs::write(&self.conflist, serde_json::to_string_pretty(&conflist)?)?;
+        Ok(())
+    }
+
+    /// Changes the pools' encapsulation and `natOutgoing` (`brindlectl apply` of the changed
+    /// IPPools, as a user would).
+    pub fn set_pools(&mut self, encap: Encap, nat_outgoing: bool) -> Result<()> {
+        self.spec.encap = encap;
+        self.spec.nat_outgoing = nat_outgoing;
+        self.apply_pools()
+    }
+
+    fn apply_pools(&mut self) -> Result<()> {
+        let fields = format!(
+            "{}\n  natOutgoing: {}",
+            self.spec.encap.pool_fields(),
+            self.spec.nat_outgoing
+        );
         let mut pools = Vec::new();
         for (name, cidr) in [
             (
@@ -422,12 +532,6 @@ impl Cluster {
         let path = self.dir.join("pool.yaml");
         fs::write(&path, pool)?;
         self.ctl(&["apply", "-f", &path.display().to_string()])?;
-        // Each node's copy gets that node's agent socket (in `runtime`).
-        let mut plugins = vec![serde_json::json!({"type": "brindle"})];
-        plugins.extend(self.spec.chain.iter().cloned());
-        let conflist =
-            serde_json::json!({"cniVersion": "1.0.0", "name": "lab-net", "plugins": plugins});
-        fs::write(&self.conflist, serde_json::to_string_pretty(&conflist)?)?;
         Ok(())
     }
 
@@ -696,7 +800,14 @@ impl Cluster {
                 for block in blocks["items"].as_array().into_iter().flatten() {
                     let cidr = block["spec"]["cidr"].as_str().unwrap_or_default();
                     let owner = block["spec"]["affinity"].as_str().unwrap_or_default();
+                    // Unencapsulated, a node behind the router is the network's business.
+                    let behind_router = self.spec.encap == Encap::Never
+                        && self.nodes.iter().enumerate().any(|(j, n)| {
+                            owner == format!("host:{}", n.name)
+                                && self.segment_of(j) != self.segment_of(i)
+                        });
                     if owner != format!("host:{}", node.name)
+                        && !behind_router
                         && !routes.lines().any(|l| l.starts_with(&format!("{cidr} ")))
                     {
                         missing.push(format!("{}: {cidr}", node.name));
@@ -764,19 +875,137 @@ impl Cluster {
 
     /// Packets sent through node `i`'s `vxlan.brindle` device.
     pub fn vxlan_tx_packets(&self, i: usize) -> Result<u64> {
-        let out = ip(&[
-            "-n",
-            &self.nodes[i].netns,
-            "-s",
-            "-j",
-            "link",
-            "show",
-            "vxlan.brindle",
-        ])?;
+        self.tx_packets(i, "vxlan.brindle")
+    }
+
+    /// Device `dev` of node `i` in one line: `mtu 1480, up, addresses 10.244.3.0/32`.
+    pub fn link_summary(&self, i: usize, dev: &str) -> Result<String> {
+        let out = ip(&["-n", &self.nodes[i].netns, "-j", "addr", "show", "dev", dev])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let link = &v[0];
+        let up = link["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "UP"));
+        let addrs: Vec<String> = link["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"])))
+            .collect();
+        Ok(format!(
+            "mtu {}, {}, addresses {}",
+            link["mtu"],
+            if up { "up" } else { "down" },
+            if addrs.is_empty() {
+                "none".to_string()
+            } else {
+                addrs.join(" ")
+            }
+        ))
+    }
+
+    /// Packets sent through device `dev` of node `i`.
+    pub fn tx_packets(&self, i: usize, dev: &str) -> Result<u64> {
+        let out = ip(&["-n", &self.nodes[i].netns, "-s", "-j", "link", "show", dev])?;
         let v: serde_json::Value = serde_json::from_str(&out)?;
         v[0]["stats64"]["tx"]["packets"]
             .as_u64()
-            .ok_or_else(|| anyhow!("no tx counter for vxlan.brindle on {}", self.nodes[i].name))
+            .ok_or_else(|| anyhow!("no tx counter for {dev} on {}", self.nodes[i].name))
+    }
+
+    /// Gives the fabric router a static route to every node's blocks, via that node (flannel's
+    /// host-gw, or what a ToR learns over BGP): what pod traffic between segments needs when
+    /// it is not encapsulated.
+    pub fn route_blocks_via_router(&self) -> Result<()> {
+        let blocks = self.ctl(&["get", "ipamblocks", "-o", "json"])?;
+        let blocks: serde_json::Value = serde_json::from_str(&blocks)?;
+        for block in blocks["items"].as_array().into_iter().flatten() {
+            let cidr = block["spec"]["cidr"].as_str().unwrap_or_default();
+            let owner = block["spec"]["affinity"].as_str().unwrap_or_default();
+            if let Some(node) = self
+                .nodes
+                .iter()
+                .find(|n| owner == format!("host:{}", n.name))
+            {
+                in_ns(
+                    &self.fabric,
+                    "ip",
+                    &["route", "replace", cidr, "via", &node.ip],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts counting, on the fabric router, the packets it routes between two of its
+    /// interfaces (segments, outside): VXLAN packets, and unencapsulated packets from `pool`.
+    /// Read with [`Cluster::router_counters`].
+    pub fn count_routed(&self, pool: &str) -> Result<()> {
+        // Only routed packets: with br_netfilter loaded, bridged ones pass this hook too.
+        let routed = r#"iifname . oifname { "br0" . "br1", "br1" . "br0", "br0" . "out0", "out0" . "br0", "br1" . "out0", "out0" . "br1" }"#;
+        let script = format!(
+            r#"table ip lab-wire {{
+    chain forward {{
+        type filter hook forward priority 0; policy accept;
+        {routed} udp dport 4789 counter comment "vxlan"
+        {routed} ip saddr {pool} counter comment "pods"
+    }}
+}}
+"#
+        );
+        nft_script(&self.fabric, &script)
+    }
+
+    /// (VXLAN packets, unencapsulated pod packets) the router has routed since
+    /// [`Cluster::count_routed`].
+    pub fn router_counters(&self) -> Result<(u64, u64)> {
+        let out = in_ns(&self.fabric, "nft", &["list", "table", "ip", "lab-wire"])?;
+        Ok((counter(&out, "vxlan")?, counter(&out, "pods")?))
+    }
+
+    /// Starts recording the source address of every ping request arriving in namespace `ns`
+    /// (what a server there sees). Read with [`Cluster::ping_sources`].
+    pub fn record_ping_sources(&self, ns: &str) -> Result<()> {
+        let script = r#"table ip lab-seen {
+    set sources { type ipv4_addr; flags dynamic; size 1024; }
+    chain input {
+        type filter hook input priority 0; policy accept;
+        icmp type echo-request add @sources { ip saddr }
+    }
+}
+"#;
+        nft_script(ns, script)
+    }
+
+    /// The sources recorded by [`Cluster::record_ping_sources`] in `ns`, and forgets them.
+    pub fn ping_sources(&self, ns: &str) -> Result<Vec<String>> {
+        let out = in_ns(ns, "nft", &["list", "set", "ip", "lab-seen", "sources"])?;
+        in_ns(ns, "nft", &["flush", "set", "ip", "lab-seen", "sources"])?;
+        let Some(start) = out.find("elements = {") else {
+            return Ok(Vec::new());
+        };
+        let rest = &out[start + "elements = {".len()..];
+        let end = rest.find('}').unwrap_or(rest.len());
+        Ok(rest[..end]
+            .split(',')
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect())
+    }
+
+    /// Pings `to_ip` from `from` every `interval` until stopped; for reachability while
+    /// something changes.
+    pub fn ping_continuously(&self, from: &Pod, to_ip: &str, interval: Duration) -> Result<Pinger> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &from.netns, "ping", "-n", "-q"])
+            .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
+            .args(["-W", "1", to_ip])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ping")?;
+        Ok(Pinger { child: Some(child) })
     }
 
     /// Tears everything down (also done on drop).
@@ -808,6 +1037,86 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// A running `ping` ([`Cluster::ping_continuously`]); killed on drop.
+pub struct Pinger {
+    child: Option<Child>,
+}
+
+impl Pinger {
+    /// Stops the ping (SIGINT, so it prints its summary); returns (sent, received).
+    pub fn stop(mut self) -> Result<(u64, u64)> {
+        let child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("ping already stopped"))?;
+        // `ip netns exec` execs ping, so the child's pid is ping's.
+        run("kill", &["-INT", &child.id().to_string()])?;
+        let out = child.wait_with_output().context("waiting for ping")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .ok_or_else(|| anyhow!("no ping summary in: {text}"))?;
+        let numbers: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        match numbers[..] {
+            [sent, received, ..] => Ok((sent, received)),
+            _ => bail!("cannot read ping summary: {line}"),
+        }
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Loads an nft script in namespace `ns`.
+fn nft_script(ns: &str, script: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft (Debian package nftables)")?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("nft stdin"))?
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft -f in {ns} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The packet count of the rule commented `name` in an `nft list` output.
+fn counter(listing: &str, name: &str) -> Result<u64> {
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&format!("comment \"{name}\"")))
+        .ok_or_else(|| anyhow!("no counter {name} in:\n{listing}"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words
+        .iter()
+        .position(|w| *w == "packets")
+        .and_then(|p| words.get(p + 1))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("unreadable counter: {line}"))
 }
 
 fn terminate(child: &mut Child) {

@@ -41,6 +41,11 @@ enum Command {
         /// nodes IPv6 addresses, and ping every pod over IPv6 as well.
         #[arg(long)]
         ipv6: bool,
+        /// L2 segments: 2 puts the first half of the nodes on 10.99.0.0/24 and the others on
+        /// 10.99.1.0/24, routed by the fabric namespace (with `--encap never` the fabric gets a
+        /// static route to every node's blocks, as flannel's host-gw). IPv4 only.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=2))]
+        segments: u16,
     },
     /// Answer every TCP connection on PORT with TEXT and a newline, then close it; runs until
     /// killed. The scenario tests run it inside pod namespaces to check that traffic (a port
@@ -67,9 +72,13 @@ enum DatastoreArg {
 enum EncapArg {
     /// vxlanMode: Always.
     Vxlan,
-    /// vxlanMode: CrossSubnet (all lab nodes share one subnet, so traffic is direct).
+    /// vxlanMode: CrossSubnet (direct within a segment, VXLAN between segments).
     CrossSubnet,
-    /// No encapsulation: routes via the node IPs.
+    /// ipipMode: Always, through tunl0 (needs the kernel's ipip module).
+    Ipip,
+    /// ipipMode: CrossSubnet.
+    IpipCrossSubnet,
+    /// No encapsulation: routes via the node IPs within a segment, via the router between.
     Never,
 }
 
@@ -108,8 +117,13 @@ fn demo(
     encap: EncapArg,
     datastore: DatastoreArg,
     ipv6: bool,
+    segments: u16,
 ) -> Result<bool> {
+    if ipv6 && segments > 1 {
+        anyhow::bail!("--ipv6 works on one segment only (the fabric routes IPv4 only)");
+    }
     let spec = ClusterSpec {
+        segments: segments.into(),
         datastore: match datastore {
             DatastoreArg::Embedded => Datastore::Embedded,
             DatastoreArg::Etcd => Datastore::Etcd,
@@ -119,12 +133,20 @@ fn demo(
         encap: match encap {
             EncapArg::Vxlan => Encap::VxlanAlways,
             EncapArg::CrossSubnet => Encap::VxlanCrossSubnet,
+            EncapArg::Ipip => Encap::IpipAlways,
+            EncapArg::IpipCrossSubnet => Encap::IpipCrossSubnet,
             EncapArg::Never => Encap::Never,
         },
         pool_cidr_v6: ipv6.then(|| "fd00:10:244::/48".to_string()),
         ..ClusterSpec::default()
     };
+    let encap = spec.encap;
+    let never = spec.encap == Encap::Never;
     let cluster = Cluster::build(spec)?;
+    if never && segments > 1 {
+        println!("      static routes to every node's blocks on the fabric router (host-gw)");
+        cluster.route_blocks_via_router()?;
+    }
     println!("[5/5] waiting for routes, then pinging every pod from every pod");
     cluster.wait_converged(Duration::from_secs(30))?;
     for (i, node) in cluster.nodes.iter().enumerate() {
@@ -135,9 +157,13 @@ fn demo(
         for line in cluster.routes(i)?.lines() {
             println!("  {line}");
         }
+        if let Some(dev) = encap.tunnel_device() {
+            println!("  device {dev}: {}", cluster.link_summary(i, dev)?);
+        }
     }
+    let tunnel = encap.tunnel_device().unwrap_or("vxlan.brindle");
     let before: Vec<u64> = (0..cluster.nodes.len())
-        .map(|i| cluster.vxlan_tx_packets(i).unwrap_or(0))
+        .map(|i| cluster.tx_packets(i, tunnel).unwrap_or(0))
         .collect();
     let matrix = cluster.ping_matrix()?;
     let mut failed = print_matrix("ping matrix", &cluster.pods, &matrix);
@@ -157,10 +183,18 @@ fn demo(
             failed += 1;
         }
     }
-    println!("\nvxlan.brindle packets sent during the pings:");
+    println!("\n{tunnel} packets sent during the pings:");
     for (i, node) in cluster.nodes.iter().enumerate() {
-        let after = cluster.vxlan_tx_packets(i).unwrap_or(0);
-        println!("  {:<8} {}", node.name, after.saturating_sub(before[i]));
+        let sent = cluster
+            .tx_packets(i, tunnel)
+            .unwrap_or(0)
+            .saturating_sub(before[i]);
+        println!("  {:<8} {sent}", node.name);
+        // Every node's pods ping remote pods: with Always, all of that goes through the tunnel.
+        if sent == 0 && encap.always() && cluster.nodes.len() > 1 {
+            println!("  FAIL: {} sent nothing through {tunnel}", node.name);
+            failed += 1;
+        }
     }
     println!(
         "\n{} of {} pod pairs reachable; tearing down",
@@ -200,7 +234,8 @@ fn main() -> ExitCode {
             encap,
             datastore,
             ipv6,
-        } => demo(nodes, pods_per_node, encap, datastore, ipv6),
+            segments,
+        } => demo(nodes, pods_per_node, encap, datastore, ipv6, segments),
         Command::Serve { port, reply } => serve(port, &reply),
     };
     match result {

@@ -15,8 +15,9 @@
 //! ```
 //!
 //! Only `netlink.rs` imports rtnetlink. Ownership in the kernel is exact: routes with protocol
-//! [`RTPROT_BRINDLE`], PERMANENT neighbour and FDB entries on [`VXLAN_DEVICE`]. Nothing else is
-//! ever changed or deleted.
+//! [`RTPROT_BRINDLE`], PERMANENT neighbour and FDB entries on [`VXLAN_DEVICE`], and the IPv4
+//! addresses of [`IPIP_DEVICE`] (with its MTU and state while an IPIP pool exists; without one
+//! its addresses are removed, as Felix does). Nothing else is ever changed or deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -29,6 +30,7 @@ use ipnet::IpNet;
 mod fake;
 mod kernel;
 mod names;
+mod nat;
 mod netlink;
 mod netns;
 mod pod;
@@ -42,18 +44,27 @@ pub use names::{
     eui64_link_local, format_mac, host_veth_name, host_veth_name_for_container, parse_mac, pod_mac,
     vtep_mac, HOST_VETH_PREFIX,
 };
+pub use nat::{NatOutgoing, NAT_TABLE};
 use netlink::NetlinkKernel;
 use pod::RecentPodRoutes;
 pub use pod::{PodSpec, PodWirer, PodWiring};
+pub use sysctl::Sysctl;
 
 /// The `rtproto` value on every route Brindle installs. Only routes with it are ever deleted.
 pub const RTPROT_BRINDLE: u8 = 98;
 /// Name of the VXLAN device.
 pub const VXLAN_DEVICE: &str = "vxlan.brindle";
+/// Name of the IPIP device: the kernel's fallback IPIP tunnel, which appears in every network
+/// namespace when the `ipip` module is loaded (Calico's Felix uses it the same way). It
+/// decapsulates every IPIP packet that arrives and encapsulates towards a route's gateway.
+pub const IPIP_DEVICE: &str = "tunl0";
 /// VXLAN network identifier (Calico's).
 pub const VXLAN_VNI: u32 = 4096;
 /// VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
+/// How long the VXLAN device outlives the last pool that needed it (see
+/// `Dataplane::vxlan_linger`).
+pub const VXLAN_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 /// MAC of every host-side pod veth.
 pub const HOST_VETH_MAC: [u8; 6] = [0xee; 6];
 /// The pods' IPv4 gateway, answered by proxy ARP on the host side.
@@ -76,6 +87,8 @@ pub enum DataplaneError {
     },
     #[error("network namespace {path}: {reason}")]
     Netns { path: String, reason: String },
+    #[error("nftables: {0}")]
+    Nftables(String),
     #[error("sysctl {key}: {reason}")]
     Sysctl { key: String, reason: String },
     #[error("interface {0} not found")]
@@ -100,6 +113,17 @@ pub struct VxlanDevice {
     /// This node's IPv4 tunnel address, set on the device as a /32 (the device's only IPv4
     /// address). `None` when only IPv6 pools use VXLAN: their next hops are link-local
     /// addresses, so the device needs no address of its own.
+    pub tunnel_addr: Option<Ipv4Addr>,
+    pub mtu: u32,
+}
+
+/// The IPIP device (`tunl0`) as it should be: up, with this MTU and the node's IPIP tunnel
+/// address. The device itself belongs to the kernel's `ipip` module; Brindle never creates or
+/// deletes it. Without IPIP pools it is left down or up as it is, without IPv4 addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpipDevice {
+    /// This node's IPIP tunnel address, set on the device as a /32 (the device's only IPv4
+    /// address): the source of the node's own traffic to remote pods.
     pub tunnel_addr: Option<Ipv4Addr>,
     pub mtu: u32,
 }
@@ -162,9 +186,15 @@ pub struct FdbEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub vxlan: Option<VxlanDevice>,
+    /// `None`: Brindle leaves `tunl0` alone (it may not exist).
+    pub ipip: Option<IpipDevice>,
     pub routes: BTreeMap<IpNet, RouteTarget>,
     pub neighbors: BTreeSet<Neighbor>,
     pub fdb: BTreeSet<FdbEntry>,
+    /// NAT outgoing, in Brindle's nftables table.
+    pub nat: NatOutgoing,
+    /// Sysctls the dataplane needs (forwarding, `rp_filter`), checked on every pass.
+    pub sysctls: BTreeSet<Sysctl>,
 }
 
 /// What one [`Dataplane::apply`] pass changed, and what it could not.
@@ -174,6 +204,10 @@ pub struct ApplyReport {
     pub routes_removed: usize,
     pub neighbors_changed: usize,
     pub fdb_changed: usize,
+    /// Whether the NAT table was (re)written.
+    pub nat_written: bool,
+    /// Sysctls set (at start, or because they were changed behind our back).
+    pub sysctls_set: usize,
     /// Failed writes, each naming its object. They are attempted again by the next pass.
     pub errors: Vec<String>,
 }
@@ -187,6 +221,13 @@ pub struct Dataplane {
     recent_pod_routes: RecentPodRoutes,
     /// Deletes pods' veth pairs off the CNI DEL path.
     reaper: reaper::Reaper,
+    nat: nat::NatTables,
+    /// The VXLAN device as last wanted, and since when it is not wanted any more.
+    vxlan_last: Option<(VxlanDevice, Option<std::time::Instant>)>,
+    /// How long the device outlives it ([`VXLAN_LINGER`] unless set).
+    vxlan_linger: std::time::Duration,
+    /// Sysctls found right at least once (a later change is reported as drift).
+    sysctls_ok: BTreeSet<String>,
 }
 
 impl Dataplane {
@@ -198,6 +239,10 @@ impl Dataplane {
             reaper: reaper::Reaper::start(&home)?,
             home: Arc::new(home),
             recent_pod_routes: RecentPodRoutes::default(),
+            nat: nat::NatTables::default(),
+            vxlan_last: None,
+            vxlan_linger: VXLAN_LINGER,
+            sysctls_ok: BTreeSet::new(),
         })
     }
 
@@ -206,10 +251,89 @@ impl Dataplane {
     /// the route table cannot be read.
     ///
     /// Host routes that [`PodWirer::setup`] wrote in the last few seconds survive even if
-    /// `desired` does not list them yet.
+    /// `desired` does not list them yet. The NAT table is written by `nft`, which runs in the
+    /// calling thread's network namespace: call from a thread in the connection's (the agent's
+    /// threads all are).
     pub async fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let protected = self.recent_pod_routes.protected();
-        reconcile::reconcile(&self.kernel, desired, &protected).await
+        let lingering = self.vxlan_linger(desired);
+        let desired = lingering.as_ref().unwrap_or(desired);
+        let mut report = reconcile::reconcile(&self.kernel, desired, &protected).await?;
+        // After the devices exist: some sysctls are per interface.
+        self.reconcile_sysctls(&desired.sysctls, &mut report).await;
+        match self.nat.reconcile(&desired.nat).await {
+            Ok(written) => report.nat_written = written,
+            Err(e) => report.errors.push(e.to_string()),
+        }
+        Ok(report)
+    }
+
+    /// Checks and sets `want` in the connection's namespace (`/proc/sys/net` shows the
+    /// calling thread's): right here in the agent, whose threads all live there, else on a
+    /// thread that enters it.
+    async fn reconcile_sysctls(&mut self, want: &BTreeSet<Sysctl>, report: &mut ApplyReport) {
+        let mut seen_ok = std::mem::take(&mut self.sysctls_ok);
+        let (set, errors, seen_ok) = if netns::is_current(&self.home) {
+            let mut errors = Vec::new();
+            let set = sysctl::reconcile(want, &mut seen_ok, &mut errors);
+            (set, errors, seen_ok)
+        } else {
+            let want = want.clone();
+            let home = match self.home.try_clone() {
+                Ok(home) => home,
+                Err(e) => {
+                    report.errors.push(format!("sysctls: {e}"));
+                    self.sysctls_ok = seen_ok;
+                    return;
+                }
+            };
+            let kept = seen_ok.clone();
+            match netns::run_in("host namespace", home, move || {
+                let mut errors = Vec::new();
+                let set = sysctl::reconcile(&want, &mut seen_ok, &mut errors);
+                (set, errors, seen_ok)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => (0, vec![e.to_string()], kept),
+            }
+        };
+        self.sysctls_ok = seen_ok;
+        report.sysctls_set = set;
+        report.errors.extend(errors);
+    }
+
+    /// How long the VXLAN device outlives the last desired state that had it (default
+    /// [`VXLAN_LINGER`]; zero removes it at once).
+    pub fn set_vxlan_linger(&mut self, linger: std::time::Duration) {
+        self.vxlan_linger = linger;
+    }
+
+    /// `desired` with the VXLAN device kept, if it was wanted until less than the linger time
+    /// ago. When a pool leaves VXLAN, every node moves its routes off the tunnel at its own
+    /// pace; a node that deleted its device at once would drop what the slower ones still
+    /// send it encapsulated. Kept, the device still decapsulates (it needs no route, neighbour
+    /// or FDB entry for that); it goes at the first pass after the grace period.
+    fn vxlan_linger(&mut self, desired: &DesiredState) -> Option<DesiredState> {
+        if let Some(want) = &desired.vxlan {
+            self.vxlan_last = Some((want.clone(), None));
+            return None;
+        }
+        let (device, since) = self.vxlan_last.as_mut()?;
+        let since = *since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= self.vxlan_linger {
+            self.vxlan_last = None;
+            return None;
+        }
+        // Without its tunnel address: IPAM may hand it to a pod of this node right away.
+        Some(DesiredState {
+            vxlan: Some(VxlanDevice {
+                tunnel_addr: None,
+                ..device.clone()
+            }),
+            ..desired.clone()
+        })
     }
 
     /// A table of routes only, written incrementally (see [`RouteTable`]), sharing this

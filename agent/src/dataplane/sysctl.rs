@@ -70,3 +70,73 @@ pub(crate) fn configure_pod_v6(ifname: &str) -> Result<(), DataplaneError> {
     set(&["net", "ipv6", "conf", ifname, "accept_dad"], "0")?;
     Ok(())
 }
+
+/// One sysctl the dataplane needs, checked on every pass.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Sysctl {
+    /// Path components under `/proc/sys` (`["net", "ipv4", "ip_forward"]`).
+    pub key: Vec<String>,
+    /// The value written when the current one is not acceptable.
+    pub value: String,
+    /// Other values left as they are (`rp_filter` off is as good as loose).
+    pub also_fine: Vec<String>,
+}
+
+impl Sysctl {
+    pub fn new(key: &[&str], value: &str, also_fine: &[&str]) -> Self {
+        Sysctl {
+            key: key.iter().map(|s| s.to_string()).collect(),
+            value: value.to_string(),
+            also_fine: also_fine.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// `net.ipv4.ip_forward`, as `sysctl` prints it.
+    pub fn name(&self) -> String {
+        self.key.join(".")
+    }
+
+    fn accepts(&self, current: &str) -> bool {
+        current == self.value || self.also_fine.iter().any(|v| v == current)
+    }
+}
+
+/// Checks and sets the wanted sysctls. `seen_ok` remembers which were right once, so that a
+/// later change is reported as made behind our back. Returns how many were written; errors are
+/// pushed to `errors`.
+pub(crate) fn reconcile(
+    want: &std::collections::BTreeSet<Sysctl>,
+    seen_ok: &mut std::collections::BTreeSet<String>,
+    errors: &mut Vec<String>,
+) -> usize {
+    let mut written = 0;
+    for sysctl in want {
+        let key: Vec<&str> = sysctl.key.iter().map(String::as_str).collect();
+        let name = sysctl.name();
+        let current = match get(&key) {
+            Ok(current) => current,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        if sysctl.accepts(&current) {
+            seen_ok.insert(name);
+            continue;
+        }
+        if seen_ok.contains(&name) {
+            tracing::warn!(sysctl = %name, current = %current, wanted = %sysctl.value,
+                "sysctl changed behind our back; restoring");
+        } else {
+            tracing::info!(sysctl = %name, current = %current, wanted = %sysctl.value, "setting sysctl");
+        }
+        match set(&key, &sysctl.value) {
+            Ok(()) => {
+                seen_ok.insert(name);
+                written += 1;
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    written
+}
