@@ -9,7 +9,7 @@
 //! SIGHUP re-reads the file and applies the difference: prefixes added to or removed from
 //! `originate` are announced or withdrawn, peers added or removed are started or stopped (a
 //! peer whose settings changed is restarted). The other keys (`router_id`, `asn`, `listen`,
-//! `install_routes`, `hold_time`, `connect_retry`, `next_hop_v6`) need a restart; a change to
+//! `install_routes`, `hold_time`, `connect_retry`, `next_hop_v6`, `dynamic_peers`) need a restart; a change to
 //! them is logged and ignored. A file that does
 //! not parse or validate is logged and the running configuration stays.
 //!
@@ -21,12 +21,15 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use brindle_bgp::speaker::{self, NeighborConfig, SpeakerConfig, SpeakerError, SpeakerHandle};
+use brindle_bgp::speaker::{
+    self, MaxPrefixAction, MaxPrefixes, Md5Key, NeighborConfig, SpeakerConfig, SpeakerError,
+    SpeakerHandle,
+};
 use ipnet::IpNet;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use crate::bgpd_config::{BgpdConfig, PeerConfig};
+use crate::bgpd_config::{BgpdConfig, MaxPrefixActionConfig, PeerConfig};
 
 /// What `brindle-bgpd` is started with.
 #[derive(Clone, Debug)]
@@ -42,6 +45,15 @@ pub fn speaker_config(c: &BgpdConfig) -> SpeakerConfig {
         hold_time: c.hold_time,
         connect_retry: c.connect_retry,
         next_hop_v6: c.next_hop_v6,
+        dynamic_peers: c
+            .dynamic_peers
+            .iter()
+            .map(|r| speaker::DynamicPeers {
+                prefix: r.prefix,
+                asn: r.asn,
+                password: r.password.as_deref().and_then(|p| Md5Key::new(p.as_bytes())),
+            })
+            .collect(),
         ..SpeakerConfig::new(c.asn, c.router_id)
     }
 }
@@ -51,6 +63,17 @@ pub fn neighbor_config(p: &PeerConfig) -> NeighborConfig {
     NeighborConfig {
         passive: p.passive,
         multihop: p.multihop,
+        // Validated: 1 to 80 octets.
+        password: p.password.as_deref().and_then(|k| Md5Key::new(k.as_bytes())),
+        ttl_security: p.ttl_security,
+        max_prefixes: p.max_prefixes.map(|m| MaxPrefixes {
+            limit: m.limit,
+            action: match m.action {
+                MaxPrefixActionConfig::Warn => MaxPrefixAction::Warn,
+                MaxPrefixActionConfig::Discard => MaxPrefixAction::Discard,
+                MaxPrefixActionConfig::Reset => MaxPrefixAction::Reset,
+            },
+        }),
         ..NeighborConfig::new(p.address, p.asn)
     }
 }
@@ -132,6 +155,9 @@ pub fn diff(old: &BgpdConfig, new: &BgpdConfig) -> Reload {
     }
     if old.next_hop_v6 != new.next_hop_v6 {
         r.restart_needed.push("next_hop_v6");
+    }
+    if old.dynamic_peers != new.dynamic_peers {
+        r.restart_needed.push("dynamic_peers");
     }
     r
 }
