@@ -24,6 +24,8 @@ mod harness;
 mod bird_ebgp;
 #[path = "bgpd_interop/gobgp.rs"]
 mod gobgp;
+#[path = "bgpd_interop/security.rs"]
+mod security;
 #[path = "bgpd_interop/sessions.rs"]
 mod sessions;
 
@@ -76,6 +78,7 @@ fn bgpd_spec(link: &Link, address: IpAddr, peer_as: u32, originate: &[&str]) -> 
         originate: originate.iter().map(|s| s.to_string()).collect(),
         install_routes: true,
         peers: vec![peer(address, peer_as)],
+        extra: String::new(),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct BgpdSpec {
     pub originate: Vec<String>,
     pub install_routes: bool,
     pub peers: Vec<BgpdPeer>,
+    /// More top-level YAML, written as it is (`dynamic_peers: ...`).
+    pub extra: String,
 }
 
 /// One entry of `peers:`.
@@ -60,6 +62,8 @@ pub struct BgpdPeer {
     pub asn: u32,
     pub passive: bool,
     pub multihop: Option<u8>,
+    /// More keys of this peer, one per line, written as they are (`password: x`).
+    pub extra: Vec<String>,
 }
 
 /// An active, directly connected peer.
@@ -69,6 +73,7 @@ pub fn peer(address: IpAddr, asn: u32) -> BgpdPeer {
         asn,
         passive: false,
         multihop: None,
+        extra: Vec::new(),
     }
 }
 
@@ -96,7 +101,14 @@ impl BgpdSpec {
             if let Some(ttl) = p.multihop {
                 let _ = writeln!(yaml, "    multihop: {ttl}");
             }
+            for line in &p.extra {
+                let _ = writeln!(yaml, "    {line}");
+            }
         }
+        if self.peers.is_empty() {
+            yaml = yaml.replace("peers:\n", "peers: []\n");
+        }
+        yaml.push_str(&self.extra);
         yaml
     }
 }
