@@ -51,7 +51,10 @@ pub fn speaker_config(c: &BgpdConfig) -> SpeakerConfig {
             .map(|r| speaker::DynamicPeers {
                 prefix: r.prefix,
                 asn: r.asn,
-                password: r.password.as_deref().and_then(|p| Md5Key::new(p.as_bytes())),
+                password: r
+                    .password
+                    .as_deref()
+                    .and_then(|p| Md5Key::new(p.as_bytes())),
             })
             .collect(),
         ..SpeakerConfig::new(c.asn, c.router_id)
@@ -64,7 +67,10 @@ pub fn neighbor_config(p: &PeerConfig) -> NeighborConfig {
         passive: p.passive,
         multihop: p.multihop,
         // Validated: 1 to 80 octets.
-        password: p.password.as_deref().and_then(|k| Md5Key::new(k.as_bytes())),
+        password: p
+            .password
+            .as_deref()
+            .and_then(|k| Md5Key::new(k.as_bytes())),
         ttl_security: p.ttl_security,
         max_prefixes: p.max_prefixes.map(|m| MaxPrefixes {
             limit: m.limit,

@@ -251,7 +251,10 @@ impl BgpdConfig {
             }
             if let Some(password) = &range.password {
                 if !valid_password(password) {
-                    return Err(invalid(format!("dynamic_peers[{i}].password"), PASSWORD_RULE));
+                    return Err(invalid(
+                        format!("dynamic_peers[{i}].password"),
+                        PASSWORD_RULE,
+                    ));
                 }
             }
         }
@@ -320,8 +323,10 @@ dynamic_peers:
     fn bad_security_keys_name_the_key() {
         assert!(error(&GOOD.replace("ttl_security: 1", "ttl_security: 0"))
             .contains("peers[2].ttl_security"));
-        assert!(error(&GOOD.replace("ttl_security: 1", "ttl_security: 1\n    multihop: 3"))
-            .contains("replaces multihop"));
+        assert!(
+            error(&GOOD.replace("ttl_security: 1", "ttl_security: 1\n    multihop: 3"))
+                .contains("replaces multihop")
+        );
         assert!(error(&GOOD.replace("password: s3cret", "password: ''"))
             .contains("peers[2].password: must be 1 to 80"));
         let long = "x".repeat(81);

@@ -69,8 +69,8 @@
 
 mod connection;
 mod driver;
-pub(crate) mod sockopt;
 mod glue;
+pub(crate) mod sockopt;
 
 #[cfg(test)]
 mod tests;

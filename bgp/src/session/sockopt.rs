@@ -27,16 +27,40 @@ const TCP_MD5SIG_FLAG_PREFIX: u8 = 1;
 
 #[derive(Clone, Copy, Debug)]
 struct TcpMd5Sig;
-setsockopt_impl!(TcpMd5Sig, libc::IPPROTO_TCP, libc::TCP_MD5SIG, TcpMd5SigBytes, SetStruct<'_, TcpMd5SigBytes>);
+setsockopt_impl!(
+    TcpMd5Sig,
+    libc::IPPROTO_TCP,
+    libc::TCP_MD5SIG,
+    TcpMd5SigBytes,
+    SetStruct<'_, TcpMd5SigBytes>
+);
 #[derive(Clone, Copy, Debug)]
 struct TcpMd5SigExt;
-setsockopt_impl!(TcpMd5SigExt, libc::IPPROTO_TCP, TCP_MD5SIG_EXT, TcpMd5SigBytes, SetStruct<'_, TcpMd5SigBytes>);
+setsockopt_impl!(
+    TcpMd5SigExt,
+    libc::IPPROTO_TCP,
+    TCP_MD5SIG_EXT,
+    TcpMd5SigBytes,
+    SetStruct<'_, TcpMd5SigBytes>
+);
 #[derive(Clone, Copy, Debug)]
 struct MinTtlV4;
-setsockopt_impl!(MinTtlV4, libc::IPPROTO_IP, libc::IP_MINTTL, libc::c_int, SetStruct<'_, libc::c_int>);
+setsockopt_impl!(
+    MinTtlV4,
+    libc::IPPROTO_IP,
+    libc::IP_MINTTL,
+    libc::c_int,
+    SetStruct<'_, libc::c_int>
+);
 #[derive(Clone, Copy, Debug)]
 struct MinHopCountV6;
-setsockopt_impl!(MinHopCountV6, libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT, libc::c_int, SetStruct<'_, libc::c_int>);
+setsockopt_impl!(
+    MinHopCountV6,
+    libc::IPPROTO_IPV6,
+    libc::IPV6_MINHOPCOUNT,
+    libc::c_int,
+    SetStruct<'_, libc::c_int>
+);
 
 /// Sets (or, with an empty key, removes) the TCP MD5 key for connections with `peer` on
 /// `socket`: on a listener before the peer connects, on an outbound socket before connect.

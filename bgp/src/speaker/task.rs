@@ -98,13 +98,18 @@ impl Speaker {
         for range in &self.config.dynamic_peers {
             if let Some(key) = &range.password {
                 let prefix = range.prefix.trunc();
-                set_listener_md5(&listener, prefix.addr(), Some(prefix.prefix_len()), Some(key))
-                    .map_err(|e| {
-                        SpeakerError::neighbor(
-                            prefix.addr(),
-                            format!("TCP MD5 key for dynamic peers {prefix}: {e}"),
-                        )
-                    })?;
+                set_listener_md5(
+                    &listener,
+                    prefix.addr(),
+                    Some(prefix.prefix_len()),
+                    Some(key),
+                )
+                .map_err(|e| {
+                    SpeakerError::neighbor(
+                        prefix.addr(),
+                        format!("TCP MD5 key for dynamic peers {prefix}: {e}"),
+                    )
+                })?;
             }
         }
         self.listener = Some(listener);
@@ -402,7 +407,8 @@ impl Speaker {
                 tracing::warn!(peer = %peer, limit = max.limit, announced = total, "max prefixes exceeded: resetting the session");
                 // RFC 4486 §4: AFI, SAFI and the upper bound (the limit is per peer here, so
                 // the family of the first prefix that passed it).
-                let ipv6 = update.nlri.is_empty() && update.mp_reach.as_ref().is_some_and(|m| m.afi.0 == 2);
+                let ipv6 = update.nlri.is_empty()
+                    && update.mp_reach.as_ref().is_some_and(|m| m.afi.0 == 2);
                 let mut data = vec![0, if ipv6 { 2 } else { 1 }, 1];
                 data.extend_from_slice(&u32::try_from(max.limit).unwrap_or(u32::MAX).to_be_bytes());
                 let n = NotificationInfo {
