@@ -10,7 +10,7 @@
 //! `originate` are announced or withdrawn, peers added or removed are started or stopped (a
 //! peer whose settings changed is restarted). The other keys (`router_id`, `asn`, `listen`,
 //! `install_routes`, `hold_time`, `connect_retry`, `next_hop_v6`, `cluster_id`,
-//! `graceful_restart`) need a restart; a change to
+//! `graceful_restart`, `dynamic_peers`) need a restart; a change to
 //! them is logged and ignored. A file that does
 //! not parse or validate is logged and the running configuration stays.
 //!
@@ -25,12 +25,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use brindle_bgp::speaker::{self, NeighborConfig, SpeakerConfig, SpeakerError, SpeakerHandle};
+use brindle_bgp::speaker::{
+    self, MaxPrefixAction, MaxPrefixes, Md5Key, NeighborConfig, SpeakerConfig, SpeakerError,
+    SpeakerHandle,
+};
 use ipnet::IpNet;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use crate::bgpd_config::{BgpdConfig, PeerConfig};
+use crate::bgpd_config::{BgpdConfig, MaxPrefixActionConfig, PeerConfig};
 
 /// What `brindle-bgpd` is started with.
 #[derive(Clone, Debug)]
@@ -51,6 +54,18 @@ pub fn speaker_config(c: &BgpdConfig) -> SpeakerConfig {
             .graceful_restart
             .enabled
             .then_some(c.graceful_restart.restart_time),
+        dynamic_peers: c
+            .dynamic_peers
+            .iter()
+            .map(|r| speaker::DynamicPeers {
+                prefix: r.prefix,
+                asn: r.asn,
+                password: r
+                    .password
+                    .as_deref()
+                    .and_then(|p| Md5Key::new(p.as_bytes())),
+            })
+            .collect(),
         ..SpeakerConfig::new(c.asn, c.router_id)
     }
 }
@@ -61,6 +76,20 @@ pub fn neighbor_config(p: &PeerConfig) -> NeighborConfig {
         passive: p.passive,
         multihop: p.multihop,
         rr_client: p.rr_client,
+        // Validated: 1 to 80 octets.
+        password: p
+            .password
+            .as_deref()
+            .and_then(|k| Md5Key::new(k.as_bytes())),
+        ttl_security: p.ttl_security,
+        max_prefixes: p.max_prefixes.map(|m| MaxPrefixes {
+            limit: m.limit,
+            action: match m.action {
+                MaxPrefixActionConfig::Warn => MaxPrefixAction::Warn,
+                MaxPrefixActionConfig::Discard => MaxPrefixAction::Discard,
+                MaxPrefixActionConfig::Reset => MaxPrefixAction::Reset,
+            },
+        }),
         ..NeighborConfig::new(p.address, p.asn)
     }
 }
@@ -148,6 +177,9 @@ pub fn diff(old: &BgpdConfig, new: &BgpdConfig) -> Reload {
     }
     if old.graceful_restart != new.graceful_restart {
         r.restart_needed.push("graceful_restart");
+    }
+    if old.dynamic_peers != new.dynamic_peers {
+        r.restart_needed.push("dynamic_peers");
     }
     r
 }

@@ -20,6 +20,11 @@
 //!     passive: false
 //!     multihop: 1              # eBGP TTL; absent means directly connected
 //!     rr_client: false         # iBGP only: a route-reflector client (RFC 4456)
+//!     password: secret         # TCP MD5 (RFC 2385)
+//!     ttl_security: 1          # GTSM (RFC 5082): at most this many hops away
+//!     max_prefixes: {limit: 1000, action: reset}   # warn | discard | reset
+//! dynamic_peers:               # accepted from these ranges without a peers entry
+//!   - {prefix: 10.0.1.0/24, asn: 64600}
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -56,6 +61,39 @@ pub struct BgpdConfig {
     pub graceful_restart: GracefulRestartConfig,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Ranges from which peers that are not in `peers` may connect.
+    #[serde(default)]
+    pub dynamic_peers: Vec<DynamicPeersConfig>,
+}
+
+/// Peers accepted from a range (passive, with the range's AS).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicPeersConfig {
+    pub prefix: IpNet,
+    pub asn: u32,
+    /// TCP MD5 key for every peer of the range.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// A per-peer limit on received prefixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxPrefixesConfig {
+    pub limit: usize,
+    #[serde(default)]
+    pub action: MaxPrefixActionConfig,
+}
+
+/// What to do past the limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaxPrefixActionConfig {
+    #[default]
+    Warn,
+    Discard,
+    Reset,
 }
 
 /// One configured neighbour.
@@ -72,6 +110,14 @@ pub struct PeerConfig {
     /// A route-reflector client (RFC 4456): iBGP peers only.
     #[serde(default)]
     pub rr_client: bool,
+    /// TCP MD5 signature key (RFC 2385), 1 to 80 octets.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// GTSM (RFC 5082): the peer is at most this many hops away.
+    #[serde(default)]
+    pub ttl_security: Option<u8>,
+    #[serde(default)]
+    pub max_prefixes: Option<MaxPrefixesConfig>,
 }
 
 /// Graceful restart (RFC 4724) of this speaker.
@@ -208,6 +254,32 @@ impl BgpdConfig {
                     ),
                 ));
             }
+            if let Some(password) = &peer.password {
+                if !valid_password(password) {
+                    return Err(invalid(format!("peers[{i}].password"), PASSWORD_RULE));
+                }
+            }
+            match peer.ttl_security {
+                Some(0) => {
+                    return Err(invalid(
+                        format!("peers[{i}].ttl_security"),
+                        "must be 1 to 255 hops",
+                    ))
+                }
+                Some(_) if peer.multihop.is_some() => {
+                    return Err(invalid(
+                        format!("peers[{i}].ttl_security"),
+                        "sends with TTL 255, so it replaces multihop: set one of them",
+                    ))
+                }
+                _ => {}
+            }
+            if peer.max_prefixes.is_some_and(|m| m.limit == 0) {
+                return Err(invalid(
+                    format!("peers[{i}].max_prefixes.limit"),
+                    "must be at least 1",
+                ));
+            }
             if self.peers[..i].iter().any(|p| p.address == peer.address) {
                 return Err(invalid(
                     format!("peers[{i}].address"),
@@ -215,8 +287,40 @@ impl BgpdConfig {
                 ));
             }
         }
+        for (i, range) in self.dynamic_peers.iter().enumerate() {
+            if range.prefix.trunc() != range.prefix {
+                return Err(invalid(
+                    format!("dynamic_peers[{i}].prefix"),
+                    &format!(
+                        "{} has host bits set (did you mean {}?)",
+                        range.prefix,
+                        range.prefix.trunc()
+                    ),
+                ));
+            }
+            if range.asn == 0 {
+                return Err(invalid(
+                    format!("dynamic_peers[{i}].asn"),
+                    "AS 0 is reserved (RFC 7607)",
+                ));
+            }
+            if let Some(password) = &range.password {
+                if !valid_password(password) {
+                    return Err(invalid(
+                        format!("dynamic_peers[{i}].password"),
+                        PASSWORD_RULE,
+                    ));
+                }
+            }
+        }
         Ok(())
     }
+}
+
+const PASSWORD_RULE: &str = "must be 1 to 80 octets (TCP_MD5SIG_MAXKEYLEN)";
+
+fn valid_password(password: &str) -> bool {
+    brindle_bgp::speaker::Md5Key::new(password.as_bytes()).is_some()
 }
 
 #[cfg(test)]
@@ -235,6 +339,13 @@ peers:
     asn: 64512
     passive: true
     multihop: 2
+  - address: 10.0.0.4
+    asn: 64514
+    password: s3cret
+    ttl_security: 1
+    max_prefixes: {limit: 10, action: discard}
+dynamic_peers:
+  - {prefix: 10.1.0.0/24, asn: 64600, password: range-key}
 ";
 
     #[test]
@@ -245,6 +356,41 @@ peers:
         assert!(c.install_routes);
         assert!(!c.peers[0].passive && c.peers[0].multihop.is_none());
         assert!(c.peers[1].passive && c.peers[1].multihop == Some(2));
+        assert_eq!(c.peers[2].password.as_deref(), Some("s3cret"));
+        assert_eq!(c.peers[2].ttl_security, Some(1));
+        assert_eq!(
+            c.peers[2].max_prefixes,
+            Some(MaxPrefixesConfig {
+                limit: 10,
+                action: MaxPrefixActionConfig::Discard
+            })
+        );
+        assert_eq!(c.dynamic_peers[0].asn, 64600);
+        let warn = GOOD.replace(", action: discard", "");
+        let c = BgpdConfig::from_yaml("bgpd.yaml", &warn).expect("valid");
+        assert_eq!(
+            c.peers[2].max_prefixes.map(|m| m.action),
+            Some(MaxPrefixActionConfig::Warn)
+        );
+    }
+
+    #[test]
+    fn bad_security_keys_name_the_key() {
+        assert!(error(&GOOD.replace("ttl_security: 1", "ttl_security: 0"))
+            .contains("peers[2].ttl_security"));
+        assert!(
+            error(&GOOD.replace("ttl_security: 1", "ttl_security: 1\n    multihop: 3"))
+                .contains("replaces multihop")
+        );
+        assert!(error(&GOOD.replace("password: s3cret", "password: ''"))
+            .contains("peers[2].password: must be 1 to 80"));
+        let long = "x".repeat(81);
+        assert!(error(&GOOD.replace("s3cret", &long)).contains("peers[2].password"));
+        assert!(error(&GOOD.replace("limit: 10", "limit: 0")).contains("max_prefixes.limit"));
+        assert!(error(&GOOD.replace("action: discard", "action: drop")).contains("drop"));
+        assert!(error(&GOOD.replace("10.1.0.0/24", "10.1.0.1/24"))
+            .contains("dynamic_peers[0].prefix: 10.1.0.1/24 has host bits set"));
+        assert!(error(&GOOD.replace("asn: 64600", "asn: 0")).contains("dynamic_peers[0].asn"));
     }
 
     fn error(text: &str) -> String {

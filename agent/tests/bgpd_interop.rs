@@ -28,6 +28,8 @@ mod gobgp;
 mod graceful_restart;
 #[path = "bgpd_interop/reflection.rs"]
 mod reflection;
+#[path = "bgpd_interop/security.rs"]
+mod security;
 #[path = "bgpd_interop/sessions.rs"]
 mod sessions;
 

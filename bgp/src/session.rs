@@ -37,8 +37,15 @@
 //!   is itself inbound and not yet Established.
 //! - `ttl` sets IP_TTL (IPV6_UNICAST_HOPS for IPv6) on both outbound and accepted connections,
 //!   for eBGP multihop. When it is `None` the kernel default (64) is used: this version does
-//!   not force TTL 1 on single-hop eBGP sessions, nor check the TTL of received packets (GTSM,
-//!   RFC 5082).
+//!   not force TTL 1 on single-hop eBGP sessions.
+//! - `ttl_security` (GTSM, RFC 5082): N hops. Our packets leave with TTL 255 and the kernel
+//!   drops the peer's unless they arrive with at least 256 - N (IP_MINTTL, IPV6_MINHOPCOUNT),
+//!   on outbound sockets before connect and on accepted ones before anything is read. A peer
+//!   farther away completes no BGP exchange; its segments are dropped silently.
+//! - `md5_key` (RFC 2385): the key is set on the outbound socket before connect; the owner of
+//!   the listener sets it there for the peer's address ([`set_listener_md5`]). A segment
+//!   without the right signature is dropped by the kernel, silently, so a key mismatch shows
+//!   as connections that time out; the down reason says so when a key is configured.
 //!
 //! # Collisions (RFC 4271 §6.8)
 //!
@@ -63,6 +70,7 @@
 mod connection;
 mod driver;
 mod glue;
+pub(crate) mod sockopt;
 
 #[cfg(test)]
 mod tests;
@@ -99,7 +107,54 @@ pub struct SessionConfig {
     pub fsm: PeerConfig,
     /// IP TTL / hop limit of the session's packets (eBGP multihop). See the module docs.
     pub ttl: Option<u8>,
+    /// GTSM (RFC 5082): the peer is at most this many hops away. See the module docs.
+    pub ttl_security: Option<u8>,
+    /// TCP MD5 signature key (RFC 2385). See the module docs.
+    pub md5_key: Option<Md5Key>,
     pub connect_timeout: Duration,
+}
+
+/// A TCP MD5 key (RFC 2385): 1 to 80 octets. Its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Md5Key(Vec<u8>);
+
+impl Md5Key {
+    /// The key, if it is 1 to 80 octets long (TCP_MD5SIG_MAXKEYLEN).
+    pub fn new(key: impl Into<Vec<u8>>) -> Option<Md5Key> {
+        let key = key.into();
+        (!key.is_empty() && key.len() <= sockopt::TCP_MD5SIG_MAXKEYLEN).then_some(Md5Key(key))
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Md5Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Md5Key(..)")
+    }
+}
+
+/// Sets the TCP MD5 key for connections from `peer` (a single address, or a whole range with
+/// `prefix_len`) on a listener; `None` removes it. Accepted connections inherit it.
+pub fn set_listener_md5(
+    listener: &impl std::os::fd::AsFd,
+    peer: IpAddr,
+    prefix_len: Option<u8>,
+    key: Option<&Md5Key>,
+) -> std::io::Result<()> {
+    let ipv6_socket = socket2::SockRef::from(listener)
+        .local_addr()?
+        .as_socket()
+        .is_some_and(|a| a.is_ipv6());
+    let key = key.map(Md5Key::as_bytes).unwrap_or_default();
+    sockopt::set_tcp_md5(listener, ipv6_socket, peer, prefix_len, key)
+}
+
+/// The minimum TTL a GTSM peer `hops` away arrives with (RFC 5082 §3: 255 - hops + 1).
+pub fn gtsm_min_ttl(hops: u8) -> u8 {
+    (256 - u16::from(hops.max(1))).min(255) as u8
 }
 
 impl SessionConfig {
@@ -111,6 +166,8 @@ impl SessionConfig {
             local_addr: None,
             fsm,
             ttl: None,
+            ttl_security: None,
+            md5_key: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
@@ -136,11 +193,26 @@ impl SessionConfig {
         if self.connect_timeout.is_zero() {
             return Err(SessionConfigError::ZeroConnectTimeout);
         }
+        if self.ttl_security == Some(0) {
+            return Err(SessionConfigError::ZeroTtlSecurity);
+        }
+        if self.ttl_security.is_some() && self.ttl.is_some() {
+            return Err(SessionConfigError::TtlAndTtlSecurity);
+        }
         Ok(())
     }
 
     fn peer_socket(&self) -> SocketAddr {
         SocketAddr::new(self.peer_addr, self.peer_port)
+    }
+
+    /// The socket options of the session's connections.
+    pub(crate) fn socket_options(&self) -> connection::SocketOptions {
+        connection::SocketOptions {
+            ttl: self.ttl_security.map(|_| 255).or(self.ttl),
+            min_ttl: self.ttl_security.map(gtsm_min_ttl),
+            md5_key: self.md5_key.clone(),
+        }
     }
 }
 
@@ -157,6 +229,10 @@ pub enum SessionConfigError {
     FamilyMismatch { local: IpAddr, peer: IpAddr },
     #[error("connect timeout of zero")]
     ZeroConnectTimeout,
+    #[error("TTL security of 0 hops")]
+    ZeroTtlSecurity,
+    #[error("TTL security sends with TTL 255: it cannot be combined with a TTL (multihop)")]
+    TtlAndTtlSecurity,
 }
 
 /// What a session reports to its owner.
@@ -251,6 +327,7 @@ enum SessionMsg {
     Stop,
     Deconfigure,
     StopForRestart,
+    Reset(crate::fsm::NotificationInfo),
 }
 
 /// The owner's side of one session. Dropping it stops the session like [`SessionHandle::stop`].
@@ -300,6 +377,13 @@ impl SessionHandle {
     /// without a NOTIFICATION, so that a helper keeps our routes until we are back.
     pub fn stop_for_restart(&self) -> Result<(), SessionGone> {
         self.send(SessionMsg::StopForRestart)
+    }
+
+    /// Resets an Established session with `notification` (a Cease 6/1 when the peer sent
+    /// more prefixes than allowed, RFC 4486 §4): the FSM goes to Idle and restarts on its own
+    /// after the (damped) idle hold time, as after any error it detected.
+    pub fn reset(&self, notification: crate::fsm::NotificationInfo) -> Result<(), SessionGone> {
+        self.send(SessionMsg::Reset(notification))
     }
 
     /// The session's current status.

@@ -24,7 +24,17 @@
 //! The listener hands every accepted connection to the speaker task, which routes it by
 //! source address ([`std::net::IpAddr::to_canonical`], so IPv4 peers on an IPv6 wildcard socket
 //! match) to that neighbour's session. A connection from any other address is closed at once,
-//! before a BGP message is read or sent.
+//! before a BGP message is read or sent, unless it comes from one of
+//! [`SpeakerConfig::dynamic_peers`]: then a passive neighbour is added for it (AS and MD5
+//! key of the range) and removed again when its session goes down.
+//!
+//! # Session security and limits
+//!
+//! A neighbour's [`NeighborConfig::password`] is set on its outbound sockets and, for its
+//! address, on the listener (a range's key for the range); [`NeighborConfig::ttl_security`]
+//! is GTSM (RFC 5082, see `session`). [`NeighborConfig::max_prefixes`] counts the prefixes in
+//! the peer's Adj-RIB-In: past the limit the speaker warns, ignores further new prefixes, or
+//! resets the session with Cease 6/1, as [`MaxPrefixAction`] says; peer status shows it.
 //!
 //! # Route changes
 //!
@@ -63,6 +73,7 @@ use crate::fsm::{
     PeerConfig, PeerConfigError, State, DEFAULT_CONNECT_RETRY_TIME, DEFAULT_HOLD_TIME,
 };
 use crate::rib::{RouteSource, Selection};
+pub use crate::session::Md5Key;
 use crate::session::{SessionConfigError, DEFAULT_CONNECT_TIMEOUT};
 
 /// Capacity of the [`RouteChange`] channel.
@@ -97,6 +108,38 @@ pub struct SpeakerConfig {
     /// Restart a failed session on its own (AllowAutomaticStart) with a doubling delay
     /// (DampPeerOscillations, up to 120 s). Tests turn damping off to retry every second.
     pub damp_peer_oscillations: bool,
+    /// Ranges whose addresses may connect without being configured (see the module docs).
+    pub dynamic_peers: Vec<DynamicPeers>,
+}
+
+/// Peers accepted from a range: a connection from an address in `prefix` that is not a
+/// configured neighbour becomes a passive neighbour of AS `asn` for as long as its session
+/// lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicPeers {
+    pub prefix: IpNet,
+    pub asn: u32,
+    /// TCP MD5 key for the whole range (RFC 2385).
+    pub password: Option<Md5Key>,
+}
+
+/// What to do when a peer announces more prefixes than [`MaxPrefixes::limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxPrefixAction {
+    /// Accept them and say so (log and peer status).
+    Warn,
+    /// Keep the first `limit` prefixes; ignore announcements of further ones.
+    Discard,
+    /// Cease 6/1 (Maximum Number of Prefixes Reached, RFC 4486 §4), routes withdrawn; the
+    /// session restarts after the (damped) idle hold time.
+    Reset,
+}
+
+/// A per-peer limit on the prefixes in its Adj-RIB-In, all families together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPrefixes {
+    pub limit: usize,
+    pub action: MaxPrefixAction,
 }
 
 impl SpeakerConfig {
@@ -113,6 +156,7 @@ impl SpeakerConfig {
             cluster_id: None,
             graceful_restart_time: None,
             damp_peer_oscillations: true,
+            dynamic_peers: Vec::new(),
         }
     }
 }
@@ -133,6 +177,12 @@ pub struct NeighborConfig {
     /// An iBGP neighbour that is a route-reflector client (RFC 4456): this speaker reflects
     /// iBGP routes to it, and its routes to every iBGP neighbour.
     pub rr_client: bool,
+    /// TCP MD5 signature key (RFC 2385), on outbound sockets and on the listener.
+    pub password: Option<Md5Key>,
+    /// GTSM (RFC 5082): the peer is at most this many hops away; we send with TTL 255.
+    pub ttl_security: Option<u8>,
+    /// Limit on the prefixes accepted from the peer.
+    pub max_prefixes: Option<MaxPrefixes>,
 }
 
 impl NeighborConfig {
@@ -146,6 +196,9 @@ impl NeighborConfig {
             multihop: None,
             local_address: None,
             rr_client: false,
+            password: None,
+            ttl_security: None,
+            max_prefixes: None,
         }
     }
 }
@@ -367,15 +420,28 @@ pub async fn start(
                 .local_addr()
                 .map_err(|error| SpeakerError::Listen { addr, error })?;
             tracing::info!(listen = %bound, "BGP listener bound");
+            // A second descriptor of the same socket, for the MD5 keys of peers added later.
+            let fd = std::os::fd::AsFd::as_fd(&listener)
+                .try_clone_to_owned()
+                .map_err(|error| SpeakerError::Listen { addr, error })?;
             (
                 Some(tokio::spawn(task::accept_loop(listener, inbound_tx))),
-                Some(bound),
+                Some((bound, fd)),
             )
         }
         None => (None, None),
     };
+    let (listen, listener_fd) = listen.unzip();
 
     let mut speaker = task::Speaker::new(config);
+    if let Some(fd) = listener_fd {
+        if let Err(e) = speaker.set_listener(fd) {
+            if let Some(task) = listener_task {
+                task.abort();
+            }
+            return Err(e);
+        }
+    }
     for neighbor in neighbors {
         if let Err(e) = speaker.add_neighbor(neighbor) {
             if let Some(task) = listener_task {
@@ -456,6 +522,8 @@ pub(crate) fn session_config(
         peer_port: neighbor.port,
         local_addr: neighbor.local_address.or(listen_ip),
         ttl: neighbor.multihop,
+        ttl_security: neighbor.ttl_security,
+        md5_key: neighbor.password.clone(),
         connect_timeout: speaker.connect_timeout,
         ..crate::session::SessionConfig::new(address, fsm)
     };

@@ -602,6 +602,18 @@ impl Rib {
         &self.unreachable
     }
 
+    /// Whether `peer`'s Adj-RIB-In holds `prefix` (an announcement of it replaces a route
+    /// rather than adding one; the max-prefix limit counts only additions).
+    pub fn has_route_from(&self, peer: PeerId, prefix: &IpNet) -> bool {
+        self.tables[AddressFamily::of(prefix).index()]
+            .get(prefix)
+            .is_some_and(|d| {
+                d.paths
+                    .iter()
+                    .any(|p| matches!(&p.source, RouteSource::Peer { id, .. } if *id == peer))
+            })
+    }
+
     /// The best route of `prefix`.
     pub fn best(&self, prefix: &IpNet) -> Option<&BestRoute> {
         self.tables[AddressFamily::of(prefix).index()]

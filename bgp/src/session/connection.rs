@@ -19,11 +19,33 @@ use super::driver::Internal;
 use super::CLOSE_LINGER;
 use crate::packet::{self, DecodeContext, Message};
 
+/// TTL, GTSM and MD5 settings of a session's sockets.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SocketOptions {
+    pub(crate) ttl: Option<u8>,
+    pub(crate) min_ttl: Option<u8>,
+    pub(crate) md5_key: Option<super::Md5Key>,
+}
+
+impl SocketOptions {
+    /// Applies TTL and minimum TTL to an accepted connection (its MD5 key comes from the
+    /// listener).
+    pub(crate) fn apply_accepted(&self, socket: &impl AsFd, ipv4: bool) -> io::Result<()> {
+        if let Some(ttl) = self.ttl {
+            set_ttl(socket, ipv4, ttl)?;
+        }
+        if let Some(min) = self.min_ttl {
+            super::sockopt::set_min_ttl(socket, ipv4, min)?;
+        }
+        Ok(())
+    }
+}
+
 /// Opens the session's outbound connection. The error is the text for the down reason.
 pub(crate) async fn connect(
     peer: SocketAddr,
     local: Option<IpAddr>,
-    ttl: Option<u8>,
+    options: &SocketOptions,
     timeout: Duration,
 ) -> Result<TcpStream, String> {
     let socket = if peer.is_ipv4() {
@@ -37,10 +59,19 @@ pub(crate) async fn connect(
             .bind(SocketAddr::new(local, 0))
             .map_err(|e| format!("bind to {local}: {}", io_error_text(&e)))?;
     }
-    if let Some(ttl) = ttl {
-        set_ttl(&socket, peer.is_ipv4(), ttl).map_err(|e| format!("set TTL: {e}"))?;
+    options
+        .apply_accepted(&socket, peer.is_ipv4())
+        .map_err(|e| format!("set TTL: {e}"))?;
+    if let Some(key) = &options.md5_key {
+        super::sockopt::set_tcp_md5(&socket, peer.is_ipv6(), peer.ip(), None, key.as_bytes())
+            .map_err(|e| format!("set TCP MD5 key: {}", io_error_text(&e)))?;
     }
     match tokio::time::timeout(timeout, socket.connect(peer)).await {
+        Err(_) if options.md5_key.is_some() => Err(format!(
+            "connect timed out after {} s (TCP MD5 is configured: a key mismatch looks like \
+             this, the peer's kernel drops our segments)",
+            timeout.as_secs()
+        )),
         Err(_) => Err(format!("connect timed out after {} s", timeout.as_secs())),
         Ok(Err(e)) => Err(io_error_text(&e)),
         Ok(Ok(stream)) => Ok(stream),

@@ -476,15 +476,15 @@ impl Driver {
         let id = self.next_id();
         let tx = self.tx.clone();
         let peer = self.config.peer_socket();
-        let (local, ttl, timeout) = (
+        let (local, options, timeout) = (
             self.config.local_addr,
-            self.config.ttl,
+            self.config.socket_options(),
             self.config.connect_timeout,
         );
         tracing::debug!(%peer, "connecting");
         let handle = tokio::spawn(
             async move {
-                let result = connection::connect(peer, local, ttl, timeout).await;
+                let result = connection::connect(peer, local, &options, timeout).await;
                 let _ = tx.send(Internal::Connected {
                     attempt: id,
                     result,
@@ -577,6 +577,13 @@ impl Driver {
                 self.silent_stop = true;
                 self.stop();
             }
+            SessionMsg::Reset(n) => {
+                if self.primary.state() == State::Established {
+                    tracing::warn!(code = n.code, subcode = n.subcode, "resetting the session");
+                    // An error detected in Established: NOTIFICATION, Idle, automatic restart.
+                    self.feed(Which::Primary, Input::UpdateMsgErr(n));
+                }
+            }
         }
     }
 
@@ -602,10 +609,12 @@ impl Driver {
         if self.stopping {
             return;
         }
-        if let Some(ttl) = self.config.ttl {
-            if let Err(e) = connection::set_ttl(&stream, self.config.peer_addr.is_ipv4(), ttl) {
-                tracing::warn!(error = %e, "cannot set TTL on inbound connection");
-            }
+        if let Err(e) = self
+            .config
+            .socket_options()
+            .apply_accepted(&stream, self.config.peer_addr.is_ipv4())
+        {
+            tracing::warn!(error = %e, "cannot set TTL or minimum TTL on inbound connection");
         }
         let p = self.primary.state();
         if self.primary.fsm.accepts_inbound() {

@@ -4,16 +4,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::SpeakerError;
-use super::{session_config, status, Command, NeighborConfig, RouteChange, SpeakerConfig};
-use crate::fsm::{DownReason, Family};
-use crate::packet::PathAttributes;
+use super::{
+    session_config, status, Command, MaxPrefixAction, NeighborConfig, RouteChange, SpeakerConfig,
+};
+use crate::fsm::{DownReason, Family, NotificationInfo};
+use crate::packet::{codes, PathAttributes, Update};
 use crate::rib::{AddressFamily, LocalInfo, PeerId, PeerInfo, Rib, RibChanges};
-use crate::session::{spawn_session, SessionEvent, SessionHandle, CLOSE_LINGER};
+use crate::session::{set_listener_md5, spawn_session, SessionEvent, SessionHandle, CLOSE_LINGER};
 
 /// Events of one session, tagged with the generation of the neighbour entry that started it.
 type TaggedEvent = (u64, SessionEvent);
@@ -39,6 +42,10 @@ struct Neighbor {
     peer_restart_time: Option<u16>,
     /// We are its graceful-restart helper: its stale routes go at this time at the latest.
     stale_until: Option<Instant>,
+    /// Accepted from a `dynamic_peers` range: removed when its session goes down.
+    dynamic: bool,
+    /// The max-prefix limit was passed (warn or discard) since the session came up.
+    over_limit: Option<usize>,
 }
 
 pub(super) struct Speaker {
@@ -52,6 +59,8 @@ pub(super) struct Speaker {
     /// When the speaker started: sessions opened within the graceful-restart time after it
     /// say that we restarted (R bit, RFC 4724 §3).
     started: Instant,
+    /// The listener's socket (a second descriptor), for MD5 keys.
+    listener: Option<std::os::fd::OwnedFd>,
 }
 
 /// Accepts connections and hands them to the speaker task until it goes away.
@@ -89,11 +98,55 @@ impl Speaker {
             events_rx,
             route_tx: None,
             started: Instant::now(),
+            listener: None,
         }
+    }
+
+    /// Keeps the listener's socket for MD5 keys and sets the dynamic ranges' keys on it.
+    pub(super) fn set_listener(
+        &mut self,
+        listener: std::os::fd::OwnedFd,
+    ) -> Result<(), SpeakerError> {
+        for range in &self.config.dynamic_peers {
+            if let Some(key) = &range.password {
+                let prefix = range.prefix.trunc();
+                set_listener_md5(
+                    &listener,
+                    prefix.addr(),
+                    Some(prefix.prefix_len()),
+                    Some(key),
+                )
+                .map_err(|e| {
+                    SpeakerError::neighbor(
+                        prefix.addr(),
+                        format!("TCP MD5 key for dynamic peers {prefix}: {e}"),
+                    )
+                })?;
+            }
+        }
+        self.listener = Some(listener);
+        Ok(())
+    }
+
+    /// Sets (or removes) a neighbour's MD5 key on the listener.
+    fn set_listener_key(&self, config: &NeighborConfig, set: bool) -> Result<(), SpeakerError> {
+        let (Some(listener), Some(key)) = (&self.listener, &config.password) else {
+            return Ok(());
+        };
+        set_listener_md5(listener, config.address, None, set.then_some(key))
+            .map_err(|e| SpeakerError::neighbor(config.address, format!("TCP MD5 key: {e}")))
     }
 
     /// Configures a neighbour in the RIB and starts its session.
     pub(super) fn add_neighbor(&mut self, config: NeighborConfig) -> Result<(), SpeakerError> {
+        self.add_neighbor_as(config, false)
+    }
+
+    fn add_neighbor_as(
+        &mut self,
+        config: NeighborConfig,
+        dynamic: bool,
+    ) -> Result<(), SpeakerError> {
         let address = config.address;
         if self.neighbors.contains_key(&address) {
             return Err(SpeakerError::NeighborExists(address));
@@ -103,6 +156,7 @@ impl Speaker {
             .graceful_restart_time
             .is_some_and(|t| self.started.elapsed() < Duration::from_secs(u64::from(t)));
         let session_config = session_config(&self.config, &config, restarting)?;
+        self.set_listener_key(&config, true)?;
         let info = PeerInfo {
             address,
             router_id: Ipv4Addr::UNSPECIFIED,
@@ -128,6 +182,7 @@ impl Speaker {
             Ok(session) => session,
             Err(e) => {
                 let _ = self.rib.remove_peer(PeerId(address));
+                let _ = self.set_listener_key(&config, false);
                 return Err(SpeakerError::neighbor(address, e));
             }
         };
@@ -139,7 +194,7 @@ impl Speaker {
                 }
             }
         });
-        tracing::info!(peer = %address, peer_as = config.asn, passive = config.passive, "neighbour added");
+        tracing::info!(peer = %address, peer_as = config.asn, passive = config.passive, dynamic, "neighbour added");
         self.neighbors.insert(
             address,
             Neighbor {
@@ -149,6 +204,8 @@ impl Speaker {
                 awaiting_end_of_rib: None,
                 peer_restart_time: None,
                 stale_until: None,
+                dynamic,
+                over_limit: None,
             },
         );
         Ok(())
@@ -215,12 +272,28 @@ impl Speaker {
                     .neighbors
                     .values()
                     .map(|n| {
-                        status::peer_status(
+                        let mut peer = status::peer_status(
                             &n.config,
                             &n.session.status(),
                             self.rib.peer_counts(PeerId(n.config.address)),
                             n.awaiting_end_of_rib.as_ref().is_some_and(|f| f.is_empty()),
-                        )
+                        );
+                        if let (Some(max), Some(seen)) = (n.config.max_prefixes, n.over_limit) {
+                            let what = match max.action {
+                                MaxPrefixAction::Discard => "further prefixes discarded",
+                                _ => "warning only",
+                            };
+                            let text = format!(
+                                "max prefixes {} exceeded: {seen} announced, {what}",
+                                max.limit
+                            );
+                            peer.info = if peer.info.is_empty() {
+                                text
+                            } else {
+                                format!("{}; {text}", peer.info)
+                            };
+                        }
+                        peer
                     })
                     .collect();
                 let _ = reply.send(peers);
@@ -253,6 +326,9 @@ impl Speaker {
         // Cease 6/3 (Peer De-configured); the task closes on its own and its late events are
         // dropped (generation).
         let _ = neighbor.session.deconfigure();
+        if let Err(e) = self.set_listener_key(&neighbor.config, false) {
+            tracing::warn!(peer = %address, error = %e, "TCP MD5 key not removed from the listener");
+        }
         tracing::info!(peer = %address, "neighbour removed");
         match self.rib.remove_peer(PeerId(address)) {
             Ok(changes) => self.dispatch(changes).await,
@@ -270,9 +346,100 @@ impl Speaker {
                 let _ = neighbor.session.accept_inbound(stream);
             }
             None => {
-                // Closed before any BGP message is read or sent.
-                tracing::info!(from = %from, "connection from an address that is not a neighbour refused");
-                drop(stream);
+                let range = self
+                    .config
+                    .dynamic_peers
+                    .iter()
+                    .find(|r| r.prefix.contains(&source));
+                let Some(range) = range else {
+                    // Closed before any BGP message is read or sent.
+                    tracing::info!(from = %from, "connection from an address that is not a neighbour refused");
+                    drop(stream);
+                    return;
+                };
+                let config = NeighborConfig {
+                    passive: true,
+                    // The range's key is on the listener already.
+                    password: None,
+                    ..NeighborConfig::new(source, range.asn)
+                };
+                tracing::info!(peer = %source, range = %range.prefix, "dynamic peer accepted");
+                match self.add_neighbor_as(config, true) {
+                    Ok(()) => {
+                        if let Some(neighbor) = self.neighbors.get(&source) {
+                            let _ = neighbor.session.accept_inbound(stream);
+                        }
+                    }
+                    Err(e) => tracing::warn!(peer = %source, error = %e, "dynamic peer refused"),
+                }
+            }
+        }
+    }
+
+    /// Applies the neighbour's max-prefix limit to an UPDATE before the RIB sees it: `None`
+    /// when the session is to be reset instead. Counts all families together.
+    fn limit_prefixes(&mut self, peer: IpAddr, mut update: Update) -> Option<Update> {
+        let Some(neighbor) = self.neighbors.get_mut(&peer) else {
+            return Some(update);
+        };
+        let Some(max) = neighbor.config.max_prefixes else {
+            return Some(update);
+        };
+        let id = PeerId(peer);
+        let held = self.rib.peer_counts(id).map(|c| c.received).unwrap_or(0);
+        let withdrawn: Vec<IpNet> = update
+            .withdrawn
+            .iter()
+            .chain(update.mp_unreach.iter().flat_map(|m| m.withdrawn.iter()))
+            .copied()
+            .filter(|p| self.rib.has_route_from(id, p))
+            .collect();
+        let mut room = (max.limit + withdrawn.len()).saturating_sub(held);
+        let mut new = 0usize;
+        let rib = &self.rib;
+        let mut keep = |p: &IpNet| {
+            if rib.has_route_from(id, p) || withdrawn.contains(p) {
+                return true;
+            }
+            new += 1;
+            if room > 0 {
+                room -= 1;
+                true
+            } else {
+                max.action != MaxPrefixAction::Discard
+            }
+        };
+        update.nlri.retain(&mut keep);
+        if let Some(mp) = &mut update.mp_reach {
+            mp.nlri.retain(&mut keep);
+        }
+        let total = held + new - withdrawn.len().min(held + new);
+        if total <= max.limit {
+            return Some(update);
+        }
+        match max.action {
+            MaxPrefixAction::Warn | MaxPrefixAction::Discard => {
+                if neighbor.over_limit.is_none() {
+                    tracing::warn!(peer = %peer, limit = max.limit, announced = total, action = ?max.action, "max prefixes exceeded");
+                }
+                neighbor.over_limit = Some(total.max(neighbor.over_limit.unwrap_or(0)));
+                Some(update)
+            }
+            MaxPrefixAction::Reset => {
+                tracing::warn!(peer = %peer, limit = max.limit, announced = total, "max prefixes exceeded: resetting the session");
+                // RFC 4486 §4: AFI, SAFI and the upper bound (the limit is per peer here, so
+                // the family of the first prefix that passed it).
+                let ipv6 = update.nlri.is_empty()
+                    && update.mp_reach.as_ref().is_some_and(|m| m.afi.0 == 2);
+                let mut data = vec![0, if ipv6 { 2 } else { 1 }, 1];
+                data.extend_from_slice(&u32::try_from(max.limit).unwrap_or(u32::MAX).to_be_bytes());
+                let n = NotificationInfo {
+                    code: crate::fsm::notification::CEASE,
+                    subcode: codes::cease::MAXIMUM_PREFIXES_REACHED,
+                    data,
+                };
+                let _ = neighbor.session.reset(n);
+                None
             }
         }
     }
@@ -338,41 +505,49 @@ impl Speaker {
                     self.dispatch(changes).await;
                 }
             }
-            SessionEvent::Update { update, .. } => match self.rib.apply_update(id, &update) {
-                Ok(changes) if update.end_of_rib().is_some() => {
-                    if let (Some((afi, safi)), Some(awaiting)) =
-                        (update.end_of_rib(), neighbor.awaiting_end_of_rib.as_mut())
-                    {
-                        awaiting.remove(&Family {
-                            afi: afi.0,
-                            safi: safi.0,
-                        });
-                        tracing::info!(peer = %peer, afi = afi.0, safi = safi.0, "End-of-RIB received");
-                    }
-                    self.dispatch(changes).await;
-                    // RFC 4724 §4.2: what the restarted peer did not refresh is gone.
-                    if let Some(family) = update.end_of_rib().and_then(|(afi, safi)| {
-                        AddressFamily::from_family(Family {
-                            afi: afi.0,
-                            safi: safi.0,
-                        })
-                    }) {
-                        if let Ok(changes) = self.rib.end_of_rib(id, family) {
-                            if !changes.is_empty() {
-                                tracing::info!(peer = %peer, prefixes = changes.best.len(), "graceful restart: stale routes removed at End-of-RIB");
-                            }
-                            self.dispatch(changes).await;
+            SessionEvent::Update { update, .. } => {
+                let Some(update) = self.limit_prefixes(peer, update) else {
+                    return;
+                };
+                match self.rib.apply_update(id, &update) {
+                    Ok(changes) if update.end_of_rib().is_some() => {
+                        if let (Some((afi, safi)), Some(awaiting)) = (
+                            update.end_of_rib(),
+                            self.neighbors
+                                .get_mut(&peer)
+                                .and_then(|n| n.awaiting_end_of_rib.as_mut()),
+                        ) {
+                            awaiting.remove(&Family {
+                                afi: afi.0,
+                                safi: safi.0,
+                            });
+                            tracing::info!(peer = %peer, afi = afi.0, safi = safi.0, "End-of-RIB received");
                         }
-                        if self.rib.stale_count(id) == 0 {
-                            if let Some(n) = self.neighbors.get_mut(&peer) {
-                                n.stale_until = None;
+                        self.dispatch(changes).await;
+                        // RFC 4724 §4.2: what the restarted peer did not refresh is gone.
+                        if let Some(family) = update.end_of_rib().and_then(|(afi, safi)| {
+                            AddressFamily::from_family(Family {
+                                afi: afi.0,
+                                safi: safi.0,
+                            })
+                        }) {
+                            if let Ok(changes) = self.rib.end_of_rib(id, family) {
+                                if !changes.is_empty() {
+                                    tracing::info!(peer = %peer, prefixes = changes.best.len(), "graceful restart: stale routes removed at End-of-RIB");
+                                }
+                                self.dispatch(changes).await;
+                            }
+                            if self.rib.stale_count(id) == 0 {
+                                if let Some(n) = self.neighbors.get_mut(&peer) {
+                                    n.stale_until = None;
+                                }
                             }
                         }
                     }
+                    Ok(changes) => self.dispatch(changes).await,
+                    Err(e) => tracing::warn!(peer = %peer, error = %e, "UPDATE not applied"),
                 }
-                Ok(changes) => self.dispatch(changes).await,
-                Err(e) => tracing::warn!(peer = %peer, error = %e, "UPDATE not applied"),
-            },
+            }
             SessionEvent::RouteRefresh { afi, safi, .. } => {
                 tracing::info!(peer = %peer, afi = afi.0, safi = safi.0, "route refresh requested");
                 // RFC 2918 §4: the whole Adj-RIB-Out again (every family; the others are
@@ -393,6 +568,15 @@ impl Speaker {
                 ..
             } => {
                 tracing::info!(peer = %peer, %reason, detail, was_established, "session down");
+                let dynamic = neighbor.dynamic;
+                neighbor.over_limit = None;
+                if dynamic {
+                    // A dynamic peer lasts as long as its session.
+                    if let Err(e) = self.remove_neighbor(peer).await {
+                        tracing::warn!(peer = %peer, error = %e, "dynamic peer not removed");
+                    }
+                    return;
+                }
                 neighbor.awaiting_end_of_rib = None;
                 // RFC 4724 §4.2: the connection closed without a NOTIFICATION and the peer can
                 // restart gracefully: keep its routes, stale, for its restart time.

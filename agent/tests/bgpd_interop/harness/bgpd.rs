@@ -62,7 +62,7 @@ pub struct BgpdPeer {
     pub asn: u32,
     pub passive: bool,
     pub multihop: Option<u8>,
-    /// More YAML keys of this peer, one `key: value` a line (`rr_client: true`).
+    /// More YAML keys of this peer, one `key: value` a line (`rr_client: true`, `password: x`).
     pub extra: Vec<String>,
 }
 
@@ -104,6 +104,9 @@ impl BgpdSpec {
             for line in &p.extra {
                 let _ = writeln!(yaml, "    {line}");
             }
+        }
+        if self.peers.is_empty() {
+            yaml = yaml.replace("peers:\n", "peers: []\n");
         }
         for line in &self.extra {
             let _ = writeln!(yaml, "{line}");
