@@ -171,7 +171,8 @@ pub struct ApplyReport {
 pub enum KernelEvent {
     /// A route with protocol [`RTPROT_BRINDLE`] was added, replaced or deleted.
     OwnRoute,
-    /// A PERMANENT neighbour or FDB entry changed (Brindle's live on [`VXLAN_DEVICE`]).
+    /// A PERMANENT neighbour or FDB entry appeared or changed, or any neighbour or FDB entry was
+    /// deleted (Brindle's live on [`VXLAN_DEVICE`]).
     PermanentNeighbour,
     /// A link appeared, changed or vanished.
     Link { name: String, deleted: bool },

@@ -979,9 +979,12 @@ fn classify(msg: &NetlinkMessage<RouteNetlinkMessage>) -> Option<KernelEvent> {
         RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m) => {
             (u8::from(m.header.protocol) == RTPROT_BRINDLE).then_some(KernelEvent::OwnRoute)
         }
-        RouteNetlinkMessage::NewNeighbour(m) | RouteNetlinkMessage::DelNeighbour(m) => {
+        // A deletion's state is not the entry's (the kernel marks it failed first), so every
+        // deletion counts; neighbours are deleted rarely enough for that to be cheap.
+        RouteNetlinkMessage::NewNeighbour(m) => {
             (m.header.state == NeighbourState::Permanent).then_some(KernelEvent::PermanentNeighbour)
         }
+        RouteNetlinkMessage::DelNeighbour(_) => Some(KernelEvent::PermanentNeighbour),
         RouteNetlinkMessage::NewLink(m) | RouteNetlinkMessage::DelLink(m) => {
             let name = m.attributes.iter().find_map(|a| match a {
                 LinkAttribute::IfName(n) => Some(n.clone()),
