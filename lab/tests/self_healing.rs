@@ -375,3 +375,51 @@ fn a_deleted_node_is_forgotten_by_the_others_and_its_blocks_released() {
         },
     );
 }
+
+#[test]
+fn a_write_blocked_by_a_foreign_route_is_retried_and_never_forced() {
+    if !root_or_skip() {
+        return;
+    }
+    let cluster = two_nodes();
+    let ns = cluster.nodes[0].netns.clone();
+    let remote_route = cluster
+        .routes(0)
+        .expect("routes")
+        .lines()
+        .find(|l| l.contains("dev vxlan.brindle"))
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        .expect("a remote block route through the tunnel");
+    let failures_before = sample(&metrics(&cluster, 0), "brindle_dataplane_failures_total");
+
+    // Someone else takes the destination: ours deleted and a static route put in its place in
+    // one batch, so the agent's next write collides with it.
+    sh(
+        &ns,
+        &format!(
+            "printf 'route del {remote_route}\\nroute add {remote_route} via 10.99.0.1 proto static\\n' \
+             | ip -batch -"
+        ),
+    );
+    wait_for(
+        "the blocked write is counted as a failure",
+        Duration::from_secs(5),
+        || sample(&metrics(&cluster, 0), "brindle_dataplane_failures_total") > failures_before,
+    );
+    // Retried (with backoff), never forced over the foreign route.
+    std::thread::sleep(Duration::from_secs(1));
+    let failures = sample(&metrics(&cluster, 0), "brindle_dataplane_failures_total");
+    assert!(failures >= failures_before + 2.0, "retried: {failures}");
+    let all = sh(&ns, &format!("ip route show exact {remote_route}"));
+    assert!(all.contains("proto static"), "foreign route kept: {all}");
+    assert!(!all.contains("proto 98"), "{all}");
+
+    // Once it is gone, a retry programs ours.
+    sh(&ns, &format!("ip route del {remote_route} proto static"));
+    // Backoff after ~1.5 s of failures is at most 3.2 s; the periodic resync (10 s) also comes.
+    wait_for(
+        "a retry programs the route",
+        Duration::from_secs(10),
+        || sh(&ns, &format!("ip route show exact {remote_route}")).contains("vxlan.brindle"),
+    );
+}
