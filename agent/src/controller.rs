@@ -29,7 +29,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::dataplane::{Dataplane, KernelEvent, VXLAN_DEVICE};
+use crate::dataplane::{Dataplane, DesiredState, KernelEvent, VXLAN_DEVICE};
 use crate::metrics::{Metrics, Trigger};
 use crate::model::{IpPoolSpec, IpamBlockSpec, NodeSpec, Object, Resource};
 use crate::node::{self, AutodetectMethod};
@@ -228,6 +228,8 @@ pub async fn run(
         // The pass to run next, with what asked for it: a full resync at start.
         let mut pending = Some(Trigger::Resync);
         let mut failures = 0u32;
+        // What the last successful pass programmed (see `program`).
+        let mut applied: Option<DesiredState> = None;
         let mut resync = tokio::time::interval(config.resync_interval);
         resync.tick().await;
         loop {
@@ -253,7 +255,17 @@ pub async fn run(
                 }
             }
             if let Some(trigger) = pending.take() {
-                if program(&local, &cache, &mut dataplane, &shared, &metrics, trigger).await {
+                if program(
+                    &local,
+                    &cache,
+                    &mut dataplane,
+                    &shared,
+                    &metrics,
+                    trigger,
+                    &mut applied,
+                )
+                .await
+                {
                     failures = 0;
                 } else {
                     failures += 1;
@@ -416,7 +428,11 @@ async fn redetect(
     }
 }
 
-/// One reconcile pass; returns whether it succeeded.
+/// One reconcile pass; returns whether it succeeded. A datastore change or an API kick that
+/// leaves the desired state as the last successful pass programmed it (most block updates: a
+/// pod allocated on another node) skips the kernel: nothing in the kernel changed that the
+/// kernel's notifications did not report, and the periodic resync still compares everything.
+#[allow(clippy::too_many_arguments)]
 async fn program(
     local: &LocalNode,
     cache: &Cache,
@@ -424,6 +440,7 @@ async fn program(
     shared: &Shared,
     metrics: &Metrics,
     trigger: Trigger,
+    applied: &mut Option<DesiredState>,
 ) -> bool {
     let endpoints = shared.endpoints().clone();
     let desired = desired_state(&ClusterView {
@@ -439,6 +456,10 @@ async fn program(
         .store(remote_nodes as u64, Ordering::Relaxed);
     metrics.set_remote_nodes(remote_nodes);
     metrics.set_ipam(cache.pools.values(), cache.blocks.values());
+    if matches!(trigger, Trigger::Datastore | Trigger::Api) && applied.as_ref() == Some(&desired) {
+        debug!(?trigger, "desired state unchanged; kernel not consulted");
+        return true;
+    }
     let started = Instant::now();
     let result = dataplane.apply(&desired).await;
     let ok = matches!(&result, Ok(report) if report.errors.is_empty());
@@ -446,6 +467,7 @@ async fn program(
     match result {
         Ok(report) if report.errors.is_empty() => {
             metrics.set_routes(&desired);
+            *applied = Some(desired);
             if report.routes_added
                 + report.routes_removed
                 + report.neighbors_changed
@@ -467,10 +489,12 @@ async fn program(
             true
         }
         Ok(report) => {
+            *applied = None;
             warn!(errors = ?report.errors, "dataplane programmed with errors; retrying");
             false
         }
         Err(e) => {
+            *applied = None;
             warn!(error = %e, "dataplane programming failed; retrying");
             false
         }
