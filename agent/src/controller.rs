@@ -414,6 +414,8 @@ async fn redetect(
     if choice.address == local.address && choice.ifname == local.uplink {
         return false;
     }
+    // Only on a change: addresses come and go with every pod's veth.
+    node::warn_if_ambiguous(method, &choice);
     match node::set_ipv4_address(store, &local.name, choice.address).await {
         Ok(_) => {
             info!(from = %local.address, to = %choice.address, interface = %choice.ifname, "node address changed");

@@ -255,8 +255,7 @@ fn local_address_towards(dest: &str) -> Result<std::net::IpAddr, NodeError> {
     Ok(socket.local_addr().map_err(|e| err(e.to_string()))?.ip())
 }
 
-/// Chooses the node address by `method` from the interfaces' addresses now, warning when the
-/// choice was ambiguous (several interfaces qualified).
+/// Chooses the node address by `method` from the interfaces' addresses now.
 pub async fn autodetect(
     dataplane: &Dataplane,
     method: &AutodetectMethod,
@@ -266,7 +265,11 @@ pub async fn autodetect(
         AutodetectMethod::CanReach(dest) => Some(local_address_towards(dest)?),
         _ => None,
     };
-    let choice = choose(method, &addrs, reached)?;
+    choose(method, &addrs, reached)
+}
+
+/// Logs a warning naming every candidate when several interfaces qualified.
+pub fn warn_if_ambiguous(method: &AutodetectMethod, choice: &Choice) {
     let interfaces: std::collections::BTreeSet<&str> =
         choice.candidates.iter().map(|(i, _)| i.as_str()).collect();
     if interfaces.len() > 1 {
@@ -283,7 +286,6 @@ pub async fn autodetect(
             "node address ambiguous: several interfaces qualify; set --ip-autodetection-method or --node-ip to choose"
         );
     }
-    Ok(choice)
 }
 
 /// Picks the node address: the one given, with the interface holding it, or the one `method`
@@ -304,6 +306,7 @@ pub async fn detect_address(
             .ok_or(NodeError::AddressNotLocal(given));
     }
     let choice = autodetect(dataplane, method).await?;
+    warn_if_ambiguous(method, &choice);
     Ok((choice.address, choice.ifname))
 }
 

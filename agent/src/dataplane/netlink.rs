@@ -1001,3 +1001,65 @@ fn classify(msg: &NetlinkMessage<RouteNetlinkMessage>) -> Option<KernelEvent> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(protocol: u8) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut m = RouteMessage::default();
+        m.header.protocol = RouteProtocol::from(protocol);
+        NetlinkMessage::from(RouteNetlinkMessage::DelRoute(m))
+    }
+
+    fn neighbour(state: NeighbourState, new: bool) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut m = NeighbourMessage::default();
+        m.header.state = state;
+        NetlinkMessage::from(if new {
+            RouteNetlinkMessage::NewNeighbour(m)
+        } else {
+            RouteNetlinkMessage::DelNeighbour(m)
+        })
+    }
+
+    #[test]
+    fn notifications_are_reduced_to_what_concerns_brindle() {
+        assert_eq!(
+            classify(&route(RTPROT_BRINDLE)),
+            Some(KernelEvent::OwnRoute)
+        );
+        assert_eq!(classify(&route(RTPROT_BOOT)), None, "a foreign route");
+        assert_eq!(
+            classify(&neighbour(NeighbourState::Permanent, true)),
+            Some(KernelEvent::PermanentNeighbour)
+        );
+        assert_eq!(
+            classify(&neighbour(NeighbourState::Reachable, true)),
+            None,
+            "ARP learning elsewhere"
+        );
+        assert_eq!(
+            classify(&neighbour(NeighbourState::Failed, false)),
+            Some(KernelEvent::PermanentNeighbour),
+            "a deletion, whatever state it reports"
+        );
+        let mut link = LinkMessage::default();
+        link.attributes
+            .push(LinkAttribute::IfName(VXLAN_DEVICE_NAME.to_string()));
+        assert_eq!(
+            classify(&NetlinkMessage::from(RouteNetlinkMessage::DelLink(link))),
+            Some(KernelEvent::Link {
+                name: VXLAN_DEVICE_NAME.to_string(),
+                deleted: true
+            })
+        );
+        assert_eq!(
+            classify(&NetlinkMessage::from(RouteNetlinkMessage::NewAddress(
+                AddressMessage::default()
+            ))),
+            Some(KernelEvent::Address)
+        );
+    }
+
+    const VXLAN_DEVICE_NAME: &str = super::super::VXLAN_DEVICE;
+}
