@@ -246,12 +246,23 @@ pub async fn run(
                     shared.set_pod_defaults(defaults);
                 }
                 let pools: Vec<_> = cache.pools.values().collect();
-                match node::ensure_vxlan_tunnel(&store, &ipam, &local.name, &pools).await {
-                    Ok(me) => {
+                let vxlan = node::ensure_vxlan_tunnel(&store, &ipam, &local.name, &pools).await;
+                let ipip = match &vxlan {
+                    Ok(_) => {
+                        Some(node::ensure_ipip_tunnel(&store, &ipam, &local.name, &pools).await)
+                    }
+                    Err(_) => None,
+                };
+                match (vxlan, ipip) {
+                    (Ok(_), Some(Ok(me))) => {
                         cache.nodes.insert(local.name.clone(), me);
                         pools_changed = false;
                     }
-                    Err(e) => warn!(error = %e, "allocating the VXLAN tunnel address failed"),
+                    (Err(e), _) => warn!(error = %e, "allocating the VXLAN tunnel address failed"),
+                    (_, Some(Err(e))) => {
+                        warn!(error = %e, "allocating the IPIP tunnel address failed")
+                    }
+                    (Ok(_), None) => {}
                 }
             }
             if let Some(trigger) = pending.take() {

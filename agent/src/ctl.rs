@@ -472,6 +472,7 @@ pub async fn get(
                     "IPV6 ADDRESS",
                     "VXLAN TUNNEL",
                     "VTEP MAC",
+                    "IPIP TUNNEL",
                 ],
                 |n| {
                     let bgp = n.spec.bgp.as_ref();
@@ -481,6 +482,8 @@ pub async fn get(
                         bgp.and_then(|b| b.ipv6_address.clone()).unwrap_or_default(),
                         n.spec.ipv4_vxlan_tunnel_addr.clone().unwrap_or_default(),
                         n.spec.vxlan_tunnel_mac_addr.clone().unwrap_or_default(),
+                        bgp.and_then(|b| b.ipv4_ipip_tunnel_addr.clone())
+                            .unwrap_or_default(),
                     ]
                 },
             )

@@ -95,12 +95,13 @@ pub fn local_leaks(snap: &Snapshot, node: &str, shared: &Shared) -> Vec<Allocati
         .values()
         .flat_map(|ep| ep.ips.iter().map(|ip| ip.addr()))
         .collect();
-    let tunnel: Option<IpAddr> = snap
+    let tunnels: BTreeSet<IpAddr> = snap
         .nodes
         .iter()
-        .find(|n| n.metadata.name == node)
-        .and_then(|n| n.spec.ipv4_vxlan_tunnel_addr.as_deref())
-        .and_then(|a| a.parse().ok());
+        .filter(|n| n.metadata.name == node)
+        .flat_map(|n| n.spec.tunnel_addrs())
+        .map(|(_, ip)| ip)
+        .collect();
     let endpoint_ips: BTreeSet<IpAddr> = snap
         .endpoints
         .iter()
@@ -112,7 +113,7 @@ pub fn local_leaks(snap: &Snapshot, node: &str, shared: &Shared) -> Vec<Allocati
         .into_iter()
         .filter(|a| a.attrs.get("node").map(String::as_str) == Some(node))
         .filter(|a| !local.contains(&a.ip) && !endpoint_ips.contains(&a.ip))
-        .filter(|a| Some(a.ip) != tunnel)
+        .filter(|a| !tunnels.contains(&a.ip))
         .collect()
 }
 

@@ -95,15 +95,10 @@ impl Snapshot {
             }
         }
         for node in &self.nodes {
-            if let Some(ip) = node
-                .spec
-                .ipv4_vxlan_tunnel_addr
-                .as_deref()
-                .and_then(|a| a.parse::<IpAddr>().ok())
-            {
+            for (kind, ip) in node.spec.tunnel_addrs() {
                 out.entry(ip)
                     .or_default()
-                    .push(format!("node {} (VXLAN tunnel)", node.metadata.name));
+                    .push(format!("node {} ({kind} tunnel)", node.metadata.name));
             }
         }
         out
@@ -290,8 +285,8 @@ pub async fn check(
     let tunnel_ips = snap
         .nodes
         .iter()
-        .filter(|n| n.spec.ipv4_vxlan_tunnel_addr.is_some())
-        .count();
+        .map(|n| n.spec.tunnel_addrs().len())
+        .sum::<usize>();
     say(format!("Found {tunnel_ips} node tunnel IPs."));
     let workload_ips: usize = snap
         .endpoints

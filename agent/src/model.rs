@@ -34,6 +34,24 @@ impl Resource for NodeSpec {
     const KIND: &'static str = "Node";
 }
 
+impl NodeSpec {
+    /// The node's tunnel addresses held in IPAM, each with its kind: the VXLAN one
+    /// (`ipv4VXLANTunnelAddr`) and the IPIP one (`bgp.ipv4IPIPTunnelAddr`).
+    pub fn tunnel_addrs(&self) -> Vec<(&'static str, std::net::IpAddr)> {
+        let ipip = self
+            .bgp
+            .as_ref()
+            .and_then(|b| b.ipv4_ipip_tunnel_addr.as_deref());
+        [
+            ("VXLAN", self.ipv4_vxlan_tunnel_addr.as_deref()),
+            ("IPIP", ipip),
+        ]
+        .into_iter()
+        .filter_map(|(kind, a)| Some((kind, a?.parse().ok()?)))
+        .collect()
+    }
+}
+
 /// `Node.spec.bgp`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

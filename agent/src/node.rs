@@ -1,4 +1,4 @@
-//! This node's identity: its address, its Node resource, its VXLAN tunnel address.
+//! This node's identity: its address, its Node resource, its VXLAN and IPIP tunnel addresses.
 
 use std::sync::Arc;
 
@@ -288,6 +288,11 @@ pub fn warn_if_ambiguous(method: &AutodetectMethod, choice: &Choice) {
     }
 }
 
+/// The handle of a node's IPIP tunnel address, as Calico names it.
+pub fn ipip_tunnel_handle(node: &str) -> String {
+    format!("ipip-tunnel-addr-{node}")
+}
+
 /// Picks the node address: the one given, with the interface holding it, or the one `method`
 /// chooses.
 pub async fn detect_address(
@@ -453,9 +458,157 @@ pub async fn ensure_vxlan_tunnel(
     .await
 }
 
+/// Makes sure the node has an IPIP tunnel address (`spec.bgp.ipv4IPIPTunnelAddr`) when some
+/// enabled IPv4 pool uses IPIP, allocated from such a pool under the handle
+/// `ipip-tunnel-addr-<node>` (Calico's); and none when no pool does.
+pub async fn ensure_ipip_tunnel(
+    store: &Arc<dyn Store>,
+    ipam: &Ipam,
+    name: &str,
+    pools: &[&Object<IpPoolSpec>],
+) -> Result<Object<NodeSpec>, NodeError> {
+    let ipip_pools: Vec<String> = pools
+        .iter()
+        .filter(|p| {
+            p.spec.ipip_mode != EncapMode::Never
+                && !p.spec.disabled
+                && matches!(p.spec.cidr, IpNet::V4(_))
+                && p.spec.allows(AllowedUse::Tunnel)
+        })
+        .map(|p| p.metadata.name.clone())
+        .collect();
+    let handle = ipip_tunnel_handle(name);
+    if ipip_pools.is_empty() {
+        ipam.release_by_handle(&handle).await?;
+        return update_node(store, name, |spec| {
+            if let Some(bgp) = spec.bgp.as_mut() {
+                bgp.ipv4_ipip_tunnel_addr = None;
+            }
+        })
+        .await;
+    }
+    // Idempotent: the handle's existing address comes back when it has one.
+    let ips = ipam
+        .auto_assign(&AssignRequest {
+            handle_id: handle,
+            node: name.to_string(),
+            num: 1,
+            attrs: [
+                ("node".to_string(), name.to_string()),
+                ("type".to_string(), "ipipTunnelAddress".to_string()),
+            ]
+            .into(),
+            use_: AllowedUse::Tunnel,
+            pools: Some(ipip_pools),
+            ..AssignRequest::default()
+        })
+        .await?;
+    let addr = ips.first().map(|ip| ip.addr().to_string());
+    update_node(store, name, |spec| {
+        spec.bgp
+            .get_or_insert_with(NodeBgpSpec::default)
+            .ipv4_ipip_tunnel_addr
+            .clone_from(&addr)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipam_tools::Snapshot;
+    use brindle_ipam::store::MemStore;
+
+    async fn with_pool(ipip: &str, vxlan: &str) -> (Arc<dyn Store>, Ipam, Object<IpPoolSpec>) {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let spec: IpPoolSpec = serde_json::from_value(serde_json::json!({
+            "cidr": "10.244.0.0/16", "ipipMode": ipip, "vxlanMode": vxlan,
+        }))
+        .expect("pool");
+        let pool = store
+            .create_obj(&Object::new("p", spec))
+            .await
+            .expect("pool created");
+        let address = "10.0.0.1/24".parse().expect("cidr");
+        register(&store, "n1", address, None)
+            .await
+            .expect("registered");
+        let ipam = Ipam::new(store.clone());
+        (store, ipam, pool)
+    }
+
+    fn ipip_addr(node: &Object<NodeSpec>) -> Option<std::net::IpAddr> {
+        node.spec
+            .bgp
+            .as_ref()?
+            .ipv4_ipip_tunnel_addr
+            .as_deref()?
+            .parse()
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn an_ipip_pool_gives_the_node_a_tunnel_address_that_is_no_leak() {
+        let (store, ipam, pool) = with_pool("Always", "Never").await;
+        let node = ensure_ipip_tunnel(&store, &ipam, "n1", &[&pool])
+            .await
+            .expect("allocated");
+        let addr = ipip_addr(&node).expect("an IPIP tunnel address");
+        assert!(pool.spec.cidr.contains(&addr), "{addr}");
+        assert_eq!(
+            node.spec
+                .bgp
+                .as_ref()
+                .and_then(|b| b.ipv4_address.clone())
+                .as_deref(),
+            Some("10.0.0.1/24")
+        );
+        let again = ensure_ipip_tunnel(&store, &ipam, "n1", &[&pool])
+            .await
+            .expect("idempotent");
+        assert_eq!(ipip_addr(&again), Some(addr));
+
+        let snap = Snapshot::load(store.as_ref()).await.expect("snapshot");
+        let allocs = snap.allocations();
+        assert_eq!(allocs.len(), 1, "{allocs:?}");
+        assert_eq!(allocs[0].handle.as_deref(), Some("ipip-tunnel-addr-n1"));
+        assert_eq!(
+            allocs[0].attrs.get("type").map(String::as_str),
+            Some("ipipTunnelAddress")
+        );
+        let shared = crate::controller::Shared::default();
+        assert!(crate::ipam_gc::local_leaks(&snap, "n1", &shared).is_empty());
+        let mut out = Vec::new();
+        let report = crate::ipam_tools::check(store.as_ref(), &mut out, true)
+            .await
+            .expect("check");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(report.problems(), 0, "{text}");
+        assert!(text.contains("Found 1 node tunnel IPs."), "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_ipip_tunnel_address_goes_when_no_pool_uses_ipip() {
+        let (store, ipam, mut pool) = with_pool("CrossSubnet", "Never").await;
+        let node = ensure_ipip_tunnel(&store, &ipam, "n1", &[&pool])
+            .await
+            .expect("allocated");
+        assert!(ipip_addr(&node).is_some());
+        pool.spec.ipip_mode = EncapMode::Never;
+        let node = ensure_ipip_tunnel(&store, &ipam, "n1", &[&pool])
+            .await
+            .expect("released");
+        assert_eq!(ipip_addr(&node), None);
+        let snap = Snapshot::load(store.as_ref()).await.expect("snapshot");
+        assert!(snap.allocations().is_empty(), "released in IPAM too");
+
+        // A VXLAN pool never gives an IPIP address.
+        let (store, ipam, pool) = with_pool("Never", "Always").await;
+        let node = ensure_ipip_tunnel(&store, &ipam, "n1", &[&pool])
+            .await
+            .expect("nothing to do");
+        assert_eq!(ipip_addr(&node), None);
+    }
 
     fn addrs() -> Vec<(String, IpNet)> {
         [

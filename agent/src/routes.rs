@@ -12,6 +12,12 @@
 //!   an FDB entry (VTEP MAC -> node IP) per remote node;
 //! - otherwise, when both modes are `Never` (or CrossSubnet within the subnet), directly:
 //!   `<block> via <node IP> dev <uplink> onlink`;
+//! - a block of a pool whose `ipipMode` is `Always`, or `CrossSubnet` with the other node outside
+//!   this node's subnet, goes through the kernel's fallback IPIP device, the remote node IP as
+//!   the tunnel's far end: `<block> via <node IP> dev tunl0 onlink`. While an IPIP pool exists,
+//!   `tunl0` is kept up with MTU uplink-20 and this node's IPIP tunnel address
+//!   (`Node.spec.bgp.ipv4IPIPTunnelAddr`). IPIP carries IPv4 only: an IPv6 pool's `ipipMode`
+//!   is ignored (Calico rejects it);
 //! - addresses a node borrowed from another node's block get a /32 to the borrowing node;
 //! - every local pod address gets `<ip>/32 dev <host veth> scope link`.
 //!
@@ -30,8 +36,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::dataplane::{
-    eui64_link_local, parse_mac, vtep_mac, DesiredState, FdbEntry, Neighbor, RouteTarget,
-    VxlanDevice, VXLAN_DEVICE,
+    eui64_link_local, parse_mac, vtep_mac, DesiredState, FdbEntry, IpipDevice, Neighbor,
+    RouteTarget, VxlanDevice, IPIP_DEVICE, VXLAN_DEVICE,
 };
 use crate::model::{EncapMode, IpPoolSpec, IpamBlockSpec, NodeSpec, Object};
 
@@ -45,6 +51,8 @@ pub struct LocalNode {
     pub uplink: String,
     /// MTU of the VXLAN device (uplink MTU minus 50).
     pub vxlan_mtu: u32,
+    /// MTU of the IPIP device (uplink MTU minus 20).
+    pub ipip_mtu: u32,
 }
 
 /// A pod wired on this node.
@@ -165,6 +173,21 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
         });
     }
 
+    let ipip_pool = view.pools.values().any(|p| {
+        matches!(p.spec.cidr, IpNet::V4(_))
+            && !p.spec.disabled
+            && p.spec.ipip_mode != EncapMode::Never
+    });
+    if ipip_pool {
+        desired.ipip = Some(IpipDevice {
+            tunnel_addr: me
+                .and_then(|n| n.spec.bgp.as_ref())
+                .and_then(|b| b.ipv4_ipip_tunnel_addr.as_deref())
+                .and_then(parse_v4_cidr_or_addr),
+            mtu: local.ipip_mtu,
+        });
+    }
+
     let remotes: BTreeMap<&str, RemoteNode> = view
         .nodes
         .iter()
@@ -222,9 +245,17 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
                 dev: VXLAN_DEVICE.to_string(),
             });
         }
-        if pool.ipip_mode != EncapMode::Never {
-            // IPIP arrives with issue #8; until then such blocks are not routed.
-            return None;
+        let ipip = match pool.ipip_mode {
+            EncapMode::Always => true,
+            EncapMode::CrossSubnet => !same_subnet,
+            EncapMode::Never => false,
+        };
+        if ipip && !v6 {
+            desired.ipip.as_ref()?;
+            return Some(RouteTarget::ViaOnlink {
+                gw: IpAddr::V4(remote.ip),
+                dev: IPIP_DEVICE.to_string(),
+            });
         }
         let gw = if v6 {
             IpAddr::V6(remote.ip6?)
@@ -338,6 +369,7 @@ mod tests {
             address: "10.0.0.1/24".parse().expect("cidr"),
             uplink: "eth0".to_string(),
             vxlan_mtu: 1450,
+            ipip_mtu: 1480,
         }
     }
 
@@ -606,6 +638,88 @@ mod tests {
         };
         assert_eq!(d.routes[&net("fd00:10:244::5/128")], dev);
         assert_eq!(d.routes[&net("10.244.0.5/32")], dev);
+    }
+
+    /// The fixture with its pool in IPIP `mode` (VXLAN off) and IPIP tunnel addresses.
+    fn ipip(mode: EncapMode) -> Fixture {
+        let mut f = Fixture::new(EncapMode::Never);
+        if let Some(p) = f.pools.get_mut("pool") {
+            p.spec.ipip_mode = mode;
+        }
+        for (name, addr) in [
+            ("a", "10.244.0.1"),
+            ("b", "10.244.0.65"),
+            ("c", "10.244.0.129"),
+        ] {
+            let node = f.nodes.get_mut(name).expect("node");
+            node.spec.ipv4_vxlan_tunnel_addr = None;
+            if let Some(bgp) = node.spec.bgp.as_mut() {
+                bgp.ipv4_ipip_tunnel_addr = Some(addr.to_string());
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn ipip_always_routes_every_remote_block_through_tunl0_to_the_node_ip() {
+        let d = ipip(EncapMode::Always).desired();
+        assert_eq!(
+            d.ipip,
+            Some(IpipDevice {
+                tunnel_addr: Some(Ipv4Addr::new(10, 244, 0, 1)),
+                mtu: 1480,
+            })
+        );
+        assert!(d.vxlan.is_none() && d.neighbors.is_empty() && d.fdb.is_empty());
+        assert_eq!(d.routes[&net("10.244.0.0/26")], RouteTarget::Blackhole);
+        assert_eq!(d.routes[&net("10.244.0.64/26")], via("10.0.0.2", "tunl0"));
+        assert_eq!(d.routes[&net("10.244.0.128/26")], via("10.0.1.3", "tunl0"));
+    }
+
+    #[test]
+    fn ipip_cross_subnet_encapsulates_only_outside_the_local_subnet() {
+        let d = ipip(EncapMode::CrossSubnet).desired();
+        assert!(d.ipip.is_some());
+        assert_eq!(d.routes[&net("10.244.0.64/26")], via("10.0.0.2", "eth0"));
+        assert_eq!(d.routes[&net("10.244.0.128/26")], via("10.0.1.3", "tunl0"));
+    }
+
+    #[test]
+    fn ipip_device_is_wanted_before_the_tunnel_address_and_only_for_ipip_pools() {
+        let mut f = ipip(EncapMode::Always);
+        f.nodes.insert("a".into(), node("a", "10.0.0.1/24", None).1);
+        let d = f.desired();
+        let dev = d
+            .ipip
+            .as_ref()
+            .expect("tunl0 wanted without an address yet");
+        assert_eq!(dev.tunnel_addr, None);
+        // Routes do not wait for the local tunnel address: the far end is the node IP.
+        assert_eq!(d.routes[&net("10.244.0.64/26")], via("10.0.0.2", "tunl0"));
+
+        let d = Fixture::new(EncapMode::Always).desired();
+        assert!(d.ipip.is_none(), "a VXLAN pool leaves tunl0 alone");
+        let mut f = ipip(EncapMode::Always);
+        if let Some(p) = f.pools.get_mut("pool") {
+            p.spec.disabled = true;
+        }
+        assert!(
+            f.desired().ipip.is_none(),
+            "a disabled pool leaves tunl0 alone"
+        );
+    }
+
+    #[test]
+    fn borrowed_addresses_of_an_ipip_pool_go_through_tunl0() {
+        let mut f = ipip(EncapMode::Always);
+        let b = f.blocks.get_mut("10-244-0-64-26").expect("block");
+        b.spec.allocations[3] = Some(0);
+        b.spec.attributes.push(crate::model::AllocationAttribute {
+            handle_id: Some("net.c2".into()),
+            secondary: [("node".to_string(), "c".to_string())].into(),
+        });
+        let d = f.desired();
+        assert_eq!(d.routes[&net("10.244.0.67/32")], via("10.0.1.3", "tunl0"));
     }
 
     #[test]

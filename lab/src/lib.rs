@@ -113,6 +113,9 @@ pub fn bin_dir() -> Result<PathBuf> {
 pub enum Encap {
     VxlanAlways,
     VxlanCrossSubnet,
+    /// IPIP through `tunl0`: needs the kernel's `ipip` module (see lab/tests/ipip_qemu.rs).
+    IpipAlways,
+    IpipCrossSubnet,
     Never,
 }
 
@@ -121,8 +124,25 @@ impl Encap {
         match self {
             Encap::VxlanAlways => "vxlanMode: Always",
             Encap::VxlanCrossSubnet => "vxlanMode: CrossSubnet",
+            Encap::IpipAlways => "ipipMode: Always\n  vxlanMode: Never",
+            Encap::IpipCrossSubnet => "ipipMode: CrossSubnet\n  vxlanMode: Never",
             Encap::Never => "vxlanMode: Never",
         }
+    }
+
+    /// The device cross-node pod traffic goes through, when encapsulated.
+    pub fn tunnel_device(self) -> Option<&'static str> {
+        match self {
+            Encap::VxlanAlways | Encap::VxlanCrossSubnet => Some("vxlan.brindle"),
+            Encap::IpipAlways | Encap::IpipCrossSubnet => Some("tunl0"),
+            Encap::Never => None,
+        }
+    }
+
+    /// Whether every cross-node packet is encapsulated (the lab's nodes share one subnet, so
+    /// CrossSubnet encapsulates nothing).
+    pub fn always(self) -> bool {
+        matches!(self, Encap::VxlanAlways | Encap::IpipAlways)
     }
 }
 
@@ -764,19 +784,42 @@ impl Cluster {
 
     /// Packets sent through node `i`'s `vxlan.brindle` device.
     pub fn vxlan_tx_packets(&self, i: usize) -> Result<u64> {
-        let out = ip(&[
-            "-n",
-            &self.nodes[i].netns,
-            "-s",
-            "-j",
-            "link",
-            "show",
-            "vxlan.brindle",
-        ])?;
+        self.tx_packets(i, "vxlan.brindle")
+    }
+
+    /// Device `dev` of node `i` in one line: `mtu 1480, up, addresses 10.244.3.0/32`.
+    pub fn link_summary(&self, i: usize, dev: &str) -> Result<String> {
+        let out = ip(&["-n", &self.nodes[i].netns, "-j", "addr", "show", "dev", dev])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let link = &v[0];
+        let up = link["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "UP"));
+        let addrs: Vec<String> = link["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"])))
+            .collect();
+        Ok(format!(
+            "mtu {}, {}, addresses {}",
+            link["mtu"],
+            if up { "up" } else { "down" },
+            if addrs.is_empty() {
+                "none".to_string()
+            } else {
+                addrs.join(" ")
+            }
+        ))
+    }
+
+    /// Packets sent through device `dev` of node `i`.
+    pub fn tx_packets(&self, i: usize, dev: &str) -> Result<u64> {
+        let out = ip(&["-n", &self.nodes[i].netns, "-s", "-j", "link", "show", dev])?;
         let v: serde_json::Value = serde_json::from_str(&out)?;
         v[0]["stats64"]["tx"]["packets"]
             .as_u64()
-            .ok_or_else(|| anyhow!("no tx counter for vxlan.brindle on {}", self.nodes[i].name))
+            .ok_or_else(|| anyhow!("no tx counter for {dev} on {}", self.nodes[i].name))
     }
 
     /// Tears everything down (also done on drop).

@@ -69,6 +69,10 @@ enum EncapArg {
     Vxlan,
     /// vxlanMode: CrossSubnet (all lab nodes share one subnet, so traffic is direct).
     CrossSubnet,
+    /// ipipMode: Always, through tunl0 (needs the kernel's ipip module).
+    Ipip,
+    /// ipipMode: CrossSubnet.
+    IpipCrossSubnet,
     /// No encapsulation: routes via the node IPs.
     Never,
 }
@@ -119,11 +123,14 @@ fn demo(
         encap: match encap {
             EncapArg::Vxlan => Encap::VxlanAlways,
             EncapArg::CrossSubnet => Encap::VxlanCrossSubnet,
+            EncapArg::Ipip => Encap::IpipAlways,
+            EncapArg::IpipCrossSubnet => Encap::IpipCrossSubnet,
             EncapArg::Never => Encap::Never,
         },
         pool_cidr_v6: ipv6.then(|| "fd00:10:244::/48".to_string()),
         ..ClusterSpec::default()
     };
+    let encap = spec.encap;
     let cluster = Cluster::build(spec)?;
     println!("[5/5] waiting for routes, then pinging every pod from every pod");
     cluster.wait_converged(Duration::from_secs(30))?;
@@ -135,9 +142,13 @@ fn demo(
         for line in cluster.routes(i)?.lines() {
             println!("  {line}");
         }
+        if let Some(dev) = encap.tunnel_device() {
+            println!("  device {dev}: {}", cluster.link_summary(i, dev)?);
+        }
     }
+    let tunnel = encap.tunnel_device().unwrap_or("vxlan.brindle");
     let before: Vec<u64> = (0..cluster.nodes.len())
-        .map(|i| cluster.vxlan_tx_packets(i).unwrap_or(0))
+        .map(|i| cluster.tx_packets(i, tunnel).unwrap_or(0))
         .collect();
     let matrix = cluster.ping_matrix()?;
     let mut failed = print_matrix("ping matrix", &cluster.pods, &matrix);
@@ -157,10 +168,18 @@ fn demo(
             failed += 1;
         }
     }
-    println!("\nvxlan.brindle packets sent during the pings:");
+    println!("\n{tunnel} packets sent during the pings:");
     for (i, node) in cluster.nodes.iter().enumerate() {
-        let after = cluster.vxlan_tx_packets(i).unwrap_or(0);
-        println!("  {:<8} {}", node.name, after.saturating_sub(before[i]));
+        let sent = cluster
+            .tx_packets(i, tunnel)
+            .unwrap_or(0)
+            .saturating_sub(before[i]);
+        println!("  {:<8} {sent}", node.name);
+        // Every node's pods ping remote pods: with Always, all of that goes through the tunnel.
+        if sent == 0 && encap.always() && cluster.nodes.len() > 1 {
+            println!("  FAIL: {} sent nothing through {tunnel}", node.name);
+            failed += 1;
+        }
     }
     println!(
         "\n{} of {} pod pairs reachable; tearing down",

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use brindle_agent::controller::{self, ControllerConfig, Shared};
 use brindle_agent::dataplane::{enable_ip_forwarding, Dataplane};
 use brindle_agent::metrics::Metrics;
-use brindle_agent::pod_defaults::{MtuConfig, VXLAN_OVERHEAD};
+use brindle_agent::pod_defaults::{MtuConfig, IPIP_OVERHEAD, VXLAN_OVERHEAD};
 use brindle_agent::pods::PodNetwork;
 use brindle_agent::routes::LocalNode;
 use brindle_agent::server::{self, ApiState};
@@ -79,9 +79,9 @@ struct Args {
     #[arg(long, env = "BRINDLE_METRICS_LISTEN", default_value = "0.0.0.0:9091")]
     metrics_listen: String,
 
-    /// MTU of pod interfaces and of the VXLAN device. Default: the uplink's MTU minus the
+    /// MTU of pod interfaces and of the VXLAN and IPIP devices. Default: the uplink's MTU minus the
     /// overhead of the encapsulation the IP pools use (VXLAN 50, IPIP 20, none 0) for pods, and
-    /// minus 50 for the VXLAN device. A conflist's `mtu` still wins for its pods.
+    /// minus 50 for the VXLAN device, 20 for tunl0. A conflist's `mtu` still wins for its pods.
     #[arg(long, env = "BRINDLE_MTU")]
     mtu: Option<u32>,
 
@@ -159,6 +159,7 @@ async fn main() -> Result<()> {
     let vxlan_mtu = args
         .mtu
         .unwrap_or(uplink_mtu.saturating_sub(VXLAN_OVERHEAD));
+    let ipip_mtu = args.mtu.unwrap_or(uplink_mtu.saturating_sub(IPIP_OVERHEAD));
     let pod_mtu = MtuConfig {
         uplink_mtu,
         configured: args.mtu,
@@ -242,6 +243,7 @@ async fn main() -> Result<()> {
             address,
             uplink,
             vxlan_mtu,
+            ipip_mtu,
         },
         resync_interval: Duration::from_secs(args.resync_interval.max(1)),
         pod_mtu,

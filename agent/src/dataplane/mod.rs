@@ -15,8 +15,9 @@
 //! ```
 //!
 //! Only `netlink.rs` imports rtnetlink. Ownership in the kernel is exact: routes with protocol
-//! [`RTPROT_BRINDLE`], PERMANENT neighbour and FDB entries on [`VXLAN_DEVICE`]. Nothing else is
-//! ever changed or deleted.
+//! [`RTPROT_BRINDLE`], PERMANENT neighbour and FDB entries on [`VXLAN_DEVICE`], and the IPv4
+//! addresses of [`IPIP_DEVICE`] (with its MTU and state while an IPIP pool exists; without one
+//! its addresses are removed, as Felix does). Nothing else is ever changed or deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -50,6 +51,10 @@ pub use pod::{PodSpec, PodWirer, PodWiring};
 pub const RTPROT_BRINDLE: u8 = 98;
 /// Name of the VXLAN device.
 pub const VXLAN_DEVICE: &str = "vxlan.brindle";
+/// Name of the IPIP device: the kernel's fallback IPIP tunnel, which appears in every network
+/// namespace when the `ipip` module is loaded (Calico's Felix uses it the same way). It
+/// decapsulates every IPIP packet that arrives and encapsulates towards a route's gateway.
+pub const IPIP_DEVICE: &str = "tunl0";
 /// VXLAN network identifier (Calico's).
 pub const VXLAN_VNI: u32 = 4096;
 /// VXLAN UDP port (IANA).
@@ -104,6 +109,17 @@ pub struct VxlanDevice {
     pub mtu: u32,
 }
 
+/// The IPIP device (`tunl0`) as it should be: up, with this MTU and the node's IPIP tunnel
+/// address. The device itself belongs to the kernel's `ipip` module; Brindle never creates or
+/// deletes it. Without IPIP pools it is left down or up as it is, without IPv4 addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpipDevice {
+    /// This node's IPIP tunnel address, set on the device as a /32 (the device's only IPv4
+    /// address): the source of the node's own traffic to remote pods.
+    pub tunnel_addr: Option<Ipv4Addr>,
+    pub mtu: u32,
+}
+
 /// Where a route sends traffic.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RouteTarget {
@@ -150,6 +166,8 @@ pub struct FdbEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub vxlan: Option<VxlanDevice>,
+    /// `None`: Brindle leaves `tunl0` alone (it may not exist).
+    pub ipip: Option<IpipDevice>,
     pub routes: BTreeMap<IpNet, RouteTarget>,
     pub neighbors: BTreeSet<Neighbor>,
     pub fdb: BTreeSet<FdbEntry>,

@@ -13,8 +13,8 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::kernel::{Kernel, KernelRoute};
 use super::{
-    ApplyReport, DataplaneError, DesiredState, FdbEntry, Mac, Neighbor, VxlanDevice,
-    RTPROT_BRINDLE, VXLAN_DEVICE,
+    ApplyReport, DataplaneError, DesiredState, FdbEntry, IpipDevice, Mac, Neighbor, VxlanDevice,
+    IPIP_DEVICE, RTPROT_BRINDLE, VXLAN_DEVICE,
 };
 
 /// Routes Brindle installed outside [`reconcile`] (a pod's host route, written by the CNI path)
@@ -33,6 +33,7 @@ pub(crate) async fn reconcile<K: Kernel>(
     let vxlan_ready = reconcile_vxlan(kernel, desired.vxlan.as_ref(), &mut report).await;
     reconcile_neighbors(kernel, &desired.neighbors, vxlan_ready, &mut report).await;
     reconcile_fdb(kernel, &desired.fdb, vxlan_ready, &mut report).await;
+    reconcile_ipip(kernel, desired.ipip.as_ref(), &mut report).await;
     reconcile_routes(kernel, &desired.routes, protected, &mut report).await?;
     Ok(report)
 }
@@ -120,6 +121,64 @@ async fn reconcile_vxlan<K: Kernel>(
         Err(e) => report.error(e),
     }
     true
+}
+
+/// Brings the kernel's fallback IPIP device up with `want`'s MTU and exactly one IPv4 address,
+/// the tunnel address as a /32 (or none). The device comes with the `ipip` module; without it
+/// the pass reports an error (and the tunnel routes fail on the missing device), retried later.
+/// Without IPIP (`want` is `None`) the device's IPv4 addresses are removed, as Felix's
+/// `cleanUpIPIPAddrs` does: a released tunnel address may be a pod's next.
+async fn reconcile_ipip<K: Kernel>(
+    kernel: &K,
+    want: Option<&IpipDevice>,
+    report: &mut ApplyReport,
+) {
+    let link = match kernel.link(IPIP_DEVICE).await {
+        Ok(Some(link)) => link,
+        Ok(None) if want.is_none() => return,
+        Ok(None) => {
+            return report.error(format!(
+                "{IPIP_DEVICE} does not exist: an IPIP pool needs the kernel's ipip module \
+                 (modprobe ipip)"
+            ))
+        }
+        Err(e) => return report.error(e),
+    };
+    let Some(want) = want else {
+        match kernel.addresses_v4(IPIP_DEVICE).await {
+            Ok(addrs) => {
+                for addr in addrs {
+                    tracing::info!(device = IPIP_DEVICE, %addr, "removing address: no IPIP pool");
+                    if let Err(e) = kernel.del_address(IPIP_DEVICE, IpNet::V4(addr)).await {
+                        report.error(e);
+                    }
+                }
+            }
+            Err(e) => report.error(e),
+        }
+        return;
+    };
+    if link.mtu != want.mtu || !link.up {
+        if let Err(e) = kernel.set_link_mtu_up(IPIP_DEVICE, want.mtu).await {
+            report.error(e);
+        }
+    }
+    let tunnel = want.tunnel_addr.map(Ipv4Net::from);
+    match kernel.addresses_v4(IPIP_DEVICE).await {
+        Ok(addrs) => {
+            for addr in addrs.iter().filter(|a| Some(**a) != tunnel) {
+                if let Err(e) = kernel.del_address(IPIP_DEVICE, IpNet::V4(*addr)).await {
+                    report.error(e);
+                }
+            }
+            if let Some(tunnel) = tunnel.filter(|t| !addrs.contains(t)) {
+                if let Err(e) = kernel.add_address(IPIP_DEVICE, IpNet::V4(tunnel)).await {
+                    report.error(e);
+                }
+            }
+        }
+        Err(e) => report.error(e),
+    }
 }
 
 /// Splits desired entries into those on the VXLAN device and reports the others: only the
@@ -571,6 +630,76 @@ mod tests {
         let r = apply(&k, &d).await;
         // Two "pending" errors and one for the tunnel route's missing device.
         assert_eq!(r.errors.len(), 3, "{:?}", r.errors);
+        assert_eq!(r.routes_added, 1);
+    }
+
+    fn ipip_desired(tunnel: Option<&str>) -> DesiredState {
+        let mut d = DesiredState {
+            ipip: Some(IpipDevice {
+                tunnel_addr: tunnel.map(|t| t.parse().expect("test address")),
+                mtu: 1480,
+            }),
+            ..Default::default()
+        };
+        d.routes.insert(
+            net("10.244.1.0/26"),
+            RouteTarget::ViaOnlink {
+                gw: ip("192.168.1.11"),
+                dev: IPIP_DEVICE.into(),
+            },
+        );
+        d
+    }
+
+    #[tokio::test]
+    async fn ipip_device_gets_mtu_address_and_tunnel_routes() {
+        let k = FakeKernel::with_links(&["eth0", IPIP_DEVICE]);
+        let d = ipip_desired(Some("10.244.0.1"));
+        let r = apply(&k, &d).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let tunl = k.link_state(IPIP_DEVICE).expect("tunl0 kept");
+        assert!(tunl.up && tunl.mtu == 1480, "{tunl:?}");
+        assert_eq!(k.addresses(IPIP_DEVICE), vec![net("10.244.0.1/32")]);
+        assert_eq!(k.our_routes(), d.routes);
+        assert_eq!(apply(&k, &d).await, ApplyReport::default(), "idle");
+
+        // A new tunnel address replaces the old one; MTU changes in place.
+        let mut d2 = ipip_desired(Some("10.244.0.2"));
+        if let Some(ipip) = d2.ipip.as_mut() {
+            ipip.mtu = 1400;
+        }
+        let r = apply(&k, &d2).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(k.addresses(IPIP_DEVICE), vec![net("10.244.0.2/32")]);
+        assert_eq!(k.link_state(IPIP_DEVICE).expect("tunl0").mtu, 1400);
+
+        // No IPIP wanted: the routes and the address go; the device is the kernel's and stays.
+        let r = apply(&k, &DesiredState::default()).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.routes_removed, 1);
+        assert!(k.link_state(IPIP_DEVICE).is_some());
+        assert!(k.addresses(IPIP_DEVICE).is_empty());
+        let writes = k.writes();
+        assert_eq!(
+            apply(&k, &DesiredState::default()).await,
+            ApplyReport::default()
+        );
+        assert_eq!(k.writes(), writes, "idle without IPIP");
+    }
+
+    #[tokio::test]
+    async fn ipip_without_the_module_is_a_clear_error() {
+        let k = FakeKernel::with_links(&["eth0"]);
+        let r = apply(&k, &ipip_desired(Some("10.244.0.1"))).await;
+        assert!(
+            r.errors.iter().any(|e| e.contains("ipip module")),
+            "{:?}",
+            r.errors
+        );
+        // The module loads later: the next pass converges.
+        k.add_link(IPIP_DEVICE);
+        let r = apply(&k, &ipip_desired(Some("10.244.0.1"))).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert_eq!(r.routes_added, 1);
     }
 

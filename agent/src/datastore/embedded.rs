@@ -404,8 +404,14 @@ fn open_connection(path: &Path, config: &EmbeddedConfig) -> Result<Connection, D
             Err(e) => return Err(open_error(path, "enable WAL")(e)),
         }
     }
-    // FULL: a committed write (an IP allocation) survives a power loss, not only a crash.
-    conn.pragma_update(None, "synchronous", "FULL")
+    // NORMAL (WAL): a committed write survives any crash of the processes; the WAL is fsynced at
+    // checkpoints, so a power loss or kernel crash may roll the file back to an earlier consistent
+    // state. Every process that can open this file runs on this host and every pod it allocated
+    // for dies with it, so what a rollback loses are allocations of dead pods (re-added after the
+    // reboot) and releases (leaks that `brindlectl ipam check` finds and `ipam release` frees, as
+    // does CNI GC): never a duplicate address. It saves one fsync per write, most of an
+    // allocation's latency (docs/decisions.md).
+    conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open_error(path, "set synchronous"))?;
     Ok(conn)
 }
