@@ -14,7 +14,7 @@
 //! from the API server, or the periodic resync, it computes the desired state and has the
 //! dataplane reconcile the kernel to it. The kernel's own notifications also trigger a pass when
 //! something Brindle owns changed (a route of rtproto 98, a PERMANENT neighbour or FDB entry, the
-//! VXLAN device or the uplink), so what is deleted by hand is restored at once. A pass with
+//! VXLAN or IPIP device or the uplink), so what is deleted by hand is restored at once. A pass with
 //! errors is retried with exponential backoff (0.2 s doubling to 30 s). When the watch reports
 //! that its history is gone, the cache is rebuilt from a fresh list.
 
@@ -29,7 +29,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::dataplane::{Dataplane, DesiredState, KernelEvent, VXLAN_DEVICE};
+use crate::dataplane::{Dataplane, DesiredState, KernelEvent, IPIP_DEVICE, VXLAN_DEVICE};
 use crate::metrics::{Metrics, Trigger};
 use crate::model::{IpPoolSpec, IpamBlockSpec, NodeSpec, Object, Resource};
 use crate::node::{self, AutodetectMethod};
@@ -328,7 +328,8 @@ pub async fn run(
                                 pending.get_or_insert(Trigger::Kernel);
                             }
                             Some(KernelEvent::Link { name, deleted }) => {
-                                if name == VXLAN_DEVICE || name == local.uplink {
+                                let ours = [VXLAN_DEVICE, IPIP_DEVICE, local.uplink.as_str()];
+                                if ours.contains(&name.as_str()) {
                                     debug!(link = %name, deleted, "link of ours changed");
                                     pending.get_or_insert(Trigger::Kernel);
                                 }

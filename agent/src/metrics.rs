@@ -3,7 +3,7 @@
 //!
 //! | Metric | Type | Labels |
 //! |---|---|---|
-//! | `brindle_routes_programmed` | gauge | `kind`: blackhole, workload, vxlan, direct, bgp |
+//! | `brindle_routes_programmed` | gauge | `kind`: blackhole, workload, vxlan, ipip, direct, bgp |
 //! | `brindle_reconcile_duration_seconds` | histogram | — |
 //! | `brindle_reconciles_total` | counter | `trigger`: datastore, kernel, resync, retry, api |
 //! | `brindle_dataplane_failures_total` | counter | — |
@@ -31,7 +31,7 @@ use prometheus::{
 use tokio::net::TcpListener;
 use tracing::warn;
 
-use crate::dataplane::{DesiredState, RouteTarget, VXLAN_DEVICE};
+use crate::dataplane::{DesiredState, RouteTarget, IPIP_DEVICE, VXLAN_DEVICE};
 use crate::model::{IpPoolSpec, IpamBlockSpec, Object};
 
 /// What started a reconcile pass (the `trigger` label).
@@ -62,7 +62,7 @@ impl Trigger {
 }
 
 /// Route kinds reported by `brindle_routes_programmed`.
-const ROUTE_KINDS: [&str; 5] = ["blackhole", "workload", "vxlan", "direct", "bgp"];
+const ROUTE_KINDS: [&str; 6] = ["blackhole", "workload", "vxlan", "ipip", "direct", "bgp"];
 
 /// The agent's metrics.
 pub struct Metrics {
@@ -165,6 +165,7 @@ impl Metrics {
                 RouteTarget::Blackhole => "blackhole",
                 RouteTarget::Device { .. } => "workload",
                 RouteTarget::ViaOnlink { dev, .. } if dev == VXLAN_DEVICE => "vxlan",
+                RouteTarget::ViaOnlink { dev, .. } if dev == IPIP_DEVICE => "ipip",
                 RouteTarget::ViaOnlink { .. } => "direct",
                 RouteTarget::Via { .. } => "bgp",
             };
