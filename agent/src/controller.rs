@@ -3,28 +3,36 @@
 //! ```text
 //!   datastore watch ──WatchEvent──▶ ┌────────────┐  DesiredState  ┌───────────┐
 //!   API server (pod ADD/DEL) ─kick─▶│ Controller │ ─────────────▶ │ Dataplane │──▶ kernel
-//!   resync timer ──────────tick───▶ └────────────┘   apply()      └───────────┘
+//!   resync timer ──────────tick───▶ │            │   apply()      └───────────┘
+//!   kernel (rtnetlink multicast) ─▶ └────────────┘                     │
+//!        ▲      KernelEvent: own route / PERMANENT neighbour / link /  │
+//!        └──────────────── address changed ─────────────────────────────┘
 //! ```
 //!
 //! One task owns the controller. It keeps a cache of the kinds routing depends on (IPPool, Node,
 //! IPAMBlock), updated from one watch on the whole store; after any change (debounced), a kick
 //! from the API server, or the periodic resync, it computes the desired state and has the
-//! dataplane reconcile the kernel to it. A pass with errors is retried after a second. When the
-//! watch reports that its history is gone, the cache is rebuilt from a fresh list.
+//! dataplane reconcile the kernel to it. The kernel's own notifications also trigger a pass when
+//! something Brindle owns changed (a route of rtproto 98, a PERMANENT neighbour or FDB entry, the
+//! VXLAN or IPIP device or the uplink), so what is deleted by hand is restored at once. A pass with
+//! errors is retried with exponential backoff (0.2 s doubling to 30 s). When the watch reports
+//! that its history is gone, the cache is rebuilt from a fresh list.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use brindle_ipam::store::{decode, Store, StoreError, StoreExt, WatchEvent};
 use brindle_ipam::Ipam;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, DesiredState, KernelEvent, IPIP_DEVICE, VXLAN_DEVICE};
+use crate::metrics::{Metrics, Trigger};
 use crate::model::{IpPoolSpec, IpamBlockSpec, NodeSpec, Object, Resource};
-use crate::node;
+use crate::node::{self, AutodetectMethod};
 use crate::pod_defaults::{pod_defaults, MtuConfig, PodDefaults};
 use crate::routes::{desired_state, ClusterView, LocalEndpoint, LocalNode};
 
@@ -161,6 +169,24 @@ pub struct ControllerConfig {
     pub resync_interval: Duration,
     /// How the pods' MTU is found (see [`crate::pod_defaults`]).
     pub pod_mtu: MtuConfig,
+    /// Where the controller reports what it does.
+    pub metrics: Arc<Metrics>,
+    /// How the node address was chosen, when it was detected rather than given: it is chosen
+    /// again whenever an interface address changes, and the Node updated if it moved.
+    pub autodetect: Option<AutodetectMethod>,
+}
+
+/// First retry delay after a failed pass; it doubles up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long kernel notifications are gathered before the pass they trigger.
+const KERNEL_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// The delay before retry number `failures` (1 for the first).
+fn backoff(failures: u32) -> Duration {
+    RETRY_MIN
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(RETRY_MAX)
 }
 
 /// Runs the controller until the process ends.
@@ -171,7 +197,9 @@ pub async fn run(
     mut dataplane: Dataplane,
     shared: Arc<Shared>,
 ) {
-    let local = config.local;
+    let mut local = config.local.clone();
+    let metrics = config.metrics.clone();
+    let mut kernel = subscribe(&dataplane);
     loop {
         let (mut cache, revision) = match Cache::load(store.as_ref()).await {
             Ok(loaded) => loaded,
@@ -197,7 +225,11 @@ pub async fn run(
             "datastore loaded"
         );
         let mut pools_changed = true;
-        let mut dirty = true;
+        // The pass to run next, with what asked for it: a full resync at start.
+        let mut pending = Some(Trigger::Resync);
+        let mut failures = 0u32;
+        // What the last successful pass programmed (see `program`).
+        let mut applied: Option<DesiredState> = None;
         let mut resync = tokio::time::interval(config.resync_interval);
         resync.tick().await;
         loop {
@@ -233,11 +265,26 @@ pub async fn run(
                     (Ok(_), None) => {}
                 }
             }
-            if dirty {
-                dirty = !program(&local, &cache, &mut dataplane, &shared).await;
+            if let Some(trigger) = pending.take() {
+                if program(
+                    &local,
+                    &cache,
+                    &mut dataplane,
+                    &shared,
+                    &metrics,
+                    trigger,
+                    &mut applied,
+                )
+                .await
+                {
+                    failures = 0;
+                } else {
+                    failures += 1;
+                    pending = Some(Trigger::Retry);
+                }
             }
-            let retry = tokio::time::sleep(if dirty || pools_changed {
-                Duration::from_secs(1)
+            let retry = tokio::time::sleep(if pending.is_some() || pools_changed {
+                backoff(failures.max(1))
             } else {
                 Duration::from_secs(3600)
             });
@@ -248,34 +295,166 @@ pub async fn run(
                         info!("datastore history compacted; relisting");
                         break;
                     }
-                    pools_changed |= matches!(&event, WatchEvent::Put(kv) if kv.kind == IpPoolSpec::KIND)
-                        || matches!(&event, WatchEvent::Deleted { kind, .. } if kind == IpPoolSpec::KIND);
-                    if cache.apply(&event) {
-                        dirty = true;
+                    if process_event(&mut cache, &event, &local, &ipam, &mut pools_changed) {
                         // Debounce: take whatever else arrived in the meantime.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         while let Ok(event) = watch.try_recv() {
                             if event == WatchEvent::Resync {
                                 break;
                             }
-                            cache.apply(&event);
+                            process_event(&mut cache, &event, &local, &ipam, &mut pools_changed);
+                        }
+                        pending.get_or_insert(Trigger::Datastore);
+                    }
+                }
+                event = next_kernel_event(&mut kernel) => {
+                    let mut events = vec![event];
+                    tokio::time::sleep(KERNEL_DEBOUNCE).await;
+                    if let Some(rx) = kernel.as_mut() {
+                        while let Ok(e) = rx.try_recv() {
+                            events.push(Some(e));
+                        }
+                    }
+                    let mut addresses_changed = false;
+                    for event in events {
+                        match event {
+                            None => {
+                                // The subscription failed (e.g. an overrun): what was missed is
+                                // unknown, so subscribe again and compare everything.
+                                kernel = subscribe(&dataplane);
+                                pending = Some(Trigger::Resync);
+                            }
+                            Some(KernelEvent::OwnRoute | KernelEvent::PermanentNeighbour) => {
+                                pending.get_or_insert(Trigger::Kernel);
+                            }
+                            Some(KernelEvent::Link { name, deleted }) => {
+                                let ours = [VXLAN_DEVICE, IPIP_DEVICE, local.uplink.as_str()];
+                                if ours.contains(&name.as_str()) {
+                                    debug!(link = %name, deleted, "link of ours changed");
+                                    pending.get_or_insert(Trigger::Kernel);
+                                }
+                            }
+                            Some(KernelEvent::Address) => addresses_changed = true,
+                        }
+                    }
+                    if addresses_changed {
+                        if let Some(method) = &config.autodetect {
+                            if redetect(&dataplane, &store, method, &mut local).await {
+                                pending = Some(Trigger::Kernel);
+                            }
                         }
                     }
                 }
-                _ = shared.kick.notified() => dirty = true,
-                _ = resync.tick() => dirty = true,
+                _ = shared.kick.notified() => { pending.get_or_insert(Trigger::Api); }
+                _ = resync.tick() => pending = Some(Trigger::Resync),
                 _ = retry => {}
             }
         }
     }
 }
 
-/// One reconcile pass; returns whether it succeeded.
+/// Applies a datastore event to the cache; returns whether routing may change. A Node that is
+/// deleted has its block affinities released (every agent tries; the releases are
+/// compare-and-swap, so one wins and the others find nothing left).
+fn process_event(
+    cache: &mut Cache,
+    event: &WatchEvent,
+    local: &LocalNode,
+    ipam: &Arc<Ipam>,
+    pools_changed: &mut bool,
+) -> bool {
+    *pools_changed |= matches!(event, WatchEvent::Put(kv) if kv.kind == IpPoolSpec::KIND)
+        || matches!(event, WatchEvent::Deleted { kind, .. } if kind == IpPoolSpec::KIND);
+    if let WatchEvent::Deleted { kind, name, .. } = event {
+        if kind == NodeSpec::KIND && *name != local.name {
+            let ipam = ipam.clone();
+            let node = name.clone();
+            tokio::spawn(async move {
+                match ipam.release_node(&node).await {
+                    Ok(out) => info!(
+                        %node,
+                        deleted = ?out.deleted,
+                        unaffined = ?out.unaffined,
+                        "node deleted: its block affinities released"
+                    ),
+                    Err(e) => warn!(%node, error = %e, "releasing a deleted node's blocks failed"),
+                }
+            });
+        }
+    }
+    cache.apply(event)
+}
+
+/// Subscribes to kernel notifications; `None` (with a warning) when that fails, leaving the
+/// periodic resync as the only repair.
+fn subscribe(dataplane: &Dataplane) -> Option<UnboundedReceiver<KernelEvent>> {
+    match dataplane.watch_kernel() {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            warn!(error = %e, "kernel notifications unavailable; relying on the periodic resync");
+            None
+        }
+    }
+}
+
+/// The next kernel notification; `None` once the subscription has ended. Never resolves
+/// without a subscription.
+async fn next_kernel_event(
+    kernel: &mut Option<UnboundedReceiver<KernelEvent>>,
+) -> Option<KernelEvent> {
+    match kernel {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Chooses the node address again; when it moved, updates the Node and `local`. Returns whether
+/// it moved.
+async fn redetect(
+    dataplane: &Dataplane,
+    store: &Arc<dyn Store>,
+    method: &AutodetectMethod,
+    local: &mut LocalNode,
+) -> bool {
+    let choice = match node::autodetect(dataplane, method).await {
+        Ok(choice) => choice,
+        Err(e) => {
+            warn!(error = %e, address = %local.address, "re-detecting the node address failed; keeping it");
+            return false;
+        }
+    };
+    if choice.address == local.address && choice.ifname == local.uplink {
+        return false;
+    }
+    // Only on a change: addresses come and go with every pod's veth.
+    node::warn_if_ambiguous(method, &choice);
+    match node::set_ipv4_address(store, &local.name, choice.address).await {
+        Ok(_) => {
+            info!(from = %local.address, to = %choice.address, interface = %choice.ifname, "node address changed");
+            local.address = choice.address;
+            local.uplink = choice.ifname;
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "updating the Node with its new address failed");
+            false
+        }
+    }
+}
+
+/// One reconcile pass; returns whether it succeeded. A datastore change or an API kick that
+/// leaves the desired state as the last successful pass programmed it (most block updates: a
+/// pod allocated on another node) skips the kernel: nothing in the kernel changed that the
+/// kernel's notifications did not report, and the periodic resync still compares everything.
+#[allow(clippy::too_many_arguments)]
 async fn program(
     local: &LocalNode,
     cache: &Cache,
     dataplane: &mut Dataplane,
     shared: &Shared,
+    metrics: &Metrics,
+    trigger: Trigger,
+    applied: &mut Option<DesiredState>,
 ) -> bool {
     let endpoints = shared.endpoints().clone();
     let desired = desired_state(&ClusterView {
@@ -285,12 +464,24 @@ async fn program(
         blocks: &cache.blocks,
         endpoints: &endpoints,
     });
-    shared.remote_nodes.store(
-        cache.nodes.len().saturating_sub(1) as u64,
-        Ordering::Relaxed,
-    );
-    match dataplane.apply(&desired).await {
+    let remote_nodes = cache.nodes.len().saturating_sub(1);
+    shared
+        .remote_nodes
+        .store(remote_nodes as u64, Ordering::Relaxed);
+    metrics.set_remote_nodes(remote_nodes);
+    metrics.set_ipam(cache.pools.values(), cache.blocks.values());
+    if matches!(trigger, Trigger::Datastore | Trigger::Api) && applied.as_ref() == Some(&desired) {
+        debug!(?trigger, "desired state unchanged; kernel not consulted");
+        return true;
+    }
+    let started = Instant::now();
+    let result = dataplane.apply(&desired).await;
+    let ok = matches!(&result, Ok(report) if report.errors.is_empty());
+    metrics.observe_reconcile(trigger, started.elapsed(), ok);
+    match result {
         Ok(report) if report.errors.is_empty() => {
+            metrics.set_routes(&desired);
+            *applied = Some(desired);
             if report.routes_added
                 + report.routes_removed
                 + report.neighbors_changed
@@ -298,6 +489,7 @@ async fn program(
                 > 0
             {
                 info!(
+                    ?trigger,
                     routes_added = report.routes_added,
                     routes_removed = report.routes_removed,
                     neighbors_changed = report.neighbors_changed,
@@ -305,18 +497,34 @@ async fn program(
                     "dataplane programmed"
                 );
             } else {
-                debug!("dataplane in sync");
+                debug!(?trigger, "dataplane in sync");
             }
             shared.ready.store(true, Ordering::Relaxed);
             true
         }
         Ok(report) => {
+            *applied = None;
             warn!(errors = ?report.errors, "dataplane programmed with errors; retrying");
             false
         }
         Err(e) => {
+            *applied = None;
             warn!(error = %e, "dataplane programming failed; retrying");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_to_a_ceiling() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(2), Duration::from_millis(400));
+        assert_eq!(backoff(5), Duration::from_millis(3200));
+        assert_eq!(backoff(10), RETRY_MAX);
+        assert_eq!(backoff(u32::MAX), RETRY_MAX);
     }
 }

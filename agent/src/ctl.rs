@@ -310,6 +310,9 @@ pub async fn delete(store: &dyn Store, kind: Kind, name: &str) -> Result<String,
         Kind::BgpPeer => plain::<BgpPeerSpec>(store, name).await,
         Kind::BgpConfiguration => plain::<BgpConfigurationSpec>(store, name).await,
         Kind::IpamConfig => plain::<IpamConfigSpec>(store, name).await,
+        // Decommissioning a node: every agent then removes its routes, neighbour and FDB entries
+        // and releases its block affinities (as Calico's node deletion does).
+        Kind::Node => plain::<NodeSpec>(store, name).await,
         other => Err(CtlError::Usage(format!(
             "{other:?} records are managed by Brindle itself and cannot be deleted with brindlectl"
         ))),

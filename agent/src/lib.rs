@@ -38,6 +38,8 @@ pub mod ipam_gc;
 #[cfg(feature = "daemon")]
 pub mod ipam_tools;
 #[cfg(feature = "daemon")]
+pub mod metrics;
+#[cfg(feature = "daemon")]
 pub mod model;
 #[cfg(feature = "daemon")]
 pub mod node;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use brindle_agent::controller::{self, ControllerConfig, Shared};
 use brindle_agent::dataplane::{enable_ip_forwarding, Dataplane};
+use brindle_agent::metrics::Metrics;
 use brindle_agent::pod_defaults::{MtuConfig, IPIP_OVERHEAD, VXLAN_OVERHEAD};
 use brindle_agent::pods::PodNetwork;
 use brindle_agent::routes::LocalNode;
@@ -42,10 +43,22 @@ struct Args {
     )]
     datastore: String,
 
-    /// The node's IPv4 address with its prefix length (`10.0.0.5/24`), or `autodetect` to take
-    /// the first global address on a non-virtual interface (Calico's first-found).
+    /// The node's IPv4 address with its prefix length (`10.0.0.5/24`), or `autodetect` to
+    /// choose one by --ip-autodetection-method (again whenever interface addresses change).
     #[arg(long, env = "IP", default_value = "autodetect")]
     node_ip: String,
+
+    /// How `--node-ip autodetect` chooses (Calico's IP_AUTODETECTION_METHOD): `first-found`
+    /// (the first global address on an interface that is not virtual: docker*, veth*, cali*,
+    /// vxlan*, ... are skipped), `interface=REGEX[,REGEX]`, `skip-interface=REGEX[,REGEX]`,
+    /// `cidr=CIDR[,CIDR]`, or `can-reach=DEST` (the address of the route to DEST). A warning
+    /// names the candidates when several interfaces qualify.
+    #[arg(
+        long,
+        env = "BRINDLE_IP_AUTODETECTION_METHOD",
+        default_value = "first-found"
+    )]
+    ip_autodetection_method: String,
 
     /// The node's IPv6 address with its prefix length (`fd00::5/64`), `autodetect` to take the
     /// first global IPv6 address of the interface holding the IPv4 node address, or `none`.
@@ -60,6 +73,11 @@ struct Args {
     /// Address of the health server (`/liveness`, `/readiness`); `off` disables it.
     #[arg(long, env = "BRINDLE_HEALTH_LISTEN", default_value = "0.0.0.0:9099")]
     health_listen: String,
+
+    /// Address of the Prometheus metrics server (`GET /metrics`, names prefixed `brindle_`);
+    /// `off` disables it.
+    #[arg(long, env = "BRINDLE_METRICS_LISTEN", default_value = "0.0.0.0:9091")]
+    metrics_listen: String,
 
     /// MTU of pod interfaces and of the VXLAN and IPIP devices. Default: the uplink's MTU minus the
     /// overhead of the encapsulation the IP pools use (VXLAN 50, IPIP 20, none 0) for pods, and
@@ -120,6 +138,11 @@ async fn main() -> Result<()> {
         })?)),
     };
 
+    let method: node::AutodetectMethod = args
+        .ip_autodetection_method
+        .parse()
+        .context("--ip-autodetection-method")?;
+
     let store = datastore::open(&args.datastore)
         .await
         .with_context(|| format!("opening datastore {}", args.datastore))?;
@@ -128,7 +151,7 @@ async fn main() -> Result<()> {
         .context("connecting to netlink")?;
     enable_ip_forwarding().context("enabling IPv4 forwarding")?;
 
-    let (address, uplink) = node::detect_address(&dataplane, given_ip).await?;
+    let (address, uplink) = node::detect_address(&dataplane, given_ip, &method).await?;
     let uplink_mtu = dataplane
         .link_mtu(&uplink)
         .await
@@ -189,6 +212,19 @@ async fn main() -> Result<()> {
         tokio::spawn(server::serve_health(listener, shared.clone()));
     }
 
+    let metrics =
+        Arc::new(Metrics::new(prometheus::Registry::new()).context("registering the metrics")?);
+    if args.metrics_listen != "off" {
+        let addr: SocketAddr = args
+            .metrics_listen
+            .parse()
+            .with_context(|| format!("--metrics-listen {:?}", args.metrics_listen))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics server on {addr}"))?;
+        tokio::spawn(brindle_agent::metrics::serve(listener, metrics.clone()));
+    }
+
     tokio::spawn(brindle_agent::ipam_gc::run(
         brindle_agent::ipam_gc::GcConfig {
             node: node_name.clone(),
@@ -211,6 +247,8 @@ async fn main() -> Result<()> {
         },
         resync_interval: Duration::from_secs(args.resync_interval.max(1)),
         pod_mtu,
+        metrics,
+        autodetect: given_ip.is_none().then_some(method),
     };
     let controller = tokio::spawn(controller::run(config, store, ipam, dataplane, shared));
 

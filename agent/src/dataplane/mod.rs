@@ -212,6 +212,20 @@ pub struct ApplyReport {
     pub errors: Vec<String>,
 }
 
+/// A kernel notification that may concern the reconciler (see [`Dataplane::watch_kernel`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// A route with protocol [`RTPROT_BRINDLE`] was added, replaced or deleted.
+    OwnRoute,
+    /// A PERMANENT neighbour or FDB entry appeared or changed, or any neighbour or FDB entry was
+    /// deleted (Brindle's live on [`VXLAN_DEVICE`]).
+    PermanentNeighbour,
+    /// A link appeared, changed or vanished.
+    Link { name: String, deleted: bool },
+    /// An address was added to or removed from an interface.
+    Address,
+}
+
 /// The kernel's routing state, owned through one rtnetlink connection in the network namespace
 /// that was current when [`Dataplane::connect`] ran.
 pub struct Dataplane {
@@ -334,6 +348,15 @@ impl Dataplane {
             }),
             ..desired.clone()
         })
+    }
+
+    /// Subscribes to the kernel's notifications (rtnetlink multicast groups: links, neighbours,
+    /// IPv4 and IPv6 routes, addresses) in the namespace the dataplane lives in. The channel
+    /// closes if the subscription fails (a socket overrun); subscribe again and resync.
+    pub fn watch_kernel(
+        &self,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<KernelEvent>, DataplaneError> {
+        netlink::monitor()
     }
 
     /// A table of routes only, written incrementally (see [`RouteTable`]), sharing this

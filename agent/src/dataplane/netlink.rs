@@ -32,8 +32,8 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan};
 
 use super::kernel::{Kernel, KernelRoute, LinkState, RouteKind, VxlanParams};
 use super::{
-    netns, DataplaneError, FdbEntry, Mac, Neighbor, NextHopResolution, RouteTarget, VxlanDevice,
-    RTPROT_BRINDLE,
+    netns, DataplaneError, FdbEntry, KernelEvent, Mac, Neighbor, NextHopResolution, RouteTarget,
+    VxlanDevice, RTPROT_BRINDLE,
 };
 
 /// `rtm_protocol` of `ip route add` (RTPROT_BOOT); used inside pods, as Calico's routes there.
@@ -954,4 +954,143 @@ impl Kernel for NetlinkKernel {
 
 fn fdb_object(e: &FdbEntry) -> String {
     format!("{} dst {} dev {}", super::format_mac(&e.mac), e.dst, e.dev)
+}
+
+/// Receive buffer of the monitoring socket: large enough for the burst of notifications a full
+/// pass over thousands of routes causes (the kernel drops the excess and the stream ends).
+const MONITOR_RCVBUF: usize = 8 << 20;
+
+/// Subscribes to the kernel's link, neighbour, route and address notifications (what `ip
+/// monitor` shows) in the current network namespace. Each notification that may concern the
+/// reconciler is reduced to a [`KernelEvent`]; the channel closes if the socket fails (e.g. on a
+/// buffer overrun), and the caller then subscribes again and does a full resync.
+pub(crate) fn monitor() -> Result<tokio::sync::mpsc::UnboundedReceiver<KernelEvent>, DataplaneError>
+{
+    use rtnetlink::sys::AsyncSocket;
+    use rtnetlink::MulticastGroup as G;
+    let err = |e: std::io::Error| DataplaneError::Netlink {
+        op: "subscribe",
+        object: "rtnetlink multicast groups".into(),
+        reason: e.to_string(),
+    };
+    let (mut conn, handle, mut messages) = rtnetlink::new_multicast_connection(&[
+        G::Link,
+        G::Neigh,
+        G::Ipv4Route,
+        G::Ipv6Route,
+        G::Ipv4Ifaddr,
+        G::Ipv6Ifaddr,
+    ])
+    .map_err(err)?;
+    // Best effort: without a larger buffer an overrun only ends the stream sooner.
+    let _ = conn.socket_mut().socket_mut().set_rx_buf_sz(MONITOR_RCVBUF);
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        // The connection shuts down once its handle is gone; keep it for the stream's life.
+        let _handle = handle;
+        while let Some((msg, _)) = messages.next().await {
+            if let Some(event) = classify(&msg) {
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        }
+        tracing::warn!("kernel notification stream ended");
+    });
+    Ok(rx)
+}
+
+/// What a notification means for the reconciler; `None` for what never concerns it.
+fn classify(msg: &NetlinkMessage<RouteNetlinkMessage>) -> Option<KernelEvent> {
+    let NetlinkPayload::InnerMessage(inner) = &msg.payload else {
+        return None;
+    };
+    match inner {
+        RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m) => {
+            (u8::from(m.header.protocol) == RTPROT_BRINDLE).then_some(KernelEvent::OwnRoute)
+        }
+        // A deletion's state is not the entry's (the kernel marks it failed first), so every
+        // deletion counts; neighbours are deleted rarely enough for that to be cheap.
+        RouteNetlinkMessage::NewNeighbour(m) => {
+            (m.header.state == NeighbourState::Permanent).then_some(KernelEvent::PermanentNeighbour)
+        }
+        RouteNetlinkMessage::DelNeighbour(_) => Some(KernelEvent::PermanentNeighbour),
+        RouteNetlinkMessage::NewLink(m) | RouteNetlinkMessage::DelLink(m) => {
+            let name = m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            })?;
+            Some(KernelEvent::Link {
+                name,
+                deleted: matches!(inner, RouteNetlinkMessage::DelLink(_)),
+            })
+        }
+        RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_) => {
+            Some(KernelEvent::Address)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(protocol: u8) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut m = RouteMessage::default();
+        m.header.protocol = RouteProtocol::from(protocol);
+        NetlinkMessage::from(RouteNetlinkMessage::DelRoute(m))
+    }
+
+    fn neighbour(state: NeighbourState, new: bool) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut m = NeighbourMessage::default();
+        m.header.state = state;
+        NetlinkMessage::from(if new {
+            RouteNetlinkMessage::NewNeighbour(m)
+        } else {
+            RouteNetlinkMessage::DelNeighbour(m)
+        })
+    }
+
+    #[test]
+    fn notifications_are_reduced_to_what_concerns_brindle() {
+        assert_eq!(
+            classify(&route(RTPROT_BRINDLE)),
+            Some(KernelEvent::OwnRoute)
+        );
+        assert_eq!(classify(&route(RTPROT_BOOT)), None, "a foreign route");
+        assert_eq!(
+            classify(&neighbour(NeighbourState::Permanent, true)),
+            Some(KernelEvent::PermanentNeighbour)
+        );
+        assert_eq!(
+            classify(&neighbour(NeighbourState::Reachable, true)),
+            None,
+            "ARP learning elsewhere"
+        );
+        assert_eq!(
+            classify(&neighbour(NeighbourState::Failed, false)),
+            Some(KernelEvent::PermanentNeighbour),
+            "a deletion, whatever state it reports"
+        );
+        let mut link = LinkMessage::default();
+        link.attributes
+            .push(LinkAttribute::IfName(VXLAN_DEVICE_NAME.to_string()));
+        assert_eq!(
+            classify(&NetlinkMessage::from(RouteNetlinkMessage::DelLink(link))),
+            Some(KernelEvent::Link {
+                name: VXLAN_DEVICE_NAME.to_string(),
+                deleted: true
+            })
+        );
+        assert_eq!(
+            classify(&NetlinkMessage::from(RouteNetlinkMessage::NewAddress(
+                AddressMessage::default()
+            ))),
+            Some(KernelEvent::Address)
+        );
+    }
+
+    const VXLAN_DEVICE_NAME: &str = super::super::VXLAN_DEVICE;
 }
