@@ -787,7 +787,7 @@ impl Cluster {
         Ok(v4 + &v6)
     }
 
-    /// Waits until every node has a route for every other node's blocks.
+    /// Waits until every node has a route for every other node's blocks and a blackhole for its own.
     pub fn wait_converged(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -806,7 +806,16 @@ impl Cluster {
                             owner == format!("host:{}", n.name)
                                 && self.segment_of(j) != self.segment_of(i)
                         });
-                    if owner != format!("host:{}", node.name)
+                    let own = owner == format!("host:{}", node.name);
+                    // A node's own blocks are blackholed (pod routes are more specific).
+                    if own
+                        && !routes
+                            .lines()
+                            .any(|l| l.starts_with(&format!("blackhole {cidr} ")))
+                    {
+                        missing.push(format!("{}: blackhole {cidr}", node.name));
+                    }
+                    if !own
                         && !behind_router
                         && !routes.lines().any(|l| l.starts_with(&format!("{cidr} ")))
                     {
