@@ -35,9 +35,22 @@ pub(super) fn peer_status(
 /// Why a session is not Established: the last failure, and what the session is doing about it
 /// once it has a connection again ("hold timer expired; retrying: OPEN sent, ...").
 fn info(config: &NeighborConfig, session: &SessionStatus) -> String {
+    let gtsm;
     let doing = match session.state {
         State::Established => return String::new(),
-        State::OpenSent => "OPEN sent, waiting for the peer's OPEN",
+        // RFC 5082: packets from farther away are dropped without a word, so a connection
+        // the peer opened may sit here until the 4-minute OpenSent hold timer.
+        State::OpenSent => match config.ttl_security {
+            Some(hops) => {
+                gtsm = format!(
+                    "OPEN sent, waiting for the peer's OPEN (TTL security: a peer more than \
+                     {hops} hop{} away is not heard)",
+                    if hops == 1 { "" } else { "s" }
+                );
+                &gtsm
+            }
+            None => "OPEN sent, waiting for the peer's OPEN",
+        },
         State::OpenConfirm => "OPEN received, waiting for KEEPALIVE",
         State::Idle => "idle",
         State::Connect => "connecting",
@@ -136,6 +149,15 @@ mod tests {
         assert_eq!(
             info(&active, State::OpenSent, Some("hold timer expired")),
             "hold timer expired; retrying: OPEN sent, waiting for the peer's OPEN"
+        );
+        let gtsm = NeighborConfig {
+            ttl_security: Some(1),
+            ..active.clone()
+        };
+        assert_eq!(
+            info(&gtsm, State::OpenSent, None),
+            "OPEN sent, waiting for the peer's OPEN (TTL security: a peer more than 1 hop away \
+             is not heard)"
         );
         assert_eq!(
             info(&active, State::OpenConfirm, None),
