@@ -68,8 +68,8 @@ pub(crate) async fn connect(
     }
     match tokio::time::timeout(timeout, socket.connect(peer)).await {
         Err(_) if options.md5_key.is_some() => Err(format!(
-            "connect timed out after {} s (TCP MD5 is configured: a key mismatch looks like \
-             this, the peer's kernel drops our segments)",
+            "connect timed out after {} s: authentication failure? (TCP MD5 is configured: a \
+             key mismatch looks like this, the peer's kernel drops our segments)",
             timeout.as_secs()
         )),
         Err(_) => Err(format!("connect timed out after {} s", timeout.as_secs())),
