@@ -5,12 +5,12 @@
 //! Brindle process is running.
 //!
 //! IPv4 BGP status
-//! +--------------+-------------------+-------+----------+---------------------------------------------------+
-//! | PEER ADDRESS |     PEER TYPE     | STATE |  SINCE   |                       INFO                        |
-//! +--------------+-------------------+-------+----------+---------------------------------------------------+
-//! | 10.0.1.2     | node-to-node mesh | up    | 09:16:37 | Established                                       |
-//! | 10.0.1.3     | global            | start | 09:16:40 | Active: TCP connection failed: connection refused |
-//! +--------------+-------------------+-------+----------+---------------------------------------------------+
+//! +--------------+-------------------+-------+----------+----------------------------+
+//! | PEER ADDRESS |     PEER TYPE     | STATE |  SINCE   |            INFO            |
+//! +--------------+-------------------+-------+----------+----------------------------+
+//! | 10.0.1.2     | node-to-node mesh | up    | 09:16:37 | Established                |
+//! | 10.0.1.3     | global            | start | 09:16:40 | Active: connection refused |
+//! +--------------+-------------------+-------+----------+----------------------------+
 //!
 //! IPv6 BGP status
 //! No IPv6 peers found.
@@ -126,8 +126,8 @@ const PROGRESS: [&str; 5] = [
 ];
 
 /// The INFO column: `Established`, the state alone while there is nothing to explain
-/// (`Connect`, `Passive`), else the state and the reason (`Active: TCP connection failed:
-/// connection refused`, `Idle: bad peer AS: expected 65002, got 65009`).
+/// (`Connect`, `Passive`), else the state and the reason (`Active: connection refused`,
+/// `Idle: bad peer AS: expected 65002, got 65009`).
 pub fn info_text(bgp_state: &str, info: &str) -> String {
     if info.is_empty() {
         return bgp_state.to_string();
@@ -138,6 +138,8 @@ pub fn info_text(bgp_state: &str, info: &str) -> String {
     if PROGRESS.contains(&info) {
         return bgp_state.to_string();
     }
+    // The table is narrow; the socket's words say enough (`bgp peers` has the full text).
+    let info = info.strip_prefix("TCP connection failed: ").unwrap_or(info);
     format!("{bgp_state}: {info}")
 }
 
@@ -323,15 +325,15 @@ mod tests {
 Brindle process is running.
 
 IPv4 BGP status
-+--------------+-------------------+-------+------------+---------------------------------------------------+
-| PEER ADDRESS |     PEER TYPE     | STATE |   SINCE    |                       INFO                        |
-+--------------+-------------------+-------+------------+---------------------------------------------------+
-| 10.0.1.2     | node-to-node mesh | up    | 09:16:37   | Established                                       |
-| 10.0.1.3     | node-to-node mesh | start | 09:16:40   | Active: TCP connection failed: connection refused |
-| 10.0.0.1     | global            | up    | 2026-11-20 | Established                                       |
-| 10.0.2.1     | node specific     | start | 10:04:00   | Idle: bad peer AS: expected 65002, got 65009      |
-| 10.0.2.2     | global            | start | 10:04:01   | Connect                                           |
-+--------------+-------------------+-------+------------+---------------------------------------------------+
++--------------+-------------------+-------+------------+----------------------------------------------+
+| PEER ADDRESS |     PEER TYPE     | STATE |   SINCE    |                     INFO                     |
++--------------+-------------------+-------+------------+----------------------------------------------+
+| 10.0.1.2     | node-to-node mesh | up    | 09:16:37   | Established                                  |
+| 10.0.1.3     | node-to-node mesh | start | 09:16:40   | Active: connection refused                   |
+| 10.0.0.1     | global            | up    | 2026-11-20 | Established                                  |
+| 10.0.2.1     | node specific     | start | 10:04:00   | Idle: bad peer AS: expected 65002, got 65009 |
+| 10.0.2.2     | global            | start | 10:04:01   | Connect                                      |
++--------------+-------------------+-------+------------+----------------------------------------------+
 
 IPv6 BGP status
 No IPv6 peers found.
