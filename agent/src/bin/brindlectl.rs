@@ -83,8 +83,10 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum NodeCommand {
-    /// Whether the agent runs ("Brindle process is running."), then per address family a
-    /// table of its BGP peers: PEER ADDRESS, PEER TYPE (node-to-node mesh, global, node
+    /// Whether the agent runs, and its BGP sessions per address family (calicoctl's table).
+    ///
+    /// Prints "Brindle process is running." (or "... not running."), then per address family
+    /// a table of the BGP peers: PEER ADDRESS, PEER TYPE (node-to-node mesh, global, node
     /// specific), STATE (BIRD's: up, or start while the session is being brought up), SINCE
     /// (last change: HH:MM:SS if within 20 hours, else the date; UTC) and INFO (Established,
     /// or the BGP state and why the session is not up: connection refused, bad peer AS,
