@@ -14,6 +14,15 @@
 //! passes in; [`BgpMetrics::update`] takes a snapshot of [`SpeakerHandle::peers`] and is called
 //! before each scrape ([`serve`] does so) or periodically ([`poll`]). A peer that is removed
 //! loses its series.
+//!
+//! Next to the agent's own metrics, in one registry (clones of a `Registry` share it):
+//!
+//! ```ignore
+//! let registry = Registry::new();
+//! let metrics = Metrics::new(registry.clone())?;            // brindle_* of the agent
+//! let bgp = Arc::new(BgpMetrics::new(&registry)?);           // brindle_bgp_*
+//! tokio::spawn(bgp_metrics::poll(speaker.clone(), bgp, Duration::from_secs(5)));
+//! ```
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -335,6 +344,22 @@ mod tests {
             transitions,
             established_transitions: up,
         }
+    }
+
+    #[test]
+    fn registers_next_to_the_agents_metrics() {
+        let registry = Registry::new();
+        let agent = crate::metrics::Metrics::new(registry.clone()).expect("agent metrics");
+        let bgp = BgpMetrics::new(&registry).expect("bgp metrics beside them");
+        bgp.update(&[peer("10.0.0.2", State::Established, 4, 1)]);
+        let text = agent.encode().expect("encodes");
+        assert!(text.contains("brindle_remote_nodes "), "{text}");
+        assert!(
+            text.contains(r#"brindle_bgp_session_established{peer="10.0.0.2""#),
+            "{text}"
+        );
+        // Registering twice in one registry is refused, not a panic.
+        assert!(BgpMetrics::new(&registry).is_err());
     }
 
     fn value(text: &str, series: &str) -> Option<String> {
