@@ -386,6 +386,46 @@ IPv6 BGP status
         );
     }
 
+    /// The speaker's texts for each reason a session is down, as INFO shows them.
+    #[test]
+    fn info_names_the_reason() {
+        for (state, info, shown) in [
+            ("Established", "", "Established"),
+            ("Connect", "connecting", "Connect"),
+            ("Idle", "idle", "Idle"),
+            (
+                "Active",
+                "passive: waiting for the peer to connect",
+                "Passive",
+            ),
+            (
+                "Active",
+                "TCP connection failed: no route to host",
+                "Active: no route to host",
+            ),
+            ("Idle", "hold timer expired", "Idle: hold timer expired"),
+            (
+                "Idle",
+                "NOTIFICATION 6/2 received: Cease (6) / Administrative Shutdown (2)",
+                "Idle: NOTIFICATION 6/2 received: Cease (6) / Administrative Shutdown (2)",
+            ),
+            (
+                "Connect",
+                "TCP connection failed: connect timed out after 10 s (TCP MD5 is configured: \
+                 authentication failure?)",
+                "Connect: connect timed out after 10 s (TCP MD5 is configured: authentication \
+                 failure?)",
+            ),
+            (
+                "Established",
+                "max prefixes 3 exceeded: 5 announced, warning only",
+                "Established: max prefixes 3 exceeded: 5 announced, warning only",
+            ),
+        ] {
+            assert_eq!(info_text(state, info), shown);
+        }
+    }
+
     #[test]
     fn since_switches_to_the_date_after_20_hours() {
         let t = parse_rfc3339("2026-11-22T14:04:06Z").expect("time");
