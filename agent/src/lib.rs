@@ -10,11 +10,14 @@
 //!  datastore ──watch──▶ controller ──routes::desired_state──▶ dataplane.apply ──▶ kernel
 //!
 //!  brindle-bgpd: bgpd ──▶ brindle_bgp::speaker ──RouteChange──▶ bgpd_install ──▶ dataplane
-//!                 └──▶ bgp_status (GET /bgp/peers, /bgp/routes on a Unix socket)
+//!                 ├──▶ bgp_status (GET /bgp/peers, /bgp/routes on a Unix socket)
+//!                 └──▶ bgp_metrics (brindle_bgp_* on GET /metrics, `metrics_listen`)
 //! ```
 
 pub mod api;
 
+#[cfg(feature = "daemon")]
+pub mod bgp_metrics;
 #[cfg(feature = "daemon")]
 pub mod bgp_status;
 #[cfg(feature = "daemon")]
@@ -43,6 +46,8 @@ pub mod metrics;
 pub mod model;
 #[cfg(feature = "daemon")]
 pub mod node;
+#[cfg(feature = "daemon")]
+pub mod node_status;
 #[cfg(feature = "daemon")]
 pub mod pod_defaults;
 #[cfg(feature = "daemon")]

@@ -183,6 +183,41 @@ pub struct NeighborConfig {
     pub ttl_security: Option<u8>,
     /// Limit on the prefixes accepted from the peer.
     pub max_prefixes: Option<MaxPrefixes>,
+    /// Why this neighbour is configured, for status and metrics only.
+    pub peer_type: PeerType,
+}
+
+/// Why a neighbour is configured, as `brindlectl node status` shows it (calicoctl's PEER
+/// TYPE column). Status and metrics only: the speaker treats every kind alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PeerType {
+    /// Another node of the node-to-node mesh.
+    NodeToNodeMesh,
+    /// A peer of every node (a global BGPPeer), or a peer of brindle-bgpd's file.
+    #[default]
+    Global,
+    /// A peer of this node only (a BGPPeer with `node` or a node selector).
+    NodeSpecific,
+    /// Accepted from a [`SpeakerConfig::dynamic_peers`] range.
+    Dynamic,
+}
+
+impl PeerType {
+    /// The words of calicoctl's PEER TYPE column (`dynamic` is ours).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerType::NodeToNodeMesh => "node-to-node mesh",
+            PeerType::Global => "global",
+            PeerType::NodeSpecific => "node specific",
+            PeerType::Dynamic => "dynamic",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl NeighborConfig {
@@ -199,6 +234,7 @@ impl NeighborConfig {
             password: None,
             ttl_security: None,
             max_prefixes: None,
+            peer_type: PeerType::Global,
         }
     }
 }
@@ -232,6 +268,23 @@ pub struct PeerStatus {
     /// Established, and the peer has sent End-of-RIB (RFC 4724 §2) for every family of the
     /// session: its initial table is complete.
     pub end_of_rib: bool,
+    /// Why the neighbour is configured (copied from [`NeighborConfig::peer_type`]).
+    pub peer_type: PeerType,
+    /// `received`, `accepted` and `advertised` per family the session carries (or would carry).
+    pub families: Vec<FamilyCounts>,
+    /// How many times the session changed state since the neighbour was configured.
+    pub transitions: u64,
+    /// How many times the session reached Established since the neighbour was configured.
+    pub established_transitions: u64,
+}
+
+/// Route counts of one peer in one address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyCounts {
+    pub family: crate::rib::AddressFamily,
+    pub received: usize,
+    pub accepted: usize,
+    pub advertised: usize,
 }
 
 /// One candidate route, for status (`brindlectl bgp routes`).

@@ -316,6 +316,7 @@ fn dynamic_peer_from_a_range_accepted_and_outside_refused() {
 
     let up = bgpd.wait_established(l1.b4(), SESSION_UP);
     assert_eq!(up.asn, BIRD_AS);
+    assert_eq!(up.peer_type, "dynamic");
     bgpd.wait_kernel_route("10.99.1.0/24", &[&format!("via {}", l1.b4())], true);
     // The outside BIRD keeps trying (connect retry 2 s); each attempt is refused.
     wait_until(

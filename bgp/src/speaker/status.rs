@@ -3,15 +3,24 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use super::{NeighborConfig, PeerStatus, RouteStatus};
+use super::{FamilyCounts, NeighborConfig, PeerStatus, RouteStatus};
 use crate::fsm::State;
 use crate::rib::{AddressFamily, PeerCounts, Rib, Selection};
 use crate::session::SessionStatus;
+
+/// Counters the speaker task keeps per neighbour, for [`PeerStatus`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Transitions {
+    pub(super) all: u64,
+    pub(super) established: u64,
+}
 
 pub(super) fn peer_status(
     config: &NeighborConfig,
     session: &SessionStatus,
     counts: Option<PeerCounts>,
+    families: Vec<FamilyCounts>,
+    transitions: Transitions,
     end_of_rib: bool,
 ) -> PeerStatus {
     let counts = counts.unwrap_or_default();
@@ -29,6 +38,10 @@ pub(super) fn peer_status(
         accepted: counts.accepted,
         advertised: counts.advertised,
         end_of_rib,
+        peer_type: config.peer_type,
+        families,
+        transitions: transitions.all,
+        established_transitions: transitions.established,
     }
 }
 
