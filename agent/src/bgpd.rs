@@ -348,17 +348,12 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
                 let failed = apply(&speaker, &reload).await;
                 let mut new = new;
                 new.peers.retain(|p| !failed.contains(&p.address));
-                // What the speaker now runs with; the restart-only keys keep their old values.
+                // What the speaker now runs with: the new peers and prefixes; every other key
+                // needs a restart, so it keeps its old value (and a later reload warns again).
                 current = BgpdConfig {
-                    router_id: current.router_id,
-                    asn: current.asn,
-                    listen: current.listen,
-                    install_routes: current.install_routes,
-                    hold_time: current.hold_time,
-                    connect_retry: current.connect_retry,
-                    next_hop_v6: current.next_hop_v6,
-                    metrics_listen: current.metrics_listen,
-                    ..new
+                    originate: new.originate,
+                    peers: new.peers,
+                    ..current
                 };
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
