@@ -1,17 +1,17 @@
 //! The default IP pools `brindle-node` creates at first start, from environment variables, the
 //! way calico-node does with `CALICO_IPV4POOL_CIDR` and its siblings.
 //!
-//! | variable (alias)                                        | meaning                     | default |
-//! |---------------------------------------------------------|-----------------------------|---------|
-//! | `BRINDLE_IPV4POOL_CIDR` (`CALICO_IPV4POOL_CIDR`)        | the IPv4 pool; unset: none  | -       |
-//! | `BRINDLE_IPV4POOL_BLOCK_SIZE` (`CALICO_...`)            | per-node block prefix       | 26      |
-//! | `BRINDLE_IPV4POOL_IPIP` (`CALICO_...`)                  | Never, Always, CrossSubnet  | Never   |
-//! | `BRINDLE_IPV4POOL_VXLAN` (`CALICO_...`)                 | Never, Always, CrossSubnet  | Never   |
-//! | `BRINDLE_IPV4POOL_NAT_OUTGOING` (`CALICO_...`)          | SNAT traffic leaving pods   | true    |
-//! | `BRINDLE_IPV4POOL_NODE_SELECTOR` (`CALICO_...`)         | nodes that take blocks      | all     |
-//! | `BRINDLE_IPV4POOL_DISABLE_BGP_EXPORT` (`CALICO_...`)    | do not advertise the pool   | false   |
-//! | `BRINDLE_IPV6POOL_*` (`CALICO_IPV6POOL_*`)              | the same for IPv6 (no IPIP) | 122, NAT false |
-//! | `BRINDLE_NO_DEFAULT_POOLS` (`NO_DEFAULT_POOLS`)         | create none at all          | false   |
+//! | variable (alias `CALICO_...`)         | meaning                      | default        |
+//! |-----------------------------------------|------------------------------|----------------|
+//! | `BRINDLE_IPV4POOL_CIDR`                 | the IPv4 pool; unset: none   | -              |
+//! | `BRINDLE_IPV4POOL_BLOCK_SIZE`           | per-node block prefix        | 26             |
+//! | `BRINDLE_IPV4POOL_IPIP`                 | Never, Always, CrossSubnet   | Never          |
+//! | `BRINDLE_IPV4POOL_VXLAN`                | Never, Always, CrossSubnet   | Never          |
+//! | `BRINDLE_IPV4POOL_NAT_OUTGOING`         | SNAT traffic leaving pods    | true           |
+//! | `BRINDLE_IPV4POOL_NODE_SELECTOR`        | nodes that take blocks       | all            |
+//! | `BRINDLE_IPV4POOL_DISABLE_BGP_EXPORT`   | do not advertise the pool    | false          |
+//! | `BRINDLE_IPV6POOL_*`                    | the same for IPv6 (no IPIP)  | 122, NAT false |
+//! | `BRINDLE_NO_DEFAULT_POOLS` (`NO_DEFAULT_POOLS`) | create none at all   | false          |
 //!
 //! A pool of a family is created, named `default-ipv4-ippool` / `default-ipv6-ippool`, only when
 //! the datastore holds no pool of that family: pools edited or added later are never touched, and

@@ -17,7 +17,10 @@ pub const KUBERNETES_INTERNAL_IP: &str = "kubernetes-internal-ip";
 /// Why the Node's address could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeNodeError {
-    #[error("kubernetes-internal-ip needs --datastore kubernetes (the node's address is read from its Kubernetes Node)")]
+    #[error(
+        "kubernetes-internal-ip needs --datastore kubernetes \
+         (the node's address is read from its Kubernetes Node)"
+    )]
     NotKubernetes,
     #[error("reading the Kubernetes Node {node:?}: {reason}")]
     Api { node: String, reason: String },

@@ -10,8 +10,8 @@ use clap::Parser;
 ///
 /// Run by the brindle-node DaemonSet's init container with the host's /opt/cni/bin and
 /// /etc/cni/net.d mounted under /host. Copies each --bin into --bin-dir (mode 0755) and writes
-/// the conflist into --conf-dir, atomically: each through a temporary file renamed over the target, so the
-/// container runtime never sees a partial file. Files that already have the same content and
+/// the conflist into --conf-dir, atomically: each through a temporary file renamed over the
+/// target, so the container runtime never sees a partial file. Files that already have the same content and
 /// mode are left untouched: running it again changes nothing. The conflist is validated first
 /// (JSON, a name, a non-empty plugins list), so a bad ConfigMap changes nothing on the host.
 /// Placeholders `__KUBERNETES_NODE_NAME__` and `__CNI_MTU__` are replaced from the variables of

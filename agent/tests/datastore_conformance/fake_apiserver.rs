@@ -61,6 +61,8 @@ struct State {
     objects: BTreeMap<(String, String), Value>,
     /// Every event since the start (the fake never forgets; `compacted` hides the old part).
     history: Vec<Event>,
+    /// The RBAC verb and resource of every request (`("watch", "ippools")`), in order.
+    requests: Vec<(String, String)>,
 }
 
 struct Shared {
@@ -103,6 +105,7 @@ impl FakeApiServer {
                 kinds,
                 objects: BTreeMap::new(),
                 history: Vec::new(),
+                requests: Vec::new(),
             }),
             events,
         });
@@ -157,6 +160,12 @@ impl FakeApiServer {
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
+    }
+
+    /// The RBAC verb and resource (plural) of every request so far, in order.
+    #[allow(dead_code)] // used by tests/manifests.rs, not by the conformance suite
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.shared.lock().requests.clone()
     }
 
     /// The `--datastore` value that reaches this fake.
@@ -299,6 +308,21 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         );
     };
     let resource = format!("{plural}.brindle.dev");
+    let watching = matches!(params.get("watch").map(String::as_str), Some("1" | "true"));
+    let verb = match (&method, &name) {
+        (&Method::GET, None) if watching => "watch",
+        (&Method::GET, None) => "list",
+        (&Method::GET, Some(_)) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::DELETE, _) => "delete",
+        (&Method::PATCH, _) => "patch",
+        _ => "other",
+    };
+    shared
+        .lock()
+        .requests
+        .push((verb.to_string(), plural.clone()));
     match (method, name) {
         (Method::GET, None)
             if matches!(params.get("watch").map(String::as_str), Some("1" | "true")) =>
