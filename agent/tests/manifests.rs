@@ -2,7 +2,7 @@
 //! Kubernetes object with no field Kubernetes would drop, the DaemonSet has what a node agent
 //! needs, its ConfigMap holds the shipped conflist, its pool variables are valid, the RBAC
 //! grants every call the agent makes against a FAKE API server (not a real one: none can run
-//! here), and `kubectl create --dry-run=client` accepts every manifest (skipped without
+//! here), and `kubectl apply|create --dry-run=client` accepts every manifest (skipped without
 //! kubectl unless CI is set).
 
 #[allow(dead_code)]
@@ -539,12 +539,12 @@ fn kubectl_client_dry_run_accepts_the_manifests() {
         ),
     )
     .expect("kubeconfig");
-    let run = |file: &str| {
+    let run = |verb: &str, file: &str| {
         Command::new(&kubectl)
             .env("KUBECONFIG", &kubeconfig)
             .env("HOME", &dir)
             .args([
-                "create",
+                verb,
                 "--dry-run=client",
                 "--validate=false",
                 "-o",
@@ -557,22 +557,28 @@ fn kubectl_client_dry_run_accepts_the_manifests() {
             .output()
             .expect("run kubectl")
     };
-    let out = run(MANIFESTS);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "kubectl refused:\n{stdout}\n{stderr}");
-    let names: BTreeSet<&str> = stdout.lines().collect();
-    for want in [
-        "customresourcedefinition.apiextensions.k8s.io/ippools.brindle.dev",
-        "serviceaccount/brindle-node",
-        "clusterrole.rbac.authorization.k8s.io/brindle-node",
-        "clusterrolebinding.rbac.authorization.k8s.io/brindle-node",
-        "configmap/brindle-config",
-        "daemonset.apps/brindle-node",
-    ] {
-        assert!(names.contains(want), "{want} in\n{stdout}");
+    // `apply` as users run it (its GETs of the live objects find none: created), and `create`.
+    for verb in ["apply", "create"] {
+        let out = run(verb, MANIFESTS);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "kubectl {verb} refused:\n{stdout}\n{stderr}"
+        );
+        let names: BTreeSet<&str> = stdout.lines().collect();
+        for want in [
+            "customresourcedefinition.apiextensions.k8s.io/ippools.brindle.dev",
+            "serviceaccount/brindle-node",
+            "clusterrole.rbac.authorization.k8s.io/brindle-node",
+            "clusterrolebinding.rbac.authorization.k8s.io/brindle-node",
+            "configmap/brindle-config",
+            "daemonset.apps/brindle-node",
+        ] {
+            assert!(names.contains(want), "{want} in\n{stdout}");
+        }
+        assert_eq!(names.len(), crd::KINDS.len() + 6, "{stdout}");
     }
-    assert_eq!(names.len(), crd::KINDS.len() + 6, "{stdout}");
 
     // The check can fail: a document of a kind no API serves is refused.
     let bad = dir.join("bad.yaml");
@@ -581,7 +587,7 @@ fn kubectl_client_dry_run_accepts_the_manifests() {
         "apiVersion: apps/v1\nkind: DaemonSets\nmetadata:\n  name: x\n",
     )
     .expect("bad manifest");
-    let out = run(&bad.to_string_lossy());
+    let out = run("create", &bad.to_string_lossy());
     assert!(!out.status.success(), "a misspelled kind is refused");
 }
 
