@@ -135,3 +135,29 @@ async fn no_pool_without_the_variables() {
     let (pools, _) = store.list_objs::<IpPoolSpec>().await.expect("list");
     assert!(pools.is_empty());
 }
+
+#[test]
+fn brindle_node_refuses_a_bad_pool_variable_at_start() {
+    let dir = TempDir::new("bad-env");
+    let out = Command::new(env!("CARGO_BIN_EXE_brindle-node"))
+        .env_clear()
+        .env("BRINDLE_IPV4POOL_CIDR", "10.244.0.0/16")
+        .env("CALICO_IPV4POOL_VXLAN", "sometimes")
+        .args(["--datastore"])
+        .arg(format!("embedded:{}", dir.0.join("store.db").display()))
+        .args(["--socket"])
+        .arg(dir.0.join("agent.sock"))
+        .output()
+        .expect("run brindle-node");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("CALICO_IPV4POOL_VXLAN=\"sometimes\"")
+            && stderr.contains("Never, Always or CrossSubnet"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.0.join("store.db").exists(),
+        "stopped before touching the datastore"
+    );
+}
