@@ -6,26 +6,24 @@
 
 # ---- build -------------------------------------------------------------------------------
 FROM rust:1-bookworm AS build
-# musl-tools: the CNI plugin is linked statically, because it is copied onto the host and runs
-# there, against whatever C library the host has.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools \
- && rm -rf /var/lib/apt/lists/* \
- && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY . .
 ENV CARGO_PROFILE_RELEASE_STRIP=symbols \
     CARGO_PROFILE_RELEASE_DEBUG=false
+# The CNI plugin is copied onto the host and runs there, against whatever C library the host
+# has: it is linked statically (static-pie glibc; it does no name lookups, so glibc's static
+# caveats do not apply). Its own target directory keeps the static flags away from the agent.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p brindle-agent \
         --bin brindle-node --bin brindlectl --bin brindle-bgpd --bin brindle-install-cni \
- && cargo build --release --locked -p brindle-cni --bin brindle \
-        --target x86_64-unknown-linux-musl \
+ && RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked -p brindle-cni --bin brindle \
+        --target x86_64-unknown-linux-gnu --target-dir target/static \
  && mkdir -p /out \
  && cp target/release/brindle-node target/release/brindlectl target/release/brindle-bgpd \
        target/release/brindle-install-cni /out/ \
- && cp target/x86_64-unknown-linux-musl/release/brindle /out/brindle
+ && cp target/static/x86_64-unknown-linux-gnu/release/brindle /out/brindle
 
 # ---- runtime -----------------------------------------------------------------------------
 # Debian slim rather than distroless: natOutgoing runs `nft -f -`, so the nft binary must be
