@@ -161,3 +161,22 @@ fn brindle_node_refuses_a_bad_pool_variable_at_start() {
         "stopped before touching the datastore"
     );
 }
+
+#[test]
+fn kubernetes_internal_ip_needs_the_kubernetes_datastore() {
+    let dir = TempDir::new("internal-ip");
+    let out = Command::new(env!("CARGO_BIN_EXE_brindle-node"))
+        .env_clear()
+        .env("IP_AUTODETECTION_METHOD", "kubernetes-internal-ip")
+        .args(["--datastore"])
+        .arg(format!("embedded:{}", dir.0.join("store.db").display()))
+        .output()
+        .expect("run brindle-node");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kubernetes-internal-ip needs --datastore kubernetes"),
+        "Calico's variable name is read too: {stderr}"
+    );
+    assert!(!dir.0.join("store.db").exists(), "nothing opened");
+}

@@ -148,6 +148,10 @@ async fn main() -> Result<()> {
     } else {
         method_arg.parse().context("--ip-autodetection-method")?
     };
+    let kube_config = datastore::kubernetes::KubernetesConfig::from_spec(&args.datastore);
+    if kubernetes_internal_ip && kube_config.is_none() {
+        return Err(kube_node::KubeNodeError::NotKubernetes.into());
+    }
     let default_pools =
         DefaultPoolsConfig::from_process_env().context("the default IP pool variables")?;
 
@@ -164,8 +168,7 @@ async fn main() -> Result<()> {
     }
     let given_ip = match (given_ip, kubernetes_internal_ip) {
         (None, true) => {
-            let config = datastore::kubernetes::KubernetesConfig::from_spec(&args.datastore)
-                .ok_or(kube_node::KubeNodeError::NotKubernetes)?;
+            let config = kube_config.ok_or(kube_node::KubeNodeError::NotKubernetes)?;
             let (client, _) = datastore::kubernetes::client(&config).await?;
             let ip = kube_node::internal_ipv4(&client, &node_name).await?;
             let addrs = dataplane
