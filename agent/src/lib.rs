@@ -29,6 +29,8 @@ pub mod bgpd_install;
 #[cfg(feature = "daemon")]
 pub mod cni_admin;
 #[cfg(feature = "daemon")]
+pub mod cni_install;
+#[cfg(feature = "daemon")]
 pub mod controller;
 #[cfg(feature = "daemon")]
 pub mod ctl;
@@ -37,9 +39,13 @@ pub mod dataplane;
 #[cfg(feature = "daemon")]
 pub mod datastore;
 #[cfg(feature = "daemon")]
+pub mod default_pools;
+#[cfg(feature = "daemon")]
 pub mod ipam_gc;
 #[cfg(feature = "daemon")]
 pub mod ipam_tools;
+#[cfg(feature = "daemon")]
+pub mod kube_node;
 #[cfg(feature = "daemon")]
 pub mod metrics;
 #[cfg(feature = "daemon")]
