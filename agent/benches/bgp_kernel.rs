@@ -75,7 +75,7 @@ fn now() -> f64 {
 /// protocol `proto` ("98", "bird") have been added.
 fn monitor(ns: &str, proto: &str, count: usize) -> (std::process::Child, mpsc::Receiver<f64>) {
     let mut child = Command::new("ip")
-        .args(["-n", ns, "-4", "monitor", "route"])
+        .args(["-rcvbuf", "67108864", "-n", ns, "-4", "monitor", "route"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
