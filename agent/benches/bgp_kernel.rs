@@ -12,6 +12,8 @@
 //! from /proc at that moment. `ip -batch` adds the same routes in a third namespace (wall time
 //! of the command). Needs root and bird2; run with
 //! `cargo bench -p brindle-agent --bench bgp_kernel` (`BGP_BENCH_ROUTES`, `BGP_BENCH_RUNS`).
+//! `ip monitor` gets a 64 MiB receive buffer: with the default one it loses notifications when
+//! 100,000 routes arrive within a second, and never sees the last of them.
 
 #[path = "../tests/bgpd_interop/harness/mod.rs"]
 #[allow(dead_code, unused_imports)]
@@ -276,14 +278,28 @@ fn main() {
     let routes = env_usize("BGP_BENCH_ROUTES", 100_000);
     let runs = env_usize("BGP_BENCH_RUNS", 3);
     let bgpd = env!("CARGO_BIN_EXE_brindle-bgpd");
-    println!("kernel: {routes} IPv4 /24s over eBGP into the kernel, {runs} runs");
-    println!("run  brindle-bgpd s  RSS MiB  CPU s | BIRD s  RSS MiB  CPU s | ip -batch s");
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "kernel: {routes} IPv4 /24s over eBGP into the kernel, {runs} runs; load before: {}",
+        load()
+    );
+    println!();
+    println!("| run | brindle-bgpd | RSS | CPU | BIRD 2 | RSS | CPU | `ip -batch` |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
     for run_no in 1..=runs {
         let b = run_bgpd(bgpd, routes);
         let r = run_bird(routes);
         let ip = run_ip_batch(routes);
         println!(
-            "{run_no}    {:.2}            {:.0}       {:.2}  | {:.2}    {:.0}        {:.2}  | {:.2}",
+            "| {run_no} | {:.2} s | {:.0} MiB | {:.2} s | {:.2} s | {:.0} MiB | {:.2} s | {:.2} s |",
             b.seconds,
             b.rss_kib as f64 / 1024.0,
             b.cpu,
@@ -292,5 +308,17 @@ fn main() {
             r.cpu,
             ip
         );
+        ratios.push((b.seconds / r.seconds, b.seconds / ip));
     }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!();
+    println!(
+        "time ratio (median of runs): brindle-bgpd / BIRD {:.2}, brindle-bgpd / ip -batch {:.2}; load after: {}",
+        median(ratios.iter().map(|r| r.0).collect()),
+        median(ratios.iter().map(|r| r.1).collect()),
+        load()
+    );
 }

@@ -19,7 +19,7 @@
 //! (utime + stime) are read from /proc at that moment, as is the client process's own CPU time
 //! (to show where the time goes).
 //!
-//! Needs root and bird2; run with `cargo bench -p brindle-agent --features daemon --bench bgp_reflect`
+//! Needs root and bird2; run with `cargo bench -p brindle-agent --bench bgp_reflect`
 //! (`BGP_BENCH_ROUTES`, `BGP_BENCH_CLIENTS`, `BGP_BENCH_RUNS`).
 
 #[path = "../tests/bgpd_interop/harness/mod.rs"]

@@ -1054,7 +1054,6 @@ impl Kernel for NetlinkKernel {
                 }
             }
         }
-        let mut encoded = encoded;
         let written = tokio::task::spawn_blocking(move || match batch.lock() {
             Ok(mut socket) => socket.write(&mut encoded),
             Err(_) => Vec::new(),
