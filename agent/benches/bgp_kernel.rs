@@ -105,8 +105,8 @@ fn monitor(ns: &str, proto: &str, count: usize) -> (std::process::Child, mpsc::R
     (child, rx)
 }
 
-/// Peak RSS (KiB) and CPU seconds of a process.
-fn usage(pid: u32) -> (u64, f64) {
+/// Peak RSS (KiB), CPU seconds (user + system) and system seconds of a process.
+fn usage(pid: u32) -> (u64, f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm = status
         .lines()
@@ -118,15 +118,17 @@ fn usage(pid: u32) -> (u64, f64) {
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     // Fields 14 and 15 of stat (utime, stime), in clock ticks (100 a second here).
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (hwm, ticks as f64 / 100.0)
+    let utime: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let stime: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (hwm, (utime + stime) as f64 / 100.0, stime as f64 / 100.0)
 }
 
 struct Sample {
     seconds: f64,
     rss_kib: u64,
     cpu: f64,
+    /// The part of `cpu` in the kernel (system time: mostly the route writes).
+    sys: f64,
 }
 
 /// A lab with the sender BIRD; returns (lab, receiver namespace, link, sender).
@@ -202,13 +204,14 @@ fn run_bgpd(bin: &str, routes: usize) -> Sample {
         lab.path("bgpd.log"),
     );
     let done = wait_done(&rx, "brindle-bgpd");
-    let (rss_kib, cpu) = usage(proc.pid());
+    let (rss_kib, cpu, sys) = usage(proc.pid());
     let _ = mon.kill();
     let start = established_at(&bird).expect("the sender logged the session");
     Sample {
         seconds: done - start,
         rss_kib,
         cpu,
+        sys,
     }
 }
 
@@ -238,13 +241,14 @@ fn run_bird(routes: usize) -> Sample {
         lab.path("recv.log"),
     );
     let done = wait_done(&rx, "BIRD");
-    let (rss_kib, cpu) = usage(proc.pid());
+    let (rss_kib, cpu, sys) = usage(proc.pid());
     let _ = mon.kill();
     let start = established_at(&bird).expect("the sender logged the session");
     Sample {
         seconds: done - start,
         rss_kib,
         cpu,
+        sys,
     }
 }
 
@@ -291,7 +295,9 @@ fn main() {
         load()
     );
     println!();
-    println!("| run | brindle-bgpd | RSS | CPU | BIRD 2 | RSS | CPU | `ip -batch` |");
+    println!(
+        "| run | brindle-bgpd | RSS | CPU (system) | BIRD 2 | RSS | CPU (system) | `ip -batch` |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     for run_no in 1..=runs {
@@ -299,13 +305,15 @@ fn main() {
         let r = run_bird(routes);
         let ip = run_ip_batch(routes);
         println!(
-            "| {run_no} | {:.2} s | {:.0} MiB | {:.2} s | {:.2} s | {:.0} MiB | {:.2} s | {:.2} s |",
+            "| {run_no} | {:.2} s | {:.0} MiB | {:.2} s ({:.2} s) | {:.2} s | {:.0} MiB | {:.2} s ({:.2} s) | {:.2} s |",
             b.seconds,
             b.rss_kib as f64 / 1024.0,
             b.cpu,
+            b.sys,
             r.seconds,
             r.rss_kib as f64 / 1024.0,
             r.cpu,
+            r.sys,
             ip
         );
         ratios.push((b.seconds / r.seconds, b.seconds / ip));
