@@ -341,6 +341,7 @@ mod tests {
             accepted: 2,
             advertised: 1,
             end_of_rib: false,
+            description: String::new(),
         };
         let v = serde_json::to_value(peer_json(&peer)).expect("json");
         assert_eq!(

@@ -15,6 +15,9 @@
 
 pub mod api;
 
+/// Which BGP sessions a node should have, from the datastore.
+#[cfg(feature = "daemon")]
+pub mod bgp_peers;
 #[cfg(feature = "daemon")]
 pub mod bgp_status;
 #[cfg(feature = "daemon")]

@@ -39,6 +39,7 @@ fn ebgp_peer(n: u8) -> PeerInfo {
         rr_client: false,
         local_address: v4("192.0.2.254"),
         next_hop_v6: Some("2001:db8:ffff::254".parse().unwrap()),
+        next_hop_keep: false,
     }
 }
 
@@ -51,6 +52,7 @@ fn ibgp_peer(n: u8) -> PeerInfo {
         rr_client: false,
         local_address: v4("10.0.0.254"),
         next_hop_v6: None,
+        next_hop_keep: false,
     }
 }
 

@@ -29,6 +29,7 @@ pub(super) fn peer_status(
         accepted: counts.accepted,
         advertised: counts.advertised,
         end_of_rib,
+        description: config.description.clone(),
     }
 }
 
