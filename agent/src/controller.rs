@@ -52,6 +52,10 @@ pub struct Shared {
     pub remote_nodes: AtomicU64,
     /// Wakes the controller for a pass.
     pub kick: Notify,
+    /// BGP routing mode: the speaker's best routes (prefix -> next hops), kept by the routing
+    /// task (`crate::bgp_routing`), which kicks the controller when they change. `None`:
+    /// static routing from the datastore.
+    pub learned: RwLock<Option<BTreeMap<ipnet::IpNet, Vec<std::net::IpAddr>>>>,
     /// Address families and MTU for pods whose conflist does not set them, from the pools;
     /// `None` until the controller has loaded the datastore.
     pub pod_defaults: RwLock<Option<PodDefaults>>,
@@ -84,6 +88,29 @@ impl Shared {
             .pod_defaults
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(defaults);
+    }
+
+    /// A copy of the learned routes (see [`Shared::learned`]).
+    pub fn learned(&self) -> Option<BTreeMap<ipnet::IpNet, Vec<std::net::IpAddr>>> {
+        self.learned
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes the learned routes with `f` and wakes the controller.
+    pub fn update_learned(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<ipnet::IpNet, Vec<std::net::IpAddr>>),
+    ) {
+        {
+            let mut guard = self
+                .learned
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(guard.get_or_insert_with(BTreeMap::new));
+        }
+        self.kick.notify_one();
     }
 
     pub fn beat(&self) {
@@ -457,12 +484,14 @@ async fn program(
     applied: &mut Option<DesiredState>,
 ) -> bool {
     let endpoints = shared.endpoints().clone();
+    let learned = shared.learned();
     let desired = desired_state(&ClusterView {
         local,
         nodes: &cache.nodes,
         pools: &cache.pools,
         blocks: &cache.blocks,
         endpoints: &endpoints,
+        learned: learned.as_ref(),
     });
     let remote_nodes = cache.nodes.len().saturating_sub(1);
     shared
