@@ -120,6 +120,9 @@ impl SecretSource for SecretDir {
     }
 }
 
+/// A remote side: address, port, AS, and the node at that address if it is one.
+type Remote<'n, 'a> = (IpAddr, Option<u16>, u32, Option<&'n NodePeer<'a>>);
+
 /// A node as a BGP peer.
 struct NodePeer<'a> {
     name: &'a str,
@@ -236,7 +239,7 @@ pub fn desired_peers(
             None => selects(&spec.node_selector, n),
         };
         // The remote side: whom it is made with, as (address, port, AS, node).
-        let mut remotes: Vec<(IpAddr, Option<u16>, u32, Option<&NodePeer<'_>>)> = Vec::new();
+        let mut remotes: Vec<Remote<'_, '_>> = Vec::new();
         if let Some(ip) = &spec.peer_ip {
             if let (Some((ip, port)), Some(asn)) = (parse_peer_ip(ip), spec.as_number) {
                 remotes.push((ip, port, asn, node_at(ip)));
@@ -246,14 +249,9 @@ pub fn desired_peers(
                 remotes.push((IpAddr::V4(n.ip), None, n.asn, Some(n)));
             }
         }
-        let mut targets: Vec<(IpAddr, Option<u16>, u32, Option<&NodePeer<'_>>, PeerType)> =
-            Vec::new();
+        let mut targets: Vec<(Remote<'_, '_>, PeerType)> = Vec::new();
         if local_side(me) {
-            targets.extend(
-                remotes
-                    .iter()
-                    .map(|&(ip, port, asn, n)| (ip, port, asn, n, peer_type)),
-            );
+            targets.extend(remotes.iter().map(|&r| (r, peer_type)));
         }
         // Reverse peering: we are on the remote side, so we peer with the local side's nodes.
         let reverse = spec.reverse_peering.as_deref() != Some("Manual");
@@ -264,15 +262,12 @@ pub fn desired_peers(
         {
             for n in nodes.iter().filter(|n| local_side(n)) {
                 targets.push((
-                    IpAddr::V4(n.ip),
-                    None,
-                    n.asn,
-                    Some(n),
+                    (IpAddr::V4(n.ip), None, n.asn, Some(n)),
                     PeerType::NodeSpecific,
                 ));
             }
         }
-        for (ip, port, asn, node, peer_type) in targets {
+        for ((ip, port, asn, node), peer_type) in targets {
             if ip == IpAddr::V4(me.ip) || out.contains_key(&ip) {
                 continue;
             }
