@@ -94,6 +94,7 @@ pub fn bird_available() -> bool {
     Path::new("/usr/sbin/bird").exists()
         && Command::new("sh")
             .args(["-c", "command -v birdc"])
+            .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
 }

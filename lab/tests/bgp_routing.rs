@@ -146,3 +146,178 @@ fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
         }
     }
 }
+
+#[test]
+fn a_route_reflector_serves_five_clients_that_peer_only_with_it() {
+    if !root_or_skip() {
+        return;
+    }
+    let resources = "\
+apiVersion: brindle.dev/v1
+kind: BGPConfiguration
+metadata:
+  name: default
+spec:
+  nodeToNodeMeshEnabled: false
+---
+apiVersion: brindle.dev/v1
+kind: Node
+metadata:
+  name: node1
+  labels:
+    route-reflector: 'true'
+spec:
+  bgp:
+    routeReflectorClusterID: 244.0.0.1
+---
+apiVersion: brindle.dev/v1
+kind: BGPPeer
+metadata:
+  name: peer-with-route-reflectors
+spec:
+  nodeSelector: all()
+  peerSelector: route-reflector == 'true'
+";
+    let cluster = Cluster::build(ClusterSpec {
+        nodes: 6,
+        pods_per_node: 1,
+        encap: Encap::Never,
+        routing: Routing::Bgp,
+        bgp_hold_time: HOLD,
+        resources: resources.to_string(),
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    let rr_ip = cluster.nodes[0].ip.clone();
+    cluster
+        .wait_established(0, 5, Duration::from_secs(30))
+        .expect("the reflector peers with its 5 clients");
+    for i in 1..6 {
+        cluster
+            .wait_established(i, 1, Duration::from_secs(30))
+            .expect("a client peers with the reflector only");
+        let peers = cluster.bgp_peers(i).expect("peers");
+        assert_eq!(peers[0]["address"], rr_ip.as_str(), "{peers}");
+        // The reflector reflects the other 4 clients' blocks and originates its own.
+        assert_eq!(peers[0]["accepted"], 5, "{peers}");
+    }
+    cluster
+        .wait_converged(Duration::from_secs(30))
+        .expect("routes to every block");
+    // Reflected routes keep their next hop (RFC 4456): client to client directly, not through
+    // the reflector.
+    for i in 1..6 {
+        let routes = cluster.routes(i).expect("routes");
+        for other in cluster
+            .nodes
+            .iter()
+            .filter(|n| n.name != cluster.nodes[i].name)
+        {
+            let want = format!(
+                "{} via {} dev eth0",
+                block_of(&cluster, &other.name),
+                other.ip
+            );
+            assert!(
+                routes.lines().any(|l| l.starts_with(&want)),
+                "node{}: no `{want}` in\n{routes}",
+                i + 1
+            );
+        }
+    }
+    println!(
+        "node1's routes:\n{}ToR of rack 0:\n{}",
+        cluster.routes(0).expect("routes"),
+        cluster.tors[0].birdc(&["show", "route"]).expect("birdc")
+    );
+    assert_all_reachable(&cluster);
+}
+
+#[test]
+fn two_racks_behind_bird_tors_reach_each_other_over_ebgp() {
+    if !root_or_skip() {
+        return;
+    }
+    if !bird_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "BIRD 2 (bird2) must be installed in CI"
+        );
+        eprintln!("skipping: needs BIRD 2");
+        return;
+    }
+    let cluster = Cluster::build(ClusterSpec {
+        nodes: 4,
+        pods_per_node: 1,
+        segments: 2,
+        encap: Encap::Never,
+        routing: Routing::BgpRacks,
+        bgp_hold_time: HOLD,
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    for i in 0..4 {
+        cluster
+            .wait_established(i, 1, Duration::from_secs(30))
+            .expect("each node peers with its ToR only");
+        let rack = cluster.segment_of(i);
+        let peers = cluster.bgp_peers(i).expect("peers");
+        assert_eq!(peers[0]["address"], format!("10.99.{rack}.1"), "{peers}");
+        assert_eq!(peers[0]["asn"], 65100 + rack, "{peers}");
+    }
+    let blocks: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| block_of(&cluster, &n.name))
+        .collect();
+    // Both ToRs know every node's block: their own rack's from the nodes, the other's from the
+    // other ToR.
+    for tor in &cluster.tors {
+        wait_for(
+            &format!("ToR of rack {} learns every block", tor.rack),
+            Duration::from_secs(30),
+            || {
+                let table = tor.birdc(&["show", "route"]).unwrap_or_default();
+                blocks.iter().all(|b| table.contains(b.as_str()))
+            },
+        );
+    }
+    for i in 0..4 {
+        let rack = cluster.segment_of(i);
+        let tor = format!("10.99.{rack}.1");
+        wait_for(
+            &format!(
+                "node{} routes the other rack's blocks through its ToR",
+                i + 1
+            ),
+            Duration::from_secs(30),
+            || {
+                let routes = cluster.routes(i).expect("routes");
+                routes
+                    .lines()
+                    .any(|l| l.starts_with(&format!("default via {tor} ")))
+                    && (0..4).filter(|&j| cluster.segment_of(j) != rack).all(|j| {
+                        routes
+                            .lines()
+                            .any(|l| l.starts_with(&format!("{} via {tor} ", blocks[j])))
+                    })
+            },
+        );
+        // Its own block came back from the ToR over no path: it stays a blackhole.
+        let routes = cluster.routes(i).expect("routes");
+        let own: Vec<&str> = routes
+            .lines()
+            .filter(|l| l.contains(&format!("{} ", blocks[i])))
+            .collect();
+        assert_eq!(own.len(), 1, "node{}: {own:?}", i + 1);
+        assert!(own[0].starts_with("blackhole"), "node{}: {own:?}", i + 1);
+    }
+    println!(
+        "node1's routes:\n{}ToR of rack 0:\n{}",
+        cluster.routes(0).expect("routes"),
+        cluster.tors[0].birdc(&["show", "route"]).expect("birdc")
+    );
+    assert_all_reachable(&cluster);
+}
