@@ -105,6 +105,72 @@ fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
     }
     assert_all_reachable(&cluster);
 
+    // A new global BGPPeer adds one session on every node and resets none of the others; its
+    // deletion removes just that one.
+    let since = |cluster: &Cluster, i: usize| -> Vec<(String, String)> {
+        let peers = cluster.bgp_peers(i).expect("peers");
+        peers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["state"] == "Established")
+            .map(|p| (p["address"].to_string(), p["since"].to_string()))
+            .collect()
+    };
+    let before: Vec<_> = (0..4).map(|i| since(&cluster, i)).collect();
+    // A reset would show as a later `since` (whole seconds).
+    std::thread::sleep(Duration::from_millis(1100));
+    let peer = cluster.dir.join("gateway.yaml");
+    std::fs::write(
+        &peer,
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: gateway\nspec:\n  peerIP: 10.99.0.200\n  asNumber: 65200\n",
+    )
+    .expect("write");
+    cluster
+        .ctl(&["apply", "-f", &peer.display().to_string()])
+        .expect("apply BGPPeer");
+    for i in 0..4 {
+        wait_for(
+            &format!("node{} adds the gateway", i + 1),
+            Duration::from_secs(10),
+            || {
+                let peers = cluster.bgp_peers(i).expect("peers");
+                peers.as_array().is_some_and(|p| {
+                    p.iter()
+                        .any(|p| p["address"] == "10.99.0.200" && p["asn"] == 65200)
+                })
+            },
+        );
+        assert_eq!(
+            since(&cluster, i),
+            before[i],
+            "node{}: mesh sessions untouched",
+            i + 1
+        );
+    }
+    cluster
+        .ctl(&["delete", "bgppeer", "gateway"])
+        .expect("delete BGPPeer");
+    for i in 0..4 {
+        wait_for(
+            &format!("node{} removes the gateway", i + 1),
+            Duration::from_secs(10),
+            || {
+                cluster
+                    .bgp_peers(i)
+                    .expect("peers")
+                    .as_array()
+                    .is_some_and(|p| p.len() == 3)
+            },
+        );
+        assert_eq!(
+            since(&cluster, i),
+            before[i],
+            "node{}: mesh sessions untouched",
+            i + 1
+        );
+    }
+
     // node4 loses power: the Node stays in the datastore (static routing would keep routing
     // to it); over BGP its block is withdrawn everywhere once the hold timer expires.
     let block4 = block_of(&cluster, "node4");
