@@ -547,6 +547,62 @@ impl Cluster {
         }
     }
 
+    /// Racks: waits until both ToRs know every block and every node has its default route
+    /// (to its ToR) and the other rack's blocks.
+    pub fn wait_racks_converged(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            check_interrupted()?;
+            let blocks = self.ctl(&["get", "ipamblocks", "-o", "json"])?;
+            let blocks: serde_json::Value = serde_json::from_str(&blocks)?;
+            let blocks: Vec<(String, String)> = blocks["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| {
+                    (
+                        b["spec"]["cidr"].as_str().unwrap_or_default().to_string(),
+                        b["spec"]["affinity"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+                .collect();
+            let mut missing = Vec::new();
+            for tor in &self.tors {
+                let table = tor.birdc(&["show", "route"]).unwrap_or_default();
+                for (cidr, _) in &blocks {
+                    if !table.contains(cidr.as_str()) {
+                        missing.push(format!("ToR {}: {cidr}", tor.rack));
+                    }
+                }
+            }
+            for (i, node) in self.nodes.iter().enumerate() {
+                let routes = self.routes(i)?;
+                if !routes.lines().any(|l| l.starts_with("default via")) {
+                    missing.push(format!("{}: default", node.name));
+                }
+                for (cidr, owner) in &blocks {
+                    let other_rack = self.nodes.iter().enumerate().any(|(j, n)| {
+                        *owner == format!("host:{}", n.name)
+                            && self.segment_of(j) != self.segment_of(i)
+                    });
+                    if other_rack && !routes.lines().any(|l| l.starts_with(&format!("{cidr} "))) {
+                        missing.push(format!("{}: {cidr}", node.name));
+                    }
+                }
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("routes missing after {timeout:?}: {}", missing.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Cuts node `i` off the network as a power cut would: its uplink goes down, so its peers
     /// hear nothing more (no TCP FIN, no NOTIFICATION), then its agent is killed.
     pub fn power_off(&mut self, i: usize) -> Result<()> {

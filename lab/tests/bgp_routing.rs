@@ -129,7 +129,7 @@ fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
     cluster
         .ctl(&["apply", "-f", &peer.display().to_string()])
         .expect("apply BGPPeer");
-    for i in 0..4 {
+    for (i, before) in before.iter().enumerate() {
         wait_for(
             &format!("node{} adds the gateway", i + 1),
             Duration::from_secs(10),
@@ -143,7 +143,7 @@ fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
         );
         assert_eq!(
             since(&cluster, i),
-            before[i],
+            *before,
             "node{}: mesh sessions untouched",
             i + 1
         );
@@ -151,7 +151,7 @@ fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
     cluster
         .ctl(&["delete", "bgppeer", "gateway"])
         .expect("delete BGPPeer");
-    for i in 0..4 {
+    for (i, before) in before.iter().enumerate() {
         wait_for(
             &format!("node{} removes the gateway", i + 1),
             Duration::from_secs(10),
@@ -165,7 +165,7 @@ fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
         );
         assert_eq!(
             since(&cluster, i),
-            before[i],
+            *before,
             "node{}: mesh sessions untouched",
             i + 1
         );
