@@ -52,6 +52,8 @@ pub struct Shared {
     pub remote_nodes: AtomicU64,
     /// Wakes the controller for a pass.
     pub kick: Notify,
+    /// Wakes the controller for a pass because the learned routes changed.
+    pub bgp_kick: Notify,
     /// BGP routing mode: the speaker's best routes (prefix -> next hops), kept by the routing
     /// task (`crate::bgp_routing`), which kicks the controller when they change. `None`:
     /// static routing from the datastore.
@@ -110,7 +112,7 @@ impl Shared {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             f(guard.get_or_insert_with(BTreeMap::new));
         }
-        self.kick.notify_one();
+        self.bgp_kick.notify_one();
     }
 
     pub fn beat(&self) {
@@ -373,6 +375,7 @@ pub async fn run(
                     }
                 }
                 _ = shared.kick.notified() => { pending.get_or_insert(Trigger::Api); }
+                _ = shared.bgp_kick.notified() => { pending.get_or_insert(Trigger::Bgp); }
                 _ = resync.tick() => pending = Some(Trigger::Resync),
                 _ = retry => {}
             }
@@ -499,7 +502,9 @@ async fn program(
         .store(remote_nodes as u64, Ordering::Relaxed);
     metrics.set_remote_nodes(remote_nodes);
     metrics.set_ipam(cache.pools.values(), cache.blocks.values());
-    if matches!(trigger, Trigger::Datastore | Trigger::Api) && applied.as_ref() == Some(&desired) {
+    if matches!(trigger, Trigger::Datastore | Trigger::Api | Trigger::Bgp)
+        && applied.as_ref() == Some(&desired)
+    {
         debug!(?trigger, "desired state unchanged; kernel not consulted");
         return true;
     }
