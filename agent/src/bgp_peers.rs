@@ -68,6 +68,9 @@ pub struct LocalBgp {
     pub asn: u32,
     /// The node's IPv4 address: router ID and session source address.
     pub address: Ipv4Addr,
+    /// The node's IPv6 address, if it has one: the next hop of its IPv6 routes, which the
+    /// IPv4 sessions carry too.
+    pub address_v6: Option<std::net::Ipv6Addr>,
     /// Set on route reflectors.
     pub cluster_id: Option<Ipv4Addr>,
     /// BGPConfiguration `listenPort` (179 by default).
@@ -172,6 +175,9 @@ pub fn local_bgp(view: &BgpView<'_>) -> Result<LocalBgp, String> {
     Ok(LocalBgp {
         asn: me.asn,
         address: me.ip,
+        address_v6: bgp
+            .and_then(|b| b.ipv6_address.as_deref())
+            .and_then(crate::routes::parse_v6_cidr_or_addr),
         cluster_id: me.cluster_id,
         listen_port: view
             .config

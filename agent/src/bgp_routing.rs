@@ -379,12 +379,13 @@ async fn start(
         // node that starts before its peers connects to them within seconds of their start.
         connect_retry: 5,
         cluster_id: local.cluster_id,
+        next_hop_v6: local.address_v6,
         graceful_restart_time: Some(config.graceful_restart_time),
         damp_peer_oscillations: false,
         ..SpeakerConfig::new(local.asn, local.address)
     };
     let (handle, changes) = speaker::start(speaker_config, Vec::new()).await?;
-    info!(asn = local.asn, router_id = %local.address, cluster_id = ?local.cluster_id, port = local.listen_port, "BGP speaker started");
+    info!(asn = local.asn, router_id = %local.address, next_hop_v6 = ?local.address_v6, cluster_id = ?local.cluster_id, port = local.listen_port, "BGP speaker started");
     let consumer = tokio::spawn(consume(changes, shared.clone()));
     let status = match &config.status_socket {
         Some(path) => match crate::server::bind_api(path) {

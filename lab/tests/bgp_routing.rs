@@ -387,3 +387,52 @@ fn two_racks_behind_bird_tors_reach_each_other_over_ebgp() {
     );
     assert_all_reachable(&cluster);
 }
+
+#[test]
+fn a_dual_stack_mesh_carries_ipv6_blocks_over_the_ipv4_sessions() {
+    if !root_or_skip() {
+        return;
+    }
+    let cluster = Cluster::build(ClusterSpec {
+        nodes: 3,
+        pods_per_node: 1,
+        encap: Encap::Never,
+        pool_cidr_v6: Some("fd00:10:244::/48".to_string()),
+        routing: Routing::Bgp,
+        bgp_hold_time: HOLD,
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    for i in 0..3 {
+        cluster
+            .wait_established(i, 2, Duration::from_secs(30))
+            .expect("mesh up");
+    }
+    cluster
+        .wait_converged(Duration::from_secs(30))
+        .expect("routes to every block, IPv4 and IPv6");
+    // IPv6 blocks straight to the node's IPv6 address.
+    let routes = cluster.routes(0).expect("routes");
+    for i in 1..3 {
+        let want = format!("via fd99::{} dev eth0", 11 + i);
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with("fd00:10:244:") && l.contains(&want)),
+            "node1: no IPv6 block `{want}` in\n{routes}"
+        );
+    }
+    assert_all_reachable(&cluster);
+    let matrix = cluster.ping6_matrix().expect("pings");
+    let unreachable: Vec<_> = matrix
+        .iter()
+        .filter(|(_, ok)| !**ok)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(matrix.len(), 6);
+    assert!(
+        unreachable.is_empty(),
+        "IPv6: unreachable pairs: {unreachable:?}"
+    );
+}
