@@ -280,6 +280,14 @@ async fn reconcile(
             return false;
         }
     };
+    // The route stream ends only when the speaker has stopped: start a new one.
+    if running.as_ref().is_some_and(|r| r.consumer.is_finished()) {
+        if let Some(old) = running.take() {
+            warn!("BGP: the speaker stopped; starting it again");
+            stop(old).await;
+            shared.update_learned(BTreeMap::clear);
+        }
+    }
     if running.as_ref().is_some_and(|r| r.local != local) {
         if let Some(old) = running.take() {
             info!(from = ?old.local, to = ?local, "BGP: the node's own settings changed; restarting the speaker");

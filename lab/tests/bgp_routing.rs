@@ -292,11 +292,6 @@ spec:
             );
         }
     }
-    println!(
-        "node1's routes:\n{}ToR of rack 0:\n{}",
-        cluster.routes(0).expect("routes"),
-        cluster.tors[0].birdc(&["show", "route"]).expect("birdc")
-    );
     assert_all_reachable(&cluster);
 }
 
