@@ -75,6 +75,7 @@ fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
         ..ClusterSpec::default()
     })
     .expect("cluster builds");
+    let started = Instant::now();
     for i in 0..4 {
         cluster
             .wait_established(i, 3, Duration::from_secs(30))
@@ -83,6 +84,10 @@ fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
     cluster
         .wait_converged(Duration::from_secs(30))
         .expect("routes to every block");
+    println!(
+        "mesh of 4: sessions up and every block routed {:?} after the pods were wired",
+        started.elapsed()
+    );
     // Each remote block: straight to its node over the uplink (pool `Never`), and learned: the
     // fabric router knows no pod route, so only these make pods reachable.
     for i in 0..4 {
