@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::bgp_peers::{self, BgpView, DesiredPeer, LocalBgp, SecretDir};
+use crate::bgpd_install::Recursive;
 use crate::controller::Shared;
 use crate::model::{
     BgpConfigurationSpec, BgpPeerSpec, IpPoolSpec, IpamBlockSpec, NodeSpec, Object, Resource,
@@ -192,6 +193,7 @@ struct Running {
     originated: BTreeSet<IpNet>,
     consumer: JoinHandle<()>,
     status: Option<JoinHandle<()>>,
+    recursive: JoinHandle<()>,
 }
 
 /// Runs BGP routing until the process ends.
@@ -395,6 +397,21 @@ async fn start(
     let (handle, changes) = speaker::start(speaker_config, Vec::new()).await?;
     info!(asn = local.asn, router_id = %local.address, next_hop_v6 = ?local.address_v6, cluster_id = ?local.cluster_id, port = local.listen_port, "BGP speaker started");
     let consumer = tokio::spawn(consume(changes, shared.clone()));
+    // Next hops checked against the kernel as brindle-bgpd does (RFC 4271 §9.1.2.1): the
+    // unreachable ones leave the decision process, the recursive ones are installed via the
+    // route towards them. The task ends with the speaker.
+    let (recursive_tx, mut recursive_rx) = tokio::sync::watch::channel(Recursive::new());
+    tokio::spawn(crate::bgpd_install::resolve_next_hops(
+        handle.clone(),
+        recursive_tx,
+    ));
+    let publish = shared.clone();
+    let recursive = tokio::spawn(async move {
+        while recursive_rx.changed().await.is_ok() {
+            let now = recursive_rx.borrow_and_update().clone();
+            publish.set_recursive(now);
+        }
+    });
     let status = match &config.status_socket {
         Some(path) => match crate::server::bind_api(path) {
             Ok(listener) => Some(tokio::spawn(crate::bgp_status::serve(
@@ -415,6 +432,7 @@ async fn start(
         originated: BTreeSet::new(),
         consumer,
         status,
+        recursive,
     })
 }
 
@@ -426,6 +444,7 @@ async fn stop(old: Running) {
         warn!(error = %e, "BGP: stopping the speaker failed");
     }
     old.consumer.abort();
+    old.recursive.abort();
 }
 
 /// Moves best-route changes into [`Shared::learned`], a batch at a time (whatever arrived

@@ -58,6 +58,9 @@ pub struct Shared {
     /// task (`crate::bgp_routing`), which kicks the controller when they change. `None`:
     /// static routing from the datastore.
     pub learned: RwLock<Option<BTreeMap<ipnet::IpNet, Vec<std::net::IpAddr>>>>,
+    /// BGP next hops that are not on one of our links -> the gateways of the kernel route
+    /// towards them (BIRD's `gateway recursive`), from the speaker's next-hop checks.
+    pub recursive: RwLock<BTreeMap<std::net::IpAddr, Vec<std::net::IpAddr>>>,
     /// Address families and MTU for pods whose conflist does not set them, from the pools;
     /// `None` until the controller has loaded the datastore.
     pub pod_defaults: RwLock<Option<PodDefaults>>,
@@ -112,6 +115,23 @@ impl Shared {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             f(guard.get_or_insert_with(BTreeMap::new));
         }
+        self.bgp_kick.notify_one();
+    }
+
+    /// A copy of the recursive next hops (see [`Shared::recursive`]).
+    pub fn recursive(&self) -> BTreeMap<std::net::IpAddr, Vec<std::net::IpAddr>> {
+        self.recursive
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the recursive next hops and wakes the controller.
+    pub fn set_recursive(&self, recursive: BTreeMap<std::net::IpAddr, Vec<std::net::IpAddr>>) {
+        *self
+            .recursive
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = recursive;
         self.bgp_kick.notify_one();
     }
 
@@ -488,6 +508,7 @@ async fn program(
 ) -> bool {
     let endpoints = shared.endpoints().clone();
     let learned = shared.learned();
+    let recursive = shared.recursive();
     let desired = desired_state(&ClusterView {
         local,
         nodes: &cache.nodes,
@@ -495,6 +516,7 @@ async fn program(
         blocks: &cache.blocks,
         endpoints: &endpoints,
         learned: learned.as_ref(),
+        recursive: &recursive,
     });
     let remote_nodes = cache.nodes.len().saturating_sub(1);
     shared

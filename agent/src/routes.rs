@@ -78,6 +78,9 @@ pub struct ClusterView<'a> {
     /// ECMP group). Routes to other nodes' blocks and borrowed addresses then come from here
     /// instead of from the datastore (see [`learned_routes`]).
     pub learned: Option<&'a BTreeMap<IpNet, Vec<IpAddr>>>,
+    /// Learned next hops that are not on one of our links -> the gateways towards them: a
+    /// route installed plainly goes via those (BIRD's `gateway recursive`).
+    pub recursive: &'a BTreeMap<IpAddr, Vec<IpAddr>>,
 }
 
 /// How to reach another node.
@@ -347,7 +350,7 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
             if own.iter().any(|o| o.contains(prefix)) {
                 continue;
             }
-            let target = learned_target(prefix, next_hops, &|node_ip| {
+            let target = learned_target(prefix, next_hops, view.recursive, &|node_ip| {
                 let name = node_at(node_ip)?;
                 route_to(name, pool_for(view.pools, prefix)?)
             });
@@ -376,10 +379,13 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
 /// node is routed exactly as the datastore mode routes that node's blocks (`route_to`: VXLAN,
 /// IPIP or direct per the pool's modes), so switching modes changes no route. Anything else
 /// (a prefix outside every pool, such as a ToR's default route, a next hop that is a router,
-/// several next hops) is installed plainly: `via` the next hops, one ECMP route for several.
+/// several next hops) is installed plainly: `via` the next hops, one ECMP route for several,
+/// a next hop that is not on one of our links replaced by the gateways towards it
+/// (`recursive`).
 fn learned_target(
     prefix: &IpNet,
     next_hops: &[IpAddr],
+    recursive: &BTreeMap<IpAddr, Vec<IpAddr>>,
     route_to: &dyn Fn(IpAddr) -> Option<RouteTarget>,
 ) -> Option<RouteTarget> {
     let families_match = next_hops
@@ -392,7 +398,11 @@ fn learned_target(
             return Some(target);
         }
     }
-    RouteTarget::via(next_hops)
+    RouteTarget::via(
+        next_hops
+            .iter()
+            .flat_map(|nh| recursive.get(nh).cloned().unwrap_or_else(|| vec![*nh])),
+    )
 }
 
 /// NAT outgoing (Calico's `masq_mgr.go`: from a `natOutgoing` pool to outside every pool) and
@@ -528,10 +538,19 @@ mod tests {
                 blocks: &self.blocks,
                 endpoints: &self.endpoints,
                 learned: None,
+                recursive: &BTreeMap::new(),
             })
         }
 
         fn desired_bgp(&self, learned: &BTreeMap<IpNet, Vec<IpAddr>>) -> DesiredState {
+            self.desired_bgp_recursive(learned, &BTreeMap::new())
+        }
+
+        fn desired_bgp_recursive(
+            &self,
+            learned: &BTreeMap<IpNet, Vec<IpAddr>>,
+            recursive: &BTreeMap<IpAddr, Vec<IpAddr>>,
+        ) -> DesiredState {
             desired_state(&ClusterView {
                 local: &local(),
                 nodes: &self.nodes,
@@ -539,6 +558,7 @@ mod tests {
                 blocks: &self.blocks,
                 endpoints: &self.endpoints,
                 learned: Some(learned),
+                recursive,
             })
         }
     }
@@ -590,6 +610,41 @@ mod tests {
             assert_eq!(bgp.vxlan, datastore.vxlan);
             assert_eq!(bgp.neighbors, datastore.neighbors);
         }
+    }
+
+    #[test]
+    fn bgp_mode_resolves_a_next_hop_behind_a_router_through_it() {
+        let f = Fixture::new(EncapMode::Never);
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        // A route learned from a multihop peer: 192.0.2.7 is not on our link, the kernel
+        // reaches it through 10.0.0.254.
+        let learned: BTreeMap<IpNet, Vec<IpAddr>> =
+            [(net("198.51.100.0/24"), vec![ip("192.0.2.7")])]
+                .into_iter()
+                .collect();
+        let recursive = [(ip("192.0.2.7"), vec![ip("10.0.0.254")])]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            f.desired_bgp_recursive(&learned, &recursive)
+                .routes
+                .get(&net("198.51.100.0/24")),
+            RouteTarget::via([ip("10.0.0.254")]).as_ref()
+        );
+        // Node c (10.0.1.3) is behind a router too: its block follows the route towards it.
+        let learned: BTreeMap<IpNet, Vec<IpAddr>> =
+            [(net("10.244.0.128/26"), vec![ip("10.0.1.3")])]
+                .into_iter()
+                .collect();
+        let recursive = [(ip("10.0.1.3"), vec![ip("10.0.0.254")])]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            f.desired_bgp_recursive(&learned, &recursive)
+                .routes
+                .get(&net("10.244.0.128/26")),
+            RouteTarget::via([ip("10.0.0.254")]).as_ref()
+        );
     }
 
     fn net(s: &str) -> IpNet {
