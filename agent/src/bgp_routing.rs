@@ -38,6 +38,11 @@ use crate::model::{
 };
 use crate::routes::affinity_node;
 
+/// How long, after a start, a configured peer that is not Established is waited for before
+/// the kernel is programmed without its routes (Established peers are waited for until they
+/// send End-of-RIB, at most `bgpd_install::FIRST_RESYNC`).
+const INITIAL_WAIT_FOR_DOWN_PEERS: Duration = Duration::from_secs(5);
+
 /// How brindle-node routes to other nodes' pods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum RoutingMode {
@@ -201,6 +206,7 @@ pub async fn run(config: RoutingConfig, store: Arc<dyn Store>, shared: Arc<Share
     let secrets = SecretDir(config.secrets_dir.clone());
     let mut running: Option<Running> = None;
     let mut last_warnings: Vec<String> = Vec::new();
+    let mut initial_wait_started = false;
     loop {
         let (mut cache, revision) = match Cache::load(store.as_ref()).await {
             Ok(loaded) => loaded,
@@ -228,6 +234,28 @@ pub async fn run(config: RoutingConfig, store: Arc<dyn Store>, shared: Arc<Share
                 &mut last_warnings,
             )
             .await;
+            // After the first pass has configured the neighbours: the controller programs the
+            // kernel once the peers' initial tables are in (graceful restart: until then the
+            // routes of the previous run keep forwarding).
+            if !initial_wait_started {
+                initial_wait_started = true;
+                let speaker = running.as_ref().map(|run| run.handle.clone());
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    // No speaker (it could not start): nothing to wait for.
+                    if let Some(speaker) = speaker {
+                        crate::bgpd_install::initial_tables_received(
+                            speaker,
+                            INITIAL_WAIT_FOR_DOWN_PEERS,
+                        )
+                        .await;
+                    }
+                    shared
+                        .bgp_initial_tables_pending
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    shared.bgp_kick.notify_one();
+                });
+            }
             let retry = tokio::time::sleep(if ok {
                 Duration::from_secs(3600)
             } else {

@@ -54,6 +54,10 @@ pub struct Shared {
     pub kick: Notify,
     /// Wakes the controller for a pass because the learned routes changed.
     pub bgp_kick: Notify,
+    /// BGP mode, after a start: the peers' initial tables are not all in yet, so the kernel is
+    /// left as it is (the routes of the previous run keep forwarding, RFC 4724 §4.1) and no
+    /// pass runs. The routing task clears it and kicks.
+    pub bgp_initial_tables_pending: AtomicBool,
     /// BGP routing mode: the speaker's best routes (prefix -> next hops), kept by the routing
     /// task (`crate::bgp_routing`), which kicks the controller when they change. `None`:
     /// static routing from the datastore.
@@ -506,6 +510,13 @@ async fn program(
     trigger: Trigger,
     applied: &mut Option<DesiredState>,
 ) -> bool {
+    if shared.bgp_initial_tables_pending.load(Ordering::Relaxed) {
+        debug!(
+            ?trigger,
+            "waiting for the BGP peers' initial tables; kernel left as it is"
+        );
+        return true;
+    }
     let endpoints = shared.endpoints().clone();
     let learned = shared.learned();
     let recursive = shared.recursive();

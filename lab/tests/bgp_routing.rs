@@ -176,6 +176,40 @@ fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
         );
     }
 
+    // Restarting node1's agent (SIGTERM, as a rollout does) loses no packet: its peers keep
+    // its routes while it is away (graceful restart), its kernel routes stay, and once back
+    // it programs the kernel only after its peers' initial tables are in.
+    let to_node1 = cluster
+        .pods
+        .iter()
+        .find(|p| p.node == 0)
+        .expect("a pod on node1")
+        .clone();
+    let from_node2 = cluster
+        .pods
+        .iter()
+        .find(|p| p.node == 1)
+        .expect("a pod on node2")
+        .clone();
+    let pinger = cluster
+        .ping_continuously(&from_node2, &to_node1.ip, Duration::from_millis(20))
+        .expect("ping");
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.stop_agent(0).expect("stop node1's agent");
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.start_agent(0).expect("start node1's agent");
+    cluster
+        .wait_ready(0, Duration::from_secs(30))
+        .expect("node1 ready again");
+    cluster
+        .wait_established(0, 3, Duration::from_secs(30))
+        .expect("node1's sessions back");
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, received) = pinger.stop().expect("ping summary");
+    println!("node2 -> node1 across node1's agent restart: {received}/{sent} echoes answered");
+    assert!(sent > 50, "only {sent} pings sent");
+    assert_eq!(received, sent, "packets lost across a graceful restart");
+
     // node4 loses power: the Node stays in the datastore (static routing would keep routing
     // to it); over BGP its block is withdrawn everywhere once the hold timer expires.
     let block4 = block_of(&cluster, "node4");

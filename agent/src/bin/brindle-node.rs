@@ -290,6 +290,9 @@ async fn main() -> Result<()> {
         // Before the controller's first pass: in BGP mode no route to another node comes from
         // the datastore, only what the speaker learns.
         shared.update_learned(|_| {});
+        shared
+            .bgp_initial_tables_pending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let routing = RoutingConfig {
             node: config.local.name.clone(),
             hold_time: args.bgp_hold_time,
