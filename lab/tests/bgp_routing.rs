@@ -305,7 +305,11 @@ spec:
         let peers = cluster.bgp_peers(i).expect("peers");
         assert_eq!(peers[0]["address"], rr_ip.as_str(), "{peers}");
         // The reflector reflects the other 4 clients' blocks and originates its own.
-        assert_eq!(peers[0]["accepted"], 5, "{peers}");
+        wait_for(
+            &format!("node{} has 5 routes from the reflector", i + 1),
+            Duration::from_secs(20),
+            || cluster.bgp_peers(i).expect("peers")[0]["accepted"] == 5,
+        );
     }
     cluster
         .wait_converged(Duration::from_secs(30))
