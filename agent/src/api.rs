@@ -228,6 +228,33 @@ pub struct BgpPeer {
     pub accepted: usize,
     /// Prefixes sent to the peer (its Adj-RIB-Out).
     pub advertised: usize,
+    /// Why the peer is configured: `node-to-node mesh`, `global`, `node specific` or `dynamic`
+    /// (calicoctl's PEER TYPE). Absent from older speakers: `global`.
+    #[serde(default = "default_peer_type")]
+    pub peer_type: String,
+    /// `received`, `accepted` and `advertised` per address family of the session.
+    #[serde(default)]
+    pub families: Vec<BgpFamilyCounts>,
+    /// State changes of the session since the peer was configured.
+    #[serde(default)]
+    pub transitions: u64,
+    /// How many times the session reached Established since the peer was configured.
+    #[serde(default)]
+    pub established_transitions: u64,
+}
+
+fn default_peer_type() -> String {
+    "global".to_string()
+}
+
+/// A peer's route counts in one address family.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpFamilyCounts {
+    /// `ipv4-unicast` or `ipv6-unicast`.
+    pub family: String,
+    pub received: usize,
+    pub accepted: usize,
+    pub advertised: usize,
 }
 
 /// One candidate route of the BGP RIB, as `GET /bgp/routes` lists it (`brindlectl bgp routes`).

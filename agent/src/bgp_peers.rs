@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
+pub use brindle_bgp::speaker::PeerType;
 use brindle_bgp::speaker::{Md5Key, NeighborConfig};
 use brindle_ipam::selector::Selector;
 
@@ -36,31 +37,6 @@ use crate::routes::parse_v4_cidr_or_addr;
 
 /// Calico's default AS.
 pub const DEFAULT_ASN: u32 = 64512;
-
-/// Why a neighbour is configured; `brindlectl node status` prints it as PEER TYPE.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PeerType {
-    Mesh,
-    Global,
-    NodeSpecific,
-}
-
-impl PeerType {
-    /// calicoctl's words.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeerType::Mesh => "node-to-node mesh",
-            PeerType::Global => "global",
-            PeerType::NodeSpecific => "node specific",
-        }
-    }
-}
-
-impl std::fmt::Display for PeerType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The speaker's own settings for this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,7 +56,7 @@ pub struct LocalBgp {
 /// One neighbour this node should have.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredPeer {
-    /// What the speaker is given; its `description` is the peer type's text.
+    /// What the speaker is given (its `peer_type` is this one's, for status).
     pub neighbor: NeighborConfig,
     pub peer_type: PeerType,
     /// The rule that asked for it: `mesh` or `BGPPeer/<name>`.
@@ -313,7 +289,7 @@ pub fn desired_peers(
                     .map(|s| s.min(u64::from(u16::MAX >> 4)) as u16),
                 next_hop_keep: spec.keep_original_next_hop
                     || spec.next_hop_mode.as_deref() == Some("Keep"),
-                description: peer_type.as_str().to_string(),
+                peer_type,
                 ..NeighborConfig::new(ip, asn)
             };
             out.insert(
@@ -361,14 +337,14 @@ pub fn desired_peers(
                 local_address: Some(IpAddr::V4(me.ip)),
                 password: password.clone(),
                 graceful_restart_time: restart,
-                description: PeerType::Mesh.as_str().to_string(),
+                peer_type: PeerType::NodeToNodeMesh,
                 ..NeighborConfig::new(ip, n.asn)
             };
             out.insert(
                 ip,
                 DesiredPeer {
                     neighbor,
-                    peer_type: PeerType::Mesh,
+                    peer_type: PeerType::NodeToNodeMesh,
                     source: "mesh".to_string(),
                 },
             );

@@ -16,6 +16,8 @@
 //! speaker. Best-route changes go into [`Shared::learned`]; the controller turns them into
 //! kernel routes with the pool's encapsulation (`routes::desired_state`) and reconciles them
 //! with its other routes under rtproto 98, so the reconciler owns them and never removes them.
+//! The API socket serves the speaker's status (`GET /bgp/peers`, `/bgp/routes`) through
+//! [`Shared::speaker`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -62,8 +64,6 @@ pub struct RoutingConfig {
     pub graceful_restart_time: u16,
     /// Where BGPPeer password secrets are read (see [`SecretDir`]).
     pub secrets_dir: PathBuf,
-    /// Where `GET /bgp/peers` and `/bgp/routes` are served; `None`: not served.
-    pub status_socket: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -197,7 +197,6 @@ struct Running {
     peers: BTreeMap<IpAddr, DesiredPeer>,
     originated: BTreeSet<IpNet>,
     consumer: JoinHandle<()>,
-    status: Option<JoinHandle<()>>,
     recursive: JoinHandle<()>,
 }
 
@@ -314,14 +313,14 @@ async fn reconcile(
     if running.as_ref().is_some_and(|r| r.consumer.is_finished()) {
         if let Some(old) = running.take() {
             warn!("BGP: the speaker stopped; starting it again");
-            stop(old).await;
+            stop(old, shared).await;
             shared.update_learned(BTreeMap::clear);
         }
     }
     if running.as_ref().is_some_and(|r| r.local != local) {
         if let Some(old) = running.take() {
             info!(from = ?old.local, to = ?local, "BGP: the node's own settings changed; restarting the speaker");
-            stop(old).await;
+            stop(old, shared).await;
             shared.update_learned(BTreeMap::clear);
         }
     }
@@ -440,34 +439,19 @@ async fn start(
             publish.set_recursive(now);
         }
     });
-    let status = match &config.status_socket {
-        Some(path) => match crate::server::bind_api(path) {
-            Ok(listener) => Some(tokio::spawn(crate::bgp_status::serve(
-                listener,
-                handle.clone(),
-            ))),
-            Err(e) => {
-                warn!(socket = %path.display(), error = %e, "BGP: binding the status socket failed; status not served");
-                None
-            }
-        },
-        None => None,
-    };
+    shared.set_speaker(Some(handle.clone()));
     Ok(Running {
         local: local.clone(),
         handle,
         peers: BTreeMap::new(),
         originated: BTreeSet::new(),
         consumer,
-        status,
         recursive,
     })
 }
 
-async fn stop(old: Running) {
-    if let Some(status) = old.status {
-        status.abort();
-    }
+async fn stop(old: Running, shared: &Shared) {
+    shared.set_speaker(None);
     if let Err(e) = old.handle.shutdown().await {
         warn!(error = %e, "BGP: stopping the speaker failed");
     }

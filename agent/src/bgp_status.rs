@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use brindle_bgp::rib::{RouteSource, Selection};
+use brindle_bgp::rib::{AddressFamily, RouteSource, Selection};
 use brindle_bgp::speaker::{PeerStatus, RouteStatus, SpeakerHandle};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -15,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 
-use crate::api::{BgpPeer, BgpRoute, PATH_BGP_PEERS, PATH_BGP_ROUTES};
+use crate::api::{BgpFamilyCounts, BgpPeer, BgpRoute, PATH_BGP_PEERS, PATH_BGP_ROUTES};
 
 /// A peer as the JSON answer shows it.
 pub fn peer_json(p: &PeerStatus) -> BgpPeer {
@@ -28,6 +28,27 @@ pub fn peer_json(p: &PeerStatus) -> BgpPeer {
         received: p.received,
         accepted: p.accepted,
         advertised: p.advertised,
+        peer_type: p.peer_type.to_string(),
+        families: p
+            .families
+            .iter()
+            .map(|f| BgpFamilyCounts {
+                family: family_name(f.family).to_string(),
+                received: f.received,
+                accepted: f.accepted,
+                advertised: f.advertised,
+            })
+            .collect(),
+        transitions: p.transitions,
+        established_transitions: p.established_transitions,
+    }
+}
+
+/// `ipv4-unicast` or `ipv6-unicast`: a family as JSON and metric labels name it.
+pub fn family_name(family: AddressFamily) -> &'static str {
+    match family {
+        AddressFamily::Ipv4Unicast => "ipv4-unicast",
+        AddressFamily::Ipv6Unicast => "ipv6-unicast",
     }
 }
 
@@ -114,29 +135,54 @@ pub fn age(since: SystemTime, now: SystemTime) -> String {
     }
 }
 
-/// The `brindlectl bgp peers` table.
+/// The `brindlectl bgp peers` table: a row per peer and address family (as `cilium bgp
+/// peers` has it), the peer's columns on its first row only.
 pub fn peers_table(peers: &[BgpPeer], now: SystemTime) -> String {
-    let rows: Vec<Vec<String>> = peers
-        .iter()
-        .map(|p| {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for p in peers {
+        let mut first = vec![
+            p.address.clone(),
+            p.asn.to_string(),
+            p.state.clone(),
+            parse_rfc3339(&p.since)
+                .map(|t| age(t, now))
+                .unwrap_or_else(|| p.since.clone()),
+            if p.info.is_empty() {
+                "-".to_string()
+            } else {
+                p.info.clone()
+            },
+        ];
+        let counts = |family: &str, r: usize, a: usize, d: usize| {
             vec![
-                p.address.clone(),
-                p.asn.to_string(),
-                p.state.clone(),
-                parse_rfc3339(&p.since)
-                    .map(|t| age(t, now))
-                    .unwrap_or_else(|| p.since.clone()),
-                if p.info.is_empty() {
-                    "-".to_string()
-                } else {
-                    p.info.clone()
-                },
-                p.received.to_string(),
-                p.accepted.to_string(),
-                p.advertised.to_string(),
+                family.to_string(),
+                r.to_string(),
+                a.to_string(),
+                d.to_string(),
             ]
-        })
-        .collect();
+        };
+        match p.families.split_first() {
+            // An older speaker: totals only.
+            None => {
+                first.extend(counts("-", p.received, p.accepted, p.advertised));
+                rows.push(first);
+            }
+            Some((head, rest)) => {
+                first.extend(counts(
+                    &head.family,
+                    head.received,
+                    head.accepted,
+                    head.advertised,
+                ));
+                rows.push(first);
+                for f in rest {
+                    let mut row = vec![String::new(); 5];
+                    row.extend(counts(&f.family, f.received, f.accepted, f.advertised));
+                    rows.push(row);
+                }
+            }
+        }
+    }
     crate::ctl::table(
         &[
             "PEER ADDRESS",
@@ -144,6 +190,7 @@ pub fn peers_table(peers: &[BgpPeer], now: SystemTime) -> String {
             "STATE",
             "SINCE",
             "INFO",
+            "FAMILY",
             "RECEIVED",
             "ACCEPTED",
             "ADVERTISED",
@@ -196,7 +243,9 @@ fn respond(status: StatusCode, body: Vec<u8>) -> Resp {
         .unwrap_or_default()
 }
 
-async fn handle(speaker: SpeakerHandle, req: Request<Incoming>) -> Result<Resp, Infallible> {
+/// Answers one request of the BGP status paths from `speaker` (brindle-bgpd's socket, and
+/// brindle-node's API socket in BGP mode).
+pub async fn handle(speaker: SpeakerHandle, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let unavailable = |e: brindle_bgp::speaker::SpeakerError| {
         respond(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -300,9 +349,36 @@ mod tests {
             received: 0,
             accepted: 0,
             advertised: 0,
+            peer_type: "global".into(),
+            families: Vec::new(),
+            transitions: 4,
+            established_transitions: 0,
+        };
+        let both = BgpPeer {
+            address: "10.0.0.3".into(),
+            state: "Established".into(),
+            info: String::new(),
+            received: 7,
+            accepted: 6,
+            advertised: 2,
+            families: vec![
+                BgpFamilyCounts {
+                    family: "ipv4-unicast".into(),
+                    received: 5,
+                    accepted: 4,
+                    advertised: 1,
+                },
+                BgpFamilyCounts {
+                    family: "ipv6-unicast".into(),
+                    received: 2,
+                    accepted: 2,
+                    advertised: 1,
+                },
+            ],
+            ..peer.clone()
         };
         let now = parse_rfc3339("2026-11-23T08:01:05Z").expect("time");
-        let out = peers_table(&[peer], now);
+        let out = peers_table(&[peer, both], now);
         let mut lines = out.lines();
         let head = lines.next().expect("header");
         for col in [
@@ -311,6 +387,7 @@ mod tests {
             "STATE",
             "SINCE",
             "INFO",
+            "FAMILY",
             "RECEIVED",
             "ACCEPTED",
             "ADVERTISED",
@@ -319,6 +396,15 @@ mod tests {
         }
         let row = lines.next().expect("row");
         assert!(row.contains("10.0.0.2") && row.contains("1m5s") && row.contains("refused"));
+        let words = |l: &str| -> Vec<String> { l.split_whitespace().map(String::from).collect() };
+        let v4 = words(lines.next().expect("v4 row"));
+        assert_eq!(v4[..2], ["10.0.0.3", "64513"]);
+        assert_eq!(v4[v4.len() - 4..], ["ipv4-unicast", "5", "4", "1"]);
+        // The second family of the same peer: only the counts.
+        assert_eq!(
+            words(lines.next().expect("v6 row")),
+            ["ipv6-unicast", "2", "2", "1"]
+        );
     }
 
     fn keys(v: &serde_json::Value) -> Vec<String> {
@@ -341,7 +427,15 @@ mod tests {
             accepted: 2,
             advertised: 1,
             end_of_rib: false,
-            description: String::new(),
+            peer_type: brindle_bgp::speaker::PeerType::NodeToNodeMesh,
+            families: vec![brindle_bgp::speaker::FamilyCounts {
+                family: AddressFamily::Ipv4Unicast,
+                received: 3,
+                accepted: 2,
+                advertised: 1,
+            }],
+            transitions: 5,
+            established_transitions: 1,
         };
         let v = serde_json::to_value(peer_json(&peer)).expect("json");
         assert_eq!(
@@ -351,12 +445,22 @@ mod tests {
                 "address",
                 "advertised",
                 "asn",
+                "established_transitions",
+                "families",
                 "info",
+                "peer_type",
                 "received",
                 "since",
-                "state"
+                "state",
+                "transitions"
             ]
         );
+        assert_eq!(v["peer_type"], "node-to-node mesh");
+        assert_eq!(
+            v["families"],
+            serde_json::json!([{"family": "ipv4-unicast", "received": 3, "accepted": 2, "advertised": 1}])
+        );
+        assert_eq!(v["transitions"], 5);
         assert_eq!(v["state"], "OpenConfirm");
         assert_eq!(v["since"], "2026-11-23T09:04:05Z");
         assert_eq!(v["asn"], 64513);

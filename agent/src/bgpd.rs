@@ -181,6 +181,9 @@ pub fn diff(old: &BgpdConfig, new: &BgpdConfig) -> Reload {
     if old.dynamic_peers != new.dynamic_peers {
         r.restart_needed.push("dynamic_peers");
     }
+    if old.metrics_listen != new.metrics_listen {
+        r.restart_needed.push("metrics_listen");
+    }
     r
 }
 
@@ -219,6 +222,25 @@ pub async fn apply(speaker: &SpeakerHandle, r: &Reload) -> Vec<IpAddr> {
     failed
 }
 
+/// The metrics port, bound, with the registry its server encodes.
+type MetricsListener = (
+    tokio::net::TcpListener,
+    prometheus::Registry,
+    std::sync::Arc<crate::bgp_metrics::BgpMetrics>,
+);
+
+/// Binds `metrics_listen` and registers the `brindle_bgp_*` metrics.
+async fn bind_metrics(addr: std::net::SocketAddr) -> Result<MetricsListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics_listen {addr}"))?;
+    let registry = prometheus::Registry::new();
+    let metrics =
+        crate::bgp_metrics::BgpMetrics::new(&registry).context("registering the BGP metrics")?;
+    info!(listen = %addr, "serving metrics on /metrics");
+    Ok((listener, registry, std::sync::Arc::new(metrics)))
+}
+
 fn load(path: &Path) -> Result<BgpdConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -243,6 +265,17 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
             options.status_socket.display()
         )
     })?;
+    let metrics_listener = match current.metrics_listen {
+        Some(addr) => match bind_metrics(addr).await {
+            Ok(bound) => Some(bound),
+            Err(e) => {
+                drop(listener);
+                let _ = std::fs::remove_file(&options.status_socket);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let neighbors = current.peers.iter().map(neighbor_config).collect();
     let (speaker, routes) = match speaker::start(speaker_config(&current), neighbors).await {
         Ok(started) => started,
@@ -288,6 +321,14 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
     };
 
     let status = tokio::spawn(crate::bgp_status::serve(listener, speaker.clone()));
+    let metrics = metrics_listener.map(|(listener, registry, metrics)| {
+        tokio::spawn(crate::bgp_metrics::serve(
+            listener,
+            registry,
+            metrics,
+            speaker.clone(),
+        ))
+    });
 
     loop {
         tokio::select! {
@@ -307,16 +348,12 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
                 let failed = apply(&speaker, &reload).await;
                 let mut new = new;
                 new.peers.retain(|p| !failed.contains(&p.address));
-                // What the speaker now runs with; the restart-only keys keep their old values.
+                // What the speaker now runs with: the new peers and prefixes; every other key
+                // needs a restart, so it keeps its old value (and a later reload warns again).
                 current = BgpdConfig {
-                    router_id: current.router_id,
-                    asn: current.asn,
-                    listen: current.listen,
-                    install_routes: current.install_routes,
-                    hold_time: current.hold_time,
-                    connect_retry: current.connect_retry,
-                    next_hop_v6: current.next_hop_v6,
-                    ..new
+                    originate: new.originate,
+                    peers: new.peers,
+                    ..current
                 };
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
@@ -325,6 +362,9 @@ pub async fn run(options: BgpdOptions) -> Result<()> {
     }
 
     status.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     if let Err(e) = speaker.shutdown().await {
         warn!(error = %e, "speaker already stopped");
     }

@@ -25,6 +25,7 @@
 //!     max_prefixes: {limit: 1000, action: reset}   # warn | discard | reset
 //! dynamic_peers:               # accepted from these ranges without a peers entry
 //!   - {prefix: 10.0.1.0/24, asn: 64600}
+//! metrics_listen: 0.0.0.0:9091 # Prometheus GET /metrics (brindle_bgp_*); absent: off
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -64,6 +65,10 @@ pub struct BgpdConfig {
     /// Ranges from which peers that are not in `peers` may connect.
     #[serde(default)]
     pub dynamic_peers: Vec<DynamicPeersConfig>,
+    /// Where to serve Prometheus metrics (`GET /metrics`, the `brindle_bgp_*` series);
+    /// absent: no metrics server. brindle-node's port is 9091.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Peers accepted from a range (passive, with the range's AS).
@@ -346,6 +351,7 @@ peers:
     max_prefixes: {limit: 10, action: discard}
 dynamic_peers:
   - {prefix: 10.1.0.0/24, asn: 64600, password: range-key}
+metrics_listen: 127.0.0.1:9091
 ";
 
     #[test]
@@ -366,6 +372,14 @@ dynamic_peers:
             })
         );
         assert_eq!(c.dynamic_peers[0].asn, 64600);
+        assert_eq!(
+            c.metrics_listen,
+            Some("127.0.0.1:9091".parse().expect("addr"))
+        );
+        let off = GOOD.replace("metrics_listen: 127.0.0.1:9091\n", "");
+        let c = BgpdConfig::from_yaml("bgpd.yaml", &off).expect("valid");
+        assert_eq!(c.metrics_listen, None);
+        assert!(error(&GOOD.replace("127.0.0.1:9091", "9091")).contains("metrics_listen"));
         let warn = GOOD.replace(", action: discard", "");
         let c = BgpdConfig::from_yaml("bgpd.yaml", &warn).expect("valid");
         assert_eq!(

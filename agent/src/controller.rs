@@ -62,6 +62,8 @@ pub struct Shared {
     /// task (`crate::bgp_routing`), which kicks the controller when they change. `None`:
     /// static routing from the datastore.
     pub learned: RwLock<Option<BTreeMap<ipnet::IpNet, Vec<std::net::IpAddr>>>>,
+    /// BGP mode: the running speaker, whose status the API socket serves.
+    pub speaker: RwLock<Option<brindle_bgp::speaker::SpeakerHandle>>,
     /// BGP next hops that are not on one of our links -> the gateways of the kernel route
     /// towards them (BIRD's `gateway recursive`), from the speaker's next-hop checks.
     pub recursive: RwLock<BTreeMap<std::net::IpAddr, Vec<std::net::IpAddr>>>,
@@ -120,6 +122,21 @@ impl Shared {
             f(guard.get_or_insert_with(BTreeMap::new));
         }
         self.bgp_kick.notify_one();
+    }
+
+    /// The running BGP speaker, if any.
+    pub fn speaker(&self) -> Option<brindle_bgp::speaker::SpeakerHandle> {
+        self.speaker
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_speaker(&self, speaker: Option<brindle_bgp::speaker::SpeakerHandle>) {
+        *self
+            .speaker
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = speaker;
     }
 
     /// A copy of the recursive next hops (see [`Shared::recursive`]).

@@ -105,7 +105,19 @@ impl Document {
     }
 }
 
-fn parse_obj<S: Resource>(value: serde_yaml::Value) -> Result<Object<S>, String> {
+/// Metadata the API server sets, found in `kubectl get -o yaml` output (e.g. of Calico's
+/// resources when migrating); read-only there, meaningless here.
+const SERVER_METADATA: &[&str] = &["generation", "managedFields", "selfLink"];
+
+fn parse_obj<S: Resource>(mut value: serde_yaml::Value) -> Result<Object<S>, String> {
+    if let Some(meta) = value
+        .get_mut("metadata")
+        .and_then(serde_yaml::Value::as_mapping_mut)
+    {
+        for key in SERVER_METADATA {
+            meta.remove(*key);
+        }
+    }
     let mut obj: Object<S> = serde_yaml::from_value(value).map_err(|e| e.to_string())?;
     obj.api_version = API_VERSION.to_string();
     obj.metadata.resource_version = None;
@@ -128,7 +140,25 @@ struct HeaderMeta {
 /// Parses and validates every document of a YAML (or JSON) text.
 pub fn parse_documents(source_name: &str, text: &str) -> Result<Vec<Document>, CtlError> {
     let mut docs = Vec::new();
+    let mut values = Vec::new();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = serde_yaml::Value::deserialize(de).map_err(|e| CtlError::Invalid {
+            source_name: source_name.to_string(),
+            index: i + 1,
+            what: String::new(),
+            reason: format!("malformed YAML: {e}"),
+        })?;
+        // `kubectl get KIND -o yaml` prints a `kind: List` (or `IPPoolList`) of items.
+        let is_list = value
+            .get("kind")
+            .and_then(serde_yaml::Value::as_str)
+            .is_some_and(|k| k.ends_with("List"));
+        match value.get("items").and_then(serde_yaml::Value::as_sequence) {
+            Some(items) if is_list => values.extend(items.iter().cloned()),
+            _ => values.push(value),
+        }
+    }
+    for (i, value) in values.into_iter().enumerate() {
         let index = i + 1;
         let invalid = |what: String, reason: String| CtlError::Invalid {
             source_name: source_name.to_string(),
@@ -136,8 +166,6 @@ pub fn parse_documents(source_name: &str, text: &str) -> Result<Vec<Document>, C
             what,
             reason,
         };
-        let value = serde_yaml::Value::deserialize(de)
-            .map_err(|e| invalid(String::new(), format!("malformed YAML: {e}")))?;
         if value.is_null() {
             continue; // an empty document, e.g. after a trailing `---`
         }
@@ -675,6 +703,53 @@ pub async fn get(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kubectl_get_output_of_calico_pools_is_accepted() {
+        // `kubectl get ippools.crd.projectcalico.org -o yaml`, as a Calico cluster prints it.
+        let text = r#"apiVersion: v1
+kind: List
+items:
+- apiVersion: crd.projectcalico.org/v1
+  kind: IPPool
+  metadata:
+    annotations:
+      projectcalico.org/metadata: '{"creationTimestamp":"2024-01-01T00:00:00Z"}'
+    creationTimestamp: "2024-01-01T00:00:00Z"
+    generation: 1
+    name: default-ipv4-ippool
+    resourceVersion: "1234"
+    uid: 4f1b2c3d-aaaa-bbbb-cccc-1234567890ab
+  spec:
+    allowedUses: [Workload, Tunnel]
+    blockSize: 26
+    cidr: 192.168.0.0/16
+    ipipMode: Always
+    natOutgoing: true
+    nodeSelector: all()
+    vxlanMode: Never
+- apiVersion: crd.projectcalico.org/v1
+  kind: IPPool
+  metadata:
+    generation: 2
+    name: second
+  spec:
+    cidr: 10.60.0.0/16
+metadata:
+  resourceVersion: ""
+"#;
+        let docs = super::parse_documents("calico.yaml", text).expect("valid");
+        assert_eq!(docs.len(), 2);
+        // A field that is not server metadata is still refused.
+        let bad = text.replace("generation: 2", "generaton: 2");
+        let err = super::parse_documents("calico.yaml", &bad)
+            .expect_err("unknown field")
+            .to_string();
+        assert!(
+            err.contains("generaton") && err.contains("document 2"),
+            "{err}"
+        );
+    }
+
     use super::*;
     use brindle_ipam::store::MemStore;
 

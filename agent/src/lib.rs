@@ -10,11 +10,14 @@
 //!  datastore ──watch──▶ controller ──routes::desired_state──▶ dataplane.apply ──▶ kernel
 //!
 //!  brindle-bgpd: bgpd ──▶ brindle_bgp::speaker ──RouteChange──▶ bgpd_install ──▶ dataplane
-//!                 └──▶ bgp_status (GET /bgp/peers, /bgp/routes on a Unix socket)
+//!                 ├──▶ bgp_status (GET /bgp/peers, /bgp/routes on a Unix socket)
+//!                 └──▶ bgp_metrics (brindle_bgp_* on GET /metrics, `metrics_listen`)
 //! ```
 
 pub mod api;
 
+#[cfg(feature = "daemon")]
+pub mod bgp_metrics;
 /// Which BGP sessions a node should have, from the datastore.
 #[cfg(feature = "daemon")]
 pub mod bgp_peers;
@@ -32,6 +35,8 @@ pub mod bgpd_install;
 #[cfg(feature = "daemon")]
 pub mod cni_admin;
 #[cfg(feature = "daemon")]
+pub mod cni_install;
+#[cfg(feature = "daemon")]
 pub mod controller;
 #[cfg(feature = "daemon")]
 pub mod ctl;
@@ -40,15 +45,21 @@ pub mod dataplane;
 #[cfg(feature = "daemon")]
 pub mod datastore;
 #[cfg(feature = "daemon")]
+pub mod default_pools;
+#[cfg(feature = "daemon")]
 pub mod ipam_gc;
 #[cfg(feature = "daemon")]
 pub mod ipam_tools;
+#[cfg(feature = "daemon")]
+pub mod kube_node;
 #[cfg(feature = "daemon")]
 pub mod metrics;
 #[cfg(feature = "daemon")]
 pub mod model;
 #[cfg(feature = "daemon")]
 pub mod node;
+#[cfg(feature = "daemon")]
+pub mod node_status;
 #[cfg(feature = "daemon")]
 pub mod pod_defaults;
 #[cfg(feature = "daemon")]

@@ -14,7 +14,8 @@
 //!
 //! `bgpd_interop/harness/`: the lab (namespaces, veth, processes) and one module per router.
 //! The scenarios: `bird_ebgp` (BIRD as eBGP peer), `gobgp` (GoBGP, mostly iBGP), `sessions`
-//! (faults and configuration changes). docs/bgp.md lists what each test shows.
+//! (faults and configuration changes), `node_status` (`brindlectl node status` and the BGP
+//! metrics with peers up, of the wrong AS, refusing, and with a wrong MD5 key). docs/bgp.md lists what each test shows.
 
 #[path = "bgpd_interop/harness/mod.rs"]
 #[allow(dead_code)]
@@ -26,6 +27,8 @@ mod bird_ebgp;
 mod gobgp;
 #[path = "bgpd_interop/graceful_restart.rs"]
 mod graceful_restart;
+#[path = "bgpd_interop/node_status.rs"]
+mod node_status;
 #[path = "bgpd_interop/reflection.rs"]
 mod reflection;
 #[path = "bgpd_interop/security.rs"]

@@ -190,9 +190,41 @@ pub struct NeighborConfig {
     /// eBGP: announce learned routes with the next hop they were learned with instead of our
     /// own address (BIRD's `next hop keep`). Local routes always carry ours.
     pub next_hop_keep: bool,
-    /// Free text the owner keeps with the neighbour and status shows (BIRD's `description`),
-    /// e.g. why it is configured: brindle-node writes the peer type there.
-    pub description: String,
+    /// Why this neighbour is configured, for status and metrics only.
+    pub peer_type: PeerType,
+}
+
+/// Why a neighbour is configured, as `brindlectl node status` shows it (calicoctl's PEER
+/// TYPE column). Status and metrics only: the speaker treats every kind alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PeerType {
+    /// Another node of the node-to-node mesh.
+    NodeToNodeMesh,
+    /// A peer of every node (a global BGPPeer), or a peer of brindle-bgpd's file.
+    #[default]
+    Global,
+    /// A peer of this node only (a BGPPeer with `node` or a node selector).
+    NodeSpecific,
+    /// Accepted from a [`SpeakerConfig::dynamic_peers`] range.
+    Dynamic,
+}
+
+impl PeerType {
+    /// The words of calicoctl's PEER TYPE column (`dynamic` is ours).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerType::NodeToNodeMesh => "node-to-node mesh",
+            PeerType::Global => "global",
+            PeerType::NodeSpecific => "node specific",
+            PeerType::Dynamic => "dynamic",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl NeighborConfig {
@@ -211,7 +243,7 @@ impl NeighborConfig {
             max_prefixes: None,
             graceful_restart_time: None,
             next_hop_keep: false,
-            description: String::new(),
+            peer_type: PeerType::Global,
         }
     }
 }
@@ -245,8 +277,23 @@ pub struct PeerStatus {
     /// Established, and the peer has sent End-of-RIB (RFC 4724 §2) for every family of the
     /// session: its initial table is complete.
     pub end_of_rib: bool,
-    /// [`NeighborConfig::description`].
-    pub description: String,
+    /// Why the neighbour is configured (copied from [`NeighborConfig::peer_type`]).
+    pub peer_type: PeerType,
+    /// `received`, `accepted` and `advertised` per family the session carries (or would carry).
+    pub families: Vec<FamilyCounts>,
+    /// How many times the session changed state since the neighbour was configured.
+    pub transitions: u64,
+    /// How many times the session reached Established since the neighbour was configured.
+    pub established_transitions: u64,
+}
+
+/// Route counts of one peer in one address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyCounts {
+    pub family: crate::rib::AddressFamily,
+    pub received: usize,
+    pub accepted: usize,
+    pub advertised: usize,
 }
 
 /// One candidate route, for status (`brindlectl bgp routes`).

@@ -504,11 +504,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// The socket where node `i`'s agent serves its BGP status.
-    pub fn bgp_socket(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("{}-bgp.sock", self.nodes[i].name))
-    }
-
     /// `brindlectl bgp peers -o json` of node `i`.
     pub fn bgp_peers(&self, i: usize) -> Result<serde_json::Value> {
         let out = run(
@@ -517,7 +512,7 @@ impl Cluster {
                 "bgp",
                 "peers",
                 "--socket",
-                &self.bgp_socket(i).display().to_string(),
+                &self.nodes[i].socket.display().to_string(),
                 "-o",
                 "json",
             ],
@@ -731,7 +726,6 @@ impl Cluster {
         let datastore = self.datastore.clone();
         let routing = self.spec.routing.clone();
         let hold = self.spec.bgp_hold_time;
-        let bgp_socket = self.bgp_socket(i);
         let secrets = self.dir.join("secrets");
         let node = &mut self.nodes[i];
         let log = fs::OpenOptions::new()
@@ -758,8 +752,6 @@ impl Cluster {
                     "bgp".to_string(),
                     "--bgp-hold-time".to_string(),
                     hold.to_string(),
-                    "--bgp-status-socket".to_string(),
-                    bgp_socket.display().to_string(),
                     "--bgp-secrets-dir".to_string(),
                     secrets.display().to_string(),
                 ]
@@ -986,7 +978,7 @@ impl Cluster {
         Ok(v4 + &v6)
     }
 
-    /// Waits until every node has a route for every other node's blocks.
+    /// Waits until every node has a route for every other node's blocks and a blackhole for its own.
     pub fn wait_converged(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -1005,7 +997,16 @@ impl Cluster {
                             owner == format!("host:{}", n.name)
                                 && self.segment_of(j) != self.segment_of(i)
                         });
-                    if owner != format!("host:{}", node.name)
+                    let own = owner == format!("host:{}", node.name);
+                    // A node's own blocks are blackholed (pod routes are more specific).
+                    if own
+                        && !routes
+                            .lines()
+                            .any(|l| l.starts_with(&format!("blackhole {cidr} ")))
+                    {
+                        missing.push(format!("{}: blackhole {cidr}", node.name));
+                    }
+                    if !own
                         && !behind_router
                         && !routes.lines().any(|l| l.starts_with(&format!("{cidr} ")))
                     {

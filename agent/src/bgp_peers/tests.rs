@@ -75,7 +75,7 @@ fn the_mesh_peers_every_node_and_one_side_of_each_pair_connects() {
     );
     assert!(a
         .values()
-        .all(|p| p.peer_type == PeerType::Mesh && p.neighbor.asn == 64512));
+        .all(|p| p.peer_type == PeerType::NodeToNodeMesh && p.neighbor.asn == 64512));
     // String comparison, as Calico: "10.0.0.10" < "10.0.0.9", so a connects to b.
     assert!(!a[&ip("10.0.0.10")].neighbor.passive);
     let (_, b, _) = compute("b", &nodes, None, &none, &NoSecrets);
@@ -201,7 +201,7 @@ fn bgp_peers_select_nodes_and_carry_their_options() {
     assert_eq!(tor.neighbor.ttl_security, Some(1));
     assert!(tor.neighbor.next_hop_keep);
     assert_eq!(tor.neighbor.local_address, Some(ip("10.0.1.2")));
-    assert_eq!(tor.neighbor.description, "node specific");
+    assert_eq!(tor.neighbor.peer_type, PeerType::NodeSpecific);
     assert!(
         !a.contains_key(&ip("10.0.2.1")),
         "rack r2's ToR is not ours"

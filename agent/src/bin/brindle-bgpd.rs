@@ -13,7 +13,8 @@ use clap::Parser;
 /// Peers with the routers of the configuration file, announces its `originate` prefixes and,
 /// with `install_routes: true`, programs the best routes it learns into the kernel (protocol
 /// 98, the only routes it ever touches). Status is served on a Unix socket and read with
-/// `brindlectl bgp peers` and `brindlectl bgp routes`. SIGHUP re-reads the file and applies
+/// `brindlectl bgp peers`, `brindlectl bgp routes` and `brindlectl node status --socket`;
+/// with `metrics_listen` in the file, Prometheus metrics (`brindle_bgp_*`) on `GET /metrics`. SIGHUP re-reads the file and applies
 /// the difference; SIGTERM sends Cease to every peer and removes the installed routes.
 /// The file's keys are described in docs/bgp.md.
 #[derive(Parser, Debug)]

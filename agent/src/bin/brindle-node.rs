@@ -9,12 +9,13 @@ use anyhow::{Context, Result};
 use brindle_agent::bgp_routing::{self, RoutingConfig, RoutingMode};
 use brindle_agent::controller::{self, ControllerConfig, Shared};
 use brindle_agent::dataplane::{enable_ip_forwarding, Dataplane};
+use brindle_agent::default_pools::{self, DefaultPoolsConfig};
 use brindle_agent::metrics::Metrics;
 use brindle_agent::pod_defaults::{MtuConfig, IPIP_OVERHEAD, VXLAN_OVERHEAD};
 use brindle_agent::pods::PodNetwork;
 use brindle_agent::routes::LocalNode;
 use brindle_agent::server::{self, ApiState};
-use brindle_agent::{datastore, node, telemetry};
+use brindle_agent::{datastore, kube_node, node, telemetry};
 use brindle_ipam::Ipam;
 use clap::Parser;
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -27,7 +28,7 @@ use tracing::{info, warn};
 /// per remote block, neighbour and FDB entries per remote node, a blackhole per local block. It
 /// leaves its routes in place when it stops, so pods keep their connectivity across restarts.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, after_long_help = default_pools::ENV_HELP)]
 struct Args {
     /// This node's name in the datastore. Defaults to the host name.
     #[arg(long, env = "NODENAME")]
@@ -49,17 +50,15 @@ struct Args {
     #[arg(long, env = "IP", default_value = "autodetect")]
     node_ip: String,
 
-    /// How `--node-ip autodetect` chooses (Calico's IP_AUTODETECTION_METHOD): `first-found`
-    /// (the first global address on an interface that is not virtual: docker*, veth*, cali*,
-    /// vxlan*, ... are skipped), `interface=REGEX[,REGEX]`, `skip-interface=REGEX[,REGEX]`,
-    /// `cidr=CIDR[,CIDR]`, or `can-reach=DEST` (the address of the route to DEST). A warning
-    /// names the candidates when several interfaces qualify.
-    #[arg(
-        long,
-        env = "BRINDLE_IP_AUTODETECTION_METHOD",
-        default_value = "first-found"
-    )]
-    ip_autodetection_method: String,
+    /// How `--node-ip autodetect` chooses (Calico's IP_AUTODETECTION_METHOD, also read under
+    /// that name): `first-found` (the default: the first global address on an interface that is
+    /// not virtual: docker*, veth*, cali*, vxlan*, ... are skipped), `interface=REGEX[,REGEX]`,
+    /// `skip-interface=REGEX[,REGEX]`, `cidr=CIDR[,CIDR]`, `can-reach=DEST` (the address of the
+    /// route to DEST), or `kubernetes-internal-ip` (the first IPv4 InternalIP of this node's
+    /// Kubernetes Node, with the prefix of the local interface holding it; needs
+    /// `--datastore kubernetes`). A warning names the candidates when several interfaces qualify.
+    #[arg(long, env = "BRINDLE_IP_AUTODETECTION_METHOD")]
+    ip_autodetection_method: Option<String>,
 
     /// The node's IPv6 address with its prefix length (`fd00::5/64`), `autodetect` to take the
     /// first global IPv6 address of the interface holding the IPv4 node address, or `none`.
@@ -129,15 +128,6 @@ struct Args {
     )]
     bgp_secrets_dir: PathBuf,
 
-    /// Unix socket serving the speaker's status (`GET /bgp/peers`, `/bgp/routes`, read by
-    /// `brindlectl bgp peers --socket ...`); `off` serves none (`--routing bgp`).
-    #[arg(
-        long,
-        env = "BRINDLE_BGP_STATUS_SOCKET",
-        default_value = "/var/run/brindle/bgp.sock"
-    )]
-    bgp_status_socket: String,
-
     /// Log format: `text` or `json`.
     #[arg(long, env = "BRINDLE_LOG_FORMAT", default_value = "text")]
     log_format: telemetry::LogFormat,
@@ -174,10 +164,23 @@ async fn main() -> Result<()> {
         })?)),
     };
 
-    let method: node::AutodetectMethod = args
+    let method_arg = args
         .ip_autodetection_method
-        .parse()
-        .context("--ip-autodetection-method")?;
+        .clone()
+        .or_else(|| std::env::var("IP_AUTODETECTION_METHOD").ok())
+        .unwrap_or_else(|| "first-found".to_string());
+    let kubernetes_internal_ip = method_arg.trim() == kube_node::KUBERNETES_INTERNAL_IP;
+    let method: node::AutodetectMethod = if kubernetes_internal_ip {
+        node::AutodetectMethod::FirstFound
+    } else {
+        method_arg.parse().context("--ip-autodetection-method")?
+    };
+    let kube_config = datastore::kubernetes::KubernetesConfig::from_spec(&args.datastore);
+    if kubernetes_internal_ip && kube_config.is_none() {
+        return Err(kube_node::KubeNodeError::NotKubernetes.into());
+    }
+    let default_pools =
+        DefaultPoolsConfig::from_process_env().context("the default IP pool variables")?;
 
     let store = datastore::open(&args.datastore)
         .await
@@ -186,6 +189,25 @@ async fn main() -> Result<()> {
         .await
         .context("connecting to netlink")?;
     enable_ip_forwarding().context("enabling IPv4 forwarding")?;
+    let created = default_pools.ensure(&store).await?;
+    if !created.is_empty() {
+        info!(pools = ?created, "default IP pools created");
+    }
+    let given_ip = match (given_ip, kubernetes_internal_ip) {
+        (None, true) => {
+            let config = kube_config.ok_or(kube_node::KubeNodeError::NotKubernetes)?;
+            let (client, _) = datastore::kubernetes::client(&config).await?;
+            let ip = kube_node::internal_ipv4(&client, &node_name).await?;
+            let addrs = dataplane
+                .addresses()
+                .await
+                .context("listing local addresses")?;
+            let net = kube_node::with_local_prefix(&node_name, ip, &addrs)?;
+            info!(address = %net, "node address from the Kubernetes Node's InternalIP");
+            Some(net)
+        }
+        (given, _) => given,
+    };
 
     let (address, uplink) = node::detect_address(&dataplane, given_ip, &method).await?;
     let uplink_mtu = dataplane
@@ -298,8 +320,6 @@ async fn main() -> Result<()> {
             hold_time: args.bgp_hold_time,
             graceful_restart_time: args.bgp_restart_time,
             secrets_dir: args.bgp_secrets_dir.clone(),
-            status_socket: (args.bgp_status_socket != "off")
-                .then(|| PathBuf::from(&args.bgp_status_socket)),
         };
         info!("routing: BGP");
         tokio::spawn(bgp_routing::run(routing, store.clone(), shared.clone()));

@@ -64,6 +64,9 @@ enum Command {
     /// IP address management: utilisation, consistency checks.
     #[command(subcommand)]
     Ipam(IpamCommand),
+    /// This node: whether the agent runs, and its BGP sessions (as `calicoctl node status`).
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// BGP status of brindle-bgpd (or, later, brindle-node) over its Unix socket.
     #[command(subcommand)]
     Bgp(BgpCommand),
@@ -79,10 +82,33 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Whether the agent runs, and its BGP sessions per address family (calicoctl's table).
+    ///
+    /// Prints "Brindle process is running." (or "... not running."), then per address family
+    /// a table of the BGP peers: PEER ADDRESS, PEER TYPE (node-to-node mesh, global, node
+    /// specific), STATE (BIRD's: up, or start while the session is being brought up), SINCE
+    /// (last change: HH:MM:SS if within 20 hours, else the date; UTC) and INFO (Established,
+    /// or the BGP state and why the session is not up: connection refused, bad peer AS,
+    /// hold timer expired, a NOTIFICATION received, authentication failure with TCP MD5...).
+    /// Exits 1 when nothing answers on the socket. Works against brindle-bgpd with its
+    /// `--socket`.
+    Status {
+        /// The agent's socket, or brindle-bgpd's status socket.
+        #[arg(long, env = "BRINDLE_SOCKET", default_value = brindle_agent::api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: BgpOutput,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum BgpCommand {
     /// The BGP neighbours: PEER ADDRESS, ASN, STATE, SINCE (how long in that state), INFO
     /// (why a session is not Established: "connection refused", "hold timer expired", a
-    /// NOTIFICATION received...), and the prefixes RECEIVED, ACCEPTED and ADVERTISED.
+    /// NOTIFICATION received...), and per address FAMILY the prefixes RECEIVED, ACCEPTED
+    /// (usable: no AS loop, reachable next hop) and ADVERTISED, a row per family.
     Peers {
         /// The speaker's status socket.
         #[arg(long, env = "BRINDLE_BGPD_SOCKET", default_value = brindle_agent::api::DEFAULT_BGPD_SOCKET)]
@@ -285,6 +311,26 @@ async fn run(cli: Cli) -> Result<String, String> {
                 outcome.skipped.len()
             );
             Ok(out)
+        }
+        Command::Node(NodeCommand::Status { socket, output }) => {
+            use brindle_agent::node_status::{self, NodeStatus};
+            let status = node_status::fetch(socket)?;
+            let now = std::time::SystemTime::now();
+            let text = match output {
+                BgpOutput::Json => {
+                    serde_json::to_string_pretty(&node_status::json(&status, now))
+                        .unwrap_or_default()
+                        + "\n"
+                }
+                BgpOutput::Table => node_status::render(&status, now),
+            };
+            if let NodeStatus::NotRunning { reason } = &status {
+                print!("{text}");
+                return Err(format!(
+                    "nothing answers at {reason} (is brindle-node running? see --socket)"
+                ));
+            }
+            Ok(text)
         }
         Command::Bgp(BgpCommand::Peers { socket, output }) => {
             let peers: Vec<brindle_agent::api::BgpPeer> =

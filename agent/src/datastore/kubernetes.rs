@@ -32,6 +32,8 @@
 pub mod crd;
 pub mod names;
 #[cfg(test)]
+mod startup_tests;
+#[cfg(test)]
 mod tests;
 mod watch;
 
@@ -114,15 +116,7 @@ impl KubernetesStore {
     /// CRDs (a list of IPPools), so a wrong cluster or missing CRDs show at start.
     pub async fn connect(config: &KubernetesConfig) -> Result<Self, DatastoreError> {
         let err = |reason: String| DatastoreError::Kubernetes { reason };
-        let kube_config = match &config.kubeconfig {
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| err(format!("no in-cluster config nor KUBECONFIG: {e}")))?,
-            Some(path) => from_kubeconfig_file(path).await.map_err(err)?,
-        };
-        let server = kube_config.cluster_url.to_string();
-        let client = kube::Client::try_from(kube_config)
-            .map_err(|e| err(format!("API server {server}: {e}")))?;
+        let (client, server) = client(config).await?;
         let store = KubernetesStore::new(client);
         let api = store.shared.api("IPPool").map_err(|e| err(e.to_string()))?;
         match api.list(&ListParams::default().limit(1)).await {
@@ -137,6 +131,21 @@ impl KubernetesStore {
             Err(e) => Err(err(format!("API server {server}: {e}"))),
         }
     }
+}
+
+/// A client for the API server `config` names (nothing is contacted yet), and its URL.
+pub async fn client(config: &KubernetesConfig) -> Result<(kube::Client, String), DatastoreError> {
+    let err = |reason: String| DatastoreError::Kubernetes { reason };
+    let kube_config = match &config.kubeconfig {
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| err(format!("no in-cluster config nor KUBECONFIG: {e}")))?,
+        Some(path) => from_kubeconfig_file(path).await.map_err(err)?,
+    };
+    let server = kube_config.cluster_url.to_string();
+    let client = kube::Client::try_from(kube_config)
+        .map_err(|e| err(format!("API server {server}: {e}")))?;
+    Ok((client, server))
 }
 
 async fn from_kubeconfig_file(path: &Path) -> Result<kube::Config, String> {

@@ -164,13 +164,21 @@ fn ttl_security_refuses_a_peer_more_hops_away() {
             // Our connects time out (BIRD's SYN-ACK is dropped); a connection BIRD opened
             // may get as far as its OPEN (queued before the accepted socket's minimum TTL
             // was set) but its KEEPALIVE is dropped, so the hold timer expires.
+            // Or the OPEN is dropped too, and the session waits in OpenSent, saying why.
             p.state != "Established"
                 && p.info.as_deref().is_some_and(|i| {
-                    i.contains("connect timed out") || i.starts_with("hold timer expired")
+                    i.contains("connect timed out")
+                        || i.starts_with("hold timer expired")
+                        || i.contains("TTL security: a peer more than 1 hop away is not heard")
                 })
         },
     );
     assert_eq!(refused.received, 0, "{refused:?}");
+    // And it stays so for longer than a hold time.
+    std::thread::sleep(Duration::from_secs(u64::from(HOLD) + 1));
+    let still = bgpd.peer(far).expect("far peer");
+    assert_ne!(still.state, "Established", "{still:?}");
+    assert_eq!(still.received, 0, "{still:?}");
     assert_ne!(bird.peer_state(0), "Established");
 
     spec.peers = vec![gtsm(far, 2), gtsm(l3.b4(), 1)];
@@ -308,6 +316,7 @@ fn dynamic_peer_from_a_range_accepted_and_outside_refused() {
 
     let up = bgpd.wait_established(l1.b4(), SESSION_UP);
     assert_eq!(up.asn, BIRD_AS);
+    assert_eq!(up.peer_type, "dynamic");
     bgpd.wait_kernel_route("10.99.1.0/24", &[&format!("via {}", l1.b4())], true);
     // The outside BIRD keeps trying (connect retry 2 s); each attempt is refused.
     wait_until(

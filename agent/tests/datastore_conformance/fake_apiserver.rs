@@ -61,6 +61,11 @@ struct State {
     objects: BTreeMap<(String, String), Value>,
     /// Every event since the start (the fake never forgets; `compacted` hides the old part).
     history: Vec<Event>,
+    /// The RBAC verb and resource of every request (`("watch", "ippools")`; core resources as
+    /// `core/nodes`), in order.
+    requests: Vec<(String, String)>,
+    /// Core `v1` Nodes (`GET /api/v1/nodes/<name>` only), by name.
+    core_nodes: BTreeMap<String, Value>,
 }
 
 struct Shared {
@@ -103,6 +108,8 @@ impl FakeApiServer {
                 kinds,
                 objects: BTreeMap::new(),
                 history: Vec::new(),
+                requests: Vec::new(),
+                core_nodes: BTreeMap::new(),
             }),
             events,
         });
@@ -157,6 +164,29 @@ impl FakeApiServer {
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
+    }
+
+    /// The RBAC verb and resource (plural) of every request so far, in order.
+    #[allow(dead_code)] // used by tests/manifests.rs, not by the conformance suite
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Serves `node` (a core v1 Node object) at `GET /api/v1/nodes/<name>`.
+    #[allow(dead_code)] // used by tests/kubernetes_node_netns.rs
+    pub fn set_core_node(&self, name: &str, node: Value) {
+        self.shared.lock().core_nodes.insert(name.to_string(), node);
+    }
+
+    /// The stored object `plural/name` (`ippools`, `default-ipv4-ippool`), as the API server
+    /// would return it.
+    #[allow(dead_code)] // used by tests/kubernetes_node_netns.rs
+    pub fn object(&self, plural: &str, name: &str) -> Option<Value> {
+        self.shared
+            .lock()
+            .objects
+            .get(&(plural.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// The `--datastore` value that reaches this fake.
@@ -280,6 +310,21 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         Ok(body) => body.to_bytes(),
         Err(e) => return status(400, "BadRequest", &e.to_string()),
     };
+    if let Some(name) = path.strip_prefix("/api/v1/nodes/") {
+        let mut state = shared.lock();
+        state
+            .requests
+            .push((method.to_string().to_lowercase(), "core/nodes".to_string()));
+        return match (method, state.core_nodes.get(name)) {
+            (Method::GET, Some(node)) => json_response(StatusCode::OK, node),
+            (Method::GET, None) => status(404, "NotFound", &format!("nodes \"{name}\" not found")),
+            (method, _) => status(
+                405,
+                "MethodNotAllowed",
+                &format!("method {method} not allowed"),
+            ),
+        };
+    }
     let Some(rest) = path.strip_prefix(PREFIX) else {
         return status(
             404,
@@ -299,6 +344,21 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         );
     };
     let resource = format!("{plural}.brindle.dev");
+    let watching = matches!(params.get("watch").map(String::as_str), Some("1" | "true"));
+    let verb = match (&method, &name) {
+        (&Method::GET, None) if watching => "watch",
+        (&Method::GET, None) => "list",
+        (&Method::GET, Some(_)) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::DELETE, _) => "delete",
+        (&Method::PATCH, _) => "patch",
+        _ => "other",
+    };
+    shared
+        .lock()
+        .requests
+        .push((verb.to_string(), plural.clone()));
     match (method, name) {
         (Method::GET, None)
             if matches!(params.get("watch").map(String::as_str), Some("1" | "true")) =>

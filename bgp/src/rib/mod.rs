@@ -64,12 +64,13 @@ pub struct Rib {
 struct PeerState {
     info: PeerInfo,
     session: Option<Session>,
-    /// Prefixes in its Adj-RIB-In (the paths are in the destinations).
-    received: usize,
+    /// Prefixes in its Adj-RIB-In (the paths are in the destinations), per family
+    /// ([`AddressFamily::index`]).
+    received: [usize; 2],
     /// How many of those are ineligible.
-    ineligible: usize,
-    /// Prefixes in its Adj-RIB-Out.
-    advertised: usize,
+    ineligible: [usize; 2],
+    /// Prefixes in its Adj-RIB-Out, per family.
+    advertised: [usize; 2],
     /// Graceful restart (RFC 4724 §4.2), we are the helper: the routes kept from before the
     /// peer restarted that it has not announced or withdrawn again since.
     stale: BTreeSet<IpNet>,
@@ -192,9 +193,9 @@ impl Rib {
             PeerState {
                 info,
                 session: None,
-                received: 0,
-                ineligible: 0,
-                advertised: 0,
+                received: [0; 2],
+                ineligible: [0; 2],
+                advertised: [0; 2],
                 stale: BTreeSet::new(),
             },
         );
@@ -240,7 +241,7 @@ impl Rib {
         families.sort();
         families.dedup();
         let mut cache = ExportCache::default();
-        state.advertised = 0;
+        state.advertised = [0; 2];
         for family in AddressFamily::ALL {
             let carried = families.contains(&family);
             for dest in tables[family.index()].values_mut() {
@@ -253,7 +254,7 @@ impl Rib {
                     adj_out::export(best, family, &state.info, local, attr_sets, &mut cache)
                 {
                     push_tight(&mut dest.adj_out, (peer, out));
-                    state.advertised += 1;
+                    state.advertised[family.index()] += 1;
                 }
             }
         }
@@ -293,9 +294,9 @@ impl Rib {
             .get_mut(&peer)
             .ok_or(RibError::UnknownPeer(peer))?;
         state.session = None;
-        state.received = 0;
-        state.ineligible = 0;
-        state.advertised = 0;
+        state.received = [0; 2];
+        state.ineligible = [0; 2];
+        state.advertised = [0; 2];
         state.stale.clear();
         let source = source_of(&state.info);
         let mut dirty = Vec::new();
@@ -321,7 +322,7 @@ impl Rib {
             .get_mut(&peer)
             .ok_or(RibError::UnknownPeer(peer))?;
         state.session = None;
-        state.advertised = 0;
+        state.advertised = [0; 2];
         let source = source_of(&state.info);
         for table in &mut self.tables {
             for (prefix, dest) in table.iter_mut() {
@@ -375,9 +376,10 @@ impl Rib {
             let Some(old) = table.get_mut(&prefix).and_then(|d| d.remove(&source)) else {
                 continue;
             };
-            state.received -= 1;
+            let f = AddressFamily::of(&prefix).index();
+            state.received[f] -= 1;
             if old.ineligible.is_some() {
-                state.ineligible -= 1;
+                state.ineligible[f] -= 1;
             }
             dirty.push(prefix);
         }
@@ -432,9 +434,10 @@ impl Rib {
             let Some(old) = table.get_mut(&prefix).and_then(|d| d.remove(&source)) else {
                 continue;
             };
-            state.received -= 1;
+            let f = AddressFamily::of(&prefix).index();
+            state.received[f] -= 1;
             if old.ineligible.is_some() {
-                state.ineligible -= 1;
+                state.ineligible[f] -= 1;
             }
             dirty.push(prefix);
         }
@@ -469,13 +472,14 @@ impl Rib {
                     selection: Selection::Lost(LossReason::PeerAddress),
                 };
                 let dest = tables[family.index()].entry(prefix).or_default();
+                let f = family.index();
                 match dest.upsert(path) {
-                    Some(old) if old.ineligible.is_some() => state.ineligible -= 1,
+                    Some(old) if old.ineligible.is_some() => state.ineligible[f] -= 1,
                     Some(_) => {}
-                    None => state.received += 1,
+                    None => state.received[f] += 1,
                 }
                 if ineligible.is_some() {
-                    state.ineligible += 1;
+                    state.ineligible[f] += 1;
                 }
                 dirty.push(prefix);
             }
@@ -572,10 +576,11 @@ impl Rib {
                     };
                     path.ineligible = new;
                     if let Some(state) = self.peers.get_mut(&peer) {
+                        let f = AddressFamily::of(prefix).index();
                         if reachable {
-                            state.ineligible -= 1;
+                            state.ineligible[f] -= 1;
                         } else {
-                            state.ineligible += 1;
+                            state.ineligible[f] += 1;
                         }
                     }
                     dirty.push(*prefix);
@@ -647,13 +652,25 @@ impl Rib {
         })
     }
 
-    /// Received, accepted and advertised prefix counts of `peer`.
+    /// Received, accepted and advertised prefix counts of `peer`, all families together.
     pub fn peer_counts(&self, peer: PeerId) -> Option<PeerCounts> {
         let state = self.peers.get(&peer)?;
+        let sum = |a: [usize; 2]| a.iter().sum();
         Some(PeerCounts {
-            received: state.received,
-            accepted: state.received - state.ineligible,
-            advertised: state.advertised,
+            received: sum(state.received),
+            accepted: sum(state.received) - sum(state.ineligible),
+            advertised: sum(state.advertised),
+        })
+    }
+
+    /// [`Rib::peer_counts`] of one family.
+    pub fn peer_family_counts(&self, peer: PeerId, family: AddressFamily) -> Option<PeerCounts> {
+        let state = self.peers.get(&peer)?;
+        let f = family.index();
+        Some(PeerCounts {
+            received: state.received[f],
+            accepted: state.received[f] - state.ineligible[f],
+            advertised: state.advertised[f],
         })
     }
 
@@ -725,7 +742,7 @@ impl Rib {
                     let new = best.as_ref().and_then(|b| {
                         adj_out::export(b, family, &peer.info, local, attr_sets, cache)
                     });
-                    if !dest.send(*id, new.as_ref(), &mut peer.advertised) {
+                    if !dest.send(*id, new.as_ref(), &mut peer.advertised[family.index()]) {
                         continue;
                     }
                     match new {

@@ -646,6 +646,37 @@ fn ipv6_via_mp_reach_and_mp_unreach() {
     assert_eq!(rib.routes(AddressFamily::Ipv6Unicast).count(), 2);
     assert_eq!(rib.routes(AddressFamily::Ipv4Unicast).count(), 0);
 
+    // Counted per family: an IPv4 route from the same peer lands in the other column.
+    rib.apply_update(
+        e1.id(),
+        &announce(&["203.0.113.0/24"], attrs(&[65001], "192.0.2.1")),
+    )
+    .unwrap();
+    let family = |rib: &Rib, peer: &PeerInfo, f| rib.peer_family_counts(peer.id(), f).unwrap();
+    let counts = |received, accepted, advertised| PeerCounts {
+        received,
+        accepted,
+        advertised,
+    };
+    assert_eq!(
+        family(&rib, &e1, AddressFamily::Ipv6Unicast),
+        counts(2, 2, 0)
+    );
+    assert_eq!(
+        family(&rib, &e1, AddressFamily::Ipv4Unicast),
+        counts(1, 1, 0)
+    );
+    assert_eq!(
+        family(&rib, &e2, AddressFamily::Ipv6Unicast),
+        counts(0, 0, 2)
+    );
+    assert_eq!(
+        family(&rib, &e2, AddressFamily::Ipv4Unicast),
+        counts(0, 0, 1)
+    );
+    assert_eq!(rib.peer_counts(e1.id()), Some(counts(3, 3, 0)));
+    assert_eq!(rib.peer_counts(e2.id()), Some(counts(0, 0, 3)));
+
     let unreach = Update {
         mp_unreach: Some(MpUnreach {
             afi: crate::packet::Afi::IPV6,
@@ -660,6 +691,18 @@ fn ipv6_via_mp_reach_and_mp_unreach() {
     assert_eq!(
         u.mp_unreach.as_ref().unwrap().withdrawn,
         vec![net("2001:db8:100::/48")]
+    );
+    assert_eq!(
+        family(&rib, &e1, AddressFamily::Ipv6Unicast),
+        counts(1, 1, 0)
+    );
+    assert_eq!(
+        family(&rib, &e2, AddressFamily::Ipv6Unicast),
+        counts(0, 0, 1)
+    );
+    assert_eq!(
+        family(&rib, &e1, AddressFamily::Ipv4Unicast),
+        counts(1, 1, 0)
     );
 }
 

@@ -68,8 +68,8 @@ pub(crate) async fn connect(
     }
     match tokio::time::timeout(timeout, socket.connect(peer)).await {
         Err(_) if options.md5_key.is_some() => Err(format!(
-            "connect timed out after {} s (TCP MD5 is configured: a key mismatch looks like \
-             this, the peer's kernel drops our segments)",
+            // A key mismatch looks like this: the peer's kernel drops our segments silently.
+            "connect timed out after {} s (TCP MD5 is configured: authentication failure?)",
             timeout.as_secs()
         )),
         Err(_) => Err(format!("connect timed out after {} s", timeout.as_secs())),

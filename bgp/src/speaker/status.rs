@@ -3,15 +3,24 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use super::{NeighborConfig, PeerStatus, RouteStatus};
+use super::{FamilyCounts, NeighborConfig, PeerStatus, RouteStatus};
 use crate::fsm::State;
 use crate::rib::{AddressFamily, PeerCounts, Rib, Selection};
 use crate::session::SessionStatus;
+
+/// Counters the speaker task keeps per neighbour, for [`PeerStatus`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Transitions {
+    pub(super) all: u64,
+    pub(super) established: u64,
+}
 
 pub(super) fn peer_status(
     config: &NeighborConfig,
     session: &SessionStatus,
     counts: Option<PeerCounts>,
+    families: Vec<FamilyCounts>,
+    transitions: Transitions,
     end_of_rib: bool,
 ) -> PeerStatus {
     let counts = counts.unwrap_or_default();
@@ -29,16 +38,32 @@ pub(super) fn peer_status(
         accepted: counts.accepted,
         advertised: counts.advertised,
         end_of_rib,
-        description: config.description.clone(),
+        peer_type: config.peer_type,
+        families,
+        transitions: transitions.all,
+        established_transitions: transitions.established,
     }
 }
 
 /// Why a session is not Established: the last failure, and what the session is doing about it
 /// once it has a connection again ("hold timer expired; retrying: OPEN sent, ...").
 fn info(config: &NeighborConfig, session: &SessionStatus) -> String {
+    let gtsm;
     let doing = match session.state {
         State::Established => return String::new(),
-        State::OpenSent => "OPEN sent, waiting for the peer's OPEN",
+        // RFC 5082: packets from farther away are dropped without a word, so a connection
+        // the peer opened may sit here until the 4-minute OpenSent hold timer.
+        State::OpenSent => match config.ttl_security {
+            Some(hops) => {
+                gtsm = format!(
+                    "OPEN sent, waiting for the peer's OPEN (TTL security: a peer more than \
+                     {hops} hop{} away is not heard)",
+                    if hops == 1 { "" } else { "s" }
+                );
+                &gtsm
+            }
+            None => "OPEN sent, waiting for the peer's OPEN",
+        },
         State::OpenConfirm => "OPEN received, waiting for KEEPALIVE",
         State::Idle => "idle",
         State::Connect => "connecting",
@@ -137,6 +162,15 @@ mod tests {
         assert_eq!(
             info(&active, State::OpenSent, Some("hold timer expired")),
             "hold timer expired; retrying: OPEN sent, waiting for the peer's OPEN"
+        );
+        let gtsm = NeighborConfig {
+            ttl_security: Some(1),
+            ..active.clone()
+        };
+        assert_eq!(
+            info(&gtsm, State::OpenSent, None),
+            "OPEN sent, waiting for the peer's OPEN (TTL security: a peer more than 1 hop away \
+             is not heard)"
         );
         assert_eq!(
             info(&active, State::OpenConfirm, None),

@@ -46,6 +46,8 @@ struct Neighbor {
     dynamic: bool,
     /// The max-prefix limit was passed (warn or discard) since the session came up.
     over_limit: Option<usize>,
+    /// State changes of its sessions, for status and metrics.
+    transitions: status::Transitions,
 }
 
 pub(super) struct Speaker {
@@ -207,6 +209,7 @@ impl Speaker {
                 stale_until: None,
                 dynamic,
                 over_limit: None,
+                transitions: status::Transitions::default(),
             },
         );
         Ok(())
@@ -273,10 +276,26 @@ impl Speaker {
                     .neighbors
                     .values()
                     .map(|n| {
+                        let id = PeerId(n.config.address);
+                        let families = super::session_families(&self.config, n.config.address)
+                            .into_iter()
+                            .filter_map(AddressFamily::from_family)
+                            .filter_map(|family| {
+                                let c = self.rib.peer_family_counts(id, family)?;
+                                Some(super::FamilyCounts {
+                                    family,
+                                    received: c.received,
+                                    accepted: c.accepted,
+                                    advertised: c.advertised,
+                                })
+                            })
+                            .collect();
                         let mut peer = status::peer_status(
                             &n.config,
                             &n.session.status(),
-                            self.rib.peer_counts(PeerId(n.config.address)),
+                            self.rib.peer_counts(id),
+                            families,
+                            n.transitions,
                             n.awaiting_end_of_rib.as_ref().is_some_and(|f| f.is_empty()),
                         );
                         if let (Some(max), Some(seen)) = (n.config.max_prefixes, n.over_limit) {
@@ -360,6 +379,7 @@ impl Speaker {
                 };
                 let config = NeighborConfig {
                     passive: true,
+                    peer_type: super::PeerType::Dynamic,
                     // The range's key is on the listener already.
                     password: None,
                     ..NeighborConfig::new(source, range.asn)
@@ -463,6 +483,10 @@ impl Speaker {
         match event {
             SessionEvent::StateChanged { from, to, .. } => {
                 tracing::debug!(peer = %peer, %from, %to, "session state");
+                neighbor.transitions.all += 1;
+                if to == crate::fsm::State::Established {
+                    neighbor.transitions.established += 1;
+                }
             }
             SessionEvent::Established {
                 negotiated,

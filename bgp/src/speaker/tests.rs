@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout, Instant};
 
 use super::*;
-use crate::rib::RouteSource;
+use crate::rib::{AddressFamily, RouteSource};
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -190,8 +190,36 @@ async fn ipv4_and_ipv6_routes_are_exchanged_and_withdrawn() {
     assert_eq!(at_b.asn, 65011);
     assert_eq!(at_b.info, "");
     assert!(at_b.since <= SystemTime::now());
-    let at_a = a.peer(&b).await;
-    assert_eq!(at_a.advertised, 2);
+    let at_a = eventually("counts at A", || async {
+        let p = a.peer(&b).await;
+        (p.received == 1 && p.advertised == 2).then_some(p)
+    })
+    .await;
+    // The same counts per family: one prefix each way over IPv4, one IPv6 prefix A to B.
+    let counts = |p: &PeerStatus| -> Vec<(AddressFamily, usize, usize, usize)> {
+        p.families
+            .iter()
+            .map(|f| (f.family, f.received, f.accepted, f.advertised))
+            .collect()
+    };
+    assert_eq!(
+        counts(&at_b),
+        [
+            (AddressFamily::Ipv4Unicast, 1, 1, 1),
+            (AddressFamily::Ipv6Unicast, 1, 1, 0)
+        ]
+    );
+    assert_eq!(
+        counts(&at_a),
+        [
+            (AddressFamily::Ipv4Unicast, 1, 1, 1),
+            (AddressFamily::Ipv6Unicast, 0, 0, 1)
+        ]
+    );
+    // Idle, Connect or Active, OpenSent, OpenConfirm, Established: up once.
+    assert_eq!(at_b.established_transitions, 1, "{at_b:?}");
+    assert!(at_b.transitions >= 3, "{at_b:?}");
+    assert_eq!(at_b.peer_type, PeerType::Global);
 
     a.handle
         .withdraw(net("fd00:11::/64"))

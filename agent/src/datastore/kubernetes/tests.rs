@@ -21,7 +21,7 @@ use super::KubernetesStore;
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 /// One request the store must make, and the recorded answer.
-struct Exchange {
+pub(super) struct Exchange {
     method: &'static str,
     path: String,
     /// Query parameters the request must carry (others may be there too).
@@ -34,7 +34,7 @@ struct Exchange {
     delay: Duration,
 }
 
-fn exchange(
+pub(super) fn exchange(
     method: &'static str,
     path: &str,
     status: u16,
@@ -52,7 +52,7 @@ fn exchange(
 }
 
 impl Exchange {
-    fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
+    pub(super) fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
         self.query.push((key, value.into()));
         self
     }
@@ -62,14 +62,14 @@ impl Exchange {
         self
     }
 
-    fn body(mut self, body: Value) -> Self {
+    pub(super) fn body(mut self, body: Value) -> Self {
         self.body = Some(body);
         self
     }
 }
 
 /// A store over a mock service (two items per list page), and the handle answering it.
-fn mock_store() -> (KubernetesStore, Handle) {
+pub(super) fn mock_store() -> (KubernetesStore, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     (KubernetesStore::with_page(client, 2), handle)
@@ -99,7 +99,7 @@ fn query_map(query: Option<&str>) -> BTreeMap<String, String> {
 /// another request's answer; a watch request that matches nothing is left hanging, any other
 /// request fails the test. The task ends when every exchange has happened; its panic fails the
 /// test when it is awaited ([`finish`]).
-fn serve(mut handle: Handle, exchanges: Vec<Exchange>) -> JoinHandle<()> {
+pub(super) fn serve(mut handle: Handle, exchanges: Vec<Exchange>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut pending: Vec<Option<Exchange>> = exchanges.into_iter().map(Some).collect();
         let mut hanging = Vec::new();
@@ -169,14 +169,14 @@ fn describe(pending: &[Option<Exchange>]) -> String {
         .join("; ")
 }
 
-async fn finish(server: JoinHandle<()>) {
+pub(super) async fn finish(server: JoinHandle<()>) {
     tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .expect("every recorded exchange happened")
         .expect("every request was the one recorded");
 }
 
-const POOLS: &str = "/apis/brindle.dev/v1/ippools";
+pub(super) const POOLS: &str = "/apis/brindle.dev/v1/ippools";
 const BLOCKS: &str = "/apis/brindle.dev/v1/ipamblocks";
 
 /// Messages and tokens as the API server writes them.
@@ -196,13 +196,14 @@ const PRECONDITION: &str = concat!(
     "Precondition failed: ResourceVersion in precondition: 4711, ",
     "ResourceVersion in object meta: 4730",
 );
-const ALREADY_EXISTS: &str = "ippools.brindle.dev \"default-ipv4-ippool\" already exists";
+pub(super) const ALREADY_EXISTS: &str =
+    "ippools.brindle.dev \"default-ipv4-ippool\" already exists";
 const POOL_NOT_FOUND: &str = "ippools.brindle.dev \"default-ipv4-ippool\" not found";
 const TOKEN: &str = "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6NDgwMH0";
 
 /// An object as the API server returns it: with uid, creationTimestamp, generation and
 /// managedFields, none of which Brindle stores.
-fn recorded_object(kind: &str, name: &str, rv: u64, spec: Value) -> Value {
+pub(super) fn recorded_object(kind: &str, name: &str, rv: u64, spec: Value) -> Value {
     json!({
         "apiVersion": "brindle.dev/v1",
         "kind": kind,
@@ -225,7 +226,7 @@ fn recorded_object(kind: &str, name: &str, rv: u64, spec: Value) -> Value {
     })
 }
 
-fn recorded_list(kind: &str, rv: u64, cont: Option<&str>, items: Vec<Value>) -> String {
+pub(super) fn recorded_list(kind: &str, rv: u64, cont: Option<&str>, items: Vec<Value>) -> String {
     let mut metadata = json!({ "resourceVersion": rv.to_string() });
     if let Some(cont) = cont {
         metadata["continue"] = json!(cont);
@@ -240,7 +241,7 @@ fn recorded_list(kind: &str, rv: u64, cont: Option<&str>, items: Vec<Value>) -> 
     .to_string()
 }
 
-fn recorded_status(code: u16, reason: &str, message: &str) -> String {
+pub(super) fn recorded_status(code: u16, reason: &str, message: &str) -> String {
     json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason,

@@ -27,6 +27,8 @@ pub struct PeerStatus {
     pub accepted: u64,
     #[serde(default)]
     pub advertised: u64,
+    #[serde(default)]
+    pub peer_type: String,
 }
 
 /// One row of `brindlectl bgp routes -o json`.
