@@ -520,6 +520,19 @@ impl Cluster {
         Ok(serde_json::from_str(&out)?)
     }
 
+    /// `brindlectl node status` of node `i` (calicoctl's table).
+    pub fn node_status(&self, i: usize) -> Result<String> {
+        run(
+            &self.bins.join("brindlectl").display().to_string(),
+            &[
+                "node",
+                "status",
+                "--socket",
+                &self.nodes[i].socket.display().to_string(),
+            ],
+        )
+    }
+
     /// Waits until node `i` has `want` BGP sessions, all Established.
     pub fn wait_established(&self, i: usize, want: usize, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;

@@ -109,6 +109,19 @@ fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
         }
     }
     assert_all_reachable(&cluster);
+    // `brindlectl node status` reads the agent's socket: three mesh peers, up.
+    let status = cluster.node_status(0).expect("node status");
+    assert!(status.contains("Brindle process is running."), "{status}");
+    for other in &cluster.nodes[1..] {
+        let row = status
+            .lines()
+            .find(|l| l.contains(&format!("| {} ", other.ip)))
+            .unwrap_or_else(|| panic!("no row for {} in\n{status}", other.ip));
+        assert!(
+            row.contains("node-to-node mesh") && row.contains("Established"),
+            "{row}"
+        );
+    }
 
     // A new global BGPPeer adds one session on every node and resets none of the others; its
     // deletion removes just that one.
@@ -370,6 +383,13 @@ fn two_racks_behind_bird_tors_reach_each_other_over_ebgp() {
         let peers = cluster.bgp_peers(i).expect("peers");
         assert_eq!(peers[0]["address"], format!("10.99.{rack}.1"), "{peers}");
         assert_eq!(peers[0]["asn"], 65100 + rack, "{peers}");
+        let status = cluster.node_status(i).expect("node status");
+        assert!(
+            status
+                .lines()
+                .any(|l| l.contains(&format!("| 10.99.{rack}.1 ")) && l.contains("node specific")),
+            "{status}"
+        );
     }
     let blocks: Vec<String> = cluster
         .nodes
