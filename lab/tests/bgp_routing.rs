@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use brindle_lab::bgp::bird_available;
-use brindle_lab::{is_root, Cluster, ClusterSpec, Encap, Routing};
+use brindle_lab::{in_ns, is_root, Cluster, ClusterSpec, Encap, Routing};
 
 fn root_or_skip() -> bool {
     if is_root() {
@@ -121,6 +121,39 @@ fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
             row.contains("node-to-node mesh") && row.contains("Established"),
             "{row}"
         );
+    }
+    // Its metrics: every mesh session established, one block accepted from each peer.
+    let script = "exec 3<>/dev/tcp/127.0.0.1/9091; \
+                  printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = in_ns(&cluster.nodes[0].netns, "bash", &["-c", script]).expect("metrics");
+        let established = |other: &str| {
+            format!(
+                "brindle_bgp_session_established{{peer=\"{other}\",peer_type=\"node-to-node mesh\"}} 1"
+            )
+        };
+        let accepted = |other: &str| {
+            format!(
+                "brindle_bgp_routes_accepted{{family=\"ipv4-unicast\",peer=\"{other}\",peer_type=\"node-to-node mesh\"}} 1"
+            )
+        };
+        let all = cluster.nodes[1..].iter().all(|n| {
+            let ip = n.ip.to_string();
+            text.lines().any(|l| l == established(&ip)) && text.lines().any(|l| l == accepted(&ip))
+        });
+        if all {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node1's /metrics lacks the mesh sessions:\n{}",
+            text.lines()
+                .filter(|l| l.starts_with("brindle_bgp_"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 
     // A new global BGPPeer adds one session on every node and resets none of the others; its

@@ -270,8 +270,28 @@ async fn main() -> Result<()> {
         tokio::spawn(server::serve_health(listener, shared.clone()));
     }
 
-    let metrics =
-        Arc::new(Metrics::new(prometheus::Registry::new()).context("registering the metrics")?);
+    let registry = prometheus::Registry::new();
+    let metrics = Arc::new(Metrics::new(registry.clone()).context("registering the metrics")?);
+    // The speaker's per-peer series (`--routing bgp`), refreshed from its status every 5 s;
+    // the speaker may be restarted, so it is looked up each time.
+    let bgp_metrics = Arc::new(
+        brindle_agent::bgp_metrics::BgpMetrics::new(&registry)
+            .context("registering the BGP metrics")?,
+    );
+    {
+        let (shared, bgp_metrics) = (shared.clone(), bgp_metrics.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let peers = match shared.speaker() {
+                    Some(speaker) => speaker.peers().await.unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                bgp_metrics.update(&peers);
+            }
+        });
+    }
     if args.metrics_listen != "off" {
         let addr: SocketAddr = args
             .metrics_listen
