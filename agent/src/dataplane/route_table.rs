@@ -16,8 +16,8 @@ use ipnet::IpNet;
 use super::kernel::{Kernel, KernelRoute, RouteKind};
 use super::{ApplyReport, DataplaneError, RouteTarget, RTPROT_BRINDLE};
 
-/// Netlink requests in flight at once during a flush.
-const IN_FLIGHT: usize = 256;
+/// Netlink requests in flight at once during a flush (and a full pass's writes).
+pub(crate) const IN_FLIGHT: usize = 256;
 
 /// Desired routes, installed routes, and the prefixes where they may differ.
 #[derive(Debug, Default)]
