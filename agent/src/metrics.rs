@@ -47,6 +47,8 @@ pub enum Trigger {
     Retry,
     /// A kick from the API server (pod added or removed).
     Api,
+    /// A deadline the dataplane set: the lingering VXLAN device is due to go.
+    Linger,
 }
 
 impl Trigger {
@@ -57,6 +59,7 @@ impl Trigger {
             Trigger::Resync => "resync",
             Trigger::Retry => "retry",
             Trigger::Api => "api",
+            Trigger::Linger => "linger",
         }
     }
 }
