@@ -317,9 +317,9 @@ pub(crate) async fn reconcile_routes<K: Kernel>(
         .filter(|(dst, _)| !desired.contains_key(dst))
         .flat_map(|(dst, routes)| routes.iter().map(move |route| (dst, *route)))
         .filter(|(dst, route)| {
-            !protected
+            protected
                 .get(dst)
-                .is_some_and(|dev| route.dev.as_ref() == Some(dev))
+                .is_none_or(|dev| route.dev.as_ref() != Some(dev))
         })
         .map(|(_, route)| route.clone())
         .collect::<Vec<_>>();
