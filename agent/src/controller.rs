@@ -358,6 +358,14 @@ pub async fn run(
             } else {
                 Duration::from_secs(3600)
             });
+            // The lingering VXLAN device goes at its deadline, not a resync interval later.
+            let linger = dataplane.vxlan_linger_until();
+            let linger_expired = async move {
+                match linger {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 event = watch.recv() => {
                     let Some(event) = event else { break };
@@ -419,6 +427,7 @@ pub async fn run(
                 _ = shared.bgp_kick.notified() => { pending.get_or_insert(Trigger::Bgp); }
                 _ = resync.tick() => pending = Some(Trigger::Resync),
                 _ = retry => {}
+                _ = linger_expired => { pending.get_or_insert(Trigger::Linger); }
             }
         }
     }

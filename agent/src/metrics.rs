@@ -49,6 +49,8 @@ pub enum Trigger {
     Api,
     /// The BGP speaker's best routes changed (`--routing bgp`).
     Bgp,
+    /// A deadline the dataplane set: the lingering VXLAN device is due to go.
+    Linger,
 }
 
 impl Trigger {
@@ -60,6 +62,7 @@ impl Trigger {
             Trigger::Retry => "retry",
             Trigger::Api => "api",
             Trigger::Bgp => "bgp",
+            Trigger::Linger => "linger",
         }
     }
 }

@@ -187,7 +187,9 @@ pub struct ClusterSpec {
     pub segments: usize,
     /// `natOutgoing` of the pools.
     pub nat_outgoing: bool,
-    /// An "outside" namespace behind the fabric router, with a server at [`OUTSIDE_IP`].
+    /// An "outside" namespace behind the fabric router, with a server at [`OUTSIDE_IP`] (and at
+    /// [`OUTSIDE_IP6`] when the cluster has an IPv6 pool: the nodes then route IPv6 through the
+    /// fabric too).
     pub outside: bool,
     /// How the agents route (see [`bgp`]).
     pub routing: Routing,
@@ -195,10 +197,15 @@ pub struct ClusterSpec {
     pub bgp_hold_time: u16,
     /// Resources (YAML: Node, BGPConfiguration, BGPPeer...) applied before the agents start.
     pub resources: String,
+    /// The agents' `--resync-interval`, in seconds.
+    pub resync_interval_secs: u64,
 }
 
 /// The outside server's address (TEST-NET-3: in no pool, routed by the fabric only).
 pub const OUTSIDE_IP: &str = "203.0.113.10";
+/// The outside server's IPv6 address (documentation prefix: in no pool, routed by the fabric
+/// only).
+pub const OUTSIDE_IP6: &str = "2001:db8:113::10";
 
 impl Default for ClusterSpec {
     fn default() -> Self {
@@ -218,6 +225,7 @@ impl Default for ClusterSpec {
             routing: Routing::Static,
             bgp_hold_time: 9,
             resources: String::new(),
+            resync_interval_secs: 10,
         }
     }
 }
@@ -391,6 +399,39 @@ impl Cluster {
                 "ip",
                 &["route", "add", "default", "via", "203.0.113.1"],
             )?;
+            if self.spec.pool_cidr_v6.is_some() {
+                in_ns(
+                    &fabric,
+                    "ip",
+                    &[
+                        "-6",
+                        "addr",
+                        "add",
+                        "2001:db8:113::1/64",
+                        "dev",
+                        "out0",
+                        "nodad",
+                    ],
+                )?;
+                in_ns(
+                    &outside,
+                    "ip",
+                    &[
+                        "-6",
+                        "addr",
+                        "add",
+                        &format!("{OUTSIDE_IP6}/64"),
+                        "dev",
+                        "eth0",
+                        "nodad",
+                    ],
+                )?;
+                in_ns(
+                    &outside,
+                    "ip",
+                    &["-6", "route", "add", "default", "via", "2001:db8:113::1"],
+                )?;
+            }
             self.outside = Some(outside);
         }
         if self.spec.pool_cidr_v6.is_some() {
@@ -398,6 +439,11 @@ impl Cluster {
                 &fabric,
                 "ip",
                 &["-6", "addr", "add", "fd99::1/64", "dev", "br0", "nodad"],
+            )?;
+            in_ns(
+                &fabric,
+                "sysctl",
+                &["-q", "-w", "net.ipv6.conf.all.forwarding=1"],
             )?;
         }
         for i in 1..=self.spec.nodes {
@@ -443,6 +489,13 @@ impl Cluster {
                     "ip",
                     &["-6", "addr", "add", &node_ip6, "dev", "eth0", "nodad"],
                 )?;
+                if self.spec.outside {
+                    in_ns(
+                        &netns,
+                        "ip",
+                        &["-6", "route", "add", "default", "via", "fd99::1"],
+                    )?;
+                }
             }
             self.nodes.push(Node {
                 socket: self.dir.join(format!("{name}.sock")),
@@ -740,6 +793,7 @@ impl Cluster {
         let routing = self.spec.routing.clone();
         let hold = self.spec.bgp_hold_time;
         let secrets = self.dir.join("secrets");
+        let resync = self.spec.resync_interval_secs.to_string();
         let node = &mut self.nodes[i];
         let log = fs::OpenOptions::new()
             .create(true)
@@ -753,12 +807,8 @@ impl Cluster {
             .args(["--node-ip", &format!("{}/24", node.ip)])
             .arg("--socket")
             .arg(&node.socket)
-            .args([
-                "--health-listen",
-                "127.0.0.1:9099",
-                "--resync-interval",
-                "10",
-            ])
+            .args(["--health-listen", "127.0.0.1:9099"])
+            .args(["--resync-interval", &resync])
             .args(if routing.is_bgp() {
                 vec![
                     "--routing".to_string(),
@@ -1176,8 +1226,8 @@ impl Cluster {
         Ok((counter(&out, "vxlan")?, counter(&out, "pods")?))
     }
 
-    /// Starts recording the source address of every ping request arriving in namespace `ns`
-    /// (what a server there sees). Read with [`Cluster::ping_sources`].
+    /// Starts recording the source address of every ping request (ICMP and ICMPv6) arriving
+    /// in namespace `ns` (what a server there sees). Read with [`Cluster::ping_sources`].
     pub fn record_ping_sources(&self, ns: &str) -> Result<()> {
         let script = r#"table ip lab-seen {
     set sources { type ipv4_addr; flags dynamic; size 1024; }
@@ -1186,24 +1236,37 @@ impl Cluster {
         icmp type echo-request add @sources { ip saddr }
     }
 }
+table ip6 lab-seen {
+    set sources { type ipv6_addr; flags dynamic; size 1024; }
+    chain input {
+        type filter hook input priority 0; policy accept;
+        icmpv6 type echo-request add @sources { ip6 saddr }
+    }
+}
 "#;
         nft_script(ns, script)
     }
 
-    /// The sources recorded by [`Cluster::record_ping_sources`] in `ns`, and forgets them.
+    /// The sources recorded by [`Cluster::record_ping_sources`] in `ns` (IPv4 first, then
+    /// IPv6), and forgets them.
     pub fn ping_sources(&self, ns: &str) -> Result<Vec<String>> {
-        let out = in_ns(ns, "nft", &["list", "set", "ip", "lab-seen", "sources"])?;
-        in_ns(ns, "nft", &["flush", "set", "ip", "lab-seen", "sources"])?;
-        let Some(start) = out.find("elements = {") else {
-            return Ok(Vec::new());
-        };
-        let rest = &out[start + "elements = {".len()..];
-        let end = rest.find('}').unwrap_or(rest.len());
-        Ok(rest[..end]
-            .split(',')
-            .map(|e| e.trim().to_string())
-            .filter(|e| !e.is_empty())
-            .collect())
+        let mut sources = Vec::new();
+        for family in ["ip", "ip6"] {
+            let out = in_ns(ns, "nft", &["list", "set", family, "lab-seen", "sources"])?;
+            in_ns(ns, "nft", &["flush", "set", family, "lab-seen", "sources"])?;
+            let Some(start) = out.find("elements = {") else {
+                continue;
+            };
+            let rest = &out[start + "elements = {".len()..];
+            let end = rest.find('}').unwrap_or(rest.len());
+            sources.extend(
+                rest[..end]
+                    .split(',')
+                    .map(|e| e.trim().to_string())
+                    .filter(|e| !e.is_empty()),
+            );
+        }
+        Ok(sources)
     }
 
     /// Pings `to_ip` from `from` every `interval` until stopped; for reachability while

@@ -4,8 +4,11 @@
 //! tunnel4 and ip_tunnel, veth, bridge with stp and llc), the Brindle binaries and their shared
 //! libraries. Its `/init` (lab/vm/ipip-init.sh) runs `brindle-lab demo --encap ipip` with two
 //! nodes and one pod each: every pod pings every other pod, the routes and the `tunl0` counters
-//! are printed, and the demo fails if a node sent nothing through `tunl0`. The test reads the
-//! console with a deadline and checks the result line, the routes and the counters.
+//! are printed, and the demo fails if a node sent nothing through `tunl0`. Then the in-VM
+//! scenarios of this file: pool mode changes under a running ping, and `ipipMode: CrossSubnet`
+//! with four nodes on two segments joined by a router namespace (same segment direct, across
+//! through `tunl0`, by `tunl0`'s TX counters). The test reads the console with a deadline and
+//! checks the result line, the routes and the counters.
 //!
 //! Root only (building the initramfs needs the root-only kernel image); skipped outside CI when
 //! not root or when a package is missing (qemu-system-x86, linux-image-cloud-amd64,
@@ -408,6 +411,14 @@ fn pods_on_two_nodes_reach_each_other_through_tunl0_in_a_vm() {
         sent.iter().all(|n| *n >= 2),
         "each node's echo and reply go through tunl0: {sent:?}"
     );
+    // The in-VM CrossSubnet scenario ran (its asserts are part of the PASS line) and said
+    // what the counters showed.
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains("CrossSubnet: tunl0 packets sent")),
+        "no CrossSubnet summary; last lines of the console:\n{last}"
+    );
     assert!(finished, "the VM did not power off within {DEADLINE:?}");
 }
 
@@ -557,4 +568,93 @@ fn in_vm_pool_mode_changes_move_traffic_without_losing_reachability() {
     }
     // The same pod on the other side answers too.
     assert!(cluster.ping(b, &a.ip, 10), "{} -> {}", b.name, a.ip);
+}
+
+/// Inside the VM: `ipipMode: CrossSubnet` with four nodes on two L2 segments joined by a
+/// router (the lab's fabric namespace): a pod's traffic to a pod on its own segment goes
+/// direct (`tunl0` sends nothing), to a pod on the other segment through `tunl0`.
+#[test]
+#[ignore = "runs inside the IPIP VM that pods_on_two_nodes_reach_each_other_through_tunl0_in_a_vm boots"]
+fn in_vm_cross_subnet_tunnels_only_between_segments() {
+    assert!(
+        std::env::var_os(IN_VM).is_some(),
+        "only the IPIP VM runs this (its kernel has ipip.ko)"
+    );
+    let cluster = Cluster::build(ClusterSpec {
+        nodes: 4,
+        pods_per_node: 1,
+        segments: 2,
+        encap: Encap::IpipCrossSubnet,
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    cluster
+        .wait_converged(Duration::from_secs(60))
+        .expect("routes converge");
+    // node1 and node2 on 10.99.0.0/24, node3 and node4 on 10.99.1.0/24.
+    assert_eq!(
+        (0..4).map(|i| cluster.segment_of(i)).collect::<Vec<_>>(),
+        [0, 0, 1, 1]
+    );
+    let pod_on = |node: usize| {
+        cluster
+            .pods
+            .iter()
+            .find(|p| p.node == node)
+            .unwrap_or_else(|| panic!("no pod on node{}", node + 1))
+    };
+    let block_of = |i: usize| {
+        let routes = cluster.routes(i).expect("routes");
+        routes
+            .lines()
+            .find_map(|l| l.strip_prefix("blackhole "))
+            .map(|b| b.trim().to_string())
+            .unwrap_or_else(|| panic!("node{}: no local block:\n{routes}", i + 1))
+    };
+    let (a, same, across) = (pod_on(0), pod_on(1), pod_on(2));
+    let same_route = wait_route_dev(&cluster, 0, &block_of(1), "eth0");
+    let across_route = wait_route_dev(&cluster, 0, &block_of(2), "tunl0");
+    // And the way back, for the replies.
+    wait_route_dev(&cluster, 1, &block_of(0), "eth0");
+    wait_route_dev(&cluster, 2, &block_of(0), "tunl0");
+    assert!(
+        same_route.contains("via 10.99.0.12"),
+        "same segment: {same_route}"
+    );
+    assert!(
+        across_route.contains("via 10.99.1.13") && across_route.contains("onlink"),
+        "across: {across_route}"
+    );
+
+    let tunl = |i: usize| cluster.tx_packets(i, "tunl0").expect("tunl0 counter");
+    let before = (tunl(0), tunl(1));
+    assert!(
+        cluster.ping(a, &same.ip, 10),
+        "same segment: {} -> {}",
+        a.name,
+        same.ip
+    );
+    let same_sent = (tunl(0) - before.0, tunl(1) - before.1);
+    let before = (tunl(0), tunl(2));
+    assert!(
+        cluster.ping(a, &across.ip, 10),
+        "across: {} -> {}",
+        a.name,
+        across.ip
+    );
+    let across_sent = (tunl(0) - before.0, tunl(2) - before.1);
+    println!(
+        "CrossSubnet: tunl0 packets sent (node1, peer) for a ping on the same segment \
+         {same_sent:?}, across segments {across_sent:?}; routes: {same_route} | {across_route}"
+    );
+    assert_eq!(
+        same_sent,
+        (0, 0),
+        "same segment: the echo or its reply went through tunl0"
+    );
+    assert!(
+        across_sent.0 >= 1 && across_sent.1 >= 1,
+        "across segments: the echo and its reply go through tunl0: {across_sent:?}"
+    );
 }

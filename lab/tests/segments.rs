@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use brindle_lab::{in_ns, ip, is_root, Cluster, ClusterSpec, Encap, Pod, OUTSIDE_IP};
+use brindle_lab::{in_ns, ip, is_root, Cluster, ClusterSpec, Encap, Pod, OUTSIDE_IP, OUTSIDE_IP6};
 
 const POOL: &str = "10.244.0.0/16";
 const PINGS: u64 = 10;
@@ -200,9 +200,11 @@ fn never_routes_directly_and_through_the_routers_static_routes() {
 }
 
 fn nat_table_present(cluster: &Cluster, node: usize) -> bool {
-    in_ns(&cluster.nodes[node].netns, "nft", &["list", "tables"])
-        .map(|t| t.contains("table ip brindle-nat"))
-        .unwrap_or(false)
+    nat_tables(cluster, node).contains("table ip brindle-nat")
+}
+
+fn nat_tables(cluster: &Cluster, node: usize) -> String {
+    in_ns(&cluster.nodes[node].netns, "nft", &["list", "tables"]).unwrap_or_default()
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -295,6 +297,113 @@ fn nat_outgoing_shows_the_node_address_outside_and_pod_addresses_inside() {
 }
 
 #[test]
+fn nat_outgoing_over_ipv6_shows_the_node_address_outside_and_pod_addresses_inside() {
+    if !root_or_skip() {
+        return;
+    }
+    let cluster = Cluster::build(ClusterSpec {
+        nodes: 2,
+        pods_per_node: 1,
+        pool_cidr_v6: Some("fd00:10:244::/48".to_string()),
+        nat_outgoing: true,
+        outside: true,
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    cluster
+        .wait_converged(Duration::from_secs(30))
+        .expect("routes converge");
+    let outside = cluster.outside.clone().expect("outside namespace");
+    cluster.record_ping_sources(&outside).expect("outside");
+    let (a, b) = (pod_on(&cluster, 0).clone(), pod_on(&cluster, 1).clone());
+    let (a6, b6) = (
+        a.ip6.clone().expect("pod a has IPv6"),
+        b.ip6.clone().expect("pod b has IPv6"),
+    );
+    cluster.record_ping_sources(&b.netns).expect("pod b");
+
+    wait_for("both NAT tables on node1", || {
+        let tables = nat_tables(&cluster, 0);
+        tables.contains("table ip brindle-nat") && tables.contains("table ip6 brindle-nat")
+    });
+    assert!(
+        cluster.ping(&a, OUTSIDE_IP6, 5),
+        "a pod cannot reach the outside server over IPv6"
+    );
+    assert!(
+        cluster.ping(&a, OUTSIDE_IP, 5),
+        "a pod cannot reach the outside server over IPv4"
+    );
+    let seen = cluster.ping_sources(&outside).expect("sources");
+    assert_eq!(
+        seen,
+        [cluster.nodes[0].ip.clone(), "fd99::11".to_string()],
+        "outside saw"
+    );
+    // Between pods (one pool per family) nothing is masqueraded.
+    assert!(cluster.ping(&a, &b6, 3), "pod to pod over IPv6");
+    assert!(cluster.ping(&a, &b.ip, 3), "pod to pod over IPv4");
+    let seen = cluster.ping_sources(&b.netns).expect("sources");
+    assert_eq!(seen, [a.ip.clone(), a6], "pod b saw");
+}
+
+#[test]
+fn the_vxlan_device_goes_when_its_linger_ends_not_at_the_next_resync() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut cluster = Cluster::build(ClusterSpec {
+        nodes: 2,
+        pods_per_node: 1,
+        encap: Encap::VxlanAlways,
+        // Far beyond the test: only a pass the agent schedules itself can remove the device.
+        resync_interval_secs: 300,
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    cluster
+        .wait_converged(Duration::from_secs(30))
+        .expect("routes converge");
+    let device_on = |cluster: &Cluster, i: usize| {
+        ip(&[
+            "-n",
+            &cluster.nodes[i].netns,
+            "link",
+            "show",
+            "vxlan.brindle",
+        ])
+        .is_ok()
+    };
+    assert!((0..2).all(|i| device_on(&cluster, i)));
+    let before = Instant::now();
+    cluster.set_pools(Encap::Never, false).expect("to Never");
+    let switched = Instant::now();
+    // Since the pool was switched: at least since `before`, at most since `switched`.
+    let mut gone = [None; 2];
+    while gone.iter().any(Option::is_none) {
+        for (i, at) in gone.iter_mut().enumerate() {
+            if at.is_none() && !device_on(&cluster, i) {
+                *at = Some((before.elapsed(), switched.elapsed()));
+            }
+        }
+        assert!(
+            switched.elapsed() < Duration::from_secs(15),
+            "the VXLAN device still exists 15 s after the switch to Never: {gone:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("VXLAN device gone after {gone:?} (linger 5 s)");
+    for (most, least) in gone.into_iter().flatten() {
+        // It lingers its 5 s (for slower nodes), then goes at once: the pass is scheduled
+        // for the linger's end, not left to the periodic resync (300 s here).
+        assert!(most >= Duration::from_secs(5), "gone too early: {most:?}");
+        assert!(least < Duration::from_secs(7), "gone only after {least:?}");
+    }
+}
+
+#[test]
 fn changing_the_pool_mode_keeps_pods_reachable() {
     if !root_or_skip() {
         return;
@@ -325,8 +434,7 @@ fn changing_the_pool_mode_keeps_pods_reachable() {
     std::thread::sleep(Duration::from_millis(300));
     cluster.set_pools(Encap::Never, false).expect("to Never");
     wait_path(&cluster, "dev eth0");
-    // The device lingers 5 s for slower nodes, and goes at the next pass after that (the
-    // lab's resync interval is 10 s); coming back must create it again.
+    // The device lingers 5 s for slower nodes, then goes; coming back must create it again.
     let deadline = Instant::now() + Duration::from_secs(20);
     while (0..2).any(|i| {
         ip(&[

@@ -1,8 +1,8 @@
 #!/bin/sh
 # /init of the IPIP test VM, built by lab/tests/ipip_qemu.rs: loads the modules the test
-# needs (ipip brings tunl0), runs a two-node IPIP cluster with the real binaries (the demo, then
-# the test binary's pool mode change scenario), prints one result line the host test looks for,
-# and powers off.
+# needs (ipip brings tunl0), runs IPIP clusters with the real binaries (the demo, then the test
+# binary's in-VM scenarios: pool mode changes, CrossSubnet across two segments), prints one
+# result line the host test looks for, and powers off.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -25,16 +25,18 @@ if brindle-lab demo --nodes 2 --pods-per-node 1 --encap ipip; then
         brindlectl --datastore "embedded:$store" ipam check
     done
     rm -rf /tmp/brindle-lab-*
-    # Then the test binary's own in-VM scenario: pool mode changes under a running ping.
+    # Then the test binary's own in-VM scenarios: pool mode changes under a running ping, and
+    # CrossSubnet on two segments joined by a router.
     if BRINDLE_IN_VM=1 ipip-scenarios --include-ignored --exact --nocapture --test-threads 1 \
-        in_vm_pool_mode_changes_move_traffic_without_losing_reachability; then
+        in_vm_pool_mode_changes_move_traffic_without_losing_reachability \
+        in_vm_cross_subnet_tunnels_only_between_segments; then
         echo "BRINDLE-VM-RESULT: PASS"
     else
         for log in /tmp/brindle-lab-*/*.log; do
             echo "== $log"
             tail -n 30 "$log"
         done
-        echo "BRINDLE-VM-RESULT: FAIL (mode changes)"
+        echo "BRINDLE-VM-RESULT: FAIL (in-VM scenarios)"
     fi
 else
     for log in /tmp/brindle-lab-*/*.log; do

@@ -324,11 +324,21 @@ impl Dataplane {
         self.vxlan_linger = linger;
     }
 
+    /// When the VXLAN device kept past its last use is due to go, if one is lingering: a pass
+    /// at that instant removes it (the controller schedules one).
+    pub fn vxlan_linger_until(&self) -> Option<std::time::Instant> {
+        match &self.vxlan_last {
+            Some((_, Some(since))) => Some(*since + self.vxlan_linger),
+            _ => None,
+        }
+    }
+
     /// `desired` with the VXLAN device kept, if it was wanted until less than the linger time
     /// ago. When a pool leaves VXLAN, every node moves its routes off the tunnel at its own
     /// pace; a node that deleted its device at once would drop what the slower ones still
     /// send it encapsulated. Kept, the device still decapsulates (it needs no route, neighbour
-    /// or FDB entry for that); it goes at the first pass after the grace period.
+    /// or FDB entry for that); it goes at the first pass after the grace period, which the
+    /// controller runs at [`Dataplane::vxlan_linger_until`].
     fn vxlan_linger(&mut self, desired: &DesiredState) -> Option<DesiredState> {
         if let Some(want) = &desired.vxlan {
             self.vxlan_last = Some((want.clone(), None));

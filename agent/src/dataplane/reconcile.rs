@@ -9,9 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use futures::StreamExt;
 use ipnet::{IpNet, Ipv4Net};
 
 use super::kernel::{Kernel, KernelRoute};
+use super::kernel::WRITES_IN_FLIGHT as IN_FLIGHT;
 use super::{
     ApplyReport, DataplaneError, DesiredState, FdbEntry, IpipDevice, Mac, Neighbor, VxlanDevice,
     IPIP_DEVICE, RTPROT_BRINDLE, VXLAN_DEVICE,
@@ -225,15 +227,26 @@ async fn reconcile_neighbors<K: Kernel>(
     let want: BTreeMap<IpAddr, Mac> = desired.iter().map(|n| (n.ip, n.mac)).collect();
     let have: BTreeMap<IpAddr, Mac> = actual.iter().map(|n| (n.ip, n.mac)).collect();
 
-    for n in actual.iter().filter(|n| !want.contains_key(&n.ip)) {
-        match kernel.del_neighbor(n).await {
+    // Owned items: a future borrowing its item is not `Send` through `buffer_unordered`.
+    let stale: Vec<Neighbor> = actual
+        .iter()
+        .filter(|n| !want.contains_key(&n.ip))
+        .cloned()
+        .collect();
+    for result in pipelined(stale, |n| async move { kernel.del_neighbor(&n).await }).await {
+        match result {
             Ok(()) => report.neighbors_changed += 1,
             Err(e) => report.error(e),
         }
     }
     // A changed MAC is replaced in place.
-    for n in desired.iter().filter(|n| have.get(&n.ip) != Some(&n.mac)) {
-        match kernel.set_neighbor(n).await {
+    let changed = desired
+        .iter()
+        .filter(|n| have.get(&n.ip) != Some(&n.mac))
+        .map(|n| (*n).clone())
+        .collect::<Vec<_>>();
+    for result in pipelined(changed, |n| async move { kernel.set_neighbor(&n).await }).await {
+        match result {
             Ok(()) => report.neighbors_changed += 1,
             Err(e) => report.error(e),
         }
@@ -265,14 +278,16 @@ async fn reconcile_fdb<K: Kernel>(
     };
     let have: BTreeSet<&FdbEntry> = actual.iter().collect();
     // Add first: a VTEP whose node IP changed keeps a destination throughout.
-    for e in desired.difference(&have) {
-        match kernel.add_fdb(e).await {
+    let add: Vec<FdbEntry> = desired.difference(&have).map(|e| (*e).clone()).collect();
+    for result in pipelined(add, |e| async move { kernel.add_fdb(&e).await }).await {
+        match result {
             Ok(()) => report.fdb_changed += 1,
             Err(err) => report.error(err),
         }
     }
-    for e in have.difference(&desired) {
-        match kernel.del_fdb(e).await {
+    let stale: Vec<FdbEntry> = have.difference(&desired).map(|e| (*e).clone()).collect();
+    for result in pipelined(stale, |e| async move { kernel.del_fdb(&e).await }).await {
+        match result {
             Ok(()) => report.fdb_changed += 1,
             Err(err) => report.error(err),
         }
@@ -297,24 +312,27 @@ pub(crate) async fn reconcile_routes<K: Kernel>(
     }
 
     // Stale routes go first, so that a route moving between prefixes never has both.
-    for (dst, routes) in &ours {
-        if desired.contains_key(dst) {
-            continue;
-        }
-        for route in routes {
-            if protected
+    let stale = ours
+        .iter()
+        .filter(|(dst, _)| !desired.contains_key(dst))
+        .flat_map(|(dst, routes)| routes.iter().map(move |route| (dst, *route)))
+        .filter(|(dst, route)| {
+            protected
                 .get(dst)
-                .is_some_and(|dev| route.dev.as_ref() == Some(dev))
-            {
-                continue;
-            }
-            match kernel.del_route(route).await {
-                Ok(()) => report.routes_removed += 1,
-                Err(e) => report.error(e),
-            }
+                .is_none_or(|dev| route.dev.as_ref() != Some(dev))
+        })
+        .map(|(_, route)| route.clone())
+        .collect::<Vec<_>>();
+    for result in pipelined(stale, |route| async move { kernel.del_route(&route).await }).await {
+        match result {
+            Ok(()) => report.routes_removed += 1,
+            Err(e) => report.error(e),
         }
     }
 
+    // Per destination: its duplicates or wrong routes deleted, then the desired one written,
+    // in that order; destinations in parallel.
+    let mut plans = Vec::new();
     for (dst, target) in desired {
         let mine = ours.get(dst).map(Vec::as_slice).unwrap_or_default();
         let (matching, others): (Vec<&KernelRoute>, Vec<&KernelRoute>) = mine
@@ -322,35 +340,83 @@ pub(crate) async fn reconcile_routes<K: Kernel>(
             .partition(|r| r.target().as_ref() == Some(target));
         if let Some(keep) = matching.first() {
             // Duplicates (another metric or TOS) of a correct route are stale.
-            for route in others.iter().chain(matching.iter().skip(1)) {
-                if route != keep {
-                    match kernel.del_route(route).await {
-                        Ok(()) => report.routes_removed += 1,
-                        Err(e) => report.error(e),
-                    }
-                }
+            let deletes: Vec<KernelRoute> = others
+                .iter()
+                .chain(matching.iter().skip(1))
+                .filter(|route| *route != keep)
+                .map(|route| (*route).clone())
+                .collect();
+            if !deletes.is_empty() {
+                plans.push(RoutePlan {
+                    dst: *dst,
+                    deletes,
+                    add: None,
+                });
             }
             continue;
         }
         // Replacing in place is safe only if no foreign route shares the destination: the
         // kernel would otherwise overwrite whichever route holds the key.
         let replace = !others.is_empty() && !foreign.contains(dst);
-        let to_delete = if replace { &others[1..] } else { &others[..] };
-        for route in to_delete {
-            match kernel.del_route(route).await {
+        let deletes = if replace { &others[1..] } else { &others[..] };
+        plans.push(RoutePlan {
+            dst: *dst,
+            deletes: deletes.iter().map(|route| (*route).clone()).collect(),
+            add: Some((target.clone(), replace)),
+        });
+    }
+    let done = pipelined(plans, |plan| async move {
+        let mut deleted = Vec::with_capacity(plan.deletes.len());
+        for route in &plan.deletes {
+            deleted.push(kernel.del_route(route).await);
+        }
+        let added = match plan.add {
+            Some((target, replace)) => Some(kernel.add_route(plan.dst, &target, replace).await),
+            None => None,
+        };
+        (plan.dst, deleted, added)
+    })
+    .await;
+    for (dst, deleted, added) in done {
+        for result in deleted {
+            match result {
                 Ok(()) => report.routes_removed += 1,
                 Err(e) => report.error(e),
             }
         }
-        match kernel.add_route(*dst, target, replace).await {
-            Ok(()) => report.routes_added += 1,
-            Err(e) if foreign.contains(dst) => report.error(format!(
+        match added {
+            None => {}
+            Some(Ok(())) => report.routes_added += 1,
+            Some(Err(e)) if foreign.contains(&dst) => report.error(format!(
                 "{e} (a route to {dst} not installed by Brindle exists; it is left alone)"
             )),
-            Err(e) => report.error(e),
+            Some(Err(e)) => report.error(e),
         }
     }
     Ok(())
+}
+
+/// What one destination needs: routes to delete, then the route to write (with `replace`).
+struct RoutePlan {
+    dst: IpNet,
+    deletes: Vec<KernelRoute>,
+    add: Option<(super::RouteTarget, bool)>,
+}
+
+/// Runs `write` for every item with up to [`IN_FLIGHT`] netlink requests in flight (one
+/// awaited at a time took 9 s for 10,000 routes; `ip -batch` 0.35 s). The results come in
+/// completion order.
+async fn pipelined<I, F, Fut>(items: I, write: F) -> Vec<Fut::Output>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: std::future::Future,
+{
+    futures::stream::iter(items)
+        .map(write)
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await
 }
 
 #[cfg(test)]
