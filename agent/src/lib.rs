@@ -47,6 +47,8 @@ pub mod ipam_tools;
 #[cfg(feature = "daemon")]
 pub mod kube_node;
 #[cfg(feature = "daemon")]
+pub mod kube_pod;
+#[cfg(feature = "daemon")]
 pub mod metrics;
 #[cfg(feature = "daemon")]
 pub mod model;

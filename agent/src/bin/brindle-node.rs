@@ -158,6 +158,11 @@ async fn main() -> Result<()> {
     let store = datastore::open(&args.datastore)
         .await
         .with_context(|| format!("opening datastore {}", args.datastore))?;
+    // Pods' labels and IP annotations (kube_pod.rs) go through the datastore's API server.
+    let pod_api = match &kube_config {
+        Some(config) => Some(datastore::kubernetes::client(config).await?.0),
+        None => None,
+    };
     let dataplane = Dataplane::connect()
         .await
         .context("connecting to netlink")?;
@@ -216,6 +221,7 @@ async fn main() -> Result<()> {
         wirer: dataplane.pod_wirer(),
         shared: shared.clone(),
         mtu: pod_mtu,
+        kube: pod_api,
     };
     let restored = pods
         .load_endpoints()
