@@ -39,6 +39,8 @@ pub mod dataplane;
 #[cfg(feature = "daemon")]
 pub mod datastore;
 #[cfg(feature = "daemon")]
+pub mod datastore_health;
+#[cfg(feature = "daemon")]
 pub mod default_pools;
 #[cfg(feature = "daemon")]
 pub mod ipam_gc;

@@ -14,7 +14,7 @@ use brindle_agent::pod_defaults::{MtuConfig, IPIP_OVERHEAD, VXLAN_OVERHEAD};
 use brindle_agent::pods::PodNetwork;
 use brindle_agent::routes::LocalNode;
 use brindle_agent::server::{self, ApiState};
-use brindle_agent::{datastore, kube_node, node, telemetry};
+use brindle_agent::{datastore, datastore_health, kube_node, node, telemetry};
 use brindle_ipam::Ipam;
 use clap::Parser;
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -287,6 +287,11 @@ async fn main() -> Result<()> {
         metrics,
         autodetect: given_ip.is_none().then_some(method),
     };
+    tokio::spawn(datastore_health::run(
+        store.clone(),
+        shared.clone(),
+        datastore_health::PROBE_INTERVAL,
+    ));
     let controller = tokio::spawn(controller::run(config, store, ipam, dataplane, shared));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

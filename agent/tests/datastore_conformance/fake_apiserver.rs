@@ -216,6 +216,25 @@ impl FakeApiServer {
         self.shared.lock().pod_patches.clone()
     }
 
+    /// The current revision (the resourceVersion of the last write).
+    #[allow(dead_code)]
+    pub fn revision(&self) -> u64 {
+        self.shared.lock().revision
+    }
+
+    /// Ends every open watch, as an API server restart does; clients reconnect from their last
+    /// resourceVersion.
+    #[allow(dead_code)]
+    pub fn cut_watches(&self) {
+        let state = self.shared.lock();
+        let _ = self.shared.events.send(Event {
+            revision: state.revision,
+            plural: String::new(),
+            type_: CUT,
+            object: Value::Null,
+        });
+    }
+
     /// Starts (`true`) or ends an outage: while it lasts every request gets 503 and open watches
     /// are cut.
     #[allow(dead_code)]
