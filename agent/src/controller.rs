@@ -318,13 +318,13 @@ pub async fn run(
                         break;
                     }
                     if process_event(&mut cache, &event, &local, &ipam, &mut pools_changed) {
-                        // Debounce: take whatever else arrived in the meantime.
+                        // Debounce: take whatever else arrived in the meantime. A Resync among
+                        // it means events were lost: relist (it used to be dropped here, leaving
+                        // the view stale until the next 410).
                         tokio::time::sleep(Duration::from_millis(20)).await;
-                        while let Ok(event) = watch.try_recv() {
-                            if event == WatchEvent::Resync {
-                                break;
-                            }
-                            process_event(&mut cache, &event, &local, &ipam, &mut pools_changed);
+                        if drain_debounced(&mut watch, &mut cache, &local, &ipam, &mut pools_changed) {
+                            info!("datastore history compacted; relisting");
+                            break;
                         }
                         pending.get_or_insert(Trigger::Datastore);
                     }
@@ -373,6 +373,24 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Applies the events already waiting on `watch`; returns whether one was a Resync (the rest
+/// after it are left for the relist).
+fn drain_debounced(
+    watch: &mut brindle_ipam::store::Watch,
+    cache: &mut Cache,
+    local: &LocalNode,
+    ipam: &Arc<Ipam>,
+    pools_changed: &mut bool,
+) -> bool {
+    while let Ok(event) = watch.try_recv() {
+        if event == WatchEvent::Resync {
+            return true;
+        }
+        process_event(cache, &event, local, ipam, pools_changed);
+    }
+    false
 }
 
 /// After a failed (re)list or watch: the datastore counts as unreachable, the loop stays live,
