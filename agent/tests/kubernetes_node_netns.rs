@@ -563,3 +563,142 @@ fn fake_apiserver_410_outage_and_node_deletion() {
     drop(fake);
     let _ = std::fs::remove_file(&kubeconfig);
 }
+
+/// POSTs `body` to `path` on the agent's Unix socket; (status, body).
+fn post_unix(socket: &std::path::Path, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("agent socket");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: brindle\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read response");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        text.split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// A pod ADD in Kubernetes mode: the WorkloadEndpoint carries the pod's namespace and the Pod's
+/// labels (read from the API server), and the Pod receives its addresses as a merge patch of
+/// the brindle.dev/podIP(s) annotations, checked as the fake API server received it.
+#[test]
+fn fake_apiserver_pod_add_records_labels_and_annotates_the_pod() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.sh(
+        "ip link set lo up && ip link add eth0 type veth peer name peer0 && \
+         ip addr add 10.77.0.7/24 dev eth0 && ip link set eth0 up && ip link set peer0 up",
+    );
+    let pod_ns = Netns::new();
+    let kubeconfig = temp("kubeconfig-pods");
+    let fake = fake_in(&ns, kubeconfig.clone());
+    fake.set_core_pod(
+        "shop",
+        "web-1",
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "web-1", "namespace": "shop", "resourceVersion": "7001",
+                          "labels": { "app": "web", "tier": "front" } },
+            "spec": { "nodeName": "worker-7", "containers": [{ "name": "c", "image": "x" }] }
+        }),
+    );
+    let (env, _) = manifest_env_and_role();
+    let log = temp("agent-pods.log");
+    let socket = temp("agent-pods.sock");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_brindle-node")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in &env {
+        cmd.env(name, value);
+    }
+    cmd.env("NODENAME", "worker-7")
+        .env("BRINDLE_DATASTORE", fake.spec())
+        .env("IP", "10.77.0.7/24")
+        .env("BRINDLE_IPV4POOL_CIDR", "10.244.0.0/16")
+        .env("BRINDLE_LOG_FORMAT", "text")
+        .env("BRINDLE_SOCKET", &socket)
+        .env("BRINDLE_HEALTH_LISTEN", "off")
+        .env("BRINDLE_METRICS_LISTEN", "off")
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log file"));
+    let agent = Agent {
+        child: cmd.spawn().expect("start brindle-node"),
+        log,
+    };
+    let _socket_cleanup = SocketFile(socket.clone());
+    wait_for(&agent, 30, "the agent's socket and pool", || {
+        socket.exists() && fake.object("ippools", "default-ipv4-ippool").is_some()
+    });
+
+    let request = brindle_agent::api::CniAddRequest {
+        container_id: "c0ffee0001".to_string(),
+        netns: format!("/run/netns/{}", pod_ns.0),
+        ifname: "eth0".to_string(),
+        network: "k8s-pod-network".to_string(),
+        pod_namespace: Some("shop".to_string()),
+        pod_name: Some("web-1".to_string()),
+        mtu: None,
+        assign_ipv4: None,
+        assign_ipv6: None,
+    };
+    let body = serde_json::to_string(&request).expect("json");
+    let (code, answer) = post_unix(&socket, brindle_agent::api::PATH_CNI_ADD, &body);
+    assert_eq!(code, 200, "{answer}; log:\n{}", agent.log());
+    let answer: Value = serde_json::from_str(&answer).expect("ADD answer");
+    let ip = answer["ips"][0].as_str().expect("an address").to_string();
+
+    let wep = fake
+        .object("workloadendpoints", "worker--7-k8s-shop-web--1-eth0")
+        .unwrap_or_else(|| {
+            panic!(
+                "no WorkloadEndpoint; log:\n{}\nrequests {:?}",
+                agent.log(),
+                fake.requests()
+            )
+        });
+    let labels = &wep["metadata"]["labels"];
+    assert_eq!(labels["app"], "web", "{wep}");
+    assert_eq!(labels["tier"], "front", "{wep}");
+    assert_eq!(labels["brindle.dev/namespace"], "shop", "{wep}");
+    assert_eq!(labels["brindle.dev/orchestrator"], "k8s", "{wep}");
+    assert_eq!(wep["spec"]["namespace"], "shop", "{wep}");
+    assert_eq!(wep["spec"]["pod"], "web-1", "{wep}");
+
+    wait_for(&agent, 10, "the Pod patched", || {
+        !fake.pod_patches().is_empty()
+    });
+    assert_eq!(
+        fake.pod_patches(),
+        vec![(
+            "shop".to_string(),
+            "web-1".to_string(),
+            json!({ "metadata": { "annotations": {
+                "brindle.dev/podIP": ip,
+                "brindle.dev/podIPs": ip,
+            }}})
+        )]
+    );
+    let pod = fake.core_pod("shop", "web-1").expect("pod");
+    assert_eq!(pod["metadata"]["labels"]["app"], "web", "{pod}");
+    assert_eq!(pod["spec"]["nodeName"], "worker-7", "{pod}");
+    drop(agent);
+    let _ = std::fs::remove_file(&kubeconfig);
+}
