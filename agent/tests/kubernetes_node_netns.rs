@@ -699,6 +699,37 @@ fn fake_apiserver_pod_add_records_labels_and_annotates_the_pod() {
     let pod = fake.core_pod("shop", "web-1").expect("pod");
     assert_eq!(pod["metadata"]["labels"]["app"], "web", "{pod}");
     assert_eq!(pod["spec"]["nodeName"], "worker-7", "{pod}");
+
+    // A slow API server for Pods (5 s, past the agent's 2 s deadline): the ADD still succeeds,
+    // in about the deadline, with what is known: the namespace, no pod labels.
+    fake.set_pod_delay(Duration::from_secs(5));
+    let pod_ns2 = Netns::new();
+    let slow = brindle_agent::api::CniAddRequest {
+        container_id: "c0ffee0002".to_string(),
+        netns: format!("/run/netns/{}", pod_ns2.0),
+        pod_name: Some("web-2".to_string()),
+        ..request
+    };
+    let started = Instant::now();
+    let (code, answer) = post_unix(
+        &socket,
+        brindle_agent::api::PATH_CNI_ADD,
+        &serde_json::to_string(&slow).expect("json"),
+    );
+    let took = started.elapsed();
+    assert_eq!(code, 200, "{answer}; log:\n{}", agent.log());
+    assert!(took < Duration::from_secs(4), "the ADD took {took:?}");
+    let wep = fake
+        .object("workloadendpoints", "worker--7-k8s-shop-web--2-eth0")
+        .expect("the slow pod's WorkloadEndpoint");
+    let labels = wep["metadata"]["labels"].as_object().expect("labels");
+    assert_eq!(labels["brindle.dev/namespace"], "shop", "{wep}");
+    assert!(!labels.contains_key("app"), "{wep}");
+    assert!(
+        agent.log().contains("pod labels unknown"),
+        "the log says why:\n{}",
+        agent.log()
+    );
     drop(agent);
     let _ = std::fs::remove_file(&kubeconfig);
 }

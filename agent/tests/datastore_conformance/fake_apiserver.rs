@@ -76,6 +76,8 @@ struct State {
     /// While set, every request gets 503 ServiceUnavailable (an API server outage) and open
     /// watches end.
     unavailable: bool,
+    /// How long requests for core Pods wait before being answered (a slow API server).
+    pod_delay: std::time::Duration,
 }
 
 struct Shared {
@@ -123,6 +125,7 @@ impl FakeApiServer {
                 core_pods: BTreeMap::new(),
                 pod_patches: Vec::new(),
                 unavailable: false,
+                pod_delay: std::time::Duration::ZERO,
             }),
             events,
         });
@@ -214,6 +217,12 @@ impl FakeApiServer {
     #[allow(dead_code)]
     pub fn pod_patches(&self) -> Vec<(String, String, Value)> {
         self.shared.lock().pod_patches.clone()
+    }
+
+    /// Makes every request for a core Pod wait `delay` before being answered.
+    #[allow(dead_code)]
+    pub fn set_pod_delay(&self, delay: std::time::Duration) {
+        self.shared.lock().pod_delay = delay;
     }
 
     /// The current revision (the resourceVersion of the last write).
@@ -394,6 +403,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     }
     if let Some(rest) = path.strip_prefix("/api/v1/namespaces/") {
         if let Some((namespace, name)) = rest.split_once("/pods/") {
+            let delay = shared.lock().pod_delay;
+            tokio::time::sleep(delay).await;
             return core_pod(shared, &method, namespace, name, &req_content_type, &body);
         }
     }
