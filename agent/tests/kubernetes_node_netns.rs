@@ -4,7 +4,10 @@
 //! core v1 Node, inside a throwaway network namespace that is the node. Checks that the agent
 //! creates the default pool, registers its Node under NODENAME with the address of the
 //! Kubernetes Node's InternalIP (prefix from the local interface), and makes only calls the
-//! manifest's ClusterRole allows. Needs root; skipped without it unless CI is set.
+//! manifest's ClusterRole allows; that a pod ADD records the Pod's labels on its
+//! WorkloadEndpoint and patches the Pod's IP annotations (also with a slow Pod API); and that
+//! the agent keeps its routes through 410 Gone and an API-server outage, and removes a deleted
+//! Node's. Needs root; skipped without it unless CI is set.
 
 #[allow(dead_code)]
 #[path = "datastore_conformance/fake_apiserver.rs"]
