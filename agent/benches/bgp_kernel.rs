@@ -12,6 +12,8 @@
 //! from /proc at that moment. `ip -batch` adds the same routes in a third namespace (wall time
 //! of the command). Needs root and bird2; run with
 //! `cargo bench -p brindle-agent --bench bgp_kernel` (`BGP_BENCH_ROUTES`, `BGP_BENCH_RUNS`).
+//! `ip monitor` gets a 64 MiB receive buffer: with the default one it loses notifications when
+//! 100,000 routes arrive within a second, and never sees the last of them.
 
 #[path = "../tests/bgpd_interop/harness/mod.rs"]
 #[allow(dead_code, unused_imports)]
@@ -75,7 +77,7 @@ fn now() -> f64 {
 /// protocol `proto` ("98", "bird") have been added.
 fn monitor(ns: &str, proto: &str, count: usize) -> (std::process::Child, mpsc::Receiver<f64>) {
     let mut child = Command::new("ip")
-        .args(["-n", ns, "-4", "monitor", "route"])
+        .args(["-rcvbuf", "67108864", "-n", ns, "-4", "monitor", "route"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -103,8 +105,8 @@ fn monitor(ns: &str, proto: &str, count: usize) -> (std::process::Child, mpsc::R
     (child, rx)
 }
 
-/// Peak RSS (KiB) and CPU seconds of a process.
-fn usage(pid: u32) -> (u64, f64) {
+/// Peak RSS (KiB), CPU seconds (user + system) and system seconds of a process.
+fn usage(pid: u32) -> (u64, f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm = status
         .lines()
@@ -116,15 +118,17 @@ fn usage(pid: u32) -> (u64, f64) {
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     // Fields 14 and 15 of stat (utime, stime), in clock ticks (100 a second here).
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (hwm, ticks as f64 / 100.0)
+    let utime: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let stime: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (hwm, (utime + stime) as f64 / 100.0, stime as f64 / 100.0)
 }
 
 struct Sample {
     seconds: f64,
     rss_kib: u64,
     cpu: f64,
+    /// The part of `cpu` in the kernel (system time: mostly the route writes).
+    sys: f64,
 }
 
 /// A lab with the sender BIRD; returns (lab, receiver namespace, link, sender).
@@ -200,13 +204,14 @@ fn run_bgpd(bin: &str, routes: usize) -> Sample {
         lab.path("bgpd.log"),
     );
     let done = wait_done(&rx, "brindle-bgpd");
-    let (rss_kib, cpu) = usage(proc.pid());
+    let (rss_kib, cpu, sys) = usage(proc.pid());
     let _ = mon.kill();
     let start = established_at(&bird).expect("the sender logged the session");
     Sample {
         seconds: done - start,
         rss_kib,
         cpu,
+        sys,
     }
 }
 
@@ -236,13 +241,14 @@ fn run_bird(routes: usize) -> Sample {
         lab.path("recv.log"),
     );
     let done = wait_done(&rx, "BIRD");
-    let (rss_kib, cpu) = usage(proc.pid());
+    let (rss_kib, cpu, sys) = usage(proc.pid());
     let _ = mon.kill();
     let start = established_at(&bird).expect("the sender logged the session");
     Sample {
         seconds: done - start,
         rss_kib,
         cpu,
+        sys,
     }
 }
 
@@ -276,21 +282,51 @@ fn main() {
     let routes = env_usize("BGP_BENCH_ROUTES", 100_000);
     let runs = env_usize("BGP_BENCH_RUNS", 3);
     let bgpd = env!("CARGO_BIN_EXE_brindle-bgpd");
-    println!("kernel: {routes} IPv4 /24s over eBGP into the kernel, {runs} runs");
-    println!("run  brindle-bgpd s  RSS MiB  CPU s | BIRD s  RSS MiB  CPU s | ip -batch s");
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "kernel: {routes} IPv4 /24s over eBGP into the kernel, {runs} runs; load before: {}",
+        load()
+    );
+    println!();
+    println!(
+        "| run | brindle-bgpd | RSS | CPU (system) | BIRD 2 | RSS | CPU (system) | `ip -batch` |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
     for run_no in 1..=runs {
         let b = run_bgpd(bgpd, routes);
         let r = run_bird(routes);
         let ip = run_ip_batch(routes);
         println!(
-            "{run_no}    {:.2}            {:.0}       {:.2}  | {:.2}    {:.0}        {:.2}  | {:.2}",
+            "| {run_no} | {:.2} s | {:.0} MiB | {:.2} s ({:.2} s) | {:.2} s | {:.0} MiB | {:.2} s ({:.2} s) | {:.2} s |",
             b.seconds,
             b.rss_kib as f64 / 1024.0,
             b.cpu,
+            b.sys,
             r.seconds,
             r.rss_kib as f64 / 1024.0,
             r.cpu,
+            r.sys,
             ip
         );
+        ratios.push((b.seconds / r.seconds, b.seconds / ip));
     }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!();
+    println!(
+        "time ratio (median of runs): brindle-bgpd / BIRD {:.2}, brindle-bgpd / ip -batch {:.2}; load after: {}",
+        median(ratios.iter().map(|r| r.0).collect()),
+        median(ratios.iter().map(|r| r.1).collect()),
+        load()
+    );
 }

@@ -243,7 +243,9 @@ fn respond(status: StatusCode, body: Vec<u8>) -> Resp {
         .unwrap_or_default()
 }
 
-async fn handle(speaker: SpeakerHandle, req: Request<Incoming>) -> Result<Resp, Infallible> {
+/// Answers one request of the BGP status paths from `speaker` (brindle-bgpd's socket, and
+/// brindle-node's API socket in BGP mode).
+pub async fn handle(speaker: SpeakerHandle, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let unavailable = |e: brindle_bgp::speaker::SpeakerError| {
         respond(
             StatusCode::SERVICE_UNAVAILABLE,

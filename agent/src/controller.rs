@@ -52,6 +52,21 @@ pub struct Shared {
     pub remote_nodes: AtomicU64,
     /// Wakes the controller for a pass.
     pub kick: Notify,
+    /// Wakes the controller for a pass because the learned routes changed.
+    pub bgp_kick: Notify,
+    /// BGP mode, after a start: the peers' initial tables are not all in yet, so the kernel is
+    /// left as it is (the routes of the previous run keep forwarding, RFC 4724 §4.1) and no
+    /// pass runs. The routing task clears it and kicks.
+    pub bgp_initial_tables_pending: AtomicBool,
+    /// BGP routing mode: the speaker's best routes (prefix -> next hops), kept by the routing
+    /// task (`crate::bgp_routing`), which kicks the controller when they change. `None`:
+    /// static routing from the datastore.
+    pub learned: RwLock<Option<BTreeMap<ipnet::IpNet, Vec<std::net::IpAddr>>>>,
+    /// BGP mode: the running speaker, whose status the API socket serves.
+    pub speaker: RwLock<Option<brindle_bgp::speaker::SpeakerHandle>>,
+    /// BGP next hops that are not on one of our links -> the gateways of the kernel route
+    /// towards them (BIRD's `gateway recursive`), from the speaker's next-hop checks.
+    pub recursive: RwLock<BTreeMap<std::net::IpAddr, Vec<std::net::IpAddr>>>,
     /// Address families and MTU for pods whose conflist does not set them, from the pools;
     /// `None` until the controller has loaded the datastore.
     pub pod_defaults: RwLock<Option<PodDefaults>>,
@@ -101,6 +116,61 @@ impl Shared {
             .datastore_error
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+
+    /// A copy of the learned routes (see [`Shared::learned`]).
+    pub fn learned(&self) -> Option<BTreeMap<ipnet::IpNet, Vec<std::net::IpAddr>>> {
+        self.learned
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes the learned routes with `f` and wakes the controller.
+    pub fn update_learned(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<ipnet::IpNet, Vec<std::net::IpAddr>>),
+    ) {
+        {
+            let mut guard = self
+                .learned
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(guard.get_or_insert_with(BTreeMap::new));
+        }
+        self.bgp_kick.notify_one();
+    }
+
+    /// The running BGP speaker, if any.
+    pub fn speaker(&self) -> Option<brindle_bgp::speaker::SpeakerHandle> {
+        self.speaker
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_speaker(&self, speaker: Option<brindle_bgp::speaker::SpeakerHandle>) {
+        *self
+            .speaker
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = speaker;
+    }
+
+    /// A copy of the recursive next hops (see [`Shared::recursive`]).
+    pub fn recursive(&self) -> BTreeMap<std::net::IpAddr, Vec<std::net::IpAddr>> {
+        self.recursive
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the recursive next hops and wakes the controller.
+    pub fn set_recursive(&self, recursive: BTreeMap<std::net::IpAddr, Vec<std::net::IpAddr>>) {
+        *self
+            .recursive
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = recursive;
+        self.bgp_kick.notify_one();
     }
 
     pub fn beat(&self) {
@@ -368,6 +438,7 @@ pub async fn run(
                     }
                 }
                 _ = shared.kick.notified() => { pending.get_or_insert(Trigger::Api); }
+                _ = shared.bgp_kick.notified() => { pending.get_or_insert(Trigger::Bgp); }
                 _ = resync.tick() => pending = Some(Trigger::Resync),
                 _ = retry => {}
             }
@@ -506,13 +577,24 @@ async fn program(
     trigger: Trigger,
     applied: &mut Option<DesiredState>,
 ) -> bool {
+    if shared.bgp_initial_tables_pending.load(Ordering::Relaxed) {
+        debug!(
+            ?trigger,
+            "waiting for the BGP peers' initial tables; kernel left as it is"
+        );
+        return true;
+    }
     let endpoints = shared.endpoints().clone();
+    let learned = shared.learned();
+    let recursive = shared.recursive();
     let desired = desired_state(&ClusterView {
         local,
         nodes: &cache.nodes,
         pools: &cache.pools,
         blocks: &cache.blocks,
         endpoints: &endpoints,
+        learned: learned.as_ref(),
+        recursive: &recursive,
     });
     let remote_nodes = cache.nodes.len().saturating_sub(1);
     shared
@@ -520,7 +602,9 @@ async fn program(
         .store(remote_nodes as u64, Ordering::Relaxed);
     metrics.set_remote_nodes(remote_nodes);
     metrics.set_ipam(cache.pools.values(), cache.blocks.values());
-    if matches!(trigger, Trigger::Datastore | Trigger::Api) && applied.as_ref() == Some(&desired) {
+    if matches!(trigger, Trigger::Datastore | Trigger::Api | Trigger::Bgp)
+        && applied.as_ref() == Some(&desired)
+    {
         debug!(?trigger, "desired state unchanged; kernel not consulted");
         return true;
     }

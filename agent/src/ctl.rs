@@ -83,6 +83,7 @@ pub enum Document {
     BgpPeer(Object<BgpPeerSpec>),
     BgpConfiguration(Object<BgpConfigurationSpec>),
     IpamConfig(Object<IpamConfigSpec>),
+    Node(Object<NodeSpec>),
 }
 
 impl Document {
@@ -99,6 +100,7 @@ impl Document {
             Document::BgpPeer(o) => (BgpPeerSpec::KIND, &o.metadata.name),
             Document::BgpConfiguration(o) => (BgpConfigurationSpec::KIND, &o.metadata.name),
             Document::IpamConfig(o) => (IpamConfigSpec::KIND, &o.metadata.name),
+            Document::Node(o) => (NodeSpec::KIND, &o.metadata.name),
         }
     }
 }
@@ -216,8 +218,14 @@ pub fn parse_documents(source_name: &str, text: &str) -> Result<Vec<Document>, C
                 o.spec.validate()?;
                 Ok(Document::IpamConfig(o))
             }),
+            // Labels (for BGPPeer selectors), asNumber and routeReflectorClusterID; the agent
+            // keeps them when it registers its address.
+            "Node" => parse_obj::<NodeSpec>(value).and_then(|o| {
+                validate_node(&o.spec)?;
+                Ok(Document::Node(o))
+            }),
             other => Err(format!(
-                "kind {other:?} cannot be applied (supported: IPPool, BGPPeer, BGPConfiguration, IPAMConfig)"
+                "kind {other:?} cannot be applied (supported: IPPool, BGPPeer, BGPConfiguration, IPAMConfig, Node)"
             )),
         };
         docs.push(doc.map_err(|e| invalid(what, e))?);
@@ -228,6 +236,27 @@ pub fn parse_documents(source_name: &str, text: &str) -> Result<Vec<Document>, C
         )));
     }
     Ok(docs)
+}
+
+/// The BGP fields of a Node a user may set.
+fn validate_node(spec: &NodeSpec) -> Result<(), String> {
+    let Some(bgp) = &spec.bgp else { return Ok(()) };
+    if bgp.as_number == Some(0) {
+        return Err("spec.bgp.asNumber: AS 0 is reserved (RFC 7607)".into());
+    }
+    if let Some(id) = &bgp.route_reflector_cluster_id {
+        if id.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(format!(
+                "spec.bgp.routeReflectorClusterID: {id:?} is not an IPv4-formatted ID (e.g. 244.0.0.1)"
+            ));
+        }
+    }
+    if let Some(a) = &bgp.ipv4_address {
+        if a.parse::<ipnet::Ipv4Net>().is_err() {
+            return Err(format!("spec.bgp.ipv4Address: {a:?} is not a.b.c.d/len"));
+        }
+    }
+    Ok(())
 }
 
 fn valid_name(name: &str) -> bool {
@@ -302,6 +331,7 @@ pub async fn apply(store: &dyn Store, docs: &[Document]) -> Result<Vec<String>, 
             Document::BgpPeer(o) => upsert(store, o).await?,
             Document::BgpConfiguration(o) => upsert(store, o).await?,
             Document::IpamConfig(o) => upsert(store, o).await?,
+            Document::Node(o) => upsert(store, o).await?,
         });
     }
     Ok(out)

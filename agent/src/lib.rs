@@ -18,6 +18,12 @@ pub mod api;
 
 #[cfg(feature = "daemon")]
 pub mod bgp_metrics;
+/// Which BGP sessions a node should have, from the datastore.
+#[cfg(feature = "daemon")]
+pub mod bgp_peers;
+/// brindle-node's BGP routing mode: the speaker configured from the datastore.
+#[cfg(feature = "daemon")]
+pub mod bgp_routing;
 #[cfg(feature = "daemon")]
 pub mod bgp_status;
 #[cfg(feature = "daemon")]

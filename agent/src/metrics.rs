@@ -47,6 +47,8 @@ pub enum Trigger {
     Retry,
     /// A kick from the API server (pod added or removed).
     Api,
+    /// The BGP speaker's best routes changed (`--routing bgp`).
+    Bgp,
 }
 
 impl Trigger {
@@ -57,6 +59,7 @@ impl Trigger {
             Trigger::Resync => "resync",
             Trigger::Retry => "retry",
             Trigger::Api => "api",
+            Trigger::Bgp => "bgp",
         }
     }
 }

@@ -74,6 +74,13 @@ pub struct ClusterView<'a> {
     pub pools: &'a BTreeMap<String, Object<IpPoolSpec>>,
     pub blocks: &'a BTreeMap<String, Object<IpamBlockSpec>>,
     pub endpoints: &'a BTreeMap<String, LocalEndpoint>,
+    /// `Some` in BGP routing mode: the best routes the speaker learned (prefix -> next hops,
+    /// ECMP group). Routes to other nodes' blocks and borrowed addresses then come from here
+    /// instead of from the datastore (see [`learned_routes`]).
+    pub learned: Option<&'a BTreeMap<IpNet, Vec<IpAddr>>>,
+    /// Learned next hops that are not on one of our links -> the gateways towards them: a
+    /// route installed plainly goes via those (BIRD's `gateway recursive`).
+    pub recursive: &'a BTreeMap<IpAddr, Vec<IpAddr>>,
 }
 
 /// How to reach another node.
@@ -200,6 +207,13 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
         .filter_map(|(name, node)| Some((name.as_str(), remote_node(name, node)?)))
         .collect();
 
+    let node_at = |ip: IpAddr| -> Option<&str> {
+        remotes
+            .iter()
+            .find(|(_, r)| IpAddr::V4(r.ip) == ip || r.ip6.map(IpAddr::V6) == Some(ip))
+            .map(|(name, _)| *name)
+    };
+
     // Neighbour and FDB entries for every remote VTEP, when this node has a VXLAN device: the
     // IPv4 tunnel address's once the remote has one, the link-local's when IPv6 goes through.
     if desired.vxlan.is_some() {
@@ -300,6 +314,8 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
             Some(node) if node == local.name => {
                 desired.routes.insert(spec.cidr, RouteTarget::Blackhole);
             }
+            // BGP mode: other nodes' routes are what the speaker learned.
+            Some(_) if view.learned.is_some() => {}
             Some(node) => {
                 if let Some(target) = route_to(node, pool) {
                     desired.routes.insert(spec.cidr, target);
@@ -315,7 +331,7 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
             let Some(node) = attr.secondary.get("node") else {
                 continue;
             };
-            if Some(node.as_str()) == owner || *node == local.name {
+            if Some(node.as_str()) == owner || *node == local.name || view.learned.is_some() {
                 continue;
             }
             let Some(ip) = crate::model::ordinal_to_ip(&spec.cidr, ordinal) else {
@@ -323,6 +339,23 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
             };
             if let Some(target) = route_to(node, pool) {
                 desired.routes.insert(IpNet::from(ip), target);
+            }
+        }
+    }
+
+    if let Some(learned) = view.learned {
+        let own: Vec<IpNet> = desired.routes.keys().copied().collect();
+        for (prefix, next_hops) in learned {
+            // Our own blocks and pods never come back from a peer (a ToR reflecting them).
+            if own.iter().any(|o| o.contains(prefix)) {
+                continue;
+            }
+            let target = learned_target(prefix, next_hops, view.recursive, &|node_ip| {
+                let name = node_at(node_ip)?;
+                route_to(name, pool_for(view.pools, prefix)?)
+            });
+            if let Some(target) = target {
+                desired.routes.insert(*prefix, target);
             }
         }
     }
@@ -340,6 +373,36 @@ pub fn desired_state(view: &ClusterView<'_>) -> DesiredState {
         }
     }
     desired
+}
+
+/// The route for a learned prefix (BGP mode). A prefix inside a pool whose next hop is a
+/// node is routed exactly as the datastore mode routes that node's blocks (`route_to`: VXLAN,
+/// IPIP or direct per the pool's modes), so switching modes changes no route. Anything else
+/// (a prefix outside every pool, such as a ToR's default route, a next hop that is a router,
+/// several next hops) is installed plainly: `via` the next hops, one ECMP route for several,
+/// a next hop that is not on one of our links replaced by the gateways towards it
+/// (`recursive`).
+fn learned_target(
+    prefix: &IpNet,
+    next_hops: &[IpAddr],
+    recursive: &BTreeMap<IpAddr, Vec<IpAddr>>,
+    route_to: &dyn Fn(IpAddr) -> Option<RouteTarget>,
+) -> Option<RouteTarget> {
+    let families_match = next_hops
+        .iter()
+        .filter(|nh| nh.is_ipv4() == matches!(prefix, IpNet::V4(_)))
+        .copied();
+    let next_hops: Vec<IpAddr> = families_match.collect();
+    if let [only] = next_hops.as_slice() {
+        if let Some(target) = route_to(*only) {
+            return Some(target);
+        }
+    }
+    RouteTarget::via(
+        next_hops
+            .iter()
+            .flat_map(|nh| recursive.get(nh).cloned().unwrap_or_else(|| vec![*nh])),
+    )
 }
 
 /// NAT outgoing (Calico's `masq_mgr.go`: from a `natOutgoing` pool to outside every pool) and
@@ -474,8 +537,114 @@ mod tests {
                 pools: &self.pools,
                 blocks: &self.blocks,
                 endpoints: &self.endpoints,
+                learned: None,
+                recursive: &BTreeMap::new(),
             })
         }
+
+        fn desired_bgp(&self, learned: &BTreeMap<IpNet, Vec<IpAddr>>) -> DesiredState {
+            self.desired_bgp_recursive(learned, &BTreeMap::new())
+        }
+
+        fn desired_bgp_recursive(
+            &self,
+            learned: &BTreeMap<IpNet, Vec<IpAddr>>,
+            recursive: &BTreeMap<IpAddr, Vec<IpAddr>>,
+        ) -> DesiredState {
+            desired_state(&ClusterView {
+                local: &local(),
+                nodes: &self.nodes,
+                pools: &self.pools,
+                blocks: &self.blocks,
+                endpoints: &self.endpoints,
+                learned: Some(learned),
+                recursive,
+            })
+        }
+    }
+
+    #[test]
+    fn bgp_mode_routes_learned_blocks_as_the_datastore_mode_routes_them() {
+        for mode in [EncapMode::Never, EncapMode::Always, EncapMode::CrossSubnet] {
+            let f = Fixture::new(mode);
+            let datastore = f.desired();
+            // Nothing learned: no route to another node's block, only our blackhole.
+            let nothing = f.desired_bgp(&BTreeMap::new());
+            assert_eq!(
+                nothing.routes.get(&net("10.244.0.0/26")),
+                Some(&RouteTarget::Blackhole)
+            );
+            assert!(
+                !nothing.routes.contains_key(&net("10.244.0.64/26")),
+                "{mode:?}"
+            );
+            let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+            let learned: BTreeMap<IpNet, Vec<IpAddr>> = [
+                (net("10.244.0.64/26"), vec![ip("10.0.0.2")]),
+                (net("10.244.0.128/26"), vec![ip("10.0.1.3")]),
+                // Our own block reflected back by a router: ignored.
+                (net("10.244.0.0/26"), vec![ip("10.0.0.254")]),
+                // A ToR's default route, over two uplinks: ECMP, plain.
+                (net("0.0.0.0/0"), vec![ip("10.0.0.254"), ip("10.0.0.253")]),
+            ]
+            .into_iter()
+            .collect();
+            let bgp = f.desired_bgp(&learned);
+            for block in ["10.244.0.0/26", "10.244.0.64/26"] {
+                assert_eq!(
+                    bgp.routes.get(&net(block)),
+                    datastore.routes.get(&net(block)),
+                    "{mode:?} {block}"
+                );
+            }
+            let c = bgp.routes.get(&net("10.244.0.128/26"));
+            match datastore.routes.get(&net("10.244.0.128/26")) {
+                Some(t) => assert_eq!(c, Some(t), "{mode:?}"),
+                // Never across a router: via the next hop, which the kernel resolves.
+                None => assert_eq!(c, RouteTarget::via([ip("10.0.1.3")]).as_ref(), "{mode:?}"),
+            }
+            assert_eq!(
+                bgp.routes.get(&net("0.0.0.0/0")),
+                RouteTarget::via([ip("10.0.0.253"), ip("10.0.0.254")]).as_ref()
+            );
+            assert_eq!(bgp.vxlan, datastore.vxlan);
+            assert_eq!(bgp.neighbors, datastore.neighbors);
+        }
+    }
+
+    #[test]
+    fn bgp_mode_resolves_a_next_hop_behind_a_router_through_it() {
+        let f = Fixture::new(EncapMode::Never);
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        // A route learned from a multihop peer: 192.0.2.7 is not on our link, the kernel
+        // reaches it through 10.0.0.254.
+        let learned: BTreeMap<IpNet, Vec<IpAddr>> =
+            [(net("198.51.100.0/24"), vec![ip("192.0.2.7")])]
+                .into_iter()
+                .collect();
+        let recursive = [(ip("192.0.2.7"), vec![ip("10.0.0.254")])]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            f.desired_bgp_recursive(&learned, &recursive)
+                .routes
+                .get(&net("198.51.100.0/24")),
+            RouteTarget::via([ip("10.0.0.254")]).as_ref()
+        );
+        // Node c (10.0.1.3) is behind a router too: its block follows the route towards it.
+        let learned: BTreeMap<IpNet, Vec<IpAddr>> =
+            [(net("10.244.0.128/26"), vec![ip("10.0.1.3")])]
+                .into_iter()
+                .collect();
+        let recursive = [(ip("10.0.1.3"), vec![ip("10.0.0.254")])]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            f.desired_bgp_recursive(&learned, &recursive)
+                .routes
+                .get(&net("10.244.0.128/26")),
+            RouteTarget::via([ip("10.0.0.254")]).as_ref()
+        );
     }
 
     fn net(s: &str) -> IpNet {

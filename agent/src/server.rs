@@ -175,70 +175,85 @@ async fn handle_api(state: Arc<ApiState>, req: Request<Incoming>) -> Result<Resp
     if expired(deadline) {
         return Ok(too_late(&path));
     }
-    let resp = match (method, path.as_str()) {
-        (Method::POST, api::PATH_CNI_ADD) => match read_json(req).await {
-            Ok(_) if expired(deadline) => too_late(&path),
-            Ok(body) => match to_completion(add_before(state.clone(), body, deadline)).await {
-                Ok(r) => json(StatusCode::OK, &r),
-                Err(e) => api_error(status_for(&e), &e),
-            },
-            Err(resp) => resp,
-        },
-        (Method::POST, api::PATH_CNI_DEL) => match read_json::<CniDelRequest>(req).await {
-            Ok(_) if expired(deadline) => too_late(&path),
-            Ok(body) => {
-                let st = state.clone();
-                match to_completion(async move { st.pods.del(&body).await }).await {
-                    Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
-                    Err(e) => api_error(status_for(&e), &e),
-                }
-            }
-            Err(resp) => resp,
-        },
-        (Method::POST, api::PATH_CNI_CHECK) => match read_json(req).await {
-            Ok(body) => match state.pods.check(&body).await {
-                Ok(r) => json(StatusCode::OK, &r),
-                Err(e) => api_error(status_for(&e), &e),
-            },
-            Err(resp) => resp,
-        },
-        (Method::POST, api::PATH_CNI_STATUS) => match read_json(req).await {
-            Ok(body) => match state.pods.status(&body).await {
-                Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
-                Err(e) => api_error(status_for(&e), &e),
-            },
-            Err(resp) => resp,
-        },
-        (Method::POST, api::PATH_CNI_GC) => match read_json::<api::CniGcRequest>(req).await {
-            Ok(body) => {
-                let st = state.clone();
-                match to_completion(async move { st.pods.gc(&body).await }).await {
+    let resp =
+        match (method, path.as_str()) {
+            (Method::POST, api::PATH_CNI_ADD) => match read_json(req).await {
+                Ok(_) if expired(deadline) => too_late(&path),
+                Ok(body) => match to_completion(add_before(state.clone(), body, deadline)).await {
                     Ok(r) => json(StatusCode::OK, &r),
                     Err(e) => api_error(status_for(&e), &e),
+                },
+                Err(resp) => resp,
+            },
+            (Method::POST, api::PATH_CNI_DEL) => match read_json::<CniDelRequest>(req).await {
+                Ok(_) if expired(deadline) => too_late(&path),
+                Ok(body) => {
+                    let st = state.clone();
+                    match to_completion(async move { st.pods.del(&body).await }).await {
+                        Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
+                        Err(e) => api_error(status_for(&e), &e),
+                    }
                 }
+                Err(resp) => resp,
+            },
+            (Method::POST, api::PATH_CNI_CHECK) => match read_json(req).await {
+                Ok(body) => match state.pods.check(&body).await {
+                    Ok(r) => json(StatusCode::OK, &r),
+                    Err(e) => api_error(status_for(&e), &e),
+                },
+                Err(resp) => resp,
+            },
+            (Method::POST, api::PATH_CNI_STATUS) => match read_json(req).await {
+                Ok(body) => match state.pods.status(&body).await {
+                    Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
+                    Err(e) => api_error(status_for(&e), &e),
+                },
+                Err(resp) => resp,
+            },
+            (Method::POST, api::PATH_CNI_GC) => match read_json::<api::CniGcRequest>(req).await {
+                Ok(body) => {
+                    let st = state.clone();
+                    match to_completion(async move { st.pods.gc(&body).await }).await {
+                        Ok(r) => json(StatusCode::OK, &r),
+                        Err(e) => api_error(status_for(&e), &e),
+                    }
+                }
+                Err(resp) => resp,
+            },
+            (Method::GET, api::PATH_STATUS) => json(
+                StatusCode::OK,
+                &AgentStatus {
+                    node_name: state.pods.node.clone(),
+                    node_ip: state.node_ip.clone(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    ready: state.shared.ready.load(Ordering::Relaxed),
+                    local_pods: state.shared.endpoints().len(),
+                    remote_nodes: state.shared.remote_nodes.load(Ordering::Relaxed) as usize,
+                },
+            ),
+            // BGP mode: the speaker's status, as brindle-bgpd serves it (routing.md).
+            (Method::GET, api::PATH_BGP_PEERS | api::PATH_BGP_ROUTES) => {
+                match state.shared.speaker() {
+                Some(speaker) => return crate::bgp_status::handle(speaker, req).await,
+                None => api_error(
+                    StatusCode::NOT_FOUND,
+                    &ApiError {
+                        code: codes::INTERNAL,
+                        msg: format!("no such endpoint: {path} (the BGP speaker is not running: --routing static)"),
+                        details: String::new(),
+                    },
+                ),
             }
-            Err(resp) => resp,
-        },
-        (Method::GET, api::PATH_STATUS) => json(
-            StatusCode::OK,
-            &AgentStatus {
-                node_name: state.pods.node.clone(),
-                node_ip: state.node_ip.clone(),
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                ready: state.shared.ready.load(Ordering::Relaxed),
-                local_pods: state.shared.endpoints().len(),
-                remote_nodes: state.shared.remote_nodes.load(Ordering::Relaxed) as usize,
-            },
-        ),
-        (_, path) => api_error(
-            StatusCode::NOT_FOUND,
-            &ApiError {
-                code: codes::INTERNAL,
-                msg: format!("no such endpoint: {path}"),
-                details: String::new(),
-            },
-        ),
-    };
+            }
+            (_, path) => api_error(
+                StatusCode::NOT_FOUND,
+                &ApiError {
+                    code: codes::INTERNAL,
+                    msg: format!("no such endpoint: {path}"),
+                    details: String::new(),
+                },
+            ),
+        };
     Ok(resp)
 }
 

@@ -1058,3 +1058,65 @@ fn nat_outgoing_table_and_sysctls_are_written_checked_and_restored() {
         assert!(tables.contains("table ip someone-else"), "{tables}");
     });
 }
+
+/// The route table's batched writes (brindle-bgpd's install path): more routes than fit in one
+/// netlink datagram, one of them through a gateway the kernel cannot reach; only that one fails
+/// (and stays pending), the rest are in the kernel. Deleting, including a route someone else
+/// already removed, and clearing leave nothing behind.
+#[test]
+fn route_table_batches_fail_only_the_bad_route() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.sh(
+        "ip link set lo up && ip link add up0 type veth peer name up1 && \
+         ip addr add 192.168.80.1/24 dev up0 && ip link set up0 up && ip link set up1 up",
+    );
+    let n = Ns::clone(&ns);
+    in_netns(&ns, move || async move {
+        let ns = n;
+        let dp = Dataplane::connect().await.expect("connect");
+        let mut table = dp.route_table().await.expect("route table");
+        let gw = RouteTarget::Via {
+            gws: vec![ip("192.168.80.2")],
+        };
+        let prefixes: Vec<IpNet> = (0..300)
+            .map(|i| net(&format!("20.{}.{}.0/24", i / 256, i % 256)))
+            .collect();
+        for p in &prefixes {
+            table.set(*p, Some(gw.clone()));
+        }
+        table.set(
+            net("30.0.0.0/24"),
+            Some(RouteTarget::Via {
+                gws: vec![ip("10.99.0.1")],
+            }),
+        );
+        let report = table.flush().await;
+        assert_eq!(report.routes_added, 300, "{report:?}");
+        assert_eq!(report.errors.len(), 1, "{report:?}");
+        assert!(report.errors[0].contains("30.0.0.0/24"), "{report:?}");
+        assert_eq!(table.pending(), 1);
+        assert_eq!(ns.lines("ip -4 route show proto 98").len(), 300);
+        assert!(ns
+            .sh("ip -4 route show proto 98 exact 20.0.7.0/24")
+            .contains("via 192.168.80.2"));
+
+        // Half deleted; one of them already gone from the kernel (not an error).
+        ns.sh("ip route del 20.0.0.0/24 proto 98");
+        for p in &prefixes[..150] {
+            table.set(*p, None);
+        }
+        table.set(net("30.0.0.0/24"), None);
+        let report = table.flush().await;
+        assert!(report.errors.is_empty(), "{report:?}");
+        assert_eq!(report.routes_removed, 150, "{report:?}");
+        assert_eq!(table.pending(), 0);
+        assert_eq!(ns.lines("ip -4 route show proto 98").len(), 150);
+
+        let report = table.clear().await;
+        assert!(report.errors.is_empty(), "{report:?}");
+        assert!(ns.lines("ip -4 route show proto 98").is_empty());
+    });
+}

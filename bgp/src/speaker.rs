@@ -183,6 +183,13 @@ pub struct NeighborConfig {
     pub ttl_security: Option<u8>,
     /// Limit on the prefixes accepted from the peer.
     pub max_prefixes: Option<MaxPrefixes>,
+    /// Graceful-restart time announced to this neighbour, overriding
+    /// [`SpeakerConfig::graceful_restart_time`] (BIRD's per-protocol `graceful restart time`).
+    /// Only used when the speaker does graceful restart.
+    pub graceful_restart_time: Option<u16>,
+    /// eBGP: announce learned routes with the next hop they were learned with instead of our
+    /// own address (BIRD's `next hop keep`). Local routes always carry ours.
+    pub next_hop_keep: bool,
     /// Why this neighbour is configured, for status and metrics only.
     pub peer_type: PeerType,
 }
@@ -234,6 +241,8 @@ impl NeighborConfig {
             password: None,
             ttl_security: None,
             max_prefixes: None,
+            graceful_restart_time: None,
+            next_hop_keep: false,
             peer_type: PeerType::Global,
         }
     }
@@ -551,6 +560,7 @@ pub(crate) fn session_config(
     // RFC 4724 §3: R bit after a restart; F bit: the routes we installed stay in the kernel.
     let graceful_restart = speaker
         .graceful_restart_time
+        .map(|speaker_time| neighbor.graceful_restart_time.unwrap_or(speaker_time))
         .map(|restart_time| GracefulRestart {
             restart_state: restarting,
             restart_time,

@@ -12,7 +12,10 @@
 //! The lab drives the real binaries and the `ip` and `ping` commands; it links none of Brindle's
 //! code.
 
+pub mod bgp;
 pub mod cni_exec;
+
+pub use bgp::Routing;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -186,6 +189,12 @@ pub struct ClusterSpec {
     pub nat_outgoing: bool,
     /// An "outside" namespace behind the fabric router, with a server at [`OUTSIDE_IP`].
     pub outside: bool,
+    /// How the agents route (see [`bgp`]).
+    pub routing: Routing,
+    /// `--bgp-hold-time` of the agents, in seconds.
+    pub bgp_hold_time: u16,
+    /// Resources (YAML: Node, BGPConfiguration, BGPPeer...) applied before the agents start.
+    pub resources: String,
 }
 
 /// The outside server's address (TEST-NET-3: in no pool, routed by the fabric only).
@@ -206,6 +215,9 @@ impl Default for ClusterSpec {
             segments: 1,
             nat_outgoing: false,
             outside: false,
+            routing: Routing::Static,
+            bgp_hold_time: 9,
+            resources: String::new(),
         }
     }
 }
@@ -254,6 +266,8 @@ pub struct Cluster {
     namespaces: Vec<String>,
     conflist: PathBuf,
     etcd: Option<Child>,
+    /// The ToR routers of [`Routing::BgpRacks`].
+    pub tors: Vec<bgp::Tor>,
 }
 
 impl Cluster {
@@ -291,6 +305,7 @@ impl Cluster {
             spec,
             namespaces: Vec::new(),
             etcd: None,
+            tors: Vec::new(),
         };
         // On error `cluster` is dropped here, which tears down whatever exists.
         cluster.build_fabric()?;
@@ -298,6 +313,7 @@ impl Cluster {
             cluster.start_etcd()?;
         }
         cluster.create_pool()?;
+        cluster.apply_resources()?;
         cluster.start_agents()?;
         cluster.start_pods()?;
         Ok(cluster)
@@ -342,11 +358,14 @@ impl Cluster {
             let br = format!("br{seg}");
             in_ns(&fabric, "ip", &["link", "add", &br, "type", "bridge"])?;
             in_ns(&fabric, "ip", &["link", "set", &br, "up"])?;
-            in_ns(
-                &fabric,
-                "ip",
-                &["addr", "add", &format!("10.99.{seg}.1/24"), "dev", &br],
-            )?;
+            // With racks, the ToR holds the gateway address and routes.
+            if self.spec.routing != Routing::BgpRacks {
+                in_ns(
+                    &fabric,
+                    "ip",
+                    &["addr", "add", &format!("10.99.{seg}.1/24"), "dev", &br],
+                )?;
+            }
         }
         if self.spec.outside {
             let outside = format!("bl{}-outside", self.id);
@@ -404,11 +423,14 @@ impl Cluster {
                 &["addr", "add", &format!("{node_ip}/24"), "dev", "eth0"],
             )?;
             in_ns(&netns, "ip", &["link", "set", "eth0", "up"])?;
-            in_ns(
-                &netns,
-                "ip",
-                &["route", "add", "default", "via", &format!("10.99.{seg}.1")],
-            )?;
+            // With racks, the default route is learned from the ToR.
+            if self.spec.routing != Routing::BgpRacks {
+                in_ns(
+                    &netns,
+                    "ip",
+                    &["route", "add", "default", "via", &format!("10.99.{seg}.1")],
+                )?;
+            }
             if let Some(mtu) = self.spec.uplink_mtu {
                 let mtu = mtu.to_string();
                 in_ns(&netns, "ip", &["link", "set", "eth0", "mtu", &mtu])?;
@@ -430,6 +452,173 @@ impl Cluster {
                 ip: node_ip,
                 agent: None,
             });
+        }
+        Ok(())
+    }
+
+    /// Applies [`ClusterSpec::resources`], and for racks the rack topology's resources, and
+    /// starts the ToRs.
+    fn apply_resources(&mut self) -> Result<()> {
+        let mut yaml = self.spec.resources.clone();
+        if self.spec.routing == Routing::BgpRacks {
+            if self.spec.segments != 2 {
+                bail!("racks need 2 segments");
+            }
+            let node_racks: Vec<(String, usize)> = (0..self.nodes.len())
+                .map(|i| (self.nodes[i].name.clone(), self.segment_of(i)))
+                .collect();
+            let rack = bgp::rack_resources(&node_racks, 2);
+            yaml = if yaml.is_empty() {
+                rack
+            } else {
+                format!("{rack}---\n{yaml}")
+            };
+            let rack_nodes: Vec<Vec<String>> = (0..2)
+                .map(|r| {
+                    (0..self.nodes.len())
+                        .filter(|&i| self.segment_of(i) == r)
+                        .map(|i| self.nodes[i].ip.clone())
+                        .collect()
+                })
+                .collect();
+            self.say("      BIRD ToR per rack (eBGP), nodes peering only with their ToR");
+            let fabric = self.fabric.clone();
+            let prefix = format!("bl{}", self.id);
+            let dir = self.dir.clone();
+            let mut namespaces = Vec::new();
+            let tors = bgp::start_tors(&fabric, &prefix, &dir, &rack_nodes, &mut |ns| {
+                ip(&["netns", "add", ns])?;
+                namespaces.push(ns.to_string());
+                in_ns(ns, "ip", &["link", "set", "lo", "up"])?;
+                Ok(())
+            });
+            self.namespaces.extend(namespaces);
+            self.tors = tors?;
+        }
+        if yaml.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join("resources.yaml");
+        fs::write(&path, yaml)?;
+        self.ctl(&["apply", "-f", &path.display().to_string()])?;
+        Ok(())
+    }
+
+    /// `brindlectl bgp peers -o json` of node `i`.
+    pub fn bgp_peers(&self, i: usize) -> Result<serde_json::Value> {
+        let out = run(
+            &self.bins.join("brindlectl").display().to_string(),
+            &[
+                "bgp",
+                "peers",
+                "--socket",
+                &self.nodes[i].socket.display().to_string(),
+                "-o",
+                "json",
+            ],
+        )?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
+    /// `brindlectl node status` of node `i` (calicoctl's table).
+    pub fn node_status(&self, i: usize) -> Result<String> {
+        run(
+            &self.bins.join("brindlectl").display().to_string(),
+            &[
+                "node",
+                "status",
+                "--socket",
+                &self.nodes[i].socket.display().to_string(),
+            ],
+        )
+    }
+
+    /// Waits until node `i` has `want` BGP sessions, all Established.
+    pub fn wait_established(&self, i: usize, want: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            check_interrupted()?;
+            let peers = self.bgp_peers(i).unwrap_or_default();
+            let list = peers.as_array().cloned().unwrap_or_default();
+            let up = list.iter().filter(|p| p["state"] == "Established").count();
+            if list.len() == want && up == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: {up} of {want} BGP sessions Established after {timeout:?}: {peers}\n{}",
+                    self.nodes[i].name,
+                    tail(&self.nodes[i].log, 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Racks: waits until both ToRs know every block and every node has its default route
+    /// (to its ToR) and the other rack's blocks.
+    pub fn wait_racks_converged(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            check_interrupted()?;
+            let blocks = self.ctl(&["get", "ipamblocks", "-o", "json"])?;
+            let blocks: serde_json::Value = serde_json::from_str(&blocks)?;
+            let blocks: Vec<(String, String)> = blocks["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| {
+                    (
+                        b["spec"]["cidr"].as_str().unwrap_or_default().to_string(),
+                        b["spec"]["affinity"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+                .collect();
+            let mut missing = Vec::new();
+            for tor in &self.tors {
+                let table = tor.birdc(&["show", "route"]).unwrap_or_default();
+                for (cidr, _) in &blocks {
+                    if !table.contains(cidr.as_str()) {
+                        missing.push(format!("ToR {}: {cidr}", tor.rack));
+                    }
+                }
+            }
+            for (i, node) in self.nodes.iter().enumerate() {
+                let routes = self.routes(i)?;
+                if !routes.lines().any(|l| l.starts_with("default via")) {
+                    missing.push(format!("{}: default", node.name));
+                }
+                for (cidr, owner) in &blocks {
+                    let other_rack = self.nodes.iter().enumerate().any(|(j, n)| {
+                        *owner == format!("host:{}", n.name)
+                            && self.segment_of(j) != self.segment_of(i)
+                    });
+                    if other_rack && !routes.lines().any(|l| l.starts_with(&format!("{cidr} "))) {
+                        missing.push(format!("{}: {cidr}", node.name));
+                    }
+                }
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("routes missing after {timeout:?}: {}", missing.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Cuts node `i` off the network as a power cut would: its uplink goes down, so its peers
+    /// hear nothing more (no TCP FIN, no NOTIFICATION), then its agent is killed.
+    pub fn power_off(&mut self, i: usize) -> Result<()> {
+        let node = &mut self.nodes[i];
+        in_ns(&node.netns, "ip", &["link", "set", "eth0", "down"])?;
+        if let Some(mut child) = node.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
         Ok(())
     }
@@ -548,6 +737,9 @@ impl Cluster {
     pub fn start_agent(&mut self, i: usize) -> Result<()> {
         let bin = self.bins.join("brindle-node");
         let datastore = self.datastore.clone();
+        let routing = self.spec.routing.clone();
+        let hold = self.spec.bgp_hold_time;
+        let secrets = self.dir.join("secrets");
         let node = &mut self.nodes[i];
         let log = fs::OpenOptions::new()
             .create(true)
@@ -567,6 +759,18 @@ impl Cluster {
                 "--resync-interval",
                 "10",
             ])
+            .args(if routing.is_bgp() {
+                vec![
+                    "--routing".to_string(),
+                    "bgp".to_string(),
+                    "--bgp-hold-time".to_string(),
+                    hold.to_string(),
+                    "--bgp-secrets-dir".to_string(),
+                    secrets.display().to_string(),
+                ]
+            } else {
+                vec![]
+            })
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -1032,6 +1236,9 @@ impl Cluster {
         }
         if let Some(mut etcd) = self.etcd.take() {
             terminate(&mut etcd);
+        }
+        for tor in &mut self.tors {
+            tor.stop();
         }
         for ns in self.namespaces.drain(..).rev() {
             let _ = ip(&["netns", "del", &ns]);

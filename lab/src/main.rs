@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use brindle_lab::{Cluster, ClusterSpec, Datastore, Encap, INTERRUPTED};
+use brindle_lab::{Cluster, ClusterSpec, Datastore, Encap, Routing, INTERRUPTED};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Build Brindle clusters out of network namespaces on this machine (root required).
@@ -30,9 +30,16 @@ enum Command {
         /// Pods on each node.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=20))]
         pods_per_node: u16,
-        /// Encapsulation of the IP pool.
-        #[arg(long, value_enum, default_value = "vxlan")]
-        encap: EncapArg,
+        /// Encapsulation of the IP pool. Default: `vxlan` with `--mode static`, `never` with
+        /// the BGP modes.
+        #[arg(long, value_enum)]
+        encap: Option<EncapArg>,
+        /// How nodes route: `static` (from the datastore), `bgp` (brindle-node's BGP speaker in
+        /// a node-to-node mesh), or `bgp-racks` (two racks, each behind a BIRD 2 ToR router
+        /// with its own AS, nodes peering over eBGP with their ToR only; needs Debian's bird2).
+        /// The BGP modes print each node's BGP peers, and bgp-racks the ToRs' routes.
+        #[arg(long, value_enum, default_value = "static")]
+        mode: ModeArg,
         /// Datastore: `embedded` (one SQLite file) or `etcd` (a real etcd server in the
         /// fabric namespace; needs Debian's etcd-server).
         #[arg(long, value_enum, default_value = "embedded")]
@@ -58,6 +65,16 @@ enum Command {
         #[arg(long, default_value = "hello")]
         reply: String,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    /// Routes from the datastore.
+    Static,
+    /// The node-to-node BGP mesh.
+    Bgp,
+    /// Two racks behind BIRD ToRs (eBGP).
+    BgpRacks,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -111,10 +128,12 @@ fn print_matrix(
     matrix.values().filter(|ok| !**ok).count()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn demo(
     nodes: u16,
     pods_per_node: u16,
-    encap: EncapArg,
+    encap: Option<EncapArg>,
+    mode: ModeArg,
     datastore: DatastoreArg,
     ipv6: bool,
     segments: u16,
@@ -122,8 +141,28 @@ fn demo(
     if ipv6 && segments > 1 {
         anyhow::bail!("--ipv6 works on one segment only (the fabric routes IPv4 only)");
     }
+    if ipv6 && mode != ModeArg::Static {
+        anyhow::bail!("--ipv6 works with --mode static only (BGP mode routes IPv4)");
+    }
+    let racks = mode == ModeArg::BgpRacks;
+    if racks && !brindle_lab::bgp::bird_available() {
+        anyhow::bail!("--mode bgp-racks needs BIRD 2 (apt-get install bird2)");
+    }
+    if racks && nodes < 2 {
+        anyhow::bail!("--mode bgp-racks needs at least 2 nodes (one per rack)");
+    }
+    let encap = encap.unwrap_or(if mode == ModeArg::Static {
+        EncapArg::Vxlan
+    } else {
+        EncapArg::Never
+    });
     let spec = ClusterSpec {
-        segments: segments.into(),
+        routing: match mode {
+            ModeArg::Static => Routing::Static,
+            ModeArg::Bgp => Routing::Bgp,
+            ModeArg::BgpRacks => Routing::BgpRacks,
+        },
+        segments: if racks { 2 } else { segments.into() },
         datastore: match datastore {
             DatastoreArg::Embedded => Datastore::Embedded,
             DatastoreArg::Etcd => Datastore::Etcd,
@@ -143,12 +182,49 @@ fn demo(
     let encap = spec.encap;
     let never = spec.encap == Encap::Never;
     let cluster = Cluster::build(spec)?;
-    if never && segments > 1 {
+    if mode != ModeArg::Static {
+        println!("      waiting for the BGP sessions");
+        for i in 0..cluster.nodes.len() {
+            let peers = if racks { 1 } else { cluster.nodes.len() - 1 };
+            cluster.wait_established(i, peers, Duration::from_secs(60))?;
+        }
+    }
+    if never && segments > 1 && mode == ModeArg::Static {
         println!("      static routes to every node's blocks on the fabric router (host-gw)");
         cluster.route_blocks_via_router()?;
     }
     println!("[5/5] waiting for routes, then pinging every pod from every pod");
-    cluster.wait_converged(Duration::from_secs(30))?;
+    if racks {
+        // A node reaches its own rack's blocks through the ToR's default route.
+        cluster.wait_racks_converged(Duration::from_secs(30))?;
+    } else {
+        cluster.wait_converged(Duration::from_secs(30))?;
+    }
+    if mode != ModeArg::Static {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            println!("\n{} BGP peers:", node.name);
+            for p in cluster.bgp_peers(i)?.as_array().into_iter().flatten() {
+                println!(
+                    "  {:<15} AS {:<6} {:<12} received {} advertised {}",
+                    p["address"].as_str().unwrap_or_default(),
+                    p["asn"],
+                    p["state"].as_str().unwrap_or_default(),
+                    p["received"],
+                    p["advertised"]
+                );
+            }
+        }
+        for tor in &cluster.tors {
+            println!(
+                "\nToR of rack {} (BIRD, AS {}): birdc show route",
+                tor.rack,
+                brindle_lab::bgp::tor_asn(tor.rack)
+            );
+            for line in tor.birdc(&["show", "route"])?.lines() {
+                println!("  {line}");
+            }
+        }
+    }
     for (i, node) in cluster.nodes.iter().enumerate() {
         println!(
             "\n{} ({}) routes programmed by Brindle:",
@@ -232,10 +308,11 @@ fn main() -> ExitCode {
             nodes,
             pods_per_node,
             encap,
+            mode,
             datastore,
             ipv6,
             segments,
-        } => demo(nodes, pods_per_node, encap, datastore, ipv6, segments),
+        } => demo(nodes, pods_per_node, encap, mode, datastore, ipv6, segments),
         Command::Serve { port, reply } => serve(port, &reply),
     };
     match result {

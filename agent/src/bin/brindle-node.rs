@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use brindle_agent::bgp_routing::{self, RoutingConfig, RoutingMode};
 use brindle_agent::controller::{self, ControllerConfig, Shared};
 use brindle_agent::dataplane::{enable_ip_forwarding, Dataplane};
 use brindle_agent::default_pools::{self, DefaultPoolsConfig};
@@ -100,6 +101,32 @@ struct Args {
     /// Seconds a block of this node must stay empty before it is released.
     #[arg(long, default_value_t = 300)]
     empty_block_grace: u64,
+
+    /// How routes to other nodes' pods are found. `static`: computed from the datastore (block
+    /// affinities and Node addresses), no BGP. `bgp`: the embedded BGP speaker peers as the
+    /// datastore says (node-to-node mesh, route reflectors, BGPPeer resources), originates this
+    /// node's blocks, and the routes it learns are installed with the pool's encapsulation. See
+    /// docs/routing.md.
+    #[arg(long, env = "BRINDLE_ROUTING", value_enum, default_value = "static")]
+    routing: RoutingMode,
+
+    /// BGP hold time proposed to every peer, in seconds (`--routing bgp`).
+    #[arg(long, env = "BRINDLE_BGP_HOLD_TIME", default_value_t = 90)]
+    bgp_hold_time: u16,
+
+    /// BGP graceful-restart time announced to peers, in seconds; a BGPPeer's
+    /// `maxRestartTime` overrides it for its sessions (`--routing bgp`).
+    #[arg(long, env = "BRINDLE_BGP_RESTART_TIME", default_value_t = 120)]
+    bgp_restart_time: u16,
+
+    /// Directory of BGP password secrets, laid out as a mounted Kubernetes Secret volume: a
+    /// BGPPeer's `password.secretKeyRef {name, key}` is the file `<dir>/<name>/<key>`.
+    #[arg(
+        long,
+        env = "BRINDLE_BGP_SECRETS_DIR",
+        default_value = "/etc/brindle/secrets"
+    )]
+    bgp_secrets_dir: PathBuf,
 
     /// Log format: `text` or `json`.
     #[arg(long, env = "BRINDLE_LOG_FORMAT", default_value = "text")]
@@ -292,6 +319,22 @@ async fn main() -> Result<()> {
         shared.clone(),
         datastore_health::PROBE_INTERVAL,
     ));
+    if args.routing == RoutingMode::Bgp {
+        // Before the controller's first pass: in BGP mode no route to another node comes from
+        // the datastore, only what the speaker learns.
+        shared.update_learned(|_| {});
+        shared
+            .bgp_initial_tables_pending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let routing = RoutingConfig {
+            node: config.local.name.clone(),
+            hold_time: args.bgp_hold_time,
+            graceful_restart_time: args.bgp_restart_time,
+            secrets_dir: args.bgp_secrets_dir.clone(),
+        };
+        info!("routing: BGP");
+        tokio::spawn(bgp_routing::run(routing, store.clone(), shared.clone()));
+    }
     let controller = tokio::spawn(controller::run(config, store, ipam, dataplane, shared));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

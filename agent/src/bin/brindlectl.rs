@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create or update the resources of a YAML file (one or many documents; `-` for stdin):
-    /// IPPool, BGPPeer, BGPConfiguration, IPAMConfig. Every document is checked first; if any
+    /// IPPool, BGPPeer, BGPConfiguration, IPAMConfig, Node (labels, BGP AS, route-reflector cluster ID). Every document is checked first; if any
     /// is invalid nothing is written. Calico's `crd.projectcalico.org/v1` and
     /// `projectcalico.org/v3` documents of these kinds are accepted and converted.
     Apply {

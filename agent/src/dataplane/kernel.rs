@@ -149,6 +149,22 @@ impl LinkState {
     }
 }
 
+/// One route write of a batch ([`Kernel::write_routes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RouteWrite {
+    /// [`Kernel::add_route`].
+    Add {
+        dst: IpNet,
+        target: RouteTarget,
+        replace: bool,
+    },
+    /// [`Kernel::del_route`].
+    Delete(KernelRoute),
+}
+
+/// Route writes in flight at once in the default [`Kernel::write_routes`].
+pub(crate) const WRITES_IN_FLIGHT: usize = 256;
+
 /// The kernel operations reconciliation performs. Writes are idempotent where the kernel
 /// allows it; every error names the object it concerns.
 #[async_trait]
@@ -178,6 +194,26 @@ pub(crate) trait Kernel: Send + Sync {
     ) -> Result<(), DataplaneError>;
     /// Deletes exactly this route (matched by destination, protocol, TOS and metric).
     async fn del_route(&self, route: &KernelRoute) -> Result<(), DataplaneError>;
+    /// Many route writes at once; the result of each, in the order given. Each write is
+    /// independent: one failing does not stop the others. By default, [`WRITES_IN_FLIGHT`]
+    /// single writes in flight.
+    async fn write_routes(&self, writes: Vec<RouteWrite>) -> Vec<Result<(), DataplaneError>> {
+        use futures::StreamExt;
+        futures::stream::iter(writes)
+            .map(|write| async move {
+                match write {
+                    RouteWrite::Add {
+                        dst,
+                        target,
+                        replace,
+                    } => self.add_route(dst, &target, replace).await,
+                    RouteWrite::Delete(route) => self.del_route(&route).await,
+                }
+            })
+            .buffered(WRITES_IN_FLIGHT)
+            .collect()
+            .await
+    }
 
     /// The PERMANENT neighbour entries (with a link-layer address) on `dev`.
     async fn neighbors(&self, dev: &str) -> Result<Vec<Neighbor>, DataplaneError>;

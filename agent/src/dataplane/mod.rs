@@ -411,11 +411,11 @@ impl Dataplane {
 
 /// Routes only, changed one prefix at a time and written incrementally (brindle-bgpd's best
 /// routes): [`RouteTable::set`] records what a prefix should have, [`RouteTable::flush`] writes
-/// the changed prefixes (many requests in flight; failures stay pending for the next flush),
-/// [`RouteTable::resync`] compares the whole table with the kernel and also removes stale routes
-/// of ours. Devices, neighbours and FDB entries are never touched; only routes with protocol
-/// [`RTPROT_BRINDLE`] are changed, a foreign route to the same destination is left alone (the
-/// write fails and is reported).
+/// the changed prefixes (as one batch, `Kernel::write_routes`; failures stay pending for the
+/// next flush), [`RouteTable::resync`] compares the whole table with the kernel and also
+/// removes stale routes of ours. Devices, neighbours and FDB entries are never touched; only
+/// routes with protocol [`RTPROT_BRINDLE`] are changed, a foreign route to the same destination
+/// is left alone (the write fails and is reported).
 pub struct RouteTable {
     kernel: NetlinkKernel,
     tracker: route_table::RouteTracker,

@@ -2,7 +2,7 @@
 //! change one prefix at a time (BGP's best routes in `brindle-bgpd`).
 //!
 //! [`RouteTracker`] holds what is desired and what it installed. [`RouteTracker::flush`] writes
-//! only the prefixes that changed, many netlink requests in flight at once; a write that fails
+//! only the prefixes that changed, as one batch ([`Kernel::write_routes`]); a write that fails
 //! stays pending for the next flush. [`RouteTracker::resync`] is the full pass (dump, compare,
 //! write: [`super::reconcile`]'s route half) that also removes routes of ours nobody wants any
 //! more. Nothing but routes is touched: no device, neighbour or FDB entry, and only routes with
@@ -10,14 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::StreamExt;
 use ipnet::IpNet;
 
-use super::kernel::{Kernel, KernelRoute, RouteKind};
+use super::kernel::{Kernel, KernelRoute, RouteKind, RouteWrite};
 use super::{ApplyReport, DataplaneError, RouteTarget, RTPROT_BRINDLE};
-
-/// Netlink requests in flight at once during a flush.
-const IN_FLIGHT: usize = 256;
 
 /// Desired routes, installed routes, and the prefixes where they may differ.
 #[derive(Debug, Default)]
@@ -92,20 +88,22 @@ impl RouteTracker {
             };
             writes.push((dst, write));
         }
-        let results: Vec<(IpNet, Write, Result<(), DataplaneError>)> =
-            futures::stream::iter(writes)
-                .map(|(dst, write)| async move {
-                    let result = match &write {
-                        Write::Add { target, replace } => {
-                            kernel.add_route(dst, target, *replace).await
-                        }
-                        Write::Delete => kernel.del_route(&own_route(dst)).await,
-                    };
-                    (dst, write, result)
-                })
-                .buffer_unordered(IN_FLIGHT)
-                .collect()
-                .await;
+        let batch = writes
+            .iter()
+            .map(|(dst, write)| match write {
+                Write::Add { target, replace } => RouteWrite::Add {
+                    dst: *dst,
+                    target: target.clone(),
+                    replace: *replace,
+                },
+                Write::Delete => RouteWrite::Delete(own_route(*dst)),
+            })
+            .collect();
+        let results = kernel.write_routes(batch).await;
+        let results = writes
+            .into_iter()
+            .zip(results)
+            .map(|((dst, write), result)| (dst, write, result));
 
         let mut report = ApplyReport::default();
         for (dst, write, result) in results {

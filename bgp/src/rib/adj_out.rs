@@ -112,8 +112,8 @@ pub(crate) fn export(
     }
     // RFC 4271 §5.1.3: to eBGP peers we always announce ourselves (no third-party next hop).
     // To iBGP peers, learned routes keep their next hop (the eBGP border's, as BIRD and
-    // GoBGP do by default); local routes carry ours.
-    let next_hop = if target.ibgp && !is_local {
+    // GoBGP do by default); local routes carry ours. `next hop keep` does the same over eBGP.
+    let next_hop = if (target.ibgp || target.next_hop_keep) && !is_local {
         best.next_hop.filter(|nh| family.matches(*nh))?
     } else {
         target.next_hop_self(family)?

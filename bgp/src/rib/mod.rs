@@ -733,6 +733,12 @@ impl Rib {
 
             if exported_changed {
                 let best = group.first().map(|&b| dest.paths[b].clone());
+                if best.is_some() && dest.adj_out.is_empty() {
+                    // Room for every peer at once: growing one by one (then doubling) left a
+                    // reflector with 10 clients 16 slots a prefix, most of its memory.
+                    let carrying = peers.iter().filter(|(_, p)| p.carries(family)).count();
+                    dest.adj_out.reserve_exact(carrying);
+                }
                 for ((id, peer), (cache, (announce, withdraw))) in
                     peers.iter_mut().zip(caches.iter_mut().zip(out.iter_mut()))
                 {

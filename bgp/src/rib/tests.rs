@@ -39,6 +39,7 @@ fn ebgp_peer(n: u8) -> PeerInfo {
         rr_client: false,
         local_address: v4("192.0.2.254"),
         next_hop_v6: Some("2001:db8:ffff::254".parse().unwrap()),
+        next_hop_keep: false,
     }
 }
 
@@ -51,6 +52,7 @@ fn ibgp_peer(n: u8) -> PeerInfo {
         rr_client: false,
         local_address: v4("10.0.0.254"),
         next_hop_v6: None,
+        next_hop_keep: false,
     }
 }
 
@@ -189,6 +191,33 @@ fn ebgp_route_becomes_best_and_is_exported_with_ebgp_and_ibgp_rules() {
         })
     );
     assert_eq!(rib.peer_counts(e2.id()).unwrap().advertised, 1);
+}
+
+#[test]
+fn next_hop_keep_announces_learned_routes_with_their_next_hop_over_ebgp() {
+    let keep = PeerInfo {
+        next_hop_keep: true,
+        ..ebgp_peer(3)
+    };
+    let (e1, i1) = (ebgp_peer(1), ibgp_peer(1));
+    let mut rib = rib_with(&[e1.clone(), i1.clone(), keep.clone()]);
+    let ch = rib
+        .apply_update(
+            e1.id(),
+            &announce(&["203.0.113.0/24"], attrs(&[65001], "192.0.2.1")),
+        )
+        .unwrap();
+    let (ann, _) = out_for(&ch, &keep);
+    assert_eq!(ann[0].2, v4("192.0.2.1"), "the eBGP peer's next hop kept");
+    assert_eq!(
+        ann[0].1.as_path,
+        Some(AsPath::from_sequence(vec![65000, 65001])),
+        "still eBGP: our AS prepended"
+    );
+    // A route of our own still carries our address.
+    let ch = rib.originate(net("198.51.100.0/24"), PathAttributes::default());
+    let (ann, _) = out_for(&ch, &keep);
+    assert_eq!(ann[0].2, v4("192.0.2.254"));
 }
 
 #[test]

@@ -44,6 +44,8 @@ pub struct PeerInfo {
     /// §2.5.5.2), which is what GoBGP sends; a peer that cannot resolve it will not use the
     /// routes. IPv4 routes over an IPv6 session would need RFC 8950 and are not exported.
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// eBGP: learned routes keep their next hop (BIRD's `next hop keep`) instead of ours.
+    pub next_hop_keep: bool,
 }
 
 impl PeerInfo {

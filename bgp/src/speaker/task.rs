@@ -172,6 +172,7 @@ impl Speaker {
                 IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
             }),
             next_hop_v6: self.config.next_hop_v6,
+            next_hop_keep: config.next_hop_keep,
         };
         self.rib
             .add_peer(info)

@@ -525,3 +525,32 @@ async fn start_refuses_bad_configuration() {
     .await;
     assert!(matches!(twice, Err(SpeakerError::NeighborExists(_))));
 }
+
+#[test]
+fn a_neighbours_restart_time_overrides_the_speakers() {
+    let speaker = SpeakerConfig {
+        graceful_restart_time: Some(120),
+        ..SpeakerConfig::new(65001, "192.0.2.1".parse().expect("router id"))
+    };
+    let restart_time = |neighbor: &NeighborConfig, speaker: &SpeakerConfig| {
+        super::session_config(speaker, neighbor, false)
+            .expect("valid")
+            .fsm
+            .capabilities
+            .graceful_restart
+            .map(|gr| gr.restart_time)
+    };
+    let plain = NeighborConfig::new(ip("192.0.2.2"), 65002);
+    let short = NeighborConfig {
+        graceful_restart_time: Some(30),
+        ..plain.clone()
+    };
+    assert_eq!(restart_time(&plain, &speaker), Some(120));
+    assert_eq!(restart_time(&short, &speaker), Some(30));
+    // Without graceful restart on the speaker, none for anybody.
+    let off = SpeakerConfig {
+        graceful_restart_time: None,
+        ..speaker
+    };
+    assert_eq!(restart_time(&short, &off), None);
+}

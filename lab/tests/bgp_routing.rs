@@ -1,0 +1,496 @@
+//! brindle-node in BGP routing mode (`--routing bgp`), end to end in network namespaces: the
+//! node-to-node mesh, a route reflector with its clients, two racks behind BIRD ToRs, and a node
+//! that loses power having its routes withdrawn within the hold time. Needs root (and BIRD 2
+//! for the racks).
+
+use std::time::{Duration, Instant};
+
+use brindle_lab::bgp::bird_available;
+use brindle_lab::{is_root, Cluster, ClusterSpec, Encap, Routing};
+
+fn root_or_skip() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "scenario tests must run as root in CI"
+    );
+    eprintln!("skipping: needs root");
+    false
+}
+
+/// The hold time the agents propose (and the ToRs use): short, so that a dead node is noticed
+/// within seconds.
+const HOLD: u16 = 9;
+
+fn assert_all_reachable(cluster: &Cluster) {
+    let matrix = cluster.ping_matrix().expect("pings");
+    let unreachable: Vec<_> = matrix
+        .iter()
+        .filter(|(_, ok)| !**ok)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(unreachable.is_empty(), "unreachable pairs: {unreachable:?}");
+}
+
+/// The block affine to `node`, from `brindlectl get ipamblocks`.
+fn block_of(cluster: &Cluster, node: &str) -> String {
+    let blocks = cluster
+        .ctl(&["get", "ipamblocks", "-o", "json"])
+        .expect("get ipamblocks");
+    let blocks: serde_json::Value = serde_json::from_str(&blocks).expect("json");
+    blocks["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["spec"]["affinity"] == format!("host:{node}"))
+        .and_then(|b| b["spec"]["cidr"].as_str())
+        .unwrap_or_else(|| panic!("no block of {node}: {blocks}"))
+        .to_string()
+}
+
+/// Waits until `cond` holds, or panics with `what` after `limit`; returns the time it took.
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut cluster = Cluster::build(ClusterSpec {
+        nodes: 4,
+        pods_per_node: 1,
+        encap: Encap::Never,
+        routing: Routing::Bgp,
+        bgp_hold_time: HOLD,
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    let started = Instant::now();
+    for i in 0..4 {
+        cluster
+            .wait_established(i, 3, Duration::from_secs(30))
+            .expect("every node peers with the 3 others");
+    }
+    cluster
+        .wait_converged(Duration::from_secs(30))
+        .expect("routes to every block");
+    println!(
+        "mesh of 4: sessions up and every block routed {:?} after the pods were wired",
+        started.elapsed()
+    );
+    // Each remote block: straight to its node over the uplink (pool `Never`), and learned: the
+    // fabric router knows no pod route, so only these make pods reachable.
+    for i in 0..4 {
+        let routes = cluster.routes(i).expect("routes");
+        for (j, other) in cluster.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+            let block = block_of(&cluster, &other.name);
+            let want = format!("{block} via {} dev eth0", other.ip);
+            assert!(
+                routes.lines().any(|l| l.starts_with(&want)),
+                "node{}: no `{want}` (node{}'s block) in\n{routes}",
+                i + 1,
+                j + 1
+            );
+        }
+        let peers = cluster.bgp_peers(i).expect("peers");
+        for p in peers.as_array().into_iter().flatten() {
+            assert_eq!(p["asn"], 64512, "{p}");
+            assert_eq!(p["accepted"], 1, "one block from each peer: {p}");
+        }
+    }
+    assert_all_reachable(&cluster);
+    // `brindlectl node status` reads the agent's socket: three mesh peers, up.
+    let status = cluster.node_status(0).expect("node status");
+    assert!(status.contains("Brindle process is running."), "{status}");
+    for other in &cluster.nodes[1..] {
+        let row = status
+            .lines()
+            .find(|l| l.contains(&format!("| {} ", other.ip)))
+            .unwrap_or_else(|| panic!("no row for {} in\n{status}", other.ip));
+        assert!(
+            row.contains("node-to-node mesh") && row.contains("Established"),
+            "{row}"
+        );
+    }
+
+    // A new global BGPPeer adds one session on every node and resets none of the others; its
+    // deletion removes just that one.
+    let since = |cluster: &Cluster, i: usize| -> Vec<(String, String)> {
+        let peers = cluster.bgp_peers(i).expect("peers");
+        peers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["state"] == "Established")
+            .map(|p| (p["address"].to_string(), p["since"].to_string()))
+            .collect()
+    };
+    let before: Vec<_> = (0..4).map(|i| since(&cluster, i)).collect();
+    // A reset would show as a later `since` (whole seconds).
+    std::thread::sleep(Duration::from_millis(1100));
+    let peer = cluster.dir.join("gateway.yaml");
+    std::fs::write(
+        &peer,
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: gateway\nspec:\n  peerIP: 10.99.0.200\n  asNumber: 65200\n",
+    )
+    .expect("write");
+    cluster
+        .ctl(&["apply", "-f", &peer.display().to_string()])
+        .expect("apply BGPPeer");
+    for (i, before) in before.iter().enumerate() {
+        wait_for(
+            &format!("node{} adds the gateway", i + 1),
+            Duration::from_secs(10),
+            || {
+                let peers = cluster.bgp_peers(i).expect("peers");
+                peers.as_array().is_some_and(|p| {
+                    p.iter()
+                        .any(|p| p["address"] == "10.99.0.200" && p["asn"] == 65200)
+                })
+            },
+        );
+        assert_eq!(
+            since(&cluster, i),
+            *before,
+            "node{}: mesh sessions untouched",
+            i + 1
+        );
+    }
+    cluster
+        .ctl(&["delete", "bgppeer", "gateway"])
+        .expect("delete BGPPeer");
+    for (i, before) in before.iter().enumerate() {
+        wait_for(
+            &format!("node{} removes the gateway", i + 1),
+            Duration::from_secs(10),
+            || {
+                cluster
+                    .bgp_peers(i)
+                    .expect("peers")
+                    .as_array()
+                    .is_some_and(|p| p.len() == 3)
+            },
+        );
+        assert_eq!(
+            since(&cluster, i),
+            *before,
+            "node{}: mesh sessions untouched",
+            i + 1
+        );
+    }
+
+    // Restarting node1's agent (SIGTERM, as a rollout does) loses no packet: its peers keep
+    // its routes while it is away (graceful restart), its kernel routes stay, and once back
+    // it programs the kernel only after its peers' initial tables are in.
+    let to_node1 = cluster
+        .pods
+        .iter()
+        .find(|p| p.node == 0)
+        .expect("a pod on node1")
+        .clone();
+    let from_node2 = cluster
+        .pods
+        .iter()
+        .find(|p| p.node == 1)
+        .expect("a pod on node2")
+        .clone();
+    let pinger = cluster
+        .ping_continuously(&from_node2, &to_node1.ip, Duration::from_millis(20))
+        .expect("ping");
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.stop_agent(0).expect("stop node1's agent");
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.start_agent(0).expect("start node1's agent");
+    cluster
+        .wait_ready(0, Duration::from_secs(30))
+        .expect("node1 ready again");
+    cluster
+        .wait_established(0, 3, Duration::from_secs(30))
+        .expect("node1's sessions back");
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, received) = pinger.stop().expect("ping summary");
+    println!("node2 -> node1 across node1's agent restart: {received}/{sent} echoes answered");
+    assert!(sent > 50, "only {sent} pings sent");
+    assert_eq!(received, sent, "packets lost across a graceful restart");
+
+    // node4 loses power: the Node stays in the datastore (static routing would keep routing
+    // to it); over BGP its block is withdrawn everywhere once the hold timer expires.
+    let block4 = block_of(&cluster, "node4");
+    cluster.power_off(3).expect("power off node4");
+    let cut = Instant::now();
+    for i in 0..3 {
+        wait_for(
+            &format!("node{} withdraws {block4}", i + 1),
+            Duration::from_secs(u64::from(HOLD) + 5),
+            || {
+                !cluster
+                    .routes(i)
+                    .expect("routes")
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{block4} ")))
+            },
+        );
+        println!(
+            "node{}: node4's block withdrawn {:?} after the power cut (hold time {HOLD} s)",
+            i + 1,
+            cut.elapsed()
+        );
+    }
+    // The others still reach each other.
+    let pods: Vec<_> = cluster
+        .pods
+        .iter()
+        .filter(|p| p.node < 3)
+        .cloned()
+        .collect();
+    for from in &pods {
+        for to in pods.iter().filter(|p| p.name != from.name) {
+            assert!(
+                cluster.ping(from, &to.ip, 3),
+                "{} -> {}",
+                from.name,
+                to.name
+            );
+        }
+    }
+}
+
+#[test]
+fn a_route_reflector_serves_five_clients_that_peer_only_with_it() {
+    if !root_or_skip() {
+        return;
+    }
+    let resources = "\
+apiVersion: brindle.dev/v1
+kind: BGPConfiguration
+metadata:
+  name: default
+spec:
+  nodeToNodeMeshEnabled: false
+---
+apiVersion: brindle.dev/v1
+kind: Node
+metadata:
+  name: node1
+  labels:
+    route-reflector: 'true'
+spec:
+  bgp:
+    routeReflectorClusterID: 244.0.0.1
+---
+apiVersion: brindle.dev/v1
+kind: BGPPeer
+metadata:
+  name: peer-with-route-reflectors
+spec:
+  nodeSelector: all()
+  peerSelector: route-reflector == 'true'
+";
+    let cluster = Cluster::build(ClusterSpec {
+        nodes: 6,
+        pods_per_node: 1,
+        encap: Encap::Never,
+        routing: Routing::Bgp,
+        bgp_hold_time: HOLD,
+        resources: resources.to_string(),
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    let rr_ip = cluster.nodes[0].ip.clone();
+    cluster
+        .wait_established(0, 5, Duration::from_secs(30))
+        .expect("the reflector peers with its 5 clients");
+    for i in 1..6 {
+        cluster
+            .wait_established(i, 1, Duration::from_secs(30))
+            .expect("a client peers with the reflector only");
+        let peers = cluster.bgp_peers(i).expect("peers");
+        assert_eq!(peers[0]["address"], rr_ip.as_str(), "{peers}");
+        // The reflector reflects the other 4 clients' blocks and originates its own.
+        wait_for(
+            &format!("node{} has 5 routes from the reflector", i + 1),
+            Duration::from_secs(20),
+            || cluster.bgp_peers(i).expect("peers")[0]["accepted"] == 5,
+        );
+    }
+    cluster
+        .wait_converged(Duration::from_secs(30))
+        .expect("routes to every block");
+    // Reflected routes keep their next hop (RFC 4456): client to client directly, not through
+    // the reflector.
+    for i in 1..6 {
+        let routes = cluster.routes(i).expect("routes");
+        for other in cluster
+            .nodes
+            .iter()
+            .filter(|n| n.name != cluster.nodes[i].name)
+        {
+            let want = format!(
+                "{} via {} dev eth0",
+                block_of(&cluster, &other.name),
+                other.ip
+            );
+            assert!(
+                routes.lines().any(|l| l.starts_with(&want)),
+                "node{}: no `{want}` in\n{routes}",
+                i + 1
+            );
+        }
+    }
+    assert_all_reachable(&cluster);
+}
+
+#[test]
+fn two_racks_behind_bird_tors_reach_each_other_over_ebgp() {
+    if !root_or_skip() {
+        return;
+    }
+    if !bird_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "BIRD 2 (bird2) must be installed in CI"
+        );
+        eprintln!("skipping: needs BIRD 2");
+        return;
+    }
+    let cluster = Cluster::build(ClusterSpec {
+        nodes: 4,
+        pods_per_node: 1,
+        segments: 2,
+        encap: Encap::Never,
+        routing: Routing::BgpRacks,
+        bgp_hold_time: HOLD,
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    for i in 0..4 {
+        cluster
+            .wait_established(i, 1, Duration::from_secs(30))
+            .expect("each node peers with its ToR only");
+        let rack = cluster.segment_of(i);
+        let peers = cluster.bgp_peers(i).expect("peers");
+        assert_eq!(peers[0]["address"], format!("10.99.{rack}.1"), "{peers}");
+        assert_eq!(peers[0]["asn"], 65100 + rack, "{peers}");
+        let status = cluster.node_status(i).expect("node status");
+        assert!(
+            status
+                .lines()
+                .any(|l| l.contains(&format!("| 10.99.{rack}.1 ")) && l.contains("node specific")),
+            "{status}"
+        );
+    }
+    let blocks: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| block_of(&cluster, &n.name))
+        .collect();
+    // Both ToRs know every node's block: their own rack's from the nodes, the other's from the
+    // other ToR.
+    for tor in &cluster.tors {
+        wait_for(
+            &format!("ToR of rack {} learns every block", tor.rack),
+            Duration::from_secs(30),
+            || {
+                let table = tor.birdc(&["show", "route"]).unwrap_or_default();
+                blocks.iter().all(|b| table.contains(b.as_str()))
+            },
+        );
+    }
+    for i in 0..4 {
+        let rack = cluster.segment_of(i);
+        let tor = format!("10.99.{rack}.1");
+        wait_for(
+            &format!(
+                "node{} routes the other rack's blocks through its ToR",
+                i + 1
+            ),
+            Duration::from_secs(30),
+            || {
+                let routes = cluster.routes(i).expect("routes");
+                routes
+                    .lines()
+                    .any(|l| l.starts_with(&format!("default via {tor} ")))
+                    && (0..4).filter(|&j| cluster.segment_of(j) != rack).all(|j| {
+                        routes
+                            .lines()
+                            .any(|l| l.starts_with(&format!("{} via {tor} ", blocks[j])))
+                    })
+            },
+        );
+        // Its own block came back from the ToR over no path: it stays a blackhole.
+        let routes = cluster.routes(i).expect("routes");
+        let own: Vec<&str> = routes
+            .lines()
+            .filter(|l| l.contains(&format!("{} ", blocks[i])))
+            .collect();
+        assert_eq!(own.len(), 1, "node{}: {own:?}", i + 1);
+        assert!(own[0].starts_with("blackhole"), "node{}: {own:?}", i + 1);
+    }
+    println!(
+        "node1's routes:\n{}ToR of rack 0:\n{}",
+        cluster.routes(0).expect("routes"),
+        cluster.tors[0].birdc(&["show", "route"]).expect("birdc")
+    );
+    assert_all_reachable(&cluster);
+}
+
+#[test]
+fn a_dual_stack_mesh_carries_ipv6_blocks_over_the_ipv4_sessions() {
+    if !root_or_skip() {
+        return;
+    }
+    let cluster = Cluster::build(ClusterSpec {
+        nodes: 3,
+        pods_per_node: 1,
+        encap: Encap::Never,
+        pool_cidr_v6: Some("fd00:10:244::/48".to_string()),
+        routing: Routing::Bgp,
+        bgp_hold_time: HOLD,
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    for i in 0..3 {
+        cluster
+            .wait_established(i, 2, Duration::from_secs(30))
+            .expect("mesh up");
+    }
+    cluster
+        .wait_converged(Duration::from_secs(30))
+        .expect("routes to every block, IPv4 and IPv6");
+    // IPv6 blocks straight to the node's IPv6 address.
+    let routes = cluster.routes(0).expect("routes");
+    for i in 1..3 {
+        let want = format!("via fd99::{} dev eth0", 11 + i);
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with("fd00:10:244:") && l.contains(&want)),
+            "node1: no IPv6 block `{want}` in\n{routes}"
+        );
+    }
+    assert_all_reachable(&cluster);
+    let matrix = cluster.ping6_matrix().expect("pings");
+    let unreachable: Vec<_> = matrix
+        .iter()
+        .filter(|(_, ok)| !**ok)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(matrix.len(), 6);
+    assert!(
+        unreachable.is_empty(),
+        "IPv6: unreachable pairs: {unreachable:?}"
+    );
+}
