@@ -269,11 +269,19 @@ pub async fn run(config: RoutingConfig, store: Arc<dyn Store>, shared: Arc<Share
                     }
                     let mut relevant = cache.apply(&event);
                     tokio::time::sleep(Duration::from_millis(20)).await;
+                    // A Resync among the debounced events means some were lost: relist (it
+                    // used to be dropped here, as in the controller).
+                    let mut resync = false;
                     while let Ok(event) = watch.try_recv() {
                         if event == WatchEvent::Resync {
+                            resync = true;
                             break;
                         }
                         relevant |= cache.apply(&event);
+                    }
+                    if resync {
+                        info!("BGP: datastore history compacted; relisting");
+                        break;
                     }
                     if !relevant {
                         // Wait for a relevant change without another pass.

@@ -70,6 +70,9 @@ pub struct Shared {
     /// Address families and MTU for pods whose conflist does not set them, from the pools;
     /// `None` until the controller has loaded the datastore.
     pub pod_defaults: RwLock<Option<PodDefaults>>,
+    /// Why the datastore is unreachable, while it is (see [`crate::datastore_health`]); the
+    /// node reports not ready meanwhile, and keeps its dataplane.
+    pub datastore_error: RwLock<Option<String>>,
 }
 
 impl Shared {
@@ -99,6 +102,20 @@ impl Shared {
             .pod_defaults
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(defaults);
+    }
+
+    pub fn datastore_error(&self) -> Option<String> {
+        self.datastore_error
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_datastore_error(&self, error: Option<String>) {
+        *self
+            .datastore_error
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
     }
 
     /// A copy of the learned routes (see [`Shared::learned`]).
@@ -270,23 +287,28 @@ pub async fn run(
     let mut local = config.local.clone();
     let metrics = config.metrics.clone();
     let mut kernel = subscribe(&dataplane);
+    // Failed (re)lists in a row. Until a list of every kind (all pages) succeeds, nothing is
+    // programmed: the kernel keeps what the last full view put there.
+    let mut list_failures = 0u32;
     loop {
         let (mut cache, revision) = match Cache::load(store.as_ref()).await {
             Ok(loaded) => loaded,
             Err(e) => {
-                warn!(error = %e, "listing the datastore failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                list_failures += 1;
+                relist_failed(&shared, "listing", &e, list_failures).await;
                 continue;
             }
         };
         let mut watch = match store.watch(None, revision).await {
             Ok(w) => w,
             Err(e) => {
-                warn!(error = %e, "watching the datastore failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                list_failures += 1;
+                relist_failed(&shared, "watching", &e, list_failures).await;
                 continue;
             }
         };
+        list_failures = 0;
+        shared.set_datastore_error(None);
         info!(
             nodes = cache.nodes.len(),
             pools = cache.pools.len(),
@@ -374,13 +396,13 @@ pub async fn run(
                         break;
                     }
                     if process_event(&mut cache, &event, &local, &ipam, &mut pools_changed) {
-                        // Debounce: take whatever else arrived in the meantime.
+                        // Debounce: take whatever else arrived in the meantime. A Resync among
+                        // it means events were lost: relist (it used to be dropped here, leaving
+                        // the view stale until the next 410).
                         tokio::time::sleep(Duration::from_millis(20)).await;
-                        while let Ok(event) = watch.try_recv() {
-                            if event == WatchEvent::Resync {
-                                break;
-                            }
-                            process_event(&mut cache, &event, &local, &ipam, &mut pools_changed);
+                        if drain_debounced(&mut watch, &mut cache, &local, &ipam, &mut pools_changed) {
+                            info!("datastore history compacted; relisting");
+                            break;
                         }
                         pending.get_or_insert(Trigger::Datastore);
                     }
@@ -431,6 +453,34 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Applies the events already waiting on `watch`; returns whether one was a Resync (the rest
+/// after it are left for the relist).
+fn drain_debounced(
+    watch: &mut brindle_ipam::store::Watch,
+    cache: &mut Cache,
+    local: &LocalNode,
+    ipam: &Arc<Ipam>,
+    pools_changed: &mut bool,
+) -> bool {
+    while let Ok(event) = watch.try_recv() {
+        if event == WatchEvent::Resync {
+            return true;
+        }
+        process_event(cache, &event, local, ipam, pools_changed);
+    }
+    false
+}
+
+/// After a failed (re)list or watch: the datastore counts as unreachable, the loop stays live,
+/// and the next attempt waits (backing off to [`RETRY_MAX`]).
+async fn relist_failed(shared: &Shared, what: &str, error: &StoreError, failures: u32) {
+    shared.beat();
+    shared.set_datastore_error(Some(error.to_string()));
+    let delay = backoff(failures);
+    warn!(%error, retry_in = ?delay, "{what} the datastore failed; keeping the last-known dataplane");
+    tokio::time::sleep(delay).await;
 }
 
 /// Applies a datastore event to the cache; returns whether routing may change. A Node that is

@@ -45,6 +45,8 @@ pub mod dataplane;
 #[cfg(feature = "daemon")]
 pub mod datastore;
 #[cfg(feature = "daemon")]
+pub mod datastore_health;
+#[cfg(feature = "daemon")]
 pub mod default_pools;
 #[cfg(feature = "daemon")]
 pub mod ipam_gc;
@@ -52,6 +54,8 @@ pub mod ipam_gc;
 pub mod ipam_tools;
 #[cfg(feature = "daemon")]
 pub mod kube_node;
+#[cfg(feature = "daemon")]
+pub mod kube_pod;
 #[cfg(feature = "daemon")]
 pub mod metrics;
 #[cfg(feature = "daemon")]

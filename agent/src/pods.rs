@@ -18,13 +18,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use brindle_ipam::store::{Store, StoreError, StoreExt};
 use brindle_ipam::{AssignRequest, Ipam};
 use ipnet::IpNet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{codes, ApiError, CniAddRequest, CniAddResponse, CniDelRequest, PodRoute};
 use crate::controller::Shared;
 use crate::dataplane::{
     host_veth_name, host_veth_name_for_container, PodSpec, PodWirer, PodWiring,
 };
+use crate::kube_pod;
 use crate::model::{AllowedUse, IpPoolSpec, Object, WorkloadEndpointSpec};
 use crate::pod_defaults::{pod_defaults, MtuConfig, PodDefaults};
 use crate::routes::LocalEndpoint;
@@ -45,6 +46,9 @@ pub struct PodNetwork {
     /// How the pods' MTU is found when the conflist sets none (the controller's copy in
     /// [`Shared::pod_defaults`] is used once it has one).
     pub mtu: MtuConfig,
+    /// The Kubernetes API, when the datastore is `kubernetes`: pods' labels are read from their
+    /// Pod and their addresses written to it as annotations (see [`crate::kube_pod`]).
+    pub kube: Option<kube::Client>,
 }
 
 fn err(code: u32, msg: impl Into<String>, details: impl ToString) -> ApiError {
@@ -289,8 +293,9 @@ impl PodNetwork {
         spec: &PodSpec,
         pair: PodWiring,
     ) -> Result<CniAddResponse, ApiError> {
+        let orchestrator = if req.pod_name.is_some() { "k8s" } else { "cni" };
         let wep = WorkloadEndpointSpec {
-            orchestrator: if req.pod_name.is_some() { "k8s" } else { "cni" }.to_string(),
+            orchestrator: orchestrator.to_string(),
             node: self.node.clone(),
             namespace: req.pod_namespace.clone().unwrap_or_default(),
             pod: req.pod_name.clone().unwrap_or_default(),
@@ -300,10 +305,12 @@ impl PodNetwork {
             interface_name: spec.host_ifname.clone(),
             mac: pair.container_mac.clone(),
         };
-        let (wired, recorded) = tokio::join!(
-            self.wirer.finish(spec, &pair),
-            write_endpoint(self.store.as_ref(), name, wep, &req.network)
-        );
+        // The Pod's labels are read while the pod's side is wired.
+        let record = async {
+            let labels = self.endpoint_labels(req, orchestrator).await;
+            write_endpoint(self.store.as_ref(), name, wep, labels, &req.network).await
+        };
+        let (wired, recorded) = tokio::join!(self.wirer.finish(spec, &pair), record);
         wired.map_err(wiring_err)?;
         recorded.map_err(|e| store_err("recording the workload endpoint", e))?;
         // Known to the route programmer only once wired: it never races the wiring for the
@@ -316,6 +323,7 @@ impl PodNetwork {
             },
         );
         self.shared.kick.notify_one();
+        self.annotate_pod(req, &spec.ips);
 
         Ok(CniAddResponse {
             host_interface: spec.host_ifname.clone(),
@@ -325,6 +333,53 @@ impl PodNetwork {
             ips: spec.ips.iter().map(ToString::to_string).collect(),
             routes: result_routes(&spec.ips),
         })
+    }
+
+    /// The WorkloadEndpoint's labels: for a Kubernetes pod, its namespace and, when the
+    /// datastore is `kubernetes`, the Pod's labels. A slow or failing API server costs at most
+    /// [`kube_pod::POD_API_TIMEOUT`] and a warning, never the ADD: what is known is recorded.
+    async fn endpoint_labels(
+        &self,
+        req: &CniAddRequest,
+        orchestrator: &str,
+    ) -> BTreeMap<String, String> {
+        let (Some(ns), Some(pod)) = (req.pod_namespace.as_deref(), req.pod_name.as_deref()) else {
+            return BTreeMap::new();
+        };
+        let pod_labels = match &self.kube {
+            Some(client) => {
+                match kube_pod::pod_labels(client, ns, pod, kube_pod::POD_API_TIMEOUT).await {
+                    Ok(labels) => labels,
+                    Err(e) => {
+                        warn!(error = %e, "pod labels unknown; recording the endpoint without them");
+                        BTreeMap::new()
+                    }
+                }
+            }
+            None => BTreeMap::new(),
+        };
+        kube_pod::endpoint_labels(pod_labels, ns, orchestrator)
+    }
+
+    /// Writes the pod's addresses to its Pod in the background (the ADD does not wait: the
+    /// annotations are informational, as Calico's are), when the datastore is `kubernetes`.
+    fn annotate_pod(&self, req: &CniAddRequest, ips: &[IpNet]) {
+        let (Some(client), Some(ns), Some(pod)) = (
+            self.kube.clone(),
+            req.pod_namespace.clone(),
+            req.pod_name.clone(),
+        ) else {
+            return;
+        };
+        let ips = ips.to_vec();
+        tokio::spawn(async move {
+            match kube_pod::annotate_pod_ips(&client, &ns, &pod, &ips, kube_pod::POD_API_TIMEOUT)
+                .await
+            {
+                Ok(()) => debug!(namespace = %ns, %pod, ?ips, "pod annotated with its addresses"),
+                Err(e) => warn!(error = %e, "annotating the pod with its addresses failed"),
+            }
+        });
     }
 
     /// A repeated ADD for the same container and interface (CNI spec: ADD is idempotent): the
@@ -531,6 +586,7 @@ async fn write_endpoint(
     store: &dyn Store,
     name: &str,
     spec: WorkloadEndpointSpec,
+    labels: BTreeMap<String, String>,
     network: &str,
 ) -> Result<(), StoreError> {
     for _ in 0..100 {
@@ -538,6 +594,7 @@ async fn write_endpoint(
         let exists = existing.is_some();
         let mut ep = existing.unwrap_or_else(|| Object::new(name, spec.clone()));
         ep.spec = spec.clone();
+        ep.metadata.labels = labels.clone();
         ep.metadata
             .annotations
             .insert(NETWORK_ANNOTATION.to_string(), network.to_string());

@@ -325,7 +325,15 @@ async fn handle_health(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Re
             }
         }
         "/readiness" => {
-            if shared.ready.load(Ordering::Relaxed) {
+            if let Some(error) = shared.datastore_error() {
+                Response::builder()
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .header("content-type", "text/plain")
+                    .body(Full::new(Bytes::from(format!(
+                        "not ready: datastore unreachable: {error}\n"
+                    ))))
+                    .unwrap_or_default()
+            } else if shared.ready.load(Ordering::Relaxed) {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(

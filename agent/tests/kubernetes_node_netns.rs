@@ -4,7 +4,10 @@
 //! core v1 Node, inside a throwaway network namespace that is the node. Checks that the agent
 //! creates the default pool, registers its Node under NODENAME with the address of the
 //! Kubernetes Node's InternalIP (prefix from the local interface), and makes only calls the
-//! manifest's ClusterRole allows. Needs root; skipped without it unless CI is set.
+//! manifest's ClusterRole allows; that a pod ADD records the Pod's labels on its
+//! WorkloadEndpoint and patches the Pod's IP annotations (also with a slow Pod API); and that
+//! the agent keeps its routes through 410 Gone and an API-server outage, and removes a deleted
+//! Node's. Needs root; skipped without it unless CI is set.
 
 #[allow(dead_code)]
 #[path = "datastore_conformance/fake_apiserver.rs"]
@@ -299,4 +302,437 @@ impl Drop for SocketFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// Runs `f` on a thread inside `ns` (where the fake API server listens) with a tokio runtime.
+fn in_ns<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
+) -> T {
+    let path = format!("/run/netns/{}", ns.0);
+    std::thread::spawn(move || {
+        let file = File::open(&path).expect("netns file");
+        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f())
+    })
+    .join()
+    .expect("thread in the namespace")
+}
+
+/// An HTTP GET of `path` on 127.0.0.1:`port` inside `ns`: (status, body), or None when nothing
+/// answers.
+fn http_get(ns: &Netns, port: u16, path: &str) -> Option<(u16, String)> {
+    let path = path.to_string();
+    in_ns(ns, move || {
+        Box::pin(async move {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+            let mut text = String::new();
+            s.read_to_string(&mut text).ok()?;
+            let code = text.split_whitespace().nth(1)?.parse().ok()?;
+            let body = text
+                .split("\r\n\r\n")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            Some((code, body))
+        })
+    })
+}
+
+/// `ip route show proto 98` (Brindle's routes) in `ns`.
+fn brindle_routes(ns: &Netns) -> String {
+    let out = Command::new("ip")
+        .args(["-n", &ns.0, "route", "show", "proto", "98"])
+        .output()
+        .expect("ip route");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits for `cond`, failing with `what` and the agent's log after `secs`.
+fn wait_for(agent: &Agent, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} (after {secs} s); agent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A background process, killed when dropped.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The API server as a node agent meets it over days: a watch resumed after 410 Gone, an outage,
+/// then a Node deleted. Against the fake API server, with the agent in a network namespace:
+/// - 410 Gone: the controller's view is rebuilt from a full relist, and the other node's block
+///   route is neither removed nor re-added (`ip monitor route` sees no deletion);
+/// - outage (every request 503 for a while): readiness says the datastore is unreachable,
+///   liveness stays OK, the route stays; on recovery the node is ready again;
+/// - the other Node deleted: its block route goes and its block affinity is released.
+#[test]
+fn fake_apiserver_410_outage_and_node_deletion() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.sh(
+        "ip link set lo up && ip link add eth0 type veth peer name peer0 && \
+         ip addr add 10.77.0.7/24 dev eth0 && ip link set eth0 up && ip link set peer0 up",
+    );
+    let kubeconfig = temp("kubeconfig-outage");
+    let fake = fake_in(&ns, kubeconfig.clone());
+    let spec = fake.spec();
+    let (env, _) = manifest_env_and_role();
+    let log = temp("agent-outage.log");
+    let socket = temp("agent-outage.sock");
+    let health_port = 19000 + (std::process::id() % 1000) as u16;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_brindle-node")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in &env {
+        cmd.env(name, value);
+    }
+    cmd.env("NODENAME", "worker-7")
+        .env("BRINDLE_DATASTORE", &spec)
+        .env("IP", "10.77.0.7/24")
+        .env("BRINDLE_IPV4POOL_CIDR", "10.244.0.0/16")
+        .env("BRINDLE_LOG_FORMAT", "text")
+        .env("BRINDLE_SOCKET", &socket)
+        .env("BRINDLE_HEALTH_LISTEN", format!("127.0.0.1:{health_port}"))
+        .env("BRINDLE_METRICS_LISTEN", "off")
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log file"));
+    let agent = Agent {
+        child: cmd.spawn().expect("start brindle-node"),
+        log,
+    };
+    let _socket_cleanup = SocketFile(socket);
+    wait_for(&agent, 30, "the default pool", || {
+        fake.object("ippools", "default-ipv4-ippool").is_some()
+    });
+
+    // Another node with a pod: its block is routed via its address.
+    let spec2 = spec.clone();
+    let block: String = in_ns(&ns, move || {
+        Box::pin(async move {
+            let store = brindle_agent::datastore::open(&spec2).await.expect("open");
+            brindle_agent::node::register(
+                &store,
+                "worker-8",
+                "10.77.0.8/24".parse().expect("net"),
+                None,
+            )
+            .await
+            .expect("register worker-8");
+            let ipam = brindle_ipam::Ipam::new(store.clone());
+            let ips = ipam
+                .auto_assign(&brindle_ipam::AssignRequest::workload(
+                    "k8s-pod-network.w8",
+                    "worker-8",
+                    1,
+                ))
+                .await
+                .expect("assign on worker-8");
+            let ip = ips[0].addr();
+            let block = ipnet::IpNet::new(ip, 26).expect("block").trunc();
+            block.to_string()
+        })
+    });
+    let route_prefix = format!("{block} via 10.77.0.8");
+    wait_for(&agent, 30, "a route to worker-8's block", || {
+        brindle_routes(&ns).contains(&route_prefix)
+    });
+    wait_for(&agent, 30, "ready", || {
+        http_get(&ns, health_port, "/readiness").is_some_and(|(code, _)| code == 200)
+    });
+    let monitor_log = temp("monitor");
+    let _monitor = Background(
+        Command::new("ip")
+            .args(["-n", &ns.0, "monitor", "route"])
+            .stdout(File::create(&monitor_log).expect("monitor file"))
+            .spawn()
+            .expect("ip monitor"),
+    );
+
+    // 410 Gone: a change, the history compacted past it, the watches cut. They resume from an
+    // expired resourceVersion and the controller relists.
+    let spec3 = spec.clone();
+    in_ns(&ns, move || {
+        Box::pin(async move {
+            let store = brindle_agent::datastore::open(&spec3).await.expect("open");
+            let ipam = brindle_ipam::Ipam::new(store);
+            ipam.auto_assign(&brindle_ipam::AssignRequest::workload(
+                "k8s-pod-network.w8b",
+                "worker-8",
+                1,
+            ))
+            .await
+            .expect("second pod on worker-8");
+        })
+    });
+    fake.compact(fake.revision());
+    fake.cut_watches();
+    wait_for(&agent, 30, "a relist after 410", || {
+        agent
+            .log()
+            .contains("datastore history compacted; relisting")
+    });
+    wait_for(&agent, 30, "the relisted view loaded", || {
+        agent.log().matches("datastore loaded").count() >= 2
+    });
+    assert!(brindle_routes(&ns).contains(&route_prefix));
+
+    // Outage.
+    fake.set_unavailable(true);
+    wait_for(&agent, 30, "readiness reports the datastore", || {
+        http_get(&ns, health_port, "/readiness")
+            .is_some_and(|(code, body)| code == 503 && body.contains("datastore unreachable"))
+    });
+    // Through a full resync period and more failures, the route stays and the loop is live.
+    let outage_end = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < outage_end {
+        assert!(
+            brindle_routes(&ns).contains(&route_prefix),
+            "route removed during the outage; log:\n{}",
+            agent.log()
+        );
+        let live = http_get(&ns, health_port, "/liveness").expect("liveness answers");
+        assert_eq!(live.0, 200, "{live:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    fake.set_unavailable(false);
+    wait_for(&agent, 30, "ready after the outage", || {
+        http_get(&ns, health_port, "/readiness").is_some_and(|(code, _)| code == 200)
+    });
+    let monitored = std::fs::read_to_string(&monitor_log).unwrap_or_default();
+    let _ = std::fs::remove_file(&monitor_log);
+    assert!(
+        !monitored
+            .lines()
+            .any(|l| l.starts_with("Deleted") && l.contains(&block)),
+        "the block route was removed (410 or outage):\n{monitored}"
+    );
+
+    // Node deletion: the route goes, the affinity is released.
+    let spec4 = spec.clone();
+    in_ns(&ns, move || {
+        Box::pin(async move {
+            use brindle_ipam::store::StoreExt;
+            let store = brindle_agent::datastore::open(&spec4).await.expect("open");
+            let node = store
+                .get_obj::<brindle_agent::model::NodeSpec>("worker-8")
+                .await
+                .expect("get")
+                .expect("worker-8 exists");
+            store.delete_obj(&node).await.expect("delete worker-8");
+        })
+    });
+    wait_for(&agent, 30, "worker-8's route removed", || {
+        !brindle_routes(&ns).contains(&block)
+    });
+    wait_for(&agent, 30, "worker-8's block affinity released", || {
+        let spec5 = spec.clone();
+        in_ns(&ns, move || {
+            Box::pin(async move {
+                use brindle_ipam::store::StoreExt;
+                let store = brindle_agent::datastore::open(&spec5).await.expect("open");
+                let (blocks, _) = store
+                    .list_objs::<brindle_ipam::model::IpamBlockSpec>()
+                    .await
+                    .expect("blocks");
+                !blocks
+                    .iter()
+                    .any(|b| b.spec.affinity.as_deref() == Some("host:worker-8"))
+            })
+        })
+    });
+    drop(fake);
+    let _ = std::fs::remove_file(&kubeconfig);
+}
+
+/// POSTs `body` to `path` on the agent's Unix socket; (status, body).
+fn post_unix(socket: &std::path::Path, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("agent socket");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: brindle\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read response");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        text.split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// A pod ADD in Kubernetes mode: the WorkloadEndpoint carries the pod's namespace and the Pod's
+/// labels (read from the API server), and the Pod receives its addresses as a merge patch of
+/// the brindle.dev/podIP(s) annotations, checked as the fake API server received it.
+#[test]
+fn fake_apiserver_pod_add_records_labels_and_annotates_the_pod() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.sh(
+        "ip link set lo up && ip link add eth0 type veth peer name peer0 && \
+         ip addr add 10.77.0.7/24 dev eth0 && ip link set eth0 up && ip link set peer0 up",
+    );
+    let pod_ns = Netns::new();
+    let kubeconfig = temp("kubeconfig-pods");
+    let fake = fake_in(&ns, kubeconfig.clone());
+    fake.set_core_pod(
+        "shop",
+        "web-1",
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "web-1", "namespace": "shop", "resourceVersion": "7001",
+                          "labels": { "app": "web", "tier": "front" } },
+            "spec": { "nodeName": "worker-7", "containers": [{ "name": "c", "image": "x" }] }
+        }),
+    );
+    let (env, _) = manifest_env_and_role();
+    let log = temp("agent-pods.log");
+    let socket = temp("agent-pods.sock");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_brindle-node")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in &env {
+        cmd.env(name, value);
+    }
+    cmd.env("NODENAME", "worker-7")
+        .env("BRINDLE_DATASTORE", fake.spec())
+        .env("IP", "10.77.0.7/24")
+        .env("BRINDLE_IPV4POOL_CIDR", "10.244.0.0/16")
+        .env("BRINDLE_LOG_FORMAT", "text")
+        .env("BRINDLE_SOCKET", &socket)
+        .env("BRINDLE_HEALTH_LISTEN", "off")
+        .env("BRINDLE_METRICS_LISTEN", "off")
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log file"));
+    let agent = Agent {
+        child: cmd.spawn().expect("start brindle-node"),
+        log,
+    };
+    let _socket_cleanup = SocketFile(socket.clone());
+    wait_for(&agent, 30, "the agent's socket and pool", || {
+        socket.exists() && fake.object("ippools", "default-ipv4-ippool").is_some()
+    });
+
+    let request = brindle_agent::api::CniAddRequest {
+        container_id: "c0ffee0001".to_string(),
+        netns: format!("/run/netns/{}", pod_ns.0),
+        ifname: "eth0".to_string(),
+        network: "k8s-pod-network".to_string(),
+        pod_namespace: Some("shop".to_string()),
+        pod_name: Some("web-1".to_string()),
+        mtu: None,
+        assign_ipv4: None,
+        assign_ipv6: None,
+    };
+    let body = serde_json::to_string(&request).expect("json");
+    let (code, answer) = post_unix(&socket, brindle_agent::api::PATH_CNI_ADD, &body);
+    assert_eq!(code, 200, "{answer}; log:\n{}", agent.log());
+    let answer: Value = serde_json::from_str(&answer).expect("ADD answer");
+    let ip = answer["ips"][0].as_str().expect("an address").to_string();
+
+    let wep = fake
+        .object("workloadendpoints", "worker--7-k8s-shop-web--1-eth0")
+        .unwrap_or_else(|| {
+            panic!(
+                "no WorkloadEndpoint; log:\n{}\nrequests {:?}",
+                agent.log(),
+                fake.requests()
+            )
+        });
+    let labels = &wep["metadata"]["labels"];
+    assert_eq!(labels["app"], "web", "{wep}");
+    assert_eq!(labels["tier"], "front", "{wep}");
+    assert_eq!(labels["brindle.dev/namespace"], "shop", "{wep}");
+    assert_eq!(labels["brindle.dev/orchestrator"], "k8s", "{wep}");
+    assert_eq!(wep["spec"]["namespace"], "shop", "{wep}");
+    assert_eq!(wep["spec"]["pod"], "web-1", "{wep}");
+
+    wait_for(&agent, 10, "the Pod patched", || {
+        !fake.pod_patches().is_empty()
+    });
+    assert_eq!(
+        fake.pod_patches(),
+        vec![(
+            "shop".to_string(),
+            "web-1".to_string(),
+            json!({ "metadata": { "annotations": {
+                "brindle.dev/podIP": ip,
+                "brindle.dev/podIPs": ip,
+            }}})
+        )]
+    );
+    let pod = fake.core_pod("shop", "web-1").expect("pod");
+    assert_eq!(pod["metadata"]["labels"]["app"], "web", "{pod}");
+    assert_eq!(pod["spec"]["nodeName"], "worker-7", "{pod}");
+
+    // A slow API server for Pods (5 s, past the agent's 2 s deadline): the ADD still succeeds,
+    // in about the deadline, with what is known: the namespace, no pod labels.
+    fake.set_pod_delay(Duration::from_secs(5));
+    let pod_ns2 = Netns::new();
+    let slow = brindle_agent::api::CniAddRequest {
+        container_id: "c0ffee0002".to_string(),
+        netns: format!("/run/netns/{}", pod_ns2.0),
+        pod_name: Some("web-2".to_string()),
+        ..request
+    };
+    let started = Instant::now();
+    let (code, answer) = post_unix(
+        &socket,
+        brindle_agent::api::PATH_CNI_ADD,
+        &serde_json::to_string(&slow).expect("json"),
+    );
+    let took = started.elapsed();
+    assert_eq!(code, 200, "{answer}; log:\n{}", agent.log());
+    assert!(took < Duration::from_secs(4), "the ADD took {took:?}");
+    let wep = fake
+        .object("workloadendpoints", "worker--7-k8s-shop-web--2-eth0")
+        .expect("the slow pod's WorkloadEndpoint");
+    let labels = wep["metadata"]["labels"].as_object().expect("labels");
+    assert_eq!(labels["brindle.dev/namespace"], "shop", "{wep}");
+    assert!(!labels.contains_key("app"), "{wep}");
+    assert!(
+        agent.log().contains("pod labels unknown"),
+        "the log says why:\n{}",
+        agent.log()
+    );
+    drop(agent);
+    let _ = std::fs::remove_file(&kubeconfig);
 }

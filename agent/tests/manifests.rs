@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use brindle_agent::datastore::kubernetes::crd;
 use brindle_agent::default_pools::DefaultPoolsConfig;
-use brindle_agent::{cni_install, datastore, node};
+use brindle_agent::{cni_install, datastore, kube_pod, node};
 use brindle_ipam::model::IpPoolSpec;
 use brindle_ipam::store::{Store, StoreExt};
 use brindle_ipam::{AssignRequest, Ipam};
@@ -358,12 +358,33 @@ async fn rbac_grants_every_call_the_agent_makes() {
         .expect("a watch event")
         .expect("watch open");
     ipam.config().await.expect("IPAM config");
+    // At pod ADD: the Pod's labels read, its addresses written to it.
+    fake.set_core_pod(
+        "shop",
+        "web-1",
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "shop", "labels": {"app": "web"}}}),
+    );
+    let (client, _) = datastore::kubernetes::client(
+        &datastore::kubernetes::KubernetesConfig::from_spec(&fake.spec()).expect("spec"),
+    )
+    .await
+    .expect("client");
+    let labels = kube_pod::pod_labels(&client, "shop", "web-1", kube_pod::POD_API_TIMEOUT)
+        .await
+        .expect("pod labels");
+    assert_eq!(labels.get("app").map(String::as_str), Some("web"));
+    kube_pod::annotate_pod_ips(&client, "shop", "web-1", &ips, kube_pod::POD_API_TIMEOUT)
+        .await
+        .expect("pod annotated");
 
     let calls: BTreeSet<(String, String)> = fake.requests().into_iter().collect();
     for needed in [
         ("create", "ippools"),
         ("update", "nodes"),
         ("watch", "bgppeers"),
+        ("get", "core/pods"),
+        ("patch", "core/pods"),
     ] {
         assert!(
             calls.contains(&(needed.0.to_string(), needed.1.to_string())),
@@ -394,10 +415,15 @@ async fn rbac_grants_every_call_the_agent_makes() {
             "{verb} {resource}"
         );
     }
-    assert!(role.rules.iter().flatten().all(|r| !r
-        .verbs
-        .iter()
-        .any(|v| v == "*" || v == "patch" || v == "deletecollection")));
+    // Patch only on Pods (their IP annotations); no wildcard or collection delete anywhere.
+    assert!(role.rules.iter().flatten().all(|r| {
+        let pods_only = r.resources.iter().flatten().all(|res| res == "pods");
+        !r.verbs
+            .iter()
+            .any(|v| v == "*" || (v == "patch" && !pods_only) || v == "deletecollection")
+    }));
+    assert!(allows(&role, "", "pods", "get") && allows(&role, "", "pods", "patch"));
+    assert!(!allows(&role, "", "pods", "update") && !allows(&role, "", "pods", "delete"));
     assert!(allows(&role, "", "nodes", "get"), "kubernetes-internal-ip");
 }
 

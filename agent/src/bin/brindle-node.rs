@@ -15,7 +15,7 @@ use brindle_agent::pod_defaults::{MtuConfig, IPIP_OVERHEAD, VXLAN_OVERHEAD};
 use brindle_agent::pods::PodNetwork;
 use brindle_agent::routes::LocalNode;
 use brindle_agent::server::{self, ApiState};
-use brindle_agent::{datastore, kube_node, node, telemetry};
+use brindle_agent::{datastore, datastore_health, kube_node, node, telemetry};
 use brindle_ipam::Ipam;
 use clap::Parser;
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -185,6 +185,11 @@ async fn main() -> Result<()> {
     let store = datastore::open(&args.datastore)
         .await
         .with_context(|| format!("opening datastore {}", args.datastore))?;
+    // Pods' labels and IP annotations (kube_pod.rs) go through the datastore's API server.
+    let pod_api = match &kube_config {
+        Some(config) => Some(datastore::kubernetes::client(config).await?.0),
+        None => None,
+    };
     let dataplane = Dataplane::connect()
         .await
         .context("connecting to netlink")?;
@@ -243,6 +248,7 @@ async fn main() -> Result<()> {
         wirer: dataplane.pod_wirer(),
         shared: shared.clone(),
         mtu: pod_mtu,
+        kube: pod_api,
     };
     let restored = pods
         .load_endpoints()
@@ -328,6 +334,11 @@ async fn main() -> Result<()> {
         metrics,
         autodetect: given_ip.is_none().then_some(method),
     };
+    tokio::spawn(datastore_health::run(
+        store.clone(),
+        shared.clone(),
+        datastore_health::PROBE_INTERVAL,
+    ));
     if args.routing == RoutingMode::Bgp {
         // Before the controller's first pass: in BGP mode no route to another node comes from
         // the datastore, only what the speaker learns.

@@ -43,6 +43,8 @@ const GROUP_VERSION: &str = "brindle.dev/v1";
 const PREFIX: &str = "/apis/brindle.dev/v1/";
 /// The first revision handed out: real clusters are never at 0.
 const FIRST_REVISION: u64 = 1000;
+/// The internal event that ends every open watch (an outage).
+const CUT: &str = "CUT";
 
 #[derive(Clone)]
 struct Event {
@@ -66,6 +68,16 @@ struct State {
     requests: Vec<(String, String)>,
     /// Core `v1` Nodes (`GET /api/v1/nodes/<name>` only), by name.
     core_nodes: BTreeMap<String, Value>,
+    /// Core `v1` Pods (`GET` and merge-`PATCH` of `/api/v1/namespaces/<ns>/pods/<name>`), by
+    /// (namespace, name).
+    core_pods: BTreeMap<(String, String), Value>,
+    /// Every merge patch received for a Pod: (namespace, name, body).
+    pod_patches: Vec<(String, String, Value)>,
+    /// While set, every request gets 503 ServiceUnavailable (an API server outage) and open
+    /// watches end.
+    unavailable: bool,
+    /// How long requests for core Pods wait before being answered (a slow API server).
+    pod_delay: std::time::Duration,
 }
 
 struct Shared {
@@ -110,6 +122,10 @@ impl FakeApiServer {
                 history: Vec::new(),
                 requests: Vec::new(),
                 core_nodes: BTreeMap::new(),
+                core_pods: BTreeMap::new(),
+                pod_patches: Vec::new(),
+                unavailable: false,
+                pod_delay: std::time::Duration::ZERO,
             }),
             events,
         });
@@ -176,6 +192,72 @@ impl FakeApiServer {
     #[allow(dead_code)] // used by tests/kubernetes_node_netns.rs
     pub fn set_core_node(&self, name: &str, node: Value) {
         self.shared.lock().core_nodes.insert(name.to_string(), node);
+    }
+
+    /// Serves `pod` (a core v1 Pod object) at `/api/v1/namespaces/<namespace>/pods/<name>`.
+    #[allow(dead_code)]
+    pub fn set_core_pod(&self, namespace: &str, name: &str, pod: Value) {
+        self.shared
+            .lock()
+            .core_pods
+            .insert((namespace.to_string(), name.to_string()), pod);
+    }
+
+    /// The core v1 Pod `namespace/name` as stored (merge patches applied).
+    #[allow(dead_code)]
+    pub fn core_pod(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.shared
+            .lock()
+            .core_pods
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Every merge patch received for a Pod, in order: (namespace, name, body).
+    #[allow(dead_code)]
+    pub fn pod_patches(&self) -> Vec<(String, String, Value)> {
+        self.shared.lock().pod_patches.clone()
+    }
+
+    /// Makes every request for a core Pod wait `delay` before being answered.
+    #[allow(dead_code)]
+    pub fn set_pod_delay(&self, delay: std::time::Duration) {
+        self.shared.lock().pod_delay = delay;
+    }
+
+    /// The current revision (the resourceVersion of the last write).
+    #[allow(dead_code)]
+    pub fn revision(&self) -> u64 {
+        self.shared.lock().revision
+    }
+
+    /// Ends every open watch, as an API server restart does; clients reconnect from their last
+    /// resourceVersion.
+    #[allow(dead_code)]
+    pub fn cut_watches(&self) {
+        let state = self.shared.lock();
+        let _ = self.shared.events.send(Event {
+            revision: state.revision,
+            plural: String::new(),
+            type_: CUT,
+            object: Value::Null,
+        });
+    }
+
+    /// Starts (`true`) or ends an outage: while it lasts every request gets 503 and open watches
+    /// are cut.
+    #[allow(dead_code)]
+    pub fn set_unavailable(&self, unavailable: bool) {
+        let mut state = self.shared.lock();
+        state.unavailable = unavailable;
+        if unavailable {
+            let _ = self.shared.events.send(Event {
+                revision: state.revision,
+                plural: String::new(),
+                type_: CUT,
+                object: Value::Null,
+            });
+        }
     }
 
     /// The stored object `plural/name` (`ippools`, `default-ipv4-ippool`), as the API server
@@ -306,10 +388,26 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("as=PartialObjectMetadataList"));
     let method = req.method().clone();
+    let req_content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let body = match req.into_body().collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) => return status(400, "BadRequest", &e.to_string()),
     };
+    if shared.lock().unavailable {
+        return status(503, "ServiceUnavailable", "the API server is unavailable");
+    }
+    if let Some(rest) = path.strip_prefix("/api/v1/namespaces/") {
+        if let Some((namespace, name)) = rest.split_once("/pods/") {
+            let delay = shared.lock().pod_delay;
+            tokio::time::sleep(delay).await;
+            return core_pod(shared, &method, namespace, name, &req_content_type, &body);
+        }
+    }
     if let Some(name) = path.strip_prefix("/api/v1/nodes/") {
         let mut state = shared.lock();
         state
@@ -378,6 +476,81 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             "MethodNotAllowed",
             &format!("method {method} not allowed"),
         ),
+    }
+}
+
+/// `GET` or merge-`PATCH` of a core v1 Pod.
+fn core_pod(
+    shared: &Shared,
+    method: &Method,
+    namespace: &str,
+    name: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Response<Body> {
+    let mut state = shared.lock();
+    let verb = match *method {
+        Method::GET => "get",
+        Method::PATCH => "patch",
+        _ => "other",
+    };
+    state
+        .requests
+        .push((verb.to_string(), "core/pods".to_string()));
+    let key = (namespace.to_string(), name.to_string());
+    let not_found = || status(404, "NotFound", &format!("pods \"{name}\" not found"));
+    match *method {
+        Method::GET => match state.core_pods.get(&key) {
+            Some(pod) => json_response(StatusCode::OK, pod),
+            None => not_found(),
+        },
+        Method::PATCH => {
+            if content_type != "application/merge-patch+json" {
+                return status(
+                    415,
+                    "UnsupportedMediaType",
+                    &format!("only merge patches are modelled, not {content_type:?}"),
+                );
+            }
+            let patch: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return status(400, "BadRequest", &e.to_string()),
+            };
+            state
+                .pod_patches
+                .push((namespace.to_string(), name.to_string(), patch.clone()));
+            let Some(pod) = state.core_pods.get_mut(&key) else {
+                return not_found();
+            };
+            merge_patch(pod, &patch);
+            let pod = pod.clone();
+            json_response(StatusCode::OK, &pod)
+        }
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            &format!("method {method} not allowed"),
+        ),
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Some(object) = target.as_object_mut() {
+        for (key, value) in fields {
+            if value.is_null() {
+                object.remove(key);
+            } else {
+                merge_patch(object.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
     }
 }
 
@@ -735,6 +908,9 @@ fn watch(
                     // Too slow a reader: end the watch; the client resumes from its last RV.
                     Err(_) => return,
                 };
+                if event.type_ == CUT {
+                    return;
+                }
                 if event.plural != plural || event.revision <= current {
                     continue;
                 }

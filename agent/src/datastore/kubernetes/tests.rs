@@ -907,3 +907,47 @@ async fn kubernetes_recorded_missing_crd_says_to_install_it() {
     );
     finish(server).await;
 }
+
+/// Never a partial list: a later page failing (503, an API server going down mid-list) fails
+/// the whole list with `Unavailable`, and the first page's items are not returned. The
+/// controller keeps its previous view and the kernel its routes (controller.rs).
+#[tokio::test]
+async fn kubernetes_recorded_list_failing_on_a_later_page_is_an_error_not_a_partial_list() {
+    let (store, handle) = mock_store();
+    let server = serve(
+        handle,
+        vec![
+            exchange(
+                "GET",
+                POOLS,
+                200,
+                recorded_list(
+                    "IPPool",
+                    4800,
+                    Some(TOKEN),
+                    vec![
+                        recorded_object("IPPool", "a", 4701, json!({"cidr": "10.1.0.0/16"})),
+                        recorded_object("IPPool", "b", 4702, json!({"cidr": "10.2.0.0/16"})),
+                    ],
+                ),
+            )
+            .query("limit", "2"),
+            exchange(
+                "GET",
+                POOLS,
+                503,
+                recorded_status(503, "ServiceUnavailable", "etcdserver: leader changed"),
+            )
+            .query("continue", TOKEN),
+        ],
+    );
+    let err = store
+        .list("IPPool")
+        .await
+        .expect_err("a list missing its last page");
+    assert!(
+        matches!(err, StoreError::Unavailable(_)),
+        "unavailable (retryable), not {err:?}"
+    );
+    finish(server).await;
+}
