@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use futures::StreamExt;
 use ipnet::{IpNet, Ipv4Net};
 
-use super::kernel::{Kernel, KernelRoute};
 use super::kernel::WRITES_IN_FLIGHT as IN_FLIGHT;
+use super::kernel::{Kernel, KernelRoute};
 use super::{
     ApplyReport, DataplaneError, DesiredState, FdbEntry, IpipDevice, Mac, Neighbor, VxlanDevice,
     IPIP_DEVICE, RTPROT_BRINDLE, VXLAN_DEVICE,
