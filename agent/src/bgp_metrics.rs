@@ -34,7 +34,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
@@ -248,32 +248,14 @@ async fn handle(
     metrics: Arc<BgpMetrics>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, content_type, body) = match req.uri().path() {
-        "/metrics" => {
-            // Fresh at every scrape; a stopped speaker leaves the last values.
-            if let Ok(peers) = speaker.peers().await {
-                metrics.update(&peers);
-            }
-            match encode(&registry) {
-                Ok(text) => (StatusCode::OK, "text/plain; version=0.0.4", text),
-                Err(e) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    format!("encoding metrics failed: {e}\n"),
-                ),
-            }
+    let path = req.uri().path();
+    if path == "/metrics" {
+        // Fresh at every scrape; a stopped speaker leaves the last values.
+        if let Ok(peers) = speaker.peers().await {
+            metrics.update(&peers);
         }
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "try /metrics\n".to_string(),
-        ),
-    };
-    Ok(Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_default())
+    }
+    Ok(crate::metrics::scrape_response(path, || encode(&registry)))
 }
 
 /// Serves `GET /metrics` (brindle-bgpd's `metrics_listen`) until the listener fails, updating

@@ -233,8 +233,17 @@ async fn handle(
     metrics: Arc<Metrics>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, content_type, body) = match req.uri().path() {
-        "/metrics" => match metrics.encode() {
+    Ok(scrape_response(req.uri().path(), || metrics.encode()))
+}
+
+/// The answer to a request on a metrics port: `/metrics` gets the text `encode` makes, any
+/// other path a 404.
+pub(crate) fn scrape_response(
+    path: &str,
+    encode: impl FnOnce() -> Result<String, prometheus::Error>,
+) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match path {
+        "/metrics" => match encode() {
             Ok(text) => (StatusCode::OK, "text/plain; version=0.0.4", text),
             Err(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -248,11 +257,11 @@ async fn handle(
             "try /metrics\n".to_string(),
         ),
     };
-    Ok(Response::builder()
+    Response::builder()
         .status(status)
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// Serves `GET /metrics` until the listener fails.
