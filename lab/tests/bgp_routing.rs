@@ -1,5 +1,6 @@
 //! brindle-node in BGP routing mode (`--routing bgp`), end to end in network namespaces: the
-//! node-to-node mesh, a route reflector with its clients, two racks behind BIRD ToRs, and a node
+//! node-to-node mesh, a route reflector with its clients, two racks behind BIRD ToRs, lossless
+//! agent restarts (SIGTERM, kill -9, a rolling restart of two nodes), and a node
 //! that loses power having its routes withdrawn within the hold time. Needs root (and BIRD 2
 //! for the racks).
 
