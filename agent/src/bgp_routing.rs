@@ -346,6 +346,39 @@ async fn reconcile(
     };
     let mut ok = true;
 
+    // The prefixes first, the neighbours after: a session that comes up (after a restart of
+    // this node, say) then finds them in its initial dump before its End-of-RIB, so the
+    // graceful-restart helper never flushes them as not refreshed.
+    let want = originated(&config.node, &cache.pools, &cache.blocks);
+    let gone: Vec<IpNet> = run.originated.difference(&want).copied().collect();
+    let new: Vec<IpNet> = want.difference(&run.originated).copied().collect();
+    if !gone.is_empty() {
+        match run.handle.withdraw_all(gone.clone()).await {
+            Ok(()) => {
+                info!(prefixes = ?gone, "BGP: withdrawn");
+                for p in &gone {
+                    run.originated.remove(p);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "BGP: withdrawing failed");
+                ok = false;
+            }
+        }
+    }
+    if !new.is_empty() {
+        match run.handle.originate_all(new.clone()).await {
+            Ok(()) => {
+                info!(prefixes = ?new, "BGP: originated");
+                run.originated.extend(new);
+            }
+            Err(e) => {
+                warn!(error = %e, "BGP: originating failed");
+                ok = false;
+            }
+        }
+    }
+
     let (desired, warnings) = bgp_peers::desired_peers(&view, &local, secrets);
     if warnings != *last_warnings {
         for w in &warnings {
@@ -377,35 +410,6 @@ async fn reconcile(
         }
     }
 
-    let want = originated(&config.node, &cache.pools, &cache.blocks);
-    let gone: Vec<IpNet> = run.originated.difference(&want).copied().collect();
-    let new: Vec<IpNet> = want.difference(&run.originated).copied().collect();
-    if !gone.is_empty() {
-        match run.handle.withdraw_all(gone.clone()).await {
-            Ok(()) => {
-                info!(prefixes = ?gone, "BGP: withdrawn");
-                for p in &gone {
-                    run.originated.remove(p);
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "BGP: withdrawing failed");
-                ok = false;
-            }
-        }
-    }
-    if !new.is_empty() {
-        match run.handle.originate_all(new.clone()).await {
-            Ok(()) => {
-                info!(prefixes = ?new, "BGP: originated");
-                run.originated.extend(new);
-            }
-            Err(e) => {
-                warn!(error = %e, "BGP: originating failed");
-                ok = false;
-            }
-        }
-    }
     ok
 }
 

@@ -838,6 +838,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Kills node `i`'s agent with SIGKILL (no shutdown of any kind: a crash, an OOM kill)
+    /// and waits for it.
+    pub fn kill_agent(&mut self, i: usize) -> Result<()> {
+        if let Some(mut child) = self.nodes[i].agent.take() {
+            // `ip netns exec` execs the agent, so the child's pid is the agent's.
+            child.kill().context("sending SIGKILL to the agent")?;
+            child.wait().context("waiting for the killed agent")?;
+        }
+        Ok(())
+    }
+
     fn start_agents(&mut self) -> Result<()> {
         self.say(&format!(
             "[3/5] starting {} brindle-node agents",

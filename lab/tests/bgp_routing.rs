@@ -1,5 +1,6 @@
 //! brindle-node in BGP routing mode (`--routing bgp`), end to end in network namespaces: the
-//! node-to-node mesh, a route reflector with its clients, two racks behind BIRD ToRs, and a node
+//! node-to-node mesh, a route reflector with its clients, two racks behind BIRD ToRs, lossless
+//! agent restarts (SIGTERM, kill -9, a rolling restart of two nodes), and a node
 //! that loses power having its routes withdrawn within the hold time. Needs root (and BIRD 2
 //! for the racks).
 
@@ -526,4 +527,172 @@ fn a_dual_stack_mesh_carries_ipv6_blocks_over_the_ipv4_sessions() {
         unreachable.is_empty(),
         "IPv6: unreachable pairs: {unreachable:?}"
     );
+}
+
+/// A ping from `from`'s pod to `to`'s pod every 20 ms, labelled for the report.
+fn pinger_between(cluster: &Cluster, from: usize, to: usize) -> (String, brindle_lab::Pinger) {
+    let pod = |node: usize| {
+        cluster
+            .pods
+            .iter()
+            .find(|p| p.node == node)
+            .unwrap_or_else(|| panic!("a pod on node{}", node + 1))
+            .clone()
+    };
+    let (src, dst) = (pod(from), pod(to));
+    let pinger = cluster
+        .ping_continuously(&src, &dst.ip, Duration::from_millis(20))
+        .expect("ping");
+    (format!("node{} -> node{}", from + 1, to + 1), pinger)
+}
+
+/// Stops the pingers; asserts that each sent enough and lost nothing.
+fn assert_no_loss(pingers: Vec<(String, brindle_lab::Pinger)>, across: &str) {
+    let mut lost = Vec::new();
+    for (label, pinger) in pingers {
+        let (sent, received) = pinger.stop().expect("ping summary");
+        println!("{label} across {across}: {received}/{sent} echoes answered");
+        assert!(sent > 50, "{label}: only {sent} pings sent");
+        if received != sent {
+            lost.push(format!("{label}: {} of {sent} lost", sent - received));
+        }
+    }
+    assert!(lost.is_empty(), "packets lost across {across}: {lost:?}");
+}
+
+/// Waits until node `i` has `peers` sessions Established, each with the peer's block accepted
+/// (one route per peer): its table is whole again after a restart.
+fn wait_tables_back(cluster: &Cluster, i: usize, peers: usize) {
+    wait_for(
+        &format!("node{} has every peer's block again", i + 1),
+        Duration::from_secs(30),
+        || {
+            let status = cluster.bgp_peers(i).expect("peers");
+            let up: Vec<_> = status
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["state"] == "Established" && p["accepted"] == 1)
+                .collect();
+            up.len() == peers
+        },
+    );
+}
+
+fn three_node_mesh() -> Cluster {
+    let cluster = Cluster::build(ClusterSpec {
+        nodes: 3,
+        pods_per_node: 1,
+        encap: Encap::Never,
+        routing: Routing::Bgp,
+        bgp_hold_time: HOLD,
+        verbose: false,
+        ..ClusterSpec::default()
+    })
+    .expect("cluster builds");
+    for i in 0..3 {
+        cluster
+            .wait_established(i, 2, Duration::from_secs(30))
+            .expect("mesh up");
+    }
+    cluster
+        .wait_converged(Duration::from_secs(30))
+        .expect("routes to every block");
+    for i in 0..3 {
+        wait_tables_back(&cluster, i, 2);
+    }
+    cluster
+}
+
+#[test]
+fn an_agent_killed_with_sigkill_and_restarted_loses_no_packet() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut cluster = three_node_mesh();
+    let block1 = block_of(&cluster, "node1");
+    // Both directions: node1's kernel routes must stay while its agent is dead and while the
+    // new one waits for its peers' tables; the peers must keep node1's block (graceful
+    // restart helpers) although it sent no NOTIFICATION and its sessions just dropped.
+    let pingers = vec![
+        pinger_between(&cluster, 1, 0),
+        pinger_between(&cluster, 2, 0),
+        pinger_between(&cluster, 0, 1),
+        pinger_between(&cluster, 0, 2),
+    ];
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.kill_agent(0).expect("kill -9 node1's agent");
+    // The peers notice at once (the kernel closed the dead process's connections) and keep
+    // node1's block, stale, instead of withdrawing it.
+    for i in 1..3 {
+        wait_for(
+            &format!("node{} sees node1's session down", i + 1),
+            Duration::from_secs(5),
+            || {
+                cluster
+                    .bgp_peers(i)
+                    .expect("peers")
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["address"] == cluster.nodes[0].ip && p["state"] != "Established")
+            },
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 1..3 {
+        let routes = cluster.routes(i).expect("routes");
+        assert!(
+            routes.lines().any(|l| l.starts_with(&format!("{block1} "))),
+            "node{}: node1's block {block1} gone while node1's agent is down:\n{routes}",
+            i + 1
+        );
+    }
+    cluster.start_agent(0).expect("start node1's agent");
+    cluster
+        .wait_ready(0, Duration::from_secs(30))
+        .expect("node1 ready again");
+    wait_tables_back(&cluster, 0, 2);
+    for i in 1..3 {
+        wait_tables_back(&cluster, i, 2);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_no_loss(pingers, "a kill -9 of node1's agent and its restart");
+    cluster
+        .wait_converged(Duration::from_secs(10))
+        .expect("routes to every block after the restart");
+}
+
+#[test]
+fn a_rolling_restart_of_two_agents_loses_no_packet() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut cluster = three_node_mesh();
+    let pingers = vec![
+        pinger_between(&cluster, 2, 0),
+        pinger_between(&cluster, 2, 1),
+        pinger_between(&cluster, 0, 1),
+        pinger_between(&cluster, 1, 0),
+    ];
+    std::thread::sleep(Duration::from_millis(500));
+    // As a DaemonSet rollout does: one node at a time (SIGTERM), the next once the previous
+    // is ready again.
+    for i in 0..2 {
+        cluster.stop_agent(i).expect("stop the agent");
+        std::thread::sleep(Duration::from_secs(1));
+        cluster.start_agent(i).expect("start the agent");
+        cluster
+            .wait_ready(i, Duration::from_secs(30))
+            .expect("ready again");
+        wait_tables_back(&cluster, i, 2);
+    }
+    for i in 0..3 {
+        wait_tables_back(&cluster, i, 2);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_no_loss(pingers, "a rolling restart of node1's and node2's agents");
+    cluster
+        .wait_converged(Duration::from_secs(10))
+        .expect("routes to every block after the rollout");
 }
