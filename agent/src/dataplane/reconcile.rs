@@ -33,10 +33,33 @@ pub(crate) async fn reconcile<K: Kernel>(
     let mut report = ApplyReport::default();
     // The device first: neighbours, FDB entries and tunnel routes all hang off it.
     let vxlan_ready = reconcile_vxlan(kernel, desired.vxlan.as_ref(), &mut report).await;
-    reconcile_neighbors(kernel, &desired.neighbors, vxlan_ready, &mut report).await;
-    reconcile_fdb(kernel, &desired.fdb, vxlan_ready, &mut report).await;
+    // The entries the tunnel routes need are written before the routes, and the ones no route
+    // needs any more are removed only after the routes moved away from them: a packet routed
+    // into the tunnel in between would wait for an ARP answer that never comes and be dropped
+    // (a pool going from VXLAN to Never lost a ping that way).
+    let stale_neighbors =
+        reconcile_neighbors(kernel, &desired.neighbors, vxlan_ready, &mut report).await;
+    let stale_fdb = reconcile_fdb(kernel, &desired.fdb, vxlan_ready, &mut report).await;
     reconcile_ipip(kernel, desired.ipip.as_ref(), &mut report).await;
-    reconcile_routes(kernel, &desired.routes, protected, &mut report).await?;
+    let routes = reconcile_routes(kernel, &desired.routes, protected, &mut report).await;
+    for result in pipelined(
+        stale_neighbors,
+        |n| async move { kernel.del_neighbor(&n).await },
+    )
+    .await
+    {
+        match result {
+            Ok(()) => report.neighbors_changed += 1,
+            Err(e) => report.error(e),
+        }
+    }
+    for result in pipelined(stale_fdb, |e| async move { kernel.del_fdb(&e).await }).await {
+        match result {
+            Ok(()) => report.fdb_changed += 1,
+            Err(err) => report.error(err),
+        }
+    }
+    routes?;
     Ok(report)
 }
 
@@ -204,12 +227,14 @@ fn on_vxlan_device<'a, T: std::fmt::Debug + 'a>(
     out
 }
 
+/// Writes the missing and changed neighbour entries; returns the stale ones, for the caller to
+/// remove once the routes no longer use them.
 async fn reconcile_neighbors<K: Kernel>(
     kernel: &K,
     desired: &BTreeSet<Neighbor>,
     vxlan_ready: bool,
     report: &mut ApplyReport,
-) {
+) -> Vec<Neighbor> {
     let desired = on_vxlan_device(desired.iter(), |n| &n.dev, "neighbour", report);
     if !vxlan_ready {
         if !desired.is_empty() {
@@ -218,11 +243,14 @@ async fn reconcile_neighbors<K: Kernel>(
                 desired.len()
             ));
         }
-        return;
+        return Vec::new();
     }
     let actual = match kernel.neighbors(VXLAN_DEVICE).await {
         Ok(actual) => actual,
-        Err(e) => return report.error(e),
+        Err(e) => {
+            report.error(e);
+            return Vec::new();
+        }
     };
     let want: BTreeMap<IpAddr, Mac> = desired.iter().map(|n| (n.ip, n.mac)).collect();
     let have: BTreeMap<IpAddr, Mac> = actual.iter().map(|n| (n.ip, n.mac)).collect();
@@ -233,12 +261,6 @@ async fn reconcile_neighbors<K: Kernel>(
         .filter(|n| !want.contains_key(&n.ip))
         .cloned()
         .collect();
-    for result in pipelined(stale, |n| async move { kernel.del_neighbor(&n).await }).await {
-        match result {
-            Ok(()) => report.neighbors_changed += 1,
-            Err(e) => report.error(e),
-        }
-    }
     // A changed MAC is replaced in place.
     let changed = desired
         .iter()
@@ -251,14 +273,17 @@ async fn reconcile_neighbors<K: Kernel>(
             Err(e) => report.error(e),
         }
     }
+    stale
 }
 
+/// Adds the missing FDB entries; returns the stale ones, for the caller to remove once the
+/// routes no longer use them.
 async fn reconcile_fdb<K: Kernel>(
     kernel: &K,
     desired: &BTreeSet<FdbEntry>,
     vxlan_ready: bool,
     report: &mut ApplyReport,
-) {
+) -> Vec<FdbEntry> {
     let desired: BTreeSet<&FdbEntry> =
         on_vxlan_device(desired.iter(), |e| &e.dev, "fdb entry", report)
             .into_iter()
@@ -270,11 +295,14 @@ async fn reconcile_fdb<K: Kernel>(
                 desired.len()
             ));
         }
-        return;
+        return Vec::new();
     }
     let actual = match kernel.fdb(VXLAN_DEVICE).await {
         Ok(actual) => actual,
-        Err(e) => return report.error(e),
+        Err(e) => {
+            report.error(e);
+            return Vec::new();
+        }
     };
     let have: BTreeSet<&FdbEntry> = actual.iter().collect();
     // Add first: a VTEP whose node IP changed keeps a destination throughout.
@@ -285,13 +313,7 @@ async fn reconcile_fdb<K: Kernel>(
             Err(err) => report.error(err),
         }
     }
-    let stale: Vec<FdbEntry> = have.difference(&desired).map(|e| (*e).clone()).collect();
-    for result in pipelined(stale, |e| async move { kernel.del_fdb(&e).await }).await {
-        match result {
-            Ok(()) => report.fdb_changed += 1,
-            Err(err) => report.error(err),
-        }
-    }
+    have.difference(&desired).map(|e| (*e).clone()).collect()
 }
 
 pub(crate) async fn reconcile_routes<K: Kernel>(

@@ -234,7 +234,7 @@ table ip6 lab-seen {
     /// something changes.
     pub fn ping_continuously(&self, from: &Pod, to_ip: &str, interval: Duration) -> Result<Pinger> {
         let child = Command::new("ip")
-            .args(["netns", "exec", &from.netns, "ping", "-n", "-q"])
+            .args(["netns", "exec", &from.netns, "ping", "-n"])
             .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
             .args(["-W", "1", to_ip])
             .stdin(Stdio::null())
@@ -242,17 +242,30 @@ table ip6 lab-seen {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting ping")?;
-        Ok(Pinger { child: Some(child) })
+        Ok(Pinger {
+            child: Some(child),
+            interval,
+        })
     }
 }
 
 /// A running `ping` ([`Cluster::ping_continuously`]); killed on drop.
 pub struct Pinger {
     child: Option<Child>,
+    interval: Duration,
 }
+
+/// How long before the stop an unanswered echo may have been sent and still be forgiven as in
+/// flight rather than lost.
+const IN_FLIGHT: Duration = Duration::from_millis(200);
 
 impl Pinger {
     /// Stops the ping (SIGINT, so it prints its summary); returns (sent, received).
+    ///
+    /// SIGINT ends ping at once, without waiting for the replies in flight, so the echoes
+    /// still unanswered at the end are not counted as sent when they are no more than the
+    /// last [`IN_FLIGHT`] of them; a path that broke for good leaves a longer unanswered
+    /// tail, and every one of those counts as lost.
     pub fn stop(mut self) -> Result<(u64, u64)> {
         let child = self
             .child
@@ -262,18 +275,44 @@ impl Pinger {
         run("kill", &["-INT", &child.id().to_string()])?;
         let out = child.wait_with_output().context("waiting for ping")?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .ok_or_else(|| anyhow!("no ping summary in: {text}"))?;
-        let numbers: Vec<u64> = line
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        match numbers[..] {
-            [sent, received, ..] => Ok((sent, received)),
-            _ => bail!("cannot read ping summary: {line}"),
-        }
+        count_echoes(&text, self.interval)
+    }
+}
+
+/// (sent, received) from ping's output, forgiving the unanswered echoes of the last
+/// [`IN_FLIGHT`] (see [`Pinger::stop`]).
+fn count_echoes(text: &str, interval: Duration) -> Result<(u64, u64)> {
+    let (transmitted, received) = ping_summary(text)?;
+    let last_answered = text
+        .lines()
+        .filter(|l| l.contains(" bytes from "))
+        .filter_map(|l| l.split("icmp_seq=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    let window = (IN_FLIGHT.as_millis() / interval.as_millis().max(1)) as u64;
+    let tail = transmitted.saturating_sub(last_answered);
+    let sent = if tail <= window {
+        transmitted - tail
+    } else {
+        transmitted
+    };
+    Ok((sent, received.min(sent)))
+}
+
+/// (transmitted, received) from ping's summary line.
+fn ping_summary(text: &str) -> Result<(u64, u64)> {
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .ok_or_else(|| anyhow!("no ping summary in: {text}"))?;
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match numbers[..] {
+        [sent, received, ..] => Ok((sent, received)),
+        _ => bail!("cannot read ping summary: {line}"),
     }
 }
 
@@ -324,4 +363,58 @@ fn counter(listing: &str, name: &str) -> Result<u64> {
         .and_then(|p| words.get(p + 1))
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| anyhow!("unreadable counter: {line}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(answered: &[u64], transmitted: u64) -> String {
+        let mut text = String::from("PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.\n");
+        for seq in answered {
+            text += &format!("64 bytes from 10.0.0.2: icmp_seq={seq} ttl=63 time=0.1 ms\n");
+        }
+        text += &format!(
+            "\n--- 10.0.0.2 ping statistics ---\n{transmitted} packets transmitted, {} received, 0% packet loss, time 1000ms\n",
+            answered.len()
+        );
+        text
+    }
+
+    #[test]
+    fn an_echo_in_flight_at_the_stop_is_not_lost() {
+        let ms10 = Duration::from_millis(10);
+        assert_eq!(
+            count_echoes(&output(&[1, 2, 3], 4), ms10).ok(),
+            Some((3, 3))
+        );
+        assert_eq!(
+            count_echoes(&output(&[1, 2, 3], 3), ms10).ok(),
+            Some((3, 3))
+        );
+    }
+
+    #[test]
+    fn a_lost_echo_before_the_last_answer_counts() {
+        let ms10 = Duration::from_millis(10);
+        assert_eq!(
+            count_echoes(&output(&[1, 3, 4], 5), ms10).ok(),
+            Some((4, 3))
+        );
+    }
+
+    #[test]
+    fn a_path_broken_for_good_counts_every_unanswered_echo() {
+        let answered: Vec<u64> = (1..=50).collect();
+        let ms10 = Duration::from_millis(10);
+        assert_eq!(
+            count_echoes(&output(&answered, 80), ms10).ok(),
+            Some((80, 50))
+        );
+        // 20 unanswered at 10 ms are exactly the 200 ms forgiven.
+        assert_eq!(
+            count_echoes(&output(&answered, 70), ms10).ok(),
+            Some((50, 50))
+        );
+    }
 }
