@@ -259,8 +259,20 @@ pub struct ControllerConfig {
     /// Where the controller reports what it does.
     pub metrics: Arc<Metrics>,
     /// How the node address was chosen, when it was detected rather than given: it is chosen
-    /// again whenever an interface address changes, and the Node updated if it moved.
-    pub autodetect: Option<AutodetectMethod>,
+    /// again whenever an interface address changes (or the Kubernetes Node's InternalIP), and
+    /// the Node updated if it moved.
+    pub autodetect: Option<Redetect>,
+}
+
+/// How the controller chooses the node address again.
+pub enum Redetect {
+    /// By an interface method (`first-found`, `interface=`, `cidr=`, ...).
+    Interfaces(AutodetectMethod),
+    /// `kubernetes-internal-ip`: the Kubernetes Node's InternalIP, as
+    /// [`crate::kube_node::follow_internal_ipv4`] keeps it here, with the prefix of the local
+    /// interface holding it. Chosen again when it changes and when interface addresses do (the
+    /// new InternalIP may reach an interface after the Node says so).
+    KubernetesInternalIp(tokio::sync::watch::Receiver<Option<std::net::Ipv4Addr>>),
 }
 
 /// First retry delay after a failed pass; it doubles up to [`RETRY_MAX`].
@@ -287,6 +299,10 @@ pub async fn run(
     let mut local = config.local.clone();
     let metrics = config.metrics.clone();
     let mut kernel = subscribe(&dataplane);
+    let mut internal_ip = match &config.autodetect {
+        Some(Redetect::KubernetesInternalIp(rx)) => Some(rx.clone()),
+        _ => None,
+    };
     // Failed (re)lists in a row. Until a list of every kind (all pages) succeeds, nothing is
     // programmed: the kernel keeps what the last full view put there.
     let mut list_failures = 0u32;
@@ -438,10 +454,17 @@ pub async fn run(
                         }
                     }
                     if addresses_changed {
-                        if let Some(method) = &config.autodetect {
-                            if redetect(&dataplane, &store, method, &mut local).await {
+                        if let Some(how) = &config.autodetect {
+                            if redetect(&dataplane, &store, how, &mut local).await {
                                 pending = Some(Trigger::Kernel);
                             }
+                        }
+                    }
+                }
+                () = internal_ip_changed(&mut internal_ip) => {
+                    if let Some(how) = &config.autodetect {
+                        if redetect(&dataplane, &store, how, &mut local).await {
+                            pending = Some(Trigger::Kernel);
                         }
                     }
                 }
@@ -538,15 +561,61 @@ async fn next_kernel_event(
     }
 }
 
+/// Resolves when the followed Kubernetes InternalIP changed; never without one (or once its
+/// sender is gone).
+async fn internal_ip_changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<Option<std::net::Ipv4Addr>>>,
+) {
+    match rx {
+        Some(receiver) => {
+            if receiver.changed().await.is_err() {
+                *rx = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The node address `how` chooses now.
+async fn choose_again(
+    dataplane: &Dataplane,
+    how: &Redetect,
+    name: &str,
+) -> Result<node::Choice, String> {
+    match how {
+        Redetect::Interfaces(method) => node::autodetect(dataplane, method)
+            .await
+            .map_err(|e| e.to_string()),
+        Redetect::KubernetesInternalIp(rx) => {
+            let ip = (*rx.borrow())
+                .ok_or_else(|| "the Kubernetes Node's InternalIP is not known".to_string())?;
+            let addrs = dataplane.addresses().await.map_err(|e| e.to_string())?;
+            let address =
+                crate::kube_node::with_local_prefix(name, ip, &addrs).map_err(|e| e.to_string())?;
+            let ifname = addrs
+                .iter()
+                .find(|(_, net)| net.addr() == std::net::IpAddr::V4(ip))
+                .map(|(ifname, _)| ifname.clone())
+                .unwrap_or_default();
+            Ok(node::Choice {
+                address,
+                ifname: ifname.clone(),
+                candidates: vec![(ifname, address)],
+            })
+        }
+    }
+}
+
 /// Chooses the node address again; when it moved, updates the Node and `local`. Returns whether
 /// it moved.
 async fn redetect(
     dataplane: &Dataplane,
     store: &Arc<dyn Store>,
-    method: &AutodetectMethod,
+    how: &Redetect,
     local: &mut LocalNode,
 ) -> bool {
-    let choice = match node::autodetect(dataplane, method).await {
+    let choice = match choose_again(dataplane, how, &local.name).await {
         Ok(choice) => choice,
         Err(e) => {
             warn!(error = %e, address = %local.address, "re-detecting the node address failed; keeping it");
@@ -557,7 +626,9 @@ async fn redetect(
         return false;
     }
     // Only on a change: addresses come and go with every pod's veth.
-    node::warn_if_ambiguous(method, &choice);
+    if let Redetect::Interfaces(method) = how {
+        node::warn_if_ambiguous(method, &choice);
+    }
     match node::set_ipv4_address(store, &local.name, choice.address).await {
         Ok(_) => {
             info!(from = %local.address, to = %choice.address, interface = %choice.ifname, "node address changed");

@@ -1,15 +1,24 @@
-//! What `brindle-node` reads of its own Kubernetes Node (core `v1/nodes`, verb `get`): the
-//! address behind `--ip-autodetection-method kubernetes-internal-ip`.
+//! What `brindle-node` reads of its own Kubernetes Node (core `v1/nodes`, verbs `get` and
+//! `watch`): the address behind `--ip-autodetection-method kubernetes-internal-ip`.
 //!
 //! As calico-node does, the address is the first `InternalIP` entry of `status.addresses` of
 //! the family, and its prefix length comes from the local interface holding it (the Node object
-//! carries no prefix, and CrossSubnet needs one).
+//! carries no prefix, and CrossSubnet needs one). [`follow_internal_ipv4`] watches the Node
+//! afterwards, so that a changed InternalIP moves the node address as a changed interface
+//! address does under the other methods (the controller re-evaluates it, see
+//! `controller::Redetect`).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
+use futures::StreamExt;
 use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::api::core::v1::Node;
+use kube::api::WatchParams;
+use kube::core::WatchEvent;
 use kube::Api;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
 
 /// The autodetection method that asks the Kubernetes Node.
 pub const KUBERNETES_INTERNAL_IP: &str = "kubernetes-internal-ip";
@@ -45,6 +54,102 @@ pub async fn internal_ipv4(client: &kube::Client, node: &str) -> Result<Ipv4Addr
     first_internal_ipv4(&object).ok_or_else(|| KubeNodeError::NoInternalIp {
         node: node.to_string(),
     })
+}
+
+/// The server-side timeout of each watch call on the Node; the watch is then made again.
+const WATCH_TIMEOUT_SECS: u32 = 290;
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Follows the first IPv4 `InternalIP` of the Node named `node` until `tx` has no receiver:
+/// a `get`, then a watch of that one Node (field selector `metadata.name`) from its
+/// resourceVersion. Every change of the address is sent into `tx`; a Node without one, or
+/// deleted, leaves the last address in place. After any failure (API server unreachable, 410
+/// Gone) the Node is read again, backing off up to 10 s: an outage changes nothing.
+pub async fn follow_internal_ipv4(
+    client: kube::Client,
+    node: String,
+    tx: watch::Sender<Option<Ipv4Addr>>,
+) {
+    let api: Api<Node> = Api::all(client);
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        match api.get(&node).await {
+            Ok(object) => {
+                publish(&tx, &node, &object);
+                let rv = object.metadata.resource_version.unwrap_or_default();
+                let why = watch_node(&api, &node, rv, &tx).await;
+                debug!(%node, reason = %why, "watch of the Kubernetes Node ended; reading it again");
+            }
+            Err(e) => {
+                debug!(%node, error = %e, retry_in = ?backoff, "reading the Kubernetes Node failed; keeping the node address");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Watches the Node from `rv`, reconnecting after the server's timeout, until a call fails;
+/// returns why.
+async fn watch_node(
+    api: &Api<Node>,
+    node: &str,
+    mut rv: String,
+    tx: &watch::Sender<Option<Ipv4Addr>>,
+) -> String {
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={node}"))
+        .timeout(WATCH_TIMEOUT_SECS);
+    loop {
+        let stream = match api.watch(&params, &rv).await {
+            Ok(stream) => stream,
+            Err(e) => return e.to_string(),
+        };
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(WatchEvent::Added(object) | WatchEvent::Modified(object)) => {
+                    if let Some(v) = &object.metadata.resource_version {
+                        rv.clone_from(v);
+                    }
+                    publish(tx, node, &object);
+                }
+                Ok(WatchEvent::Deleted(_)) => {
+                    warn!(%node, "the Kubernetes Node was deleted; keeping the node address");
+                }
+                Ok(WatchEvent::Bookmark(bookmark)) => rv = bookmark.metadata.resource_version,
+                Ok(WatchEvent::Error(e)) => {
+                    return format!("{} {}: {}", e.code, e.reason, e.message)
+                }
+                Err(e) => return e.to_string(),
+            }
+            if tx.is_closed() {
+                return "no receiver".to_string();
+            }
+        }
+    }
+}
+
+/// Sends the Node's InternalIP into `tx` if it is one and differs from the last one sent.
+fn publish(tx: &watch::Sender<Option<Ipv4Addr>>, node: &str, object: &Node) {
+    let Some(ip) = first_internal_ipv4(object) else {
+        warn!(%node, "the Kubernetes Node has no IPv4 InternalIP; keeping the node address");
+        return;
+    };
+    tx.send_if_modified(|current| {
+        if *current == Some(ip) {
+            return false;
+        }
+        if let Some(old) = current {
+            info!(%node, from = %old, to = %ip, "the Kubernetes Node's InternalIP changed");
+        }
+        *current = Some(ip);
+        true
+    });
 }
 
 /// The first `InternalIP` of a Node that parses as IPv4.

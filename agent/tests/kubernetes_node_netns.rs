@@ -264,7 +264,7 @@ fn agent_starts_on_an_empty_cluster_creates_the_pool_and_takes_the_internal_ip()
         let watched: std::collections::BTreeSet<String> = fake
             .requests()
             .into_iter()
-            .filter(|(verb, _)| verb == "watch")
+            .filter(|(verb, r)| verb == "watch" && !r.starts_with("core/"))
             .map(|(_, r)| r)
             .collect();
         if watched.len() == kinds {
@@ -734,5 +734,487 @@ fn fake_apiserver_pod_add_records_labels_and_annotates_the_pod() {
         agent.log()
     );
     drop(agent);
+    let _ = std::fs::remove_file(&kubeconfig);
+}
+
+/// The BGP peers a speaker's status socket (brindle-node's API socket or brindle-bgpd's status
+/// socket) reports; empty when it does not answer.
+fn bgp_peers(socket: &std::path::Path) -> Vec<brindle_agent::api::BgpPeer> {
+    brindle_agent::server::get_over_socket(socket, brindle_agent::api::PATH_BGP_PEERS)
+        .ok()
+        .filter(|(code, _)| *code == 200)
+        .and_then(|(_, body)| serde_json::from_slice(&body).ok())
+        .unwrap_or_default()
+}
+
+/// The session with `address` as `peers` shows it: (state, since, times Established).
+fn session(peers: &[brindle_agent::api::BgpPeer], address: &str) -> Option<(String, String, u64)> {
+    peers
+        .iter()
+        .find(|p| p.address == address)
+        .map(|p| (p.state.clone(), p.since.clone(), p.established_transitions))
+}
+
+/// `brindle-node --routing bgp` through an API-server outage and a 410 relist, against the FAKE
+/// API server (recorded semantics, not a real one), with a BGP peer: brindle-bgpd in a second
+/// namespace, configured on the node side as a global BGPPeer served by the fake.
+///
+/// ```text
+///   node ns: brindle-node (AS 64512, 10.77.0.7) ──veth── peer ns: brindle-bgpd (AS 65009, 10.77.0.9)
+///            fake API server                                        originates 10.99.0.0/24
+/// ```
+///
+/// With a 3 s hold time, the API server answers 503 to everything for 10 s (more than three
+/// hold times): the session stays Established on both sides (same `since`, no new
+/// Established transition), the peer keeps the node's block, the node keeps the peer's route
+/// (`ip monitor route` on both sides sees no deletion). When the API server comes back with
+/// the same data, and when it comes back from a second outage with its history compacted (the
+/// watches get 410 Gone and the agent relists), nothing flaps either; a BGPPeer added, then
+/// deleted, after each proves the agent acted on the datastore again.
+#[test]
+fn fake_apiserver_outage_and_410_keep_bgp_sessions_and_routes() {
+    if !can_run() {
+        return;
+    }
+    let node_ns = Netns::new();
+    let peer_ns = Netns::new();
+    let ok = Command::new("ip")
+        .args([
+            "link", "add", "eth0", "netns", &node_ns.0, "type", "veth", "peer", "name", "eth0",
+            "netns", &peer_ns.0,
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "veth between the namespaces");
+    node_ns.sh("ip link set lo up && ip addr add 10.77.0.7/24 dev eth0 && ip link set eth0 up");
+    peer_ns.sh("ip link set lo up && ip addr add 10.77.0.9/24 dev eth0 && ip link set eth0 up");
+
+    let kubeconfig = temp("kubeconfig-bgp");
+    let fake = fake_in(&node_ns, kubeconfig.clone());
+    let spec = fake.spec();
+    // The peer, as a cluster administrator declares it.
+    let spec2 = spec.clone();
+    in_ns(&node_ns, move || {
+        Box::pin(async move {
+            use brindle_ipam::store::StoreExt;
+            let store = brindle_agent::datastore::open(&spec2).await.expect("open");
+            let peer = brindle_agent::model::BgpPeerSpec {
+                peer_ip: Some("10.77.0.9".to_string()),
+                as_number: Some(65009),
+                ..Default::default()
+            };
+            store
+                .create_obj(&brindle_agent::model::Object::new("tor", peer))
+                .await
+                .expect("create BGPPeer tor");
+        })
+    });
+
+    let (env, _) = manifest_env_and_role();
+    let log = temp("agent-bgp.log");
+    let socket = temp("agent-bgp.sock");
+    let health_port = 20000 + (std::process::id() % 1000) as u16;
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &node_ns.0,
+        env!("CARGO_BIN_EXE_brindle-node"),
+    ])
+    .env_clear()
+    .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in &env {
+        cmd.env(name, value);
+    }
+    cmd.env("NODENAME", "worker-7")
+        .env("BRINDLE_DATASTORE", &spec)
+        .env("IP", "10.77.0.7/24")
+        .env("BRINDLE_IPV4POOL_CIDR", "10.244.0.0/16")
+        .env("BRINDLE_ROUTING", "bgp")
+        .env("BRINDLE_BGP_HOLD_TIME", "3")
+        .env("BRINDLE_LOG_FORMAT", "text")
+        .env("BRINDLE_SOCKET", &socket)
+        .env("BRINDLE_HEALTH_LISTEN", format!("127.0.0.1:{health_port}"))
+        .env("BRINDLE_METRICS_LISTEN", "off")
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log file"));
+    let agent = Agent {
+        child: cmd.spawn().expect("start brindle-node"),
+        log,
+    };
+    let _socket_cleanup = SocketFile(socket.clone());
+    wait_for(&agent, 30, "the default pool", || {
+        fake.object("ippools", "default-ipv4-ippool").is_some()
+    });
+
+    // A pod on this node: its block is what the node originates.
+    let spec3 = spec.clone();
+    let block: String = in_ns(&node_ns, move || {
+        Box::pin(async move {
+            let store = brindle_agent::datastore::open(&spec3).await.expect("open");
+            let ipam = brindle_ipam::Ipam::new(store);
+            let ips = ipam
+                .auto_assign(&brindle_ipam::AssignRequest::workload(
+                    "k8s-pod-network.w7",
+                    "worker-7",
+                    1,
+                ))
+                .await
+                .expect("assign on worker-7");
+            ipnet::IpNet::new(ips[0].addr(), 26)
+                .expect("block")
+                .trunc()
+                .to_string()
+        })
+    });
+
+    let bgpd_config = temp("bgpd.yaml");
+    let bgpd_socket = temp("bgpd.sock");
+    let bgpd_log = temp("bgpd.log");
+    std::fs::write(
+        &bgpd_config,
+        "router_id: 10.77.0.9\nasn: 65009\nhold_time: 3\ninstall_routes: true\n\
+         originate: [10.99.0.0/24]\npeers:\n- {address: 10.77.0.7, asn: 64512}\n",
+    )
+    .expect("bgpd config");
+    let _bgpd = Background(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &peer_ns.0,
+                env!("CARGO_BIN_EXE_brindle-bgpd"),
+                "--config",
+            ])
+            .arg(&bgpd_config)
+            .arg("--status-socket")
+            .arg(&bgpd_socket)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(File::create(&bgpd_log).expect("bgpd log"))
+            .spawn()
+            .expect("start brindle-bgpd"),
+    );
+    let _bgpd_files = [
+        SocketFile(bgpd_config),
+        SocketFile(bgpd_socket.clone()),
+        SocketFile(bgpd_log.clone()),
+    ];
+    let both_logs = || {
+        format!(
+            "{}\n----- brindle-bgpd:\n{}",
+            agent.log(),
+            std::fs::read_to_string(&bgpd_log).unwrap_or_default()
+        )
+    };
+    let routes_in = |ns: &Netns| {
+        let out = Command::new("ip")
+            .args(["-n", &ns.0, "route", "show", "proto", "98"])
+            .output()
+            .expect("ip route");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let block_at_peer = format!("{block} via 10.77.0.7");
+    let learned_at_node = "10.99.0.0/24 via 10.77.0.9";
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !(routes_in(&peer_ns).contains(&block_at_peer)
+        && routes_in(&node_ns).contains(learned_at_node))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "routes both ways within 40 s; peer: {:?}, node: {:?}\n{}",
+            routes_in(&peer_ns),
+            routes_in(&node_ns),
+            both_logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let node_side = session(&bgp_peers(&socket), "10.77.0.9").expect("node's session");
+    let peer_side = session(&bgp_peers(&bgpd_socket), "10.77.0.7").expect("peer's session");
+    assert_eq!(node_side.0, "Established", "{node_side:?}");
+    assert_eq!(peer_side.0, "Established", "{peer_side:?}");
+    wait_for(&agent, 30, "ready", || {
+        http_get(&node_ns, health_port, "/readiness").is_some_and(|(code, _)| code == 200)
+    });
+
+    let monitor = |ns: &Netns, tag: &str| {
+        let path = temp(tag);
+        let child = Command::new("ip")
+            .args(["-n", &ns.0, "monitor", "route"])
+            .stdout(File::create(&path).expect("monitor file"))
+            .spawn()
+            .expect("ip monitor");
+        (Background(child), SocketFile(path))
+    };
+    let node_monitor = monitor(&node_ns, "monitor-node");
+    let peer_monitor = monitor(&peer_ns, "monitor-peer");
+    // Everything that must hold at every moment from here on.
+    let steady = |when: &str| {
+        let node_now = session(&bgp_peers(&socket), "10.77.0.9");
+        let peer_now = session(&bgp_peers(&bgpd_socket), "10.77.0.7");
+        assert_eq!(
+            node_now.as_ref(),
+            Some(&node_side),
+            "{when}: the node's session changed\n{}",
+            both_logs()
+        );
+        assert_eq!(
+            peer_now.as_ref(),
+            Some(&peer_side),
+            "{when}: the peer's session changed\n{}",
+            both_logs()
+        );
+        assert!(
+            routes_in(&peer_ns).contains(&block_at_peer),
+            "{when}: the peer lost the node's block: {}\n{}",
+            routes_in(&peer_ns),
+            both_logs()
+        );
+        assert!(
+            routes_in(&node_ns).contains(learned_at_node),
+            "{when}: the node lost the peer's route: {}\n{}",
+            routes_in(&node_ns),
+            both_logs()
+        );
+    };
+    // A change the agent can only act on by reading the datastore: a BGPPeer for an address
+    // nobody answers, added or deleted; the log shows the neighbour added or removed.
+    let set_probe_peer = |present: bool| {
+        let spec = spec.clone();
+        in_ns(&node_ns, move || {
+            Box::pin(async move {
+                use brindle_ipam::store::StoreExt;
+                let store = brindle_agent::datastore::open(&spec).await.expect("open");
+                let probe = brindle_agent::model::Object::new(
+                    "probe",
+                    brindle_agent::model::BgpPeerSpec {
+                        peer_ip: Some("10.77.0.99".to_string()),
+                        as_number: Some(65099),
+                        ..Default::default()
+                    },
+                );
+                if present {
+                    store
+                        .create_obj(&probe)
+                        .await
+                        .expect("create BGPPeer probe");
+                } else {
+                    let probe = store
+                        .get_obj::<brindle_agent::model::BgpPeerSpec>("probe")
+                        .await
+                        .expect("get probe")
+                        .expect("probe exists");
+                    store
+                        .delete_obj(&probe)
+                        .await
+                        .expect("delete BGPPeer probe");
+                }
+            })
+        })
+    };
+
+    // Outage: every request 503, open watches cut, for more than three hold times.
+    fake.set_unavailable(true);
+    wait_for(&agent, 30, "readiness reports the datastore", || {
+        http_get(&node_ns, health_port, "/readiness")
+            .is_some_and(|(code, body)| code == 503 && body.contains("datastore unreachable"))
+    });
+    let outage_end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < outage_end {
+        steady("during the outage");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    fake.set_unavailable(false);
+    wait_for(&agent, 30, "ready after the outage", || {
+        http_get(&node_ns, health_port, "/readiness").is_some_and(|(code, _)| code == 200)
+    });
+    set_probe_peer(true);
+    wait_for(
+        &agent,
+        30,
+        "the agent acting on the datastore again",
+        || {
+            agent
+                .log()
+                .lines()
+                .any(|l| l.contains("BGP: neighbour added") && l.contains("10.77.0.99"))
+        },
+    );
+    steady("after the outage");
+
+    // The API server comes back from a second outage with its history compacted: the watches
+    // resume from an expired resourceVersion, get 410 Gone, and the agent relists everything.
+    let relists = agent
+        .log()
+        .matches("BGP: datastore history compacted")
+        .count();
+    fake.set_unavailable(true);
+    wait_for(&agent, 30, "readiness reports the second outage", || {
+        http_get(&node_ns, health_port, "/readiness")
+            .is_some_and(|(code, body)| code == 503 && body.contains("datastore unreachable"))
+    });
+    steady("during the second outage");
+    fake.compact(fake.revision());
+    fake.set_unavailable(false);
+    wait_for(&agent, 30, "the BGP task relists after 410", || {
+        agent
+            .log()
+            .matches("BGP: datastore history compacted")
+            .count()
+            > relists
+    });
+    set_probe_peer(false);
+    wait_for(
+        &agent,
+        30,
+        "the probe neighbour removed after the relist",
+        || {
+            agent
+                .log()
+                .lines()
+                .any(|l| l.contains("BGP: neighbour removed") && l.contains("10.77.0.99"))
+        },
+    );
+    steady("after the 410 relist");
+
+    let deleted = |(_, file): &(Background, SocketFile)| -> Vec<String> {
+        std::fs::read_to_string(&file.0)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("Deleted"))
+            .map(str::to_string)
+            .collect()
+    };
+    let node_deleted = deleted(&node_monitor);
+    assert!(
+        !node_deleted.iter().any(|l| l.contains("10.99.0.0/24")),
+        "the node removed the learned route: {node_deleted:?}"
+    );
+    let peer_deleted = deleted(&peer_monitor);
+    assert!(
+        !peer_deleted.iter().any(|l| l.contains(&block)),
+        "the peer removed the node's block: {peer_deleted:?}"
+    );
+    drop(agent);
+    drop(fake);
+    let _ = std::fs::remove_file(&kubeconfig);
+}
+
+/// The kubelet's Node `name` with `internal_ip` as its InternalIP.
+fn kubelet_node(name: &str, internal_ip: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": { "name": name },
+        "status": { "addresses": [
+            { "type": "Hostname", "address": name },
+            { "type": "InternalIP", "address": internal_ip }
+        ]}
+    })
+}
+
+/// `kubernetes-internal-ip` follows the Kubernetes Node, against the FAKE API server (its core
+/// Node watch, not a real API server): the agent watches its Node, and when the InternalIP
+/// changes to an address on a local interface its Brindle Node takes it (with that interface's
+/// prefix); an InternalIP no interface holds yet is taken once the address appears; through an
+/// API-server outage the address stays and the watch resumes.
+#[test]
+fn fake_apiserver_kubernetes_internal_ip_change_moves_the_node_address() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.sh(
+        "ip link set lo up && ip link add eth0 type veth peer name peer0 && \
+         ip addr add 10.77.0.7/24 dev eth0 && ip link set eth0 up && ip link set peer0 up",
+    );
+    let kubeconfig = temp("kubeconfig-internal-ip");
+    let fake = fake_in(&ns, kubeconfig.clone());
+    fake.set_core_node("worker-7", kubelet_node("worker-7", "10.77.0.7"));
+    let (env, role) = manifest_env_and_role();
+    let log = temp("agent-internal-ip.log");
+    let socket = temp("agent-internal-ip.sock");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_brindle-node")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in &env {
+        cmd.env(name, value);
+    }
+    cmd.env("NODENAME", "worker-7")
+        .env("BRINDLE_DATASTORE", fake.spec())
+        .env("BRINDLE_IP_AUTODETECTION_METHOD", "kubernetes-internal-ip")
+        .env("BRINDLE_IPV4POOL_CIDR", "10.244.0.0/16")
+        .env("BRINDLE_LOG_FORMAT", "text")
+        .env("BRINDLE_SOCKET", &socket)
+        .env("BRINDLE_HEALTH_LISTEN", "off")
+        .env("BRINDLE_METRICS_LISTEN", "off")
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log file"));
+    let agent = Agent {
+        child: cmd.spawn().expect("start brindle-node"),
+        log,
+    };
+    let _socket_cleanup = SocketFile(socket);
+    let node_address = || {
+        fake.object("nodes", "worker-7")
+            .and_then(|n| n["spec"]["bgp"]["ipv4Address"].as_str().map(str::to_string))
+    };
+    wait_for(
+        &agent,
+        30,
+        "the Node registered with the InternalIP",
+        || node_address().as_deref() == Some("10.77.0.7/24"),
+    );
+    wait_for(&agent, 30, "the agent watching its Kubernetes Node", || {
+        fake.requests()
+            .contains(&("watch".to_string(), "core/nodes".to_string()))
+    });
+    assert!(
+        allows(&role, "", "nodes", "watch"),
+        "the ClusterRole lets the agent watch Nodes"
+    );
+
+    // The InternalIP moves to a second address of eth0, with another prefix length.
+    ns.sh("ip addr add 10.66.0.7/16 dev eth0");
+    fake.set_core_node("worker-7", kubelet_node("worker-7", "10.66.0.7"));
+    wait_for(&agent, 30, "the Node following the InternalIP", || {
+        node_address().as_deref() == Some("10.66.0.7/16")
+    });
+
+    // An outage: the address stays; after it the watch is made again and still followed.
+    fake.set_unavailable(true);
+    let outage_end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < outage_end {
+        assert_eq!(node_address().as_deref(), Some("10.66.0.7/16"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    fake.set_unavailable(false);
+    // An InternalIP that no interface holds yet: kept as it was, taken when it appears.
+    fake.set_core_node("worker-7", kubelet_node("worker-7", "10.55.0.7"));
+    wait_for(
+        &agent,
+        30,
+        "the agent noticing the InternalIP is not local",
+        || {
+            agent.log().lines().any(|l| {
+                l.contains("re-detecting the node address failed") && l.contains("10.55.0.7")
+            })
+        },
+    );
+    assert_eq!(node_address().as_deref(), Some("10.66.0.7/16"));
+    ns.sh("ip addr add 10.55.0.7/24 dev eth0");
+    wait_for(
+        &agent,
+        30,
+        "the Node taking the InternalIP once it is local",
+        || node_address().as_deref() == Some("10.55.0.7/24"),
+    );
+    let log_text = agent.log();
+    assert!(
+        log_text.contains("node address changed"),
+        "the log says so:\n{log_text}"
+    );
+    drop(agent);
+    drop(fake);
     let _ = std::fs::remove_file(&kubeconfig);
 }

@@ -425,6 +425,10 @@ async fn rbac_grants_every_call_the_agent_makes() {
     assert!(allows(&role, "", "pods", "get") && allows(&role, "", "pods", "patch"));
     assert!(!allows(&role, "", "pods", "update") && !allows(&role, "", "pods", "delete"));
     assert!(allows(&role, "", "nodes", "get"), "kubernetes-internal-ip");
+    assert!(
+        allows(&role, "", "nodes", "watch"),
+        "kubernetes-internal-ip follows the Node"
+    );
 }
 
 /// A server answering only API discovery (what `kubectl create --dry-run=client` asks to map

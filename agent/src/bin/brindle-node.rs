@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use brindle_agent::bgp_routing::{self, RoutingConfig, RoutingMode};
-use brindle_agent::controller::{self, ControllerConfig, Shared};
+use brindle_agent::controller::{self, ControllerConfig, Redetect, Shared};
 use brindle_agent::dataplane::{enable_ip_forwarding, Dataplane};
 use brindle_agent::default_pools::{self, DefaultPoolsConfig};
 use brindle_agent::metrics::Metrics;
@@ -55,8 +55,8 @@ struct Args {
     /// not virtual: docker*, veth*, cali*, vxlan*, ... are skipped), `interface=REGEX[,REGEX]`,
     /// `skip-interface=REGEX[,REGEX]`, `cidr=CIDR[,CIDR]`, `can-reach=DEST` (the address of the
     /// route to DEST), or `kubernetes-internal-ip` (the first IPv4 InternalIP of this node's
-    /// Kubernetes Node, with the prefix of the local interface holding it; needs
-    /// `--datastore kubernetes`). A warning names the candidates when several interfaces qualify.
+    /// Kubernetes Node, with the prefix of the local interface holding it, followed by a watch of
+    /// the Node; needs `--datastore kubernetes`). A warning names the candidates when several interfaces qualify.
     #[arg(long, env = "BRINDLE_IP_AUTODETECTION_METHOD")]
     ip_autodetection_method: Option<String>,
 
@@ -198,6 +198,8 @@ async fn main() -> Result<()> {
     if !created.is_empty() {
         info!(pools = ?created, "default IP pools created");
     }
+    // kubernetes-internal-ip: the Node's InternalIP now, then followed by a watch of the Node.
+    let mut internal_ip = None;
     let given_ip = match (given_ip, kubernetes_internal_ip) {
         (None, true) => {
             let config = kube_config.ok_or(kube_node::KubeNodeError::NotKubernetes)?;
@@ -209,6 +211,13 @@ async fn main() -> Result<()> {
                 .context("listing local addresses")?;
             let net = kube_node::with_local_prefix(&node_name, ip, &addrs)?;
             info!(address = %net, "node address from the Kubernetes Node's InternalIP");
+            let (tx, rx) = tokio::sync::watch::channel(Some(ip));
+            tokio::spawn(kube_node::follow_internal_ipv4(
+                client,
+                node_name.clone(),
+                tx,
+            ));
+            internal_ip = Some(rx);
             Some(net)
         }
         (given, _) => given,
@@ -332,7 +341,10 @@ async fn main() -> Result<()> {
         resync_interval: Duration::from_secs(args.resync_interval.max(1)),
         pod_mtu,
         metrics,
-        autodetect: given_ip.is_none().then_some(method),
+        autodetect: match internal_ip {
+            Some(rx) => Some(Redetect::KubernetesInternalIp(rx)),
+            None => given_ip.is_none().then_some(Redetect::Interfaces(method)),
+        },
     };
     tokio::spawn(datastore_health::run(
         store.clone(),

@@ -43,6 +43,8 @@ const GROUP_VERSION: &str = "brindle.dev/v1";
 const PREFIX: &str = "/apis/brindle.dev/v1/";
 /// The first revision handed out: real clusters are never at 0.
 const FIRST_REVISION: u64 = 1000;
+/// The `plural` of core v1 Nodes in events and requests.
+const CORE_NODES: &str = "core/nodes";
 /// The internal event that ends every open watch (an outage).
 const CUT: &str = "CUT";
 
@@ -188,10 +190,29 @@ impl FakeApiServer {
         self.shared.lock().requests.clone()
     }
 
-    /// Serves `node` (a core v1 Node object) at `GET /api/v1/nodes/<name>`.
+    /// Serves `node` (a core v1 Node object) at `GET /api/v1/nodes/<name>`, as a write: it gets
+    /// the next resourceVersion, and watches of core Nodes (`GET /api/v1/nodes?watch=1`, with
+    /// a `metadata.name=` field selector or not) see it as ADDED or MODIFIED.
     #[allow(dead_code)] // used by tests/kubernetes_node_netns.rs
-    pub fn set_core_node(&self, name: &str, node: Value) {
-        self.shared.lock().core_nodes.insert(name.to_string(), node);
+    pub fn set_core_node(&self, name: &str, mut node: Value) {
+        let mut state = self.shared.lock();
+        state.revision += 1;
+        let revision = state.revision;
+        node["metadata"]["resourceVersion"] = json!(revision.to_string());
+        let type_ = if state.core_nodes.contains_key(name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        state.core_nodes.insert(name.to_string(), node.clone());
+        let event = Event {
+            revision,
+            plural: CORE_NODES.to_string(),
+            type_,
+            object: node,
+        };
+        state.history.push(event.clone());
+        let _ = self.shared.events.send(event);
     }
 
     /// Serves `pod` (a core v1 Pod object) at `/api/v1/namespaces/<namespace>/pods/<name>`.
@@ -407,6 +428,22 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             tokio::time::sleep(delay).await;
             return core_pod(shared, &method, namespace, name, &req_content_type, &body);
         }
+    }
+    if path == "/api/v1/nodes" {
+        let watching = matches!(params.get("watch").map(String::as_str), Some("1" | "true"));
+        let verb = if watching { "watch" } else { "list" };
+        shared
+            .lock()
+            .requests
+            .push((verb.to_string(), CORE_NODES.to_string()));
+        if !watching {
+            return status(
+                405,
+                "MethodNotAllowed",
+                "only watches of core Nodes are served",
+            );
+        }
+        return watch(shared, CORE_NODES, "Node", &params);
     }
     if let Some(name) = path.strip_prefix("/api/v1/nodes/") {
         let mut state = shared.lock();
@@ -864,6 +901,15 @@ fn watch(
     let bookmarks = params
         .get("allowWatchBookmarks")
         .is_some_and(|v| v == "true" || v == "1");
+    // `fieldSelector=metadata.name=<name>`, the only field selector served.
+    let only: Option<String> = params
+        .get("fieldSelector")
+        .and_then(|f| f.strip_prefix("metadata.name="))
+        .map(str::to_string);
+    let selected = move |object: &Value| {
+        only.as_deref()
+            .is_none_or(|name| object["metadata"]["name"] == name)
+    };
     let (tx, rx) = futures::channel::mpsc::unbounded::<Bytes>();
     let state = shared.lock();
     if from != 0 && from < state.compacted {
@@ -880,14 +926,19 @@ fn watch(
         let current = state.revision;
         if from == 0 {
             // "Any": the current objects as ADDED, then changes.
-            for obj in snapshot(&state, plural, current).into_values() {
+            let objects = if plural == CORE_NODES {
+                state.core_nodes.clone()
+            } else {
+                snapshot(&state, plural, current)
+            };
+            for obj in objects.into_values().filter(|o| selected(o)) {
                 let _ = tx.unbounded_send(event_line("ADDED", &obj));
             }
         } else {
             for event in state
                 .history
                 .iter()
-                .filter(|e| e.plural == plural && e.revision > from)
+                .filter(|e| e.plural == plural && e.revision > from && selected(&e.object))
             {
                 let _ = tx.unbounded_send(event_line(event.type_, &event.object));
             }
@@ -895,7 +946,7 @@ fn watch(
         if bookmarks {
             let bookmark = json!({
                 "kind": kind,
-                "apiVersion": GROUP_VERSION,
+                "apiVersion": if plural == CORE_NODES { "v1" } else { GROUP_VERSION },
                 "metadata": { "resourceVersion": current.to_string() },
             });
             let _ = tx.unbounded_send(event_line("BOOKMARK", &bookmark));
@@ -911,7 +962,7 @@ fn watch(
                 if event.type_ == CUT {
                     return;
                 }
-                if event.plural != plural || event.revision <= current {
+                if event.plural != plural || event.revision <= current || !selected(&event.object) {
                     continue;
                 }
                 if tx

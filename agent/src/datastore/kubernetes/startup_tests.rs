@@ -1,7 +1,7 @@
 //! `brindle-node`'s start-up calls on a Kubernetes cluster against RECORDED API-server exchanges
 //! (tests.rs explains the mock): the default IP pool on an empty cluster, on a cluster that has
 //! pools, and when another node creates it first; the Node's InternalIP for
-//! `kubernetes-internal-ip`.
+//! `kubernetes-internal-ip`, and its changes followed by a watch.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::tests::{
     exchange, finish, mock_store, recorded_list, recorded_object, recorded_status, serve,
-    ALREADY_EXISTS, POOLS,
+    watch_lines, ALREADY_EXISTS, POOLS,
 };
 use crate::default_pools::{DefaultPoolsConfig, DEFAULT_IPV4_POOL};
 use crate::kube_node;
@@ -217,4 +217,84 @@ async fn node_internal_ip_from_the_kubernetes_node() {
         "names the node and the status: {err}"
     );
     finish(server).await;
+}
+
+/// The kubelet's Node with `ip` as its IPv4 InternalIP, at resourceVersion `rv`.
+fn recorded_node_with(name: &str, ip: &str, rv: u64) -> serde_json::Value {
+    let mut node: serde_json::Value =
+        serde_json::from_str(&recorded_node(name)).expect("recorded node");
+    node["metadata"]["resourceVersion"] = json!(rv.to_string());
+    node["status"]["addresses"][1]["address"] = json!(ip);
+    node
+}
+
+/// `kubernetes-internal-ip` after start-up, against recorded exchanges: the Node is read, then
+/// watched from its resourceVersion (field selector on its name); a MODIFIED event with a new
+/// InternalIP is passed on; after 410 Gone the Node is read again, a 503 meanwhile changes
+/// nothing, and the address read afterwards is passed on.
+#[tokio::test]
+async fn node_internal_ip_followed_by_a_watch_through_410_and_503() {
+    let (store, handle) = mock_store();
+    const NODE: &str = "/api/v1/nodes/worker-7";
+    const NODES: &str = "/api/v1/nodes";
+    let unavailable = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "the server is currently unable to handle the request",
+        "reason": "ServiceUnavailable", "code": 503
+    });
+    let expired = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "too old resource version: 81300 (81350)", "reason": "Expired", "code": 410
+    });
+    let server = serve(
+        handle,
+        vec![
+            exchange("GET", NODE, 200, recorded_node("worker-7")),
+            exchange(
+                "GET",
+                NODES,
+                200,
+                watch_lines(&[
+                    (
+                        "MODIFIED",
+                        recorded_node_with("worker-7", "10.0.0.8", 81300),
+                    ),
+                    ("ERROR", expired),
+                ]),
+            )
+            .query("watch", "true")
+            .query("resourceVersion", "81234")
+            .query("fieldSelector", "metadata.name%3Dworker-7"),
+            exchange("GET", NODE, 503, unavailable.to_string()),
+            exchange(
+                "GET",
+                NODE,
+                200,
+                recorded_node_with("worker-7", "10.0.0.9", 81400).to_string(),
+            ),
+            // Then watched from there: the recorded server leaves that watch hanging.
+        ],
+    );
+    let client = store.client();
+    let (tx, mut rx) = tokio::sync::watch::channel(Some(Ipv4Addr::new(10, 0, 0, 7)));
+    let follow = tokio::spawn(kube_node::follow_internal_ipv4(
+        client,
+        "worker-7".to_string(),
+        tx,
+    ));
+    let mut seen = Vec::new();
+    while seen.last() != Some(&Ipv4Addr::new(10, 0, 0, 9)) {
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx.changed())
+            .await
+            .expect("a change within 10 s")
+            .expect("the follower runs");
+        seen.extend(*rx.borrow_and_update());
+    }
+    // The first read gave the address already known: no change; the 503 none either.
+    assert_eq!(
+        seen,
+        [Ipv4Addr::new(10, 0, 0, 8), Ipv4Addr::new(10, 0, 0, 9)]
+    );
+    finish(server).await;
+    follow.abort();
 }

@@ -251,7 +251,7 @@ pub(super) fn recorded_status(code: u16, reason: &str, message: &str) -> String 
     .to_string()
 }
 
-fn watch_lines(events: &[(&str, Value)]) -> String {
+pub(super) fn watch_lines(events: &[(&str, Value)]) -> String {
     events
         .iter()
         .map(|(type_, object)| format!("{}\n", json!({ "type": type_, "object": object })))
