@@ -238,6 +238,25 @@ pub fn parse_documents(source_name: &str, text: &str) -> Result<Vec<Document>, C
     Ok(docs)
 }
 
+/// What the documents set that Brindle accepts but does not act on: one line per field,
+/// naming the document (`brindlectl apply` prints them on stderr as warnings).
+pub fn warnings(docs: &[Document]) -> Vec<String> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let fields = match doc {
+            Document::BgpPeer(o) => o.spec.unsupported(),
+            Document::BgpConfiguration(o) => o.spec.unsupported(),
+            _ => Vec::new(),
+        };
+        out.extend(
+            fields
+                .into_iter()
+                .map(|f| format!("{}: {f}", doc.describe())),
+        );
+    }
+    out
+}
+
 /// The BGP fields of a Node a user may set.
 fn validate_node(spec: &NodeSpec) -> Result<(), String> {
     let Some(bgp) = &spec.bgp else { return Ok(()) };
