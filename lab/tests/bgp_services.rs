@@ -44,6 +44,25 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> Result<(), St
     }
 }
 
+/// `birdc show route <cidr> [all]` on `router`: the table text, empty when BIRD has no route
+/// for it (birdc then exits non-zero with "Network not found").
+fn bird_route(router: &Tor, cidr: &str, all: bool) -> Result<String, String> {
+    let mut cmd = Command::new("birdc");
+    cmd.arg("-s").arg(&router.ctl).args(["show", "route", cidr]);
+    if all {
+        cmd.arg("all");
+    }
+    let out = cmd.output().map_err(|e| format!("running birdc: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(text)
+    } else if text.contains("Network not found") {
+        Ok(String::new())
+    } else {
+        Err(format!("birdc show route {cidr}: {text}"))
+    }
+}
+
 fn apply(cluster: &Cluster, name: &str, yaml: &str) {
     let path = cluster.dir.join(name);
     fs::write(&path, yaml).expect("write resources");
@@ -84,9 +103,7 @@ fn service_cidrs_are_advertised_from_every_node_and_withdrawn_when_dropped() {
             .collect()
     };
     for tor in &cluster.tors {
-        let table = tor
-            .birdc(&["show", "route", SERVICE_CLUSTER])
-            .expect("birdc");
+        let table = bird_route(tor, SERVICE_CLUSTER, false).expect("birdc");
         assert!(
             !table.contains(SERVICE_CLUSTER),
             "nothing advertised before the configuration: {table}"
@@ -119,9 +136,7 @@ fn service_cidrs_are_advertised_from_every_node_and_withdrawn_when_dropped() {
             Duration::from_secs(20),
             || {
                 for cidr in [SERVICE_CLUSTER, SERVICE_EXTERNAL, SERVICE_LB] {
-                    let table = tor
-                        .birdc(&["show", "route", cidr, "all"])
-                        .map_err(|e| e.to_string())?;
+                    let table = bird_route(tor, cidr, true)?;
                     for node in &nodes {
                         if !table.contains(&format!("via {node} on rack")) {
                             return Err(format!("{cidr}: no path via {node}:\n{table}"));
@@ -141,9 +156,7 @@ fn service_cidrs_are_advertised_from_every_node_and_withdrawn_when_dropped() {
                 Ok(())
             },
         );
-        let table = tor
-            .birdc(&["show", "route", SERVICE_CLUSTER, "all"])
-            .expect("birdc");
+        let table = bird_route(tor, SERVICE_CLUSTER, true).expect("birdc");
         assert!(
             table.contains(&format!("BGP.as_path: {}", 65000 + tor.rack)),
             "originated by the rack's nodes: {table}"
@@ -188,9 +201,7 @@ fn service_cidrs_are_advertised_from_every_node_and_withdrawn_when_dropped() {
             Duration::from_secs(20),
             || {
                 for cidr in [SERVICE_EXTERNAL, SERVICE_LB] {
-                    let table = tor
-                        .birdc(&["show", "route", cidr])
-                        .map_err(|e| e.to_string())?;
+                    let table = bird_route(tor, cidr, false)?;
                     if table.contains(cidr) {
                         return Err(table);
                     }
@@ -198,9 +209,7 @@ fn service_cidrs_are_advertised_from_every_node_and_withdrawn_when_dropped() {
                 Ok(())
             },
         );
-        let table = tor
-            .birdc(&["show", "route", SERVICE_CLUSTER, "all"])
-            .expect("birdc");
+        let table = bird_route(tor, SERVICE_CLUSTER, true).expect("birdc");
         for node in rack_ips(tor.rack) {
             assert!(
                 table.contains(&format!("via {node} on rack")),
@@ -216,9 +225,7 @@ fn service_cidrs_are_advertised_from_every_node_and_withdrawn_when_dropped() {
             &format!("ToR of rack {} loses the cluster CIDR", tor.rack),
             Duration::from_secs(20),
             || {
-                let table = tor
-                    .birdc(&["show", "route", SERVICE_CLUSTER])
-                    .map_err(|e| e.to_string())?;
+                let table = bird_route(tor, SERVICE_CLUSTER, false)?;
                 let kernel = in_ns(&tor.netns, "ip", &["route", "show", SERVICE_CLUSTER])
                     .map_err(|e| e.to_string())?;
                 if table.contains(SERVICE_CLUSTER) || !kernel.trim().is_empty() {
