@@ -402,6 +402,10 @@ pub struct BgpConfigurationSpec {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub service_load_balancer_ips: Vec<CidrEntry>,
+    /// `Enabled` (default): the LB CIDRs are advertised whole. `Disabled` (a /32 per service)
+    /// needs the Services and is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_load_balancer_aggregation: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub communities: Vec<Community>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -497,6 +501,17 @@ impl BgpConfigurationSpec {
                 return Err(format!(
                     "spec.nodeMeshMaxRestartTime: {d:?} is not a duration like 120s"
                 ));
+            }
+        }
+        match self.service_load_balancer_aggregation.as_deref() {
+            None | Some("Enabled") => {}
+            Some("Disabled") => {
+                return Err("spec.serviceLoadBalancerAggregation: Disabled (a route per service) is not supported; Brindle advertises the serviceLoadBalancerIPs CIDRs whole (Enabled)".into())
+            }
+            Some(other) => {
+                return Err(format!(
+                    "spec.serviceLoadBalancerAggregation: {other:?} is not Enabled or Disabled"
+                ))
             }
         }
         for (field, list) in [
@@ -686,6 +701,14 @@ mod tests {
             .validate("node.n1")
             .expect_err("per node")
             .contains("per-node"));
+        let mut agg = c.clone();
+        agg.service_load_balancer_aggregation = Some("Enabled".into());
+        assert!(agg.validate("default").is_ok());
+        agg.service_load_balancer_aggregation = Some("Disabled".into());
+        assert!(agg
+            .validate("default")
+            .expect_err("disabled")
+            .contains("not supported"));
     }
 
     #[test]
