@@ -955,6 +955,22 @@ spec:
     }
 
     #[test]
+    fn fields_brindle_does_not_act_on_are_warned_about_per_document() {
+        assert!(
+            warnings(&parse_documents("bgp.yaml", BGP).expect("valid")).is_empty(),
+            "nothing unsupported in BGP"
+        );
+        let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 192.168.1.1\n  asNumber: 64512\n  localASNumber: 65001\n  keepaliveTime: 10s\n---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  serviceClusterIPs: [{cidr: 10.96.0.0/12}]\n  bindMode: NodeIP\n";
+        let w = warnings(&parse_documents("f.yaml", text).expect("valid"));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("BGPPeer tor: spec.localASNumber"), "{w:?}");
+        assert!(
+            w[1].starts_with("BGPConfiguration default: spec.bindMode"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
     fn invalid_bgp_documents_are_refused_with_the_field() {
         let bad = BGP.replace(
             "peerIP: 192.168.1.1",
