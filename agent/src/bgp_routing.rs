@@ -203,6 +203,27 @@ pub fn service_cidrs(config: Option<&BgpConfigurationSpec>) -> BTreeSet<IpNet> {
         .collect()
 }
 
+/// The fields of the stored BGPConfigurations and BGPPeers that Brindle accepts but does not
+/// act on, one line each naming the resource (as `brindlectl apply` warns). A BGPPeer's
+/// `localASNumber` is left to [`bgp_peers::desired_peers`], which says when it skips a peering
+/// for it.
+fn unsupported_fields(cache: &Cache) -> Vec<String> {
+    let configs = cache.configs.iter().flat_map(|(name, c)| {
+        c.spec
+            .unsupported()
+            .into_iter()
+            .map(move |f| format!("BGPConfiguration/{name}: {f}"))
+    });
+    let peers = cache.peers.iter().flat_map(|(name, p)| {
+        p.spec
+            .unsupported()
+            .into_iter()
+            .filter(|f| !f.starts_with("spec.localASNumber"))
+            .map(move |f| format!("BGPPeer/{name}: {f}"))
+    });
+    configs.chain(peers).collect()
+}
+
 /// A running speaker and what was applied to it.
 struct Running {
     local: LocalBgp,
@@ -394,10 +415,18 @@ async fn reconcile(
         }
     }
 
-    let (desired, warnings) = bgp_peers::desired_peers(&view, &local, secrets);
+    let (desired, mut warnings) = bgp_peers::desired_peers(&view, &local, secrets);
+    // Fields accepted but not acted on: said here too, for resources written without
+    // `brindlectl apply` (kubectl on the CRDs).
+    let ignored = unsupported_fields(cache);
+    warnings.extend(ignored.iter().cloned());
     if warnings != *last_warnings {
         for w in &warnings {
-            warn!(problem = %w, "BGP: peering not applied");
+            if ignored.contains(w) {
+                warn!(problem = %w, "BGP: field ignored");
+            } else {
+                warn!(problem = %w, "BGP: peering not applied");
+            }
         }
         *last_warnings = warnings;
     }
@@ -583,5 +612,28 @@ mod tests {
         // Stored without `brindlectl apply`'s check: left out rather than refused by the speaker.
         c.service_cluster_ips[0].cidr = "10.96.0.1/12".parse().expect("cidr");
         assert!(!service_cidrs(Some(&c)).contains(&"10.96.0.0/12".parse().expect("cidr")));
+    }
+
+    #[test]
+    fn the_agent_names_the_stored_fields_it_ignores() {
+        let mut cache = Cache::default();
+        let peer: BgpPeerSpec = serde_yaml::from_str(
+            "peerIP: 10.0.0.1\nasNumber: 65001\nlocalASNumber: 65002\nfilters: [f]\n",
+        )
+        .expect("peer");
+        cache.peers.insert("tor".into(), Object::new("tor", peer));
+        let config: BgpConfigurationSpec =
+            serde_yaml::from_str("bindMode: NodeIP\nserviceClusterIPs: [{cidr: 10.96.0.0/12}]\n")
+                .expect("config");
+        cache
+            .configs
+            .insert("default".into(), Object::new("default", config));
+        let fields = unsupported_fields(&cache);
+        assert_eq!(fields.len(), 2, "{fields:?}");
+        assert!(fields[0].starts_with("BGPConfiguration/default: spec.bindMode"));
+        assert!(
+            fields[1].starts_with("BGPPeer/tor: spec.filters"),
+            "localASNumber is said by desired_peers when it skips the peering: {fields:?}"
+        );
     }
 }
