@@ -179,16 +179,19 @@ fn service_cidrs_are_advertised_from_every_node_and_withdrawn_when_dropped() {
         }
     }
     // The sessions carried them without a reset.
-    for (i, before) in established_before.iter().enumerate() {
-        let peers = cluster.bgp_peers(i).expect("peers");
-        assert_eq!(peers[0]["state"], "Established", "{peers}");
-        assert_eq!(
-            peers[0]["established_transitions"],
-            *before,
-            "node{}: session not reset: {peers}",
-            i + 1
-        );
-    }
+    let assert_not_reset = |when: &str| {
+        for (i, before) in established_before.iter().enumerate() {
+            let peers = cluster.bgp_peers(i).expect("peers");
+            assert_eq!(peers[0]["state"], "Established", "{when}: {peers}");
+            assert_eq!(
+                peers[0]["established_transitions"],
+                *before,
+                "{when}: node{}'s session was reset: {peers}",
+                i + 1
+            );
+        }
+    };
+    assert_not_reset("after the advertisement");
 
     // Dropping the external and load-balancer CIDRs withdraws just those.
     let cluster_only = format!(
@@ -239,6 +242,7 @@ fn service_cidrs_are_advertised_from_every_node_and_withdrawn_when_dropped() {
     cluster
         .wait_racks_converged(Duration::from_secs(10))
         .expect("blocks still routed");
+    assert_not_reset("after the withdrawals");
 }
 
 /// A BIRD 2 in the fabric namespace, peering over IPv6 with every node (AS 65300 to the
