@@ -413,14 +413,22 @@ fn a_bgp_peer_over_ipv6_gets_the_ipv6_blocks_and_shows_under_ipv6() {
         v4_part.contains(&format!("| {} ", cluster.nodes[1].ip)) && !v4_part.contains("fd99::1"),
         "{status}"
     );
-    let json = cluster.bgp_peers(0).expect("peers");
-    let peer = json
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["address"] == "fd99::1")
-        .unwrap_or_else(|| panic!("{json}"));
-    assert_eq!(peer["asn"], 65300, "{peer}");
-    assert_eq!(peer["advertised"], 2, "both IPv6 blocks: {peer}");
-    assert_eq!(peer["accepted"], 1, "the router's /48: {peer}");
+    wait_for(
+        "node1 advertises both IPv6 blocks to the router and accepts its /48",
+        Duration::from_secs(10),
+        || {
+            let json = cluster.bgp_peers(0).map_err(|e| e.to_string())?;
+            let peer = json
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["address"] == "fd99::1")
+                .ok_or_else(|| json.to_string())?;
+            if peer["asn"] == 65300 && peer["advertised"] == 2 && peer["accepted"] == 1 {
+                Ok(())
+            } else {
+                Err(peer.to_string())
+            }
+        },
+    );
 }
