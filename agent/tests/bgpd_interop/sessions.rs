@@ -34,7 +34,7 @@ fn silent_bird_hold_timer_expires_and_session_recovers() {
     let via = format!("via {}", link.b4());
     bgpd.wait_kernel_route("10.99.99.0/24", &[&via], true);
 
-    bird.proc.signal("STOP");
+    bird.proc.freeze();
     let stopped = Instant::now();
     // The status keeps the reason while the session waits to reconnect.
     let down = wait_until(
@@ -321,7 +321,7 @@ fn bgpd_crash_and_restart_removes_stale_routes() {
     bgpd.wait_kernel_route("10.99.98.0/24", &[&via], true);
 
     // Stopped first, so that BIRD's withdrawal reaches no bgpd: the route goes stale.
-    bgpd.proc.signal("STOP");
+    bgpd.proc.freeze();
     bird.reconfigure(bird_config(&link, false, &["10.99.98.0/24"]));
     bgpd.crash();
     assert!(

@@ -323,6 +323,31 @@ impl Proc {
         run("kill", &[&format!("-{sig}"), &self.pid().to_string()]);
     }
 
+    /// Stops the process with SIGSTOP and returns once every one of its threads is stopped.
+    /// kill(2) only queues a stop: the other threads of a multi-threaded process keep running
+    /// until one of them takes the signal, which can take milliseconds on a busy machine.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+        let tasks = format!("/proc/{}/task", self.pid());
+        wait_until(
+            &format!("every thread of {} stopped", self.name),
+            Duration::from_secs(5),
+            || {
+                let dir = std::fs::read_dir(&tasks).map_err(|e| format!("{tasks}: {e}"))?;
+                for task in dir.flatten() {
+                    let stat =
+                        std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                    // The state follows the command name in parentheses: "T" when stopped.
+                    let state = stat.rsplit(") ").next().and_then(|r| r.chars().next());
+                    if state != Some('T') {
+                        return Err(format!("{}: {state:?}", task.path().display()));
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child
