@@ -69,6 +69,8 @@ pub struct BgpView<'a> {
     pub nodes: &'a BTreeMap<String, Object<NodeSpec>>,
     /// The BGPConfiguration named `default`, if any.
     pub config: Option<&'a BgpConfigurationSpec>,
+    /// Every BGPConfiguration by name: `node.<name>` ones override `listenPort` for one node.
+    pub configs: &'a BTreeMap<String, Object<BgpConfigurationSpec>>,
     pub peers: &'a BTreeMap<String, Object<BgpPeerSpec>>,
 }
 
@@ -108,6 +110,8 @@ struct NodePeer<'a> {
     ip: Ipv4Addr,
     asn: u32,
     cluster_id: Option<Ipv4Addr>,
+    /// The port its speaker listens on.
+    listen_port: u16,
     labels: &'a BTreeMap<String, String>,
 }
 
@@ -115,7 +119,22 @@ fn global_asn(config: Option<&BgpConfigurationSpec>) -> u32 {
     config.and_then(|c| c.as_number).unwrap_or(DEFAULT_ASN)
 }
 
-fn node_peer<'a>(name: &'a str, node: &'a Object<NodeSpec>, global: u32) -> Option<NodePeer<'a>> {
+/// The port node `name` listens on: its `node.<name>` BGPConfiguration's `listenPort`, else the
+/// `default` one's, else 179 (Calico's per-node override).
+fn listen_port(view: &BgpView<'_>, name: &str) -> u16 {
+    view.configs
+        .get(&format!("node.{name}"))
+        .and_then(|c| c.spec.listen_port)
+        .or_else(|| view.config.and_then(|c| c.listen_port))
+        .unwrap_or(brindle_bgp::BGP_PORT)
+}
+
+fn node_peer<'a>(
+    view: &BgpView<'a>,
+    name: &'a str,
+    node: &'a Object<NodeSpec>,
+    global: u32,
+) -> Option<NodePeer<'a>> {
     let bgp = node.spec.bgp.as_ref()?;
     let ip = bgp
         .ipv4_address
@@ -129,6 +148,7 @@ fn node_peer<'a>(name: &'a str, node: &'a Object<NodeSpec>, global: u32) -> Opti
             .route_reflector_cluster_id
             .as_deref()
             .and_then(|c| c.parse().ok()),
+        listen_port: listen_port(view, name),
         labels: &node.metadata.labels,
     })
 }
@@ -146,7 +166,7 @@ pub fn local_bgp(view: &BgpView<'_>) -> Result<LocalBgp, String> {
             format!("Node {}: routeReflectorClusterID {id:?} is not an IPv4-formatted ID (e.g. 244.0.0.1)", view.local)
         })?;
     }
-    let me = node_peer(view.local, node, global_asn(view.config))
+    let me = node_peer(view, view.local, node, global_asn(view.config))
         .ok_or_else(|| format!("Node {} has no IPv4 address", view.local))?;
     Ok(LocalBgp {
         asn: me.asn,
@@ -155,10 +175,7 @@ pub fn local_bgp(view: &BgpView<'_>) -> Result<LocalBgp, String> {
             .and_then(|b| b.ipv6_address.as_deref())
             .and_then(crate::routes::parse_v6_cidr_or_addr),
         cluster_id: me.cluster_id,
-        listen_port: view
-            .config
-            .and_then(|c| c.listen_port)
-            .unwrap_or(brindle_bgp::BGP_PORT),
+        listen_port: me.listen_port,
     })
 }
 
@@ -179,7 +196,7 @@ pub fn desired_peers(
     let nodes: Vec<NodePeer<'_>> = view
         .nodes
         .iter()
-        .filter_map(|(name, node)| node_peer(name, node, global))
+        .filter_map(|(name, node)| node_peer(view, name, node, global))
         .collect();
     let Some(me) = nodes.iter().find(|n| n.name == view.local) else {
         return (
@@ -273,12 +290,18 @@ pub fn desired_peers(
                 },
                 None => None,
             };
+            // The node's own address of the peer's family (none without one: the kernel picks).
+            let own_address = match ip {
+                IpAddr::V4(_) => Some(IpAddr::V4(me.ip)),
+                IpAddr::V6(_) => local.address_v6.map(IpAddr::V6),
+            };
             let neighbor = NeighborConfig {
-                port: port.unwrap_or(brindle_bgp::BGP_PORT),
+                port: port
+                    .or(node.map(|n| n.listen_port))
+                    .unwrap_or(brindle_bgp::BGP_PORT),
                 passive: node.is_some() && passive_towards(me.ip, ip),
-                local_address: (spec.source_address.as_deref() != Some("None"))
-                    .then_some(IpAddr::V4(me.ip))
-                    .filter(|_| ip.is_ipv4()),
+                local_address: own_address
+                    .filter(|_| spec.source_address.as_deref() != Some("None")),
                 rr_client: is_rr_client(local, asn, node.and_then(|n| n.cluster_id)),
                 password,
                 ttl_security: spec.ttl_security,
@@ -289,6 +312,12 @@ pub fn desired_peers(
                     .map(|s| s.min(u64::from(u16::MAX >> 4)) as u16),
                 next_hop_keep: spec.keep_original_next_hop
                     || spec.next_hop_mode.as_deref() == Some("Keep"),
+                // BIRD's `keepalive time`: keepalives every N s, so a hold time of 3N.
+                hold_time: spec
+                    .keepalive_time
+                    .as_deref()
+                    .and_then(parse_duration_secs)
+                    .map(|k| (k * 3).min(u64::from(u16::MAX)) as u16),
                 peer_type,
                 ..NeighborConfig::new(ip, asn)
             };
@@ -332,7 +361,7 @@ pub fn desired_peers(
                 continue;
             }
             let neighbor = NeighborConfig {
-                port: local.listen_port,
+                port: n.listen_port,
                 passive: passive_towards(me.ip, ip),
                 local_address: Some(IpAddr::V4(me.ip)),
                 password: password.clone(),

@@ -190,6 +190,40 @@ pub fn originated(
     out
 }
 
+/// The service CIDRs every node originates (BGPConfiguration `default`'s `serviceClusterIPs`,
+/// `serviceExternalIPs`, `serviceLoadBalancerIPs`), as Calico does: the router sees each from
+/// every node, equal paths. Nothing is installed for them here (kube-proxy owns service
+/// addresses); a CIDR with host bits set (refused by `brindlectl apply`) is left out.
+pub fn service_cidrs(config: Option<&BgpConfigurationSpec>) -> BTreeSet<IpNet> {
+    config
+        .map(BgpConfigurationSpec::service_cidrs)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.trunc() == *c)
+        .collect()
+}
+
+/// The fields of the stored BGPConfigurations and BGPPeers that Brindle accepts but does not
+/// act on, one line each naming the resource (as `brindlectl apply` warns). A BGPPeer's
+/// `localASNumber` is left to [`bgp_peers::desired_peers`], which says when it skips a peering
+/// for it.
+fn unsupported_fields(cache: &Cache) -> Vec<String> {
+    let configs = cache.configs.iter().flat_map(|(name, c)| {
+        c.spec
+            .unsupported()
+            .into_iter()
+            .map(move |f| format!("BGPConfiguration/{name}: {f}"))
+    });
+    let peers = cache.peers.iter().flat_map(|(name, p)| {
+        p.spec
+            .unsupported()
+            .into_iter()
+            .filter(|f| !f.starts_with("spec.localASNumber"))
+            .map(move |f| format!("BGPPeer/{name}: {f}"))
+    });
+    configs.chain(peers).collect()
+}
+
 /// A running speaker and what was applied to it.
 struct Running {
     local: LocalBgp,
@@ -308,6 +342,7 @@ async fn reconcile(
         local: &config.node,
         nodes: &cache.nodes,
         config: cache.configs.get("default").map(|c| &c.spec),
+        configs: &cache.configs,
         peers: &cache.peers,
     };
     let local = match bgp_peers::local_bgp(&view) {
@@ -349,7 +384,8 @@ async fn reconcile(
     // The prefixes first, the neighbours after: a session that comes up (after a restart of
     // this node, say) then finds them in its initial dump before its End-of-RIB, so the
     // graceful-restart helper never flushes them as not refreshed.
-    let want = originated(&config.node, &cache.pools, &cache.blocks);
+    let mut want = originated(&config.node, &cache.pools, &cache.blocks);
+    want.extend(service_cidrs(view.config));
     let gone: Vec<IpNet> = run.originated.difference(&want).copied().collect();
     let new: Vec<IpNet> = want.difference(&run.originated).copied().collect();
     if !gone.is_empty() {
@@ -379,10 +415,18 @@ async fn reconcile(
         }
     }
 
-    let (desired, warnings) = bgp_peers::desired_peers(&view, &local, secrets);
+    let (desired, mut warnings) = bgp_peers::desired_peers(&view, &local, secrets);
+    // Fields accepted but not acted on: said here too, for resources written without
+    // `brindlectl apply` (kubectl on the CRDs).
+    let ignored = unsupported_fields(cache);
+    warnings.extend(ignored.iter().cloned());
     if warnings != *last_warnings {
         for w in &warnings {
-            warn!(problem = %w, "BGP: peering not applied");
+            if ignored.contains(w) {
+                warn!(problem = %w, "BGP: field ignored");
+            } else {
+                warn!(problem = %w, "BGP: peering not applied");
+            }
         }
         *last_warnings = warnings;
     }
@@ -551,5 +595,45 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(theirs, ["10.244.0.64/26", "10.244.0.128/26"]);
+    }
+
+    #[test]
+    fn every_service_cidr_is_originated_and_none_without_a_configuration() {
+        assert!(service_cidrs(None).is_empty());
+        let mut c: BgpConfigurationSpec = serde_yaml::from_str(
+            "serviceClusterIPs: [{cidr: 10.96.0.0/12}]\nserviceExternalIPs: [{cidr: 192.0.2.0/24}]\nserviceLoadBalancerIPs: [{cidr: 192.0.2.0/24}, {cidr: 'fd00:96::/108'}]\n",
+        )
+        .expect("config");
+        let got: Vec<String> = service_cidrs(Some(&c))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["10.96.0.0/12", "192.0.2.0/24", "fd00:96::/108"]);
+        // Stored without `brindlectl apply`'s check: left out rather than refused by the speaker.
+        c.service_cluster_ips[0].cidr = "10.96.0.1/12".parse().expect("cidr");
+        assert!(!service_cidrs(Some(&c)).contains(&"10.96.0.0/12".parse().expect("cidr")));
+    }
+
+    #[test]
+    fn the_agent_names_the_stored_fields_it_ignores() {
+        let mut cache = Cache::default();
+        let peer: BgpPeerSpec = serde_yaml::from_str(
+            "peerIP: 10.0.0.1\nasNumber: 65001\nlocalASNumber: 65002\nfilters: [f]\n",
+        )
+        .expect("peer");
+        cache.peers.insert("tor".into(), Object::new("tor", peer));
+        let config: BgpConfigurationSpec =
+            serde_yaml::from_str("bindMode: NodeIP\nserviceClusterIPs: [{cidr: 10.96.0.0/12}]\n")
+                .expect("config");
+        cache
+            .configs
+            .insert("default".into(), Object::new("default", config));
+        let fields = unsupported_fields(&cache);
+        assert_eq!(fields.len(), 2, "{fields:?}");
+        assert!(fields[0].starts_with("BGPConfiguration/default: spec.bindMode"));
+        assert!(
+            fields[1].starts_with("BGPPeer/tor: spec.filters"),
+            "localASNumber is said by desired_peers when it skips the peering: {fields:?}"
+        );
     }
 }

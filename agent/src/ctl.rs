@@ -238,6 +238,25 @@ pub fn parse_documents(source_name: &str, text: &str) -> Result<Vec<Document>, C
     Ok(docs)
 }
 
+/// What the documents set that Brindle accepts but does not act on: one line per field,
+/// naming the document (`brindlectl apply` prints them on stderr as warnings).
+pub fn warnings(docs: &[Document]) -> Vec<String> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let fields = match doc {
+            Document::BgpPeer(o) => o.spec.unsupported(),
+            Document::BgpConfiguration(o) => o.spec.unsupported(),
+            _ => Vec::new(),
+        };
+        out.extend(
+            fields
+                .into_iter()
+                .map(|f| format!("{}: {f}", doc.describe())),
+        );
+    }
+    out
+}
+
 /// The BGP fields of a Node a user may set.
 fn validate_node(spec: &NodeSpec) -> Result<(), String> {
     let Some(bgp) = &spec.bgp else { return Ok(()) };
@@ -933,6 +952,22 @@ spec:
         );
         assert!(delete(&store, Kind::BgpPeer, "rack1-tor").await.is_err());
         assert!(delete(&store, Kind::IpamBlock, "x").await.is_err());
+    }
+
+    #[test]
+    fn fields_brindle_does_not_act_on_are_warned_about_per_document() {
+        assert!(
+            warnings(&parse_documents("bgp.yaml", BGP).expect("valid")).is_empty(),
+            "nothing unsupported in BGP"
+        );
+        let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 192.168.1.1\n  asNumber: 64512\n  localASNumber: 65001\n  keepaliveTime: 10s\n---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  serviceClusterIPs: [{cidr: 10.96.0.0/12}]\n  bindMode: NodeIP\n";
+        let w = warnings(&parse_documents("f.yaml", text).expect("valid"));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("BGPPeer tor: spec.localASNumber"), "{w:?}");
+        assert!(
+            w[1].starts_with("BGPConfiguration default: spec.bindMode"),
+            "{w:?}"
+        );
     }
 
     #[test]

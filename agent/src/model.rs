@@ -295,6 +295,14 @@ impl BgpPeerSpec {
                 }
             }
         }
+        if let Some(d) = &self.keepalive_time {
+            // The hold time proposed is three keepalives, and must fit the OPEN's 16 bits.
+            if !parse_duration_secs(d).is_some_and(|s| (1..=MAX_KEEPALIVE_SECS).contains(&s)) {
+                return Err(format!(
+                    "spec.keepaliveTime: {d:?}: must be 1s to {MAX_KEEPALIVE_SECS}s"
+                ));
+            }
+        }
         if self.ttl_security == Some(0) {
             return Err("spec.ttlSecurity: must be 1 to 255 hops".into());
         }
@@ -303,7 +311,35 @@ impl BgpPeerSpec {
         }
         Ok(())
     }
+
+    /// The fields set here that Brindle accepts but does not act on, each with what happens
+    /// instead: `brindlectl apply` prints them as warnings (docs/routing.md lists them).
+    pub fn unsupported(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.local_as_number.is_some() {
+            out.push("spec.localASNumber: a per-peer local AS is not supported; nodes whose own AS differs skip this peering (with a warning in their log)".to_string());
+        }
+        if self.num_allowed_local_as_numbers.is_some() {
+            out.push("spec.numAllowedLocalASNumbers: not supported; routes whose AS path holds the node's AS are rejected as loops".to_string());
+        }
+        if self.reachable_by.is_some() {
+            out.push(
+                "spec.reachableBy: not supported; the peer is reached by the node's routing table"
+                    .to_string(),
+            );
+        }
+        if !self.filters.is_empty() {
+            out.push(
+                "spec.filters: BGPFilter is not supported; every route is imported and exported"
+                    .to_string(),
+            );
+        }
+        out
+    }
 }
+
+/// The largest `keepaliveTime`: three of them are the hold time, at most 65535 s.
+pub const MAX_KEEPALIVE_SECS: u64 = u16::MAX as u64 / 3;
 
 /// A CIDR in a list of service CIDRs (`serviceClusterIPs: [{cidr: ...}]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -366,6 +402,10 @@ pub struct BgpConfigurationSpec {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub service_load_balancer_ips: Vec<CidrEntry>,
+    /// `Enabled` (default): the LB CIDRs are advertised whole. `Disabled` (a /32 per service)
+    /// needs the Services and is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_load_balancer_aggregation: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub communities: Vec<Community>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -409,7 +449,10 @@ impl BgpConfigurationSpec {
             && (self.node_to_node_mesh_enabled.is_some()
                 || self.as_number.is_some()
                 || !self.service_cluster_ips.is_empty()
-                || self.node_mesh_password.is_some())
+                || !self.service_external_ips.is_empty()
+                || !self.service_load_balancer_ips.is_empty()
+                || self.node_mesh_password.is_some()
+                || self.node_mesh_max_restart_time.is_some())
         {
             return Err("spec: a per-node BGPConfiguration may set only listenPort, logSeverityScreen, prefixAdvertisements and bindMode".into());
         }
@@ -460,7 +503,75 @@ impl BgpConfigurationSpec {
                 ));
             }
         }
+        match self.service_load_balancer_aggregation.as_deref() {
+            None | Some("Enabled") => {}
+            Some("Disabled") => {
+                return Err("spec.serviceLoadBalancerAggregation: Disabled (a route per service) is not supported; Brindle advertises the serviceLoadBalancerIPs CIDRs whole (Enabled)".into())
+            }
+            Some(other) => {
+                return Err(format!(
+                    "spec.serviceLoadBalancerAggregation: {other:?} is not Enabled or Disabled"
+                ))
+            }
+        }
+        for (field, list) in [
+            ("serviceClusterIPs", &self.service_cluster_ips),
+            ("serviceExternalIPs", &self.service_external_ips),
+            ("serviceLoadBalancerIPs", &self.service_load_balancer_ips),
+        ] {
+            for (i, entry) in list.iter().enumerate() {
+                let cidr = entry.cidr;
+                if cidr.trunc() != cidr {
+                    return Err(format!(
+                        "spec.{field}[{i}].cidr: {cidr} has host bits set (did you mean {}?)",
+                        cidr.trunc()
+                    ));
+                }
+                if list[..i].iter().any(|e| e.cidr == cidr) {
+                    return Err(format!("spec.{field}[{i}].cidr: {cidr} is listed twice"));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Every service CIDR (cluster, external and load-balancer IPs), in order, without
+    /// duplicates: what each node in BGP mode originates.
+    pub fn service_cidrs(&self) -> Vec<ipnet::IpNet> {
+        let mut out: Vec<ipnet::IpNet> = Vec::new();
+        for entry in self
+            .service_cluster_ips
+            .iter()
+            .chain(&self.service_external_ips)
+            .chain(&self.service_load_balancer_ips)
+        {
+            if !out.contains(&entry.cidr) {
+                out.push(entry.cidr);
+            }
+        }
+        out
+    }
+
+    /// The fields set here that Brindle accepts but does not act on, each with what happens
+    /// instead: `brindlectl apply` prints them as warnings (docs/routing.md lists them).
+    pub fn unsupported(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.communities.is_empty() || !self.prefix_advertisements.is_empty() {
+            out.push("spec.communities, spec.prefixAdvertisements: not supported; routes are advertised without communities".to_string());
+        }
+        if self.bind_mode.as_deref() == Some("NodeIP") {
+            out.push("spec.bindMode: NodeIP is not supported; the speaker listens on every address (0.0.0.0)".to_string());
+        }
+        if !self.ignored_interfaces.is_empty() {
+            out.push("spec.ignoredInterfaces: ignored; Brindle never exports interface routes (only blocks and service CIDRs)".to_string());
+        }
+        if self.log_severity_screen.is_some() {
+            out.push(
+                "spec.logSeverityScreen: ignored; brindle-node's log level is its --log (BRINDLE_LOG)"
+                    .to_string(),
+            );
+        }
+        out
     }
 }
 
@@ -542,5 +653,92 @@ mod tests {
             .validate("default")
             .expect_err("mesh off")
             .contains("mesh enabled"));
+    }
+
+    #[test]
+    fn service_cidrs_are_checked_and_listed_once() {
+        let c: BgpConfigurationSpec = serde_yaml::from_str(
+            "serviceClusterIPs: [{cidr: 10.96.0.0/12}, {cidr: 'fd00:96::/108'}]\nserviceExternalIPs: [{cidr: 192.0.2.0/24}]\nserviceLoadBalancerIPs: [{cidr: 198.51.100.0/24}, {cidr: 192.0.2.0/24}]\n",
+        )
+        .expect("parses");
+        assert!(c.validate("default").is_ok());
+        let listed: Vec<String> = c.service_cidrs().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            listed,
+            [
+                "10.96.0.0/12",
+                "fd00:96::/108",
+                "192.0.2.0/24",
+                "198.51.100.0/24"
+            ]
+        );
+        let host_bits: BgpConfigurationSpec =
+            serde_yaml::from_str("serviceExternalIPs: [{cidr: 10.96.0.1/12}]\n").expect("parses");
+        let e = host_bits.validate("default").expect_err("host bits");
+        assert!(
+            e.contains("spec.serviceExternalIPs[0].cidr") && e.contains("10.96.0.0/12"),
+            "{e}"
+        );
+        let twice: BgpConfigurationSpec = serde_yaml::from_str(
+            "serviceClusterIPs: [{cidr: 10.96.0.0/12}, {cidr: 10.96.0.0/12}]\n",
+        )
+        .expect("parses");
+        assert!(twice
+            .validate("default")
+            .expect_err("twice")
+            .contains("serviceClusterIPs[1]"));
+        assert!(
+            serde_yaml::from_str::<BgpConfigurationSpec>(
+                "serviceClusterIPs: [{cidr: 10.96.0.0/33}]\n"
+            )
+            .is_err(),
+            "not a CIDR"
+        );
+        let per_node: BgpConfigurationSpec =
+            serde_yaml::from_str("serviceLoadBalancerIPs: [{cidr: 198.51.100.0/24}]\n")
+                .expect("parses");
+        assert!(per_node
+            .validate("node.n1")
+            .expect_err("per node")
+            .contains("per-node"));
+        let mut agg = c.clone();
+        agg.service_load_balancer_aggregation = Some("Enabled".into());
+        assert!(agg.validate("default").is_ok());
+        agg.service_load_balancer_aggregation = Some("Disabled".into());
+        assert!(agg
+            .validate("default")
+            .expect_err("disabled")
+            .contains("not supported"));
+    }
+
+    #[test]
+    fn fields_accepted_but_not_acted_on_are_named() {
+        let p = peer("peerIP: 10.0.0.1\nasNumber: 1\nlocalASNumber: 65009\nfilters: [f]\nkeepaliveTime: 10s\n")
+            .expect("valid");
+        let u = p.unsupported();
+        assert_eq!(u.len(), 2, "{u:?}");
+        assert!(u[0].starts_with("spec.localASNumber") && u[1].starts_with("spec.filters"));
+        let plain = peer("peerIP: 10.0.0.1\nasNumber: 1\nkeepaliveTime: 10s\nmaxRestartTime: 2m\n")
+            .expect("valid");
+        assert!(plain.unsupported().is_empty());
+        for bad in ["0s", "soon", "21846s"] {
+            assert!(
+                peer(&format!(
+                    "peerIP: 10.0.0.1\nasNumber: 1\nkeepaliveTime: {bad}\n"
+                ))
+                .expect_err(bad)
+                .contains("spec.keepaliveTime"),
+                "{bad}"
+            );
+        }
+        let c: BgpConfigurationSpec = serde_yaml::from_str(
+            "communities: [{name: a, value: '1:2'}]\nbindMode: NodeIP\nlogSeverityScreen: Debug\nserviceClusterIPs: [{cidr: 10.96.0.0/12}]\nlistenPort: 1790\n",
+        )
+        .expect("parses");
+        let u = c.unsupported();
+        assert_eq!(u.len(), 3, "{u:?}");
+        assert!(u
+            .iter()
+            .all(|w| !w.contains("serviceClusterIPs") && !w.contains("listenPort")));
     }
 }

@@ -190,6 +190,9 @@ pub struct NeighborConfig {
     /// eBGP: announce learned routes with the next hop they were learned with instead of our
     /// own address (BIRD's `next hop keep`). Local routes always carry ours.
     pub next_hop_keep: bool,
+    /// Hold time proposed to this neighbour, overriding [`SpeakerConfig::hold_time`] (BIRD's
+    /// per-protocol `hold time`; keepalives go every third of the negotiated hold time).
+    pub hold_time: Option<u16>,
     /// Why this neighbour is configured, for status and metrics only.
     pub peer_type: PeerType,
 }
@@ -243,6 +246,7 @@ impl NeighborConfig {
             max_prefixes: None,
             graceful_restart_time: None,
             next_hop_keep: false,
+            hold_time: None,
             peer_type: PeerType::Global,
         }
     }
@@ -552,7 +556,7 @@ pub(crate) fn session_config(
         ));
     }
     let mut fsm = PeerConfig::new(speaker.asn, speaker.router_id, neighbor.asn);
-    fsm.hold_time = speaker.hold_time;
+    fsm.hold_time = neighbor.hold_time.unwrap_or(speaker.hold_time);
     fsm.connect_retry_time = speaker.connect_retry;
     fsm.passive = neighbor.passive;
     fsm.damp_peer_oscillations = speaker.damp_peer_oscillations;

@@ -46,6 +46,7 @@ fn compute(
         local,
         nodes,
         config,
+        configs: &BTreeMap::new(),
         peers,
     };
     let me = local_bgp(&view).expect("local settings");
@@ -243,4 +244,115 @@ fn a_change_resets_only_the_sessions_it_affects() {
         [(ip("10.0.0.3"), 65003), (ip("10.0.0.4"), 64512)]
     );
     assert_eq!(diff(&after, &after), (vec![], vec![]));
+}
+
+#[test]
+fn keepalive_time_sets_a_hold_time_of_three_keepalives() {
+    let nodes: BTreeMap<_, _> = [node("a", "10.0.0.1/24", &[], None)].into();
+    let peers: BTreeMap<_, _> = [
+        peer(
+            "fast",
+            "peerIP: 10.0.0.254\nasNumber: 65100\nkeepaliveTime: 10s\n",
+        ),
+        peer("plain", "peerIP: 10.0.0.253\nasNumber: 65100\n"),
+    ]
+    .into();
+    let (_, a, w) = compute("a", &nodes, None, &peers, &NoSecrets);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(a[&ip("10.0.0.254")].neighbor.hold_time, Some(30));
+    assert_eq!(
+        a[&ip("10.0.0.253")].neighbor.hold_time,
+        None,
+        "the speaker's --bgp-hold-time"
+    );
+    // A change of keepaliveTime resets that session only.
+    let mut faster = peers.clone();
+    if let Some(p) = faster.get_mut("fast") {
+        p.spec.keepalive_time = Some("5s".into());
+    }
+    let (_, b, _) = compute("a", &nodes, None, &faster, &NoSecrets);
+    let (remove, add) = diff(&a, &b);
+    assert_eq!(remove, [ip("10.0.0.254")]);
+    assert_eq!(add.len(), 1);
+    assert_eq!(add[0].hold_time, Some(15));
+}
+
+#[test]
+fn an_ipv6_peer_is_reached_from_the_nodes_ipv6_address() {
+    let (name, mut a) = node("a", "10.0.0.1/24", &[], None);
+    if let Some(b) = a.spec.bgp.as_mut() {
+        b.ipv6_address = Some("fd99::10/64".into());
+    }
+    let nodes: BTreeMap<_, _> = [(name, a), node("b", "10.0.0.2/24", &[], None)].into();
+    let peers: BTreeMap<_, _> = [
+        peer("v6", "peerIP: fd99::1\nasNumber: 65300\n"),
+        peer("v6port", "peerIP: '[fd99::2]:1179'\nasNumber: 65300\n"),
+    ]
+    .into();
+    let (me, a, w) = compute("a", &nodes, None, &peers, &NoSecrets);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(me.address_v6, Some("fd99::10".parse().expect("v6")));
+    let v6 = &a[&ip("fd99::1")];
+    assert_eq!(v6.neighbor.local_address, Some(ip("fd99::10")));
+    assert_eq!(v6.neighbor.port, 179);
+    assert_eq!(v6.peer_type, PeerType::Global);
+    assert!(!v6.neighbor.passive, "not a node: we connect");
+    assert_eq!(a[&ip("fd99::2")].neighbor.port, 1179);
+    // Node b has no IPv6 address: the kernel chooses the source.
+    let (_, b, _) = compute("b", &nodes, None, &peers, &NoSecrets);
+    assert_eq!(b[&ip("fd99::1")].neighbor.local_address, None);
+}
+
+#[test]
+fn a_per_node_listen_port_is_where_that_node_listens_and_is_reached() {
+    let nodes: BTreeMap<_, _> = [
+        node("a", "10.0.0.1/24", &[("rr", "yes")], None),
+        node("b", "10.0.0.2/24", &[], None),
+    ]
+    .into();
+    let default = BgpConfigurationSpec {
+        listen_port: Some(1790),
+        ..BgpConfigurationSpec::default()
+    };
+    let per_node = BgpConfigurationSpec {
+        listen_port: Some(1791),
+        ..BgpConfigurationSpec::default()
+    };
+    let configs: BTreeMap<String, Object<BgpConfigurationSpec>> = [
+        (
+            "default".to_string(),
+            Object::new("default", default.clone()),
+        ),
+        ("node.a".to_string(), Object::new("node.a", per_node)),
+    ]
+    .into();
+    let peers: BTreeMap<_, _> = [peer(
+        "to-a",
+        "nodeSelector: all()\npeerSelector: rr == 'yes'\n",
+    )]
+    .into();
+    let view = |local| BgpView {
+        local,
+        nodes: &nodes,
+        config: Some(&default),
+        configs: &configs,
+        peers: &peers,
+    };
+    let a = local_bgp(&view("a")).expect("a");
+    assert_eq!(a.listen_port, 1791, "node.a overrides default");
+    let b = local_bgp(&view("b")).expect("b");
+    assert_eq!(b.listen_port, 1790);
+    let (from_b, w) = desired_peers(&view("b"), &b, &NoSecrets);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(
+        from_b[&ip("10.0.0.1")].neighbor.port,
+        1791,
+        "BGPPeer to node a"
+    );
+    let (from_a, _) = desired_peers(&view("a"), &a, &NoSecrets);
+    assert_eq!(
+        from_a[&ip("10.0.0.2")].neighbor.port,
+        1790,
+        "reverse peering to b"
+    );
 }

@@ -212,6 +212,9 @@ async fn run(cli: Cli) -> Result<String, String> {
         Command::Apply { file } => {
             let (name, text) = read_source(file)?;
             let docs = ctl::parse_documents(&name, &text).map_err(|e| e.to_string())?;
+            for warning in ctl::warnings(&docs) {
+                eprintln!("warning: {warning}");
+            }
             let store = open().await?;
             let lines = ctl::apply(store.as_ref(), &docs)
                 .await

@@ -554,3 +554,29 @@ fn a_neighbours_restart_time_overrides_the_speakers() {
     };
     assert_eq!(restart_time(&short, &off), None);
 }
+
+#[test]
+fn a_neighbours_hold_time_overrides_the_speakers() {
+    let speaker = SpeakerConfig {
+        hold_time: 90,
+        ..SpeakerConfig::new(65001, "192.0.2.1".parse().expect("router id"))
+    };
+    let hold = |neighbor: &NeighborConfig| {
+        super::session_config(&speaker, neighbor, false)
+            .map(|c| c.fsm.hold_time)
+            .map_err(|e| e.to_string())
+    };
+    let plain = NeighborConfig::new(ip("192.0.2.2"), 65002);
+    assert_eq!(hold(&plain), Ok(90));
+    let fast = NeighborConfig {
+        hold_time: Some(15),
+        ..plain.clone()
+    };
+    assert_eq!(hold(&fast), Ok(15));
+    // RFC 4271 §4.2: 0 or at least 3 s.
+    let bad = NeighborConfig {
+        hold_time: Some(2),
+        ..plain
+    };
+    assert!(hold(&bad).is_err());
+}
