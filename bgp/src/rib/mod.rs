@@ -7,19 +7,28 @@
 //!  apply_update / originate / peer_down
 //!     |  Adj-RIB-In: one Path per (prefix, peer) in the prefix's Destination
 //!     v  (ingress: LOCAL_PREF rules, loop checks; attributes interned, attr_set.rs)
-//!  dirty prefixes --decision.rs--> Loc-RIB best + multipath group --> RibChanges::best
-//!     |
-//!     '--adj_out.rs: should_export + per-peer attributes--> diff against the peer's
-//!        Adj-RIB-Out --pack_updates--> RibChanges::per_peer_out
+//!  touched prefixes, each with its best route before --decision.rs--> Loc-RIB best +
+//!     |                                                multipath group --> RibChanges::best
+//!     '--adj_out.rs: should_export + per-peer attributes of the old and the new best route
+//!        --differences--> pack_updates --> RibChanges::per_peer_out
 //! ```
 //!
-//! Everything about a prefix lives in its destination (holo-bgp's layout): the candidates
-//! (the Adj-RIBs-In), the best route and what each peer was sent (the Adj-RIBs-Out). The
-//! decision and the export for a prefix then touch one place in memory, and a batch walks the
-//! table in prefix order (per-peer hash maps of 100,000 prefixes made every export a cache
-//! miss). Work that needs all of one peer's routes (`peer_down`, `peer_up`) walks the table.
-//! Only the best route is announced (no ADD-PATH). There is no import or export
-//! policy yet (`policy.rs` will sit between ingress and the decision, and in `adj_out.rs`).
+//! Everything about a prefix lives in its destination (holo-bgp's layout): its candidates
+//! (the Adj-RIBs-In), marked with their selection (the Loc-RIB). A candidate is a pointer to
+//! a record shared by every prefix of the UPDATE that brought it (source, attributes, next
+//! hop) plus its selection, and a destination with one candidate holds it inline: 100,000
+//! prefixes from one peer cost their B-tree slots and one record per UPDATE. The Adj-RIB-Out
+//! of a peer is not stored: it is by definition the best route of each prefix as
+//! [`adj_out::export`] makes it for that peer (which depends only on the route and on the
+//! peer's configuration and session, fixed while the session is up), so a change compares
+//! what the best route before and after exports, and a new session gets the table exported.
+//! BIRD shares its attributes the same way; per-(prefix, peer) entries made the Adj-RIB-Out
+//! most of the memory of a reflector. The decision and the export for a prefix touch one
+//! place in memory, and a batch walks the table in prefix order. Work that needs all of one
+//! peer's routes (`peer_down`, `peer_up`) walks the table. Only the best route is announced
+//! (no ADD-PATH). There is no import or export policy yet (`policy.rs` will sit between
+//! ingress and the decision, and in `adj_out.rs`; an export policy keeps the Adj-RIB-Out a
+//! function of the best route and the peer).
 
 mod adj_out;
 mod attr_set;

@@ -895,3 +895,12 @@ fn timing_probe() {
 mod reflection;
 
 mod graceful_restart;
+
+/// The memory of a large table is its destinations: one candidate must sit inline in the
+/// B-tree slot, as a pointer to the record shared by its UPDATE and its selection (the
+/// reflect benchmark of docs/benchmarks.md holds 100,000 of them).
+#[test]
+fn a_destination_with_one_candidate_is_three_words() {
+    assert!(std::mem::size_of::<super::decision::Path>() <= 16);
+    assert!(std::mem::size_of::<super::Destination>() <= 24);
+}
