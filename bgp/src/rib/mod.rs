@@ -271,7 +271,9 @@ impl Rib {
     }
 
     /// Sets our address on the session with `peer` (the next hop of next-hop-self), known
-    /// once the connection is up. Call before [`Rib::peer_up`].
+    /// once the connection is up. Call before [`Rib::peer_up`]: the Adj-RIB-Out of an
+    /// established peer is computed from it, so changing it then would change what the RIB
+    /// believes the peer was sent.
     pub fn set_local_address(&mut self, peer: PeerId, address: IpAddr) -> Result<(), RibError> {
         let state = self
             .peers
