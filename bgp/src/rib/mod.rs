@@ -667,6 +667,9 @@ impl Rib {
         let mut touched = Touched::new();
         for table in &mut self.tables {
             for (prefix, dest) in table.iter_mut() {
+                if !dest.paths().iter().any(|p| p.next_hop == Some(next_hop)) {
+                    continue;
+                }
                 let before = dest.selected();
                 let mut flipped = false;
                 for path in dest.paths_mut() {
