@@ -20,7 +20,8 @@
 //! (to show where the time goes).
 //!
 //! Needs root and bird2; run with `cargo bench -p brindle-agent --bench bgp_reflect`
-//! (`BGP_BENCH_ROUTES`, `BGP_BENCH_CLIENTS`, `BGP_BENCH_RUNS`).
+//! (`BGP_BENCH_ROUTES`, `BGP_BENCH_CLIENTS`, `BGP_BENCH_RUNS`; `BGP_BENCH_BGPD_WRAP` to run
+//! brindle-bgpd under a profiler such as heaptrack).
 
 #[path = "../tests/bgpd_interop/harness/mod.rs"]
 #[allow(dead_code, unused_imports)]
@@ -352,10 +353,15 @@ fn run_bgpd(bin: &str, routes: usize, clients: usize) -> Sample {
         conf.display().to_string(),
         s.lab.path("bgpd.sock").display().to_string(),
     );
+    // `BGP_BENCH_BGPD_WRAP="heaptrack -o /tmp/bgpd"` runs brindle-bgpd under a profiler (the
+    // RSS and CPU figures are then the wrapper's, not brindle-bgpd's).
+    let wrap = std::env::var("BGP_BENCH_BGPD_WRAP").unwrap_or_default();
+    let mut argv: Vec<&str> = wrap.split_whitespace().collect();
+    argv.extend([bin, "--config", &conf_s, "--status-socket", &sock]);
     let proc = Proc::spawn(
         "brindle-bgpd",
         &s.rr_ns,
-        &[bin, "--config", &conf_s, "--status-socket", &sock],
+        &argv,
         &[("RUST_LOG", "warn")],
         s.lab.path("bgpd.log"),
     );

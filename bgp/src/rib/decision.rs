@@ -36,18 +36,36 @@ use std::sync::Arc;
 use super::types::{Ineligibility, LossReason, RouteSource, Selection, DEFAULT_LOCAL_PREF};
 use crate::packet::{Origin, PathAttributes};
 
-/// One candidate for a destination: an Adj-RIB-In entry of one peer, or the local route.
-#[derive(Debug, Clone)]
-pub(crate) struct Path {
+/// What a candidate shares with every other prefix of the UPDATE that brought it: where it
+/// came from, its attributes and its next hop. One `Arc` for the 1,000 prefixes of an UPDATE
+/// (and for the whole table of a peer that announces it with one set of attributes), so a
+/// candidate costs a pointer and its selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PathInfo {
     pub(crate) source: RouteSource,
     pub(crate) attrs: Arc<PathAttributes>,
     /// The next hop to forward to; `None` for a locally originated route.
     pub(crate) next_hop: Option<IpAddr>,
     /// The BGP Identifier of the peer the path came from (ours for a local route).
     pub(crate) peer_router_id: Ipv4Addr,
+}
+
+/// One candidate for a destination: an Adj-RIB-In entry of one peer, or the local route.
+/// Reads its shared part through `Deref` (`path.attrs`, `path.source`).
+#[derive(Debug, Clone)]
+pub(crate) struct Path {
+    pub(crate) info: Arc<PathInfo>,
     pub(crate) ineligible: Option<Ineligibility>,
     /// Set by [`select`].
     pub(crate) selection: Selection,
+}
+
+impl std::ops::Deref for Path {
+    type Target = PathInfo;
+
+    fn deref(&self) -> &PathInfo {
+        &self.info
+    }
 }
 
 impl Path {
@@ -165,21 +183,18 @@ pub(crate) fn select(paths: &mut [Path], local_asn: u32) -> Vec<usize> {
         return Vec::new();
     };
     paths[best].selection = Selection::Best;
-    group.sort_by_key(|&i| {
-        let p = &paths[i];
-        (
-            i != best,
-            p.router_id(),
-            p.attrs.cluster_list.len(),
-            p.peer_address(),
-        )
-    });
+    group.sort_by_key(|&i| (i != best, group_order(&paths[i])));
     for &i in &group[1..] {
         if let Selection::Lost(why) = paths[i].selection {
             paths[i].selection = Selection::Multipath(why);
         }
     }
     group
+}
+
+/// The order of a multipath group behind its best route: steps 7-9.
+pub(crate) fn group_order(p: &Path) -> (Ipv4Addr, usize, Option<IpAddr>) {
+    (p.router_id(), p.attrs.cluster_list.len(), p.peer_address())
 }
 
 /// Keeps the candidates with the smallest `key`; the others lose for `reason`.
@@ -251,14 +266,16 @@ mod tests {
     fn path(peer: u8, ibgp: bool, attrs: Arc<PathAttributes>) -> Path {
         let addr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, peer));
         Path {
-            source: RouteSource::Peer {
-                id: PeerId(addr),
-                ibgp,
-                rr_client: false,
-            },
-            attrs,
-            next_hop: Some(addr),
-            peer_router_id: Ipv4Addr::new(1, 1, 1, peer),
+            info: Arc::new(PathInfo {
+                source: RouteSource::Peer {
+                    id: PeerId(addr),
+                    ibgp,
+                    rr_client: false,
+                },
+                attrs,
+                next_hop: Some(addr),
+                peer_router_id: Ipv4Addr::new(1, 1, 1, peer),
+            }),
             ineligible: None,
             selection: Selection::Lost(LossReason::PeerAddress),
         }
@@ -321,7 +338,7 @@ mod tests {
                 "lower router ID",
                 {
                     let mut p = ebgp(2, |_| {});
-                    p.peer_router_id = Ipv4Addr::new(1, 1, 1, 0);
+                    Arc::make_mut(&mut p.info).peer_router_id = Ipv4Addr::new(1, 1, 1, 0);
                     p
                 },
                 ebgp(1, |_| {}),
@@ -361,12 +378,12 @@ mod tests {
                 "lower peer address",
                 {
                     let mut p = ebgp(1, |_| {});
-                    p.peer_router_id = Ipv4Addr::new(5, 5, 5, 5);
+                    Arc::make_mut(&mut p.info).peer_router_id = Ipv4Addr::new(5, 5, 5, 5);
                     p
                 },
                 {
                     let mut p = ebgp(2, |_| {});
-                    p.peer_router_id = Ipv4Addr::new(5, 5, 5, 5);
+                    Arc::make_mut(&mut p.info).peer_router_id = Ipv4Addr::new(5, 5, 5, 5);
                     p
                 },
                 LossReason::PeerAddress,
@@ -466,8 +483,9 @@ mod tests {
     #[test]
     fn a_local_route_beats_learned_ones() {
         let mut local = ebgp(9, |a| a.local_pref = Some(1));
-        local.source = RouteSource::Local;
-        local.next_hop = None;
+        let info = Arc::make_mut(&mut local.info);
+        info.source = RouteSource::Local;
+        info.next_hop = None;
         let mut paths = vec![ebgp(1, |a| a.local_pref = Some(1000)), local];
         assert_eq!(select(&mut paths, LOCAL_ASN), vec![1]);
         assert_eq!(

@@ -7,19 +7,28 @@
 //!  apply_update / originate / peer_down
 //!     |  Adj-RIB-In: one Path per (prefix, peer) in the prefix's Destination
 //!     v  (ingress: LOCAL_PREF rules, loop checks; attributes interned, attr_set.rs)
-//!  dirty prefixes --decision.rs--> Loc-RIB best + multipath group --> RibChanges::best
-//!     |
-//!     '--adj_out.rs: should_export + per-peer attributes--> diff against the peer's
-//!        Adj-RIB-Out --pack_updates--> RibChanges::per_peer_out
+//!  touched prefixes, each with its best route before --decision.rs--> Loc-RIB best +
+//!     |                                                multipath group --> RibChanges::best
+//!     '--adj_out.rs: should_export + per-peer attributes of the old and the new best route
+//!        --differences--> pack_updates --> RibChanges::per_peer_out
 //! ```
 //!
-//! Everything about a prefix lives in its destination (holo-bgp's layout): the candidates
-//! (the Adj-RIBs-In), the best route and what each peer was sent (the Adj-RIBs-Out). The
-//! decision and the export for a prefix then touch one place in memory, and a batch walks the
-//! table in prefix order (per-peer hash maps of 100,000 prefixes made every export a cache
-//! miss). Work that needs all of one peer's routes (`peer_down`, `peer_up`) walks the table.
-//! Only the best route is announced (no ADD-PATH). There is no import or export
-//! policy yet (`policy.rs` will sit between ingress and the decision, and in `adj_out.rs`).
+//! Everything about a prefix lives in its destination (holo-bgp's layout): its candidates
+//! (the Adj-RIBs-In), marked with their selection (the Loc-RIB). A candidate is a pointer to
+//! a record shared by every prefix of the UPDATE that brought it (source, attributes, next
+//! hop) plus its selection, and a destination with one candidate holds it inline: 100,000
+//! prefixes from one peer cost their B-tree slots and one record per UPDATE. The Adj-RIB-Out
+//! of a peer is not stored: it is by definition the best route of each prefix as
+//! [`adj_out::export`] makes it for that peer (which depends only on the route and on the
+//! peer's configuration and session, fixed while the session is up), so a change compares
+//! what the best route before and after exports, and a new session gets the table exported.
+//! BIRD shares its attributes the same way; per-(prefix, peer) entries made the Adj-RIB-Out
+//! most of the memory of a reflector. The decision and the export for a prefix touch one
+//! place in memory, and a batch walks the table in prefix order. Work that needs all of one
+//! peer's routes (`peer_down`, `peer_up`) walks the table. Only the best route is announced
+//! (no ADD-PATH). There is no import or export policy yet (`policy.rs` will sit between
+//! ingress and the decision, and in `adj_out.rs`; an export policy keeps the Adj-RIB-Out a
+//! function of the best route and the peer).
 
 mod adj_out;
 mod attr_set;
@@ -44,7 +53,7 @@ pub use types::{
 
 use self::adj_out::ExportCache;
 use self::attr_set::AttrSets;
-use self::decision::Path;
+use self::decision::{Path, PathInfo};
 use crate::fsm::NegotiatedSession;
 use crate::packet::{AsPath, EncodeContext, Origin, PathAttributes, Treatment, Update};
 
@@ -74,6 +83,8 @@ struct PeerState {
     /// Graceful restart (RFC 4724 §4.2), we are the helper: the routes kept from before the
     /// peer restarted that it has not announced or withdrawn again since.
     stale: BTreeSet<IpNet>,
+    /// The shared part of the paths it last announced (see `apply_update`).
+    last_info: Option<Arc<PathInfo>>,
 }
 
 #[derive(Debug)]
@@ -91,79 +102,128 @@ impl PeerState {
     }
 }
 
+/// The candidates of one prefix: at most one per peer, and the local route. Most prefixes
+/// have one, held inline: a prefix then costs its B-tree slot and nothing else. The best
+/// route and the multipath group are the candidates' [`Selection`]s; what each peer was sent
+/// (its Adj-RIB-Out) is what [`adj_out::export`] makes of the best route for that peer, so it
+/// is not stored either (the memory of 100,000 prefixes times the number of peers).
 #[derive(Debug, Default)]
-struct Destination {
-    /// The candidates: at most one per peer, and the local route.
-    paths: Vec<Path>,
-    best: Option<BestRoute>,
-    /// What each established peer was last sent for this prefix.
-    adj_out: Vec<(PeerId, OutPath)>,
+enum Destination {
+    #[default]
+    Empty,
+    One(Path),
+    Many(Vec<Path>),
 }
 
-/// Pushes without the first allocation's room for four: most prefixes have one candidate and
-/// one or two peers to send to, and at 100,000 prefixes the spare room was a third of the RIB.
-fn push_tight<T>(v: &mut Vec<T>, item: T) {
-    if v.capacity() == v.len() && v.len() < 4 {
-        v.reserve_exact(1);
-    }
-    v.push(item);
+/// A prefix's best route as it was before a change: the best path and the next hops of its
+/// multipath group (best first, without duplicates).
+#[derive(Debug, Clone)]
+struct Selected {
+    path: Path,
+    next_hops: Vec<IpAddr>,
 }
+
+impl Selected {
+    fn route(&self) -> BestRoute {
+        BestRoute {
+            next_hops: self.next_hops.clone(),
+            attrs: Arc::clone(&self.path.attrs),
+            source: self.path.source,
+        }
+    }
+}
+
+/// Prefixes a RIB operation touched, each with its best route before the first change.
+type Touched = Vec<(IpNet, Option<Selected>)>;
 
 impl Destination {
+    fn paths(&self) -> &[Path] {
+        match self {
+            Destination::Empty => &[],
+            Destination::One(p) => std::slice::from_ref(p),
+            Destination::Many(v) => v,
+        }
+    }
+
+    fn paths_mut(&mut self) -> &mut [Path] {
+        match self {
+            Destination::Empty => &mut [],
+            Destination::One(p) => std::slice::from_mut(p),
+            Destination::Many(v) => v,
+        }
+    }
+
     fn best_path(&self) -> Option<&Path> {
-        self.paths.iter().find(|p| p.selection == Selection::Best)
+        self.paths().iter().find(|p| p.selection == Selection::Best)
+    }
+
+    /// The best route and its multipath group, as the last decision left them.
+    fn selected(&self) -> Option<Selected> {
+        let best = self.best_path()?;
+        let mut group: Vec<&Path> = self
+            .paths()
+            .iter()
+            .filter(|p| matches!(p.selection, Selection::Multipath(_)))
+            .collect();
+        group.sort_by_key(|p| decision::group_order(p));
+        let mut next_hops: Vec<IpAddr> = Vec::with_capacity(1 + group.len());
+        for nh in std::iter::once(best)
+            .chain(group)
+            .filter_map(|p| p.next_hop)
+        {
+            if !next_hops.contains(&nh) {
+                next_hops.push(nh);
+            }
+        }
+        Some(Selected {
+            path: best.clone(),
+            next_hops,
+        })
+    }
+
+    /// Records `prefix` as touched by the operation under way, with its state before.
+    fn touch(&self, prefix: IpNet, touched: &mut Touched) {
+        touched.push((prefix, self.selected()));
     }
 
     /// Inserts or replaces the path from `path.source`; returns the one it replaced.
     fn upsert(&mut self, path: Path) -> Option<Path> {
-        match self.paths.iter_mut().find(|p| p.source == path.source) {
-            Some(slot) => Some(std::mem::replace(slot, path)),
-            None => {
-                push_tight(&mut self.paths, path);
-                None
-            }
+        if let Some(slot) = self
+            .paths_mut()
+            .iter_mut()
+            .find(|p| p.source == path.source)
+        {
+            return Some(std::mem::replace(slot, path));
         }
+        *self = match std::mem::take(self) {
+            Destination::Empty => Destination::One(path),
+            Destination::One(first) => Destination::Many(vec![first, path]),
+            Destination::Many(mut v) => {
+                v.push(path);
+                Destination::Many(v)
+            }
+        };
+        None
     }
 
     fn remove(&mut self, source: &RouteSource) -> Option<Path> {
-        let i = self.paths.iter().position(|p| p.source == *source)?;
-        Some(self.paths.swap_remove(i))
-    }
-
-    fn sent_to(&self, peer: PeerId) -> Option<&OutPath> {
-        self.adj_out
-            .iter()
-            .find_map(|(id, out)| (*id == peer).then_some(out))
-    }
-
-    /// Records what `peer` is sent now (`None`: a withdrawal) and adjusts its `advertised`
-    /// count. Returns whether anything changed.
-    fn send(&mut self, peer: PeerId, new: Option<&OutPath>, advertised: &mut usize) -> bool {
-        let slot = self.adj_out.iter().position(|(id, _)| *id == peer);
-        match (slot, new) {
-            (None, None) => false,
-            (Some(i), Some(new)) => {
-                if self.adj_out[i].1 == *new {
-                    return false;
-                }
-                self.adj_out[i].1 = new.clone();
-                true
-            }
-            (None, Some(new)) => {
-                push_tight(&mut self.adj_out, (peer, new.clone()));
-                *advertised += 1;
-                true
-            }
-            (Some(i), None) => {
-                self.adj_out.swap_remove(i);
-                *advertised -= 1;
-                true
+        let i = self.paths().iter().position(|p| p.source == *source)?;
+        match std::mem::take(self) {
+            Destination::Empty => None,
+            Destination::One(p) => Some(p),
+            Destination::Many(mut v) => {
+                let p = v.swap_remove(i);
+                *self = match v.len() {
+                    1 => Destination::One(v.swap_remove(0)),
+                    _ => Destination::Many(v),
+                };
+                Some(p)
             }
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.paths.is_empty() && self.adj_out.is_empty()
+        matches!(self, Destination::Empty)
     }
 }
 
@@ -197,6 +257,7 @@ impl Rib {
                 ineligible: [0; 2],
                 advertised: [0; 2],
                 stale: BTreeSet::new(),
+                last_info: None,
             },
         );
         Ok(())
@@ -210,7 +271,9 @@ impl Rib {
     }
 
     /// Sets our address on the session with `peer` (the next hop of next-hop-self), known
-    /// once the connection is up. Call before [`Rib::peer_up`].
+    /// once the connection is up. Call before [`Rib::peer_up`]: the Adj-RIB-Out of an
+    /// established peer is computed from it, so changing it then would change what the RIB
+    /// believes the peer was sent.
     pub fn set_local_address(&mut self, peer: PeerId, address: IpAddr) -> Result<(), RibError> {
         let state = self
             .peers
@@ -220,8 +283,8 @@ impl Rib {
         Ok(())
     }
 
-    /// The session with `peer` reached Established. Fills its Adj-RIB-Out with the current
-    /// best routes; send them with [`Rib::initial_updates`] before any later
+    /// The session with `peer` reached Established. Its Adj-RIB-Out is from now on the
+    /// current best routes as exported to it (counted here); send them with [`Rib::initial_updates`] before any later
     /// [`RibChanges::per_peer_out`] for this peer.
     pub fn peer_up(&mut self, peer: PeerId, session: &NegotiatedSession) -> Result<(), RibError> {
         let Rib {
@@ -244,16 +307,16 @@ impl Rib {
         state.advertised = [0; 2];
         for family in AddressFamily::ALL {
             let carried = families.contains(&family);
-            for dest in tables[family.index()].values_mut() {
-                // Left over from an earlier session if peer_down was not called.
-                dest.adj_out.retain(|(id, _)| *id != peer);
-                let Some(best) = dest.best_path().filter(|_| carried) else {
+            if !carried {
+                continue;
+            }
+            for dest in tables[family.index()].values() {
+                let Some(best) = dest.best_path() else {
                     continue;
                 };
-                if let Some(out) =
-                    adj_out::export(best, family, &state.info, local, attr_sets, &mut cache)
+                if adj_out::export(best, family, &state.info, local, attr_sets, &mut cache)
+                    .is_some()
                 {
-                    push_tight(&mut dest.adj_out, (peer, out));
                     state.advertised[family.index()] += 1;
                 }
             }
@@ -270,14 +333,27 @@ impl Rib {
     /// The whole Adj-RIB-Out of `peer` as UPDATEs, each negotiated family closed by its
     /// End-of-RIB marker (RFC 4724 §2). For a newly established session, and to answer a
     /// ROUTE-REFRESH (RFC 2918 §4).
-    pub fn initial_updates(&self, peer: PeerId) -> Result<Vec<Update>, RibError> {
-        let state = self.peers.get(&peer).ok_or(RibError::UnknownPeer(peer))?;
+    pub fn initial_updates(&mut self, peer: PeerId) -> Result<Vec<Update>, RibError> {
+        let Rib {
+            local,
+            peers,
+            tables,
+            attr_sets,
+            unreachable: _,
+        } = self;
+        let state = peers.get(&peer).ok_or(RibError::UnknownPeer(peer))?;
         let session = state.session.as_ref().ok_or(RibError::PeerNotUp(peer))?;
+        let mut cache = ExportCache::default();
         let mut out = Vec::new();
         for &family in &session.families {
-            let routes: Vec<(IpNet, OutPath)> = self.tables[family.index()]
+            let routes: Vec<(IpNet, OutPath)> = tables[family.index()]
                 .iter()
-                .filter_map(|(prefix, dest)| Some((*prefix, dest.sent_to(peer)?.clone())))
+                .filter_map(|(prefix, dest)| {
+                    let best = dest.best_path()?;
+                    let out =
+                        adj_out::export(best, family, &state.info, local, attr_sets, &mut cache)?;
+                    Some((*prefix, out))
+                })
                 .collect();
             out.extend(pack_updates(routes, Vec::new(), &session.encode));
             out.push(adj_out::end_of_rib(family));
@@ -298,17 +374,18 @@ impl Rib {
         state.ineligible = [0; 2];
         state.advertised = [0; 2];
         state.stale.clear();
+        state.last_info = None;
         let source = source_of(&state.info);
-        let mut dirty = Vec::new();
+        let mut touched = Touched::new();
         for table in &mut self.tables {
             for (prefix, dest) in table.iter_mut() {
-                dest.adj_out.retain(|(id, _)| *id != peer);
-                if dest.remove(&source).is_some() {
-                    dirty.push(*prefix);
+                if dest.paths().iter().any(|p| p.source == source) {
+                    dest.touch(*prefix, &mut touched);
+                    dest.remove(&source);
                 }
             }
         }
-        Ok(self.process(dirty))
+        Ok(self.process(touched))
     }
 
     /// The session with a peer that supports graceful restart went down without a
@@ -325,9 +402,8 @@ impl Rib {
         state.advertised = [0; 2];
         let source = source_of(&state.info);
         for table in &mut self.tables {
-            for (prefix, dest) in table.iter_mut() {
-                dest.adj_out.retain(|(id, _)| *id != peer);
-                if dest.paths.iter().any(|p| p.source == source) {
+            for (prefix, dest) in table.iter() {
+                if dest.paths().iter().any(|p| p.source == source) {
                     state.stale.insert(*prefix);
                 }
             }
@@ -370,10 +446,14 @@ impl Rib {
             .into_iter()
             .partition(|p| family.is_none_or(|f| AddressFamily::of(p) == f));
         state.stale = kept;
-        let mut dirty = Vec::with_capacity(gone.len());
+        let mut touched = Touched::with_capacity(gone.len());
         for prefix in gone {
             let table = &mut self.tables[AddressFamily::of(&prefix).index()];
-            let Some(old) = table.get_mut(&prefix).and_then(|d| d.remove(&source)) else {
+            let Some(dest) = table.get_mut(&prefix) else {
+                continue;
+            };
+            dest.touch(prefix, &mut touched);
+            let Some(old) = dest.remove(&source) else {
                 continue;
             };
             let f = AddressFamily::of(&prefix).index();
@@ -381,9 +461,8 @@ impl Rib {
             if old.ineligible.is_some() {
                 state.ineligible[f] -= 1;
             }
-            dirty.push(prefix);
         }
-        Ok(self.process(dirty))
+        Ok(self.process(touched))
     }
 
     /// Applies an UPDATE received from `peer`.
@@ -417,7 +496,7 @@ impl Rib {
             announced.extend(mp.nlri.iter().map(|p| (*p, Some(mp.next_hop))));
         }
 
-        let mut dirty = Vec::with_capacity(withdrawn.len() + announced.len());
+        let mut touched = Touched::with_capacity(withdrawn.len() + announced.len());
         if update
             .treatment()
             .is_some_and(|t| t >= Treatment::TreatAsWithdraw)
@@ -431,7 +510,14 @@ impl Rib {
             }
             state.stale.remove(&prefix);
             let table = &mut tables[AddressFamily::of(&prefix).index()];
-            let Some(old) = table.get_mut(&prefix).and_then(|d| d.remove(&source)) else {
+            let Some(dest) = table
+                .get_mut(&prefix)
+                .filter(|d| d.paths().iter().any(|p| p.source == source))
+            else {
+                continue;
+            };
+            dest.touch(prefix, &mut touched);
+            let Some(old) = dest.remove(&source) else {
                 continue;
             };
             let f = AddressFamily::of(&prefix).index();
@@ -439,12 +525,14 @@ impl Rib {
             if old.ineligible.is_some() {
                 state.ineligible[f] -= 1;
             }
-            dirty.push(prefix);
         }
 
         if !announced.is_empty() {
             let attrs = attr_sets.intern(ingress_attrs(&update.attributes, &state.info));
             let loop_check = ineligibility(&attrs, local);
+            // One shared record per next hop (an UPDATE has at most two), reused across
+            // UPDATEs while the peer keeps announcing with the same attributes.
+            let mut infos: Vec<Arc<PathInfo>> = Vec::with_capacity(2);
             for (prefix, next_hop) in announced {
                 let family = AddressFamily::of(&prefix);
                 if !session.families.contains(&family) {
@@ -463,15 +551,31 @@ impl Rib {
                             .contains(&next_hop)
                             .then_some(Ineligibility::UnreachableNextHop)
                     });
+                let info = match infos.iter().find(|i| i.next_hop == Some(next_hop)) {
+                    Some(info) => Arc::clone(info),
+                    None => {
+                        let wanted = PathInfo {
+                            source,
+                            attrs: Arc::clone(&attrs),
+                            next_hop: Some(next_hop),
+                            peer_router_id: state.info.router_id,
+                        };
+                        let info = match state.last_info.take() {
+                            Some(last) if *last == wanted => last,
+                            _ => Arc::new(wanted),
+                        };
+                        state.last_info = Some(Arc::clone(&info));
+                        infos.push(Arc::clone(&info));
+                        info
+                    }
+                };
                 let path = Path {
-                    source,
-                    attrs: Arc::clone(&attrs),
-                    next_hop: Some(next_hop),
-                    peer_router_id: state.info.router_id,
+                    info,
                     ineligible,
                     selection: Selection::Lost(LossReason::PeerAddress),
                 };
                 let dest = tables[family.index()].entry(prefix).or_default();
+                dest.touch(prefix, &mut touched);
                 let f = family.index();
                 match dest.upsert(path) {
                     Some(old) if old.ineligible.is_some() => state.ineligible[f] -= 1,
@@ -481,10 +585,9 @@ impl Rib {
                 if ineligible.is_some() {
                     state.ineligible[f] += 1;
                 }
-                dirty.push(prefix);
             }
         }
-        Ok(self.process(dirty))
+        Ok(self.process(touched))
     }
 
     /// Originates `prefix` from this speaker (replacing an earlier origination of it). ORIGIN
@@ -502,22 +605,26 @@ impl Rib {
         attrs.origin.get_or_insert(Origin::Igp);
         attrs.as_path = Some(AsPath::default());
         attrs.next_hop = None;
-        let attrs = self.attr_sets.intern(attrs);
+        let info = Arc::new(PathInfo {
+            source: RouteSource::Local,
+            attrs: self.attr_sets.intern(attrs),
+            next_hop: None,
+            peer_router_id: self.local.router_id,
+        });
+        let mut touched = Touched::with_capacity(prefixes.len());
         for prefix in prefixes {
             let path = Path {
-                source: RouteSource::Local,
-                attrs: Arc::clone(&attrs),
-                next_hop: None,
-                peer_router_id: self.local.router_id,
+                info: Arc::clone(&info),
                 ineligible: None,
                 selection: Selection::Best,
             };
-            self.tables[AddressFamily::of(prefix).index()]
+            let dest = self.tables[AddressFamily::of(prefix).index()]
                 .entry(*prefix)
-                .or_default()
-                .upsert(path);
+                .or_default();
+            dest.touch(*prefix, &mut touched);
+            dest.upsert(path);
         }
-        self.process(prefixes.to_vec())
+        self.process(touched)
     }
 
     /// Withdraws a prefix originated with [`Rib::originate`].
@@ -527,19 +634,21 @@ impl Rib {
 
     /// [`Rib::withdraw_local`] for many prefixes, packed together.
     pub fn withdraw_local_many(&mut self, prefixes: &[IpNet]) -> RibChanges {
-        let mut dirty = Vec::with_capacity(prefixes.len());
+        let mut touched = Touched::with_capacity(prefixes.len());
         for prefix in prefixes {
-            let removed = self.tables[AddressFamily::of(prefix).index()]
+            let Some(dest) = self.tables[AddressFamily::of(prefix).index()]
                 .get_mut(prefix)
-                .and_then(|dest| dest.remove(&RouteSource::Local));
-            if removed.is_some() {
-                dirty.push(*prefix);
-            }
+                .filter(|d| d.paths().iter().any(|p| p.source == RouteSource::Local))
+            else {
+                continue;
+            };
+            dest.touch(*prefix, &mut touched);
+            dest.remove(&RouteSource::Local);
         }
-        if dirty.is_empty() {
+        if touched.is_empty() {
             return RibChanges::default();
         }
-        self.process(dirty)
+        self.process(touched)
     }
 
     /// Records whether `next_hop` can be reached (RFC 4271 §9.1.2.1: a route whose NEXT_HOP is
@@ -555,10 +664,15 @@ impl Rib {
         if !changed {
             return RibChanges::default();
         }
-        let mut dirty = Vec::new();
+        let mut touched = Touched::new();
         for table in &mut self.tables {
             for (prefix, dest) in table.iter_mut() {
-                for path in dest.paths.iter_mut() {
+                if !dest.paths().iter().any(|p| p.next_hop == Some(next_hop)) {
+                    continue;
+                }
+                let before = dest.selected();
+                let mut flipped = false;
+                for path in dest.paths_mut() {
                     if path.next_hop != Some(next_hop) {
                         continue;
                     }
@@ -583,11 +697,14 @@ impl Rib {
                             state.ineligible[f] += 1;
                         }
                     }
-                    dirty.push(*prefix);
+                    flipped = true;
+                }
+                if flipped {
+                    touched.push((*prefix, before));
                 }
             }
         }
-        self.process(dirty)
+        self.process(touched)
     }
 
     /// Every next hop of a learned route, for the owner to check with
@@ -596,7 +713,7 @@ impl Rib {
         self.tables
             .iter()
             .flat_map(|t| t.values())
-            .flat_map(|d| d.paths.iter())
+            .flat_map(|d| d.paths().iter())
             .filter(|p| p.source.peer().is_some())
             .filter_map(|p| p.next_hop)
             .collect()
@@ -613,25 +730,25 @@ impl Rib {
         self.tables[AddressFamily::of(prefix).index()]
             .get(prefix)
             .is_some_and(|d| {
-                d.paths
+                d.paths()
                     .iter()
                     .any(|p| matches!(&p.source, RouteSource::Peer { id, .. } if *id == peer))
             })
     }
 
     /// The best route of `prefix`.
-    pub fn best(&self, prefix: &IpNet) -> Option<&BestRoute> {
+    pub fn best(&self, prefix: &IpNet) -> Option<BestRoute> {
         self.tables[AddressFamily::of(prefix).index()]
             .get(prefix)?
-            .best
-            .as_ref()
+            .selected()
+            .map(|s| s.route())
     }
 
     /// Every prefix of `family` in prefix order, with its candidates and why each lost.
     pub fn routes(&self, family: AddressFamily) -> impl Iterator<Item = RouteEntry> + '_ {
         self.tables[family.index()].iter().map(|(prefix, dest)| {
             let mut candidates: Vec<Candidate> = dest
-                .paths
+                .paths()
                 .iter()
                 .map(|p| Candidate {
                     source: p.source,
@@ -674,11 +791,13 @@ impl Rib {
         })
     }
 
-    /// Reruns the decision for `dirty` prefixes and carries the outcome to the Loc-RIB
-    /// consumers and to every established peer's Adj-RIB-Out.
-    fn process(&mut self, mut dirty: Vec<IpNet>) -> RibChanges {
-        dirty.sort_unstable();
-        dirty.dedup();
+    /// Reruns the decision for the `touched` prefixes and carries the outcome to the Loc-RIB
+    /// consumers and to every established peer: what the old best route exported to a peer
+    /// against what the new one exports (its Adj-RIB-Out before and after).
+    fn process(&mut self, mut touched: Touched) -> RibChanges {
+        // Stable: the first entry of a prefix holds its state before the operation.
+        touched.sort_by_key(|t| t.0);
+        touched.dedup_by(|later, first| later.0 == first.0);
         let Rib {
             local,
             peers,
@@ -693,72 +812,60 @@ impl Rib {
         let mut caches: Vec<ExportCache> = Vec::new();
         caches.resize_with(peers.len(), Default::default);
 
-        for prefix in dirty {
+        for (prefix, before) in touched {
             let family = AddressFamily::of(&prefix);
             let table = &mut tables[family.index()];
             let Some(dest) = table.get_mut(&prefix) else {
                 continue;
             };
-            let group = decision::select(&mut dest.paths, local.asn);
-            let new_best = group.first().map(|&b| {
-                let mut next_hops: Vec<IpAddr> = Vec::with_capacity(group.len());
-                for nh in group.iter().filter_map(|&i| dest.paths[i].next_hop) {
-                    if !next_hops.contains(&nh) {
-                        next_hops.push(nh);
-                    }
-                }
-                BestRoute {
-                    next_hops,
-                    attrs: Arc::clone(&dest.paths[b].attrs),
-                    source: dest.paths[b].source,
-                }
-            });
-            let exported_changed = match (&dest.best, &new_best) {
-                (None, None) => false,
-                (Some(old), Some(new)) => {
-                    old.source != new.source
-                        || old.next_hops.first() != new.next_hops.first()
-                        || !(Arc::ptr_eq(&old.attrs, &new.attrs) || old.attrs == new.attrs)
-                }
-                _ => true,
-            };
-            if dest.best != new_best {
-                let next_hops_changed = next_hops(&dest.best) != next_hops(&new_best);
+            decision::select(dest.paths_mut(), local.asn);
+            let after = dest.selected();
+            let old_best = before.as_ref().map(Selected::route);
+            let new_best = after.as_ref().map(Selected::route);
+            if old_best != new_best {
                 changes.best.push(BestChange {
                     prefix,
-                    new: new_best.clone(),
-                    next_hops_changed,
+                    next_hops_changed: next_hops(&old_best) != next_hops(&new_best),
+                    new: new_best,
                 });
             }
 
-            if exported_changed {
-                let best = group.first().map(|&b| dest.paths[b].clone());
-                if best.is_some() && dest.adj_out.is_empty() {
-                    // Room for every peer at once: growing one by one (then doubling) left a
-                    // reflector with 10 clients 16 slots a prefix, most of its memory.
-                    let carrying = peers.iter().filter(|(_, p)| p.carries(family)).count();
-                    dest.adj_out.reserve_exact(carrying);
-                }
-                for ((id, peer), (cache, (announce, withdraw))) in
-                    peers.iter_mut().zip(caches.iter_mut().zip(out.iter_mut()))
+            let (old, new) = (before.map(|s| s.path), after.map(|s| s.path));
+            let same_path = match (&old, &new) {
+                (None, None) => true,
+                (Some(o), Some(n)) => Arc::ptr_eq(&o.info, &n.info),
+                _ => false,
+            };
+            if !same_path {
+                for (peer, (cache, (announce, withdraw))) in peers
+                    .values_mut()
+                    .zip(caches.iter_mut().zip(out.iter_mut()))
                 {
                     if !peer.carries(family) {
                         continue;
                     }
-                    let new = best.as_ref().and_then(|b| {
-                        adj_out::export(b, family, &peer.info, local, attr_sets, cache)
-                    });
-                    if !dest.send(*id, new.as_ref(), &mut peer.advertised[family.index()]) {
+                    let mut export = |p: &Option<Path>| {
+                        p.as_ref().and_then(|p| {
+                            adj_out::export(p, family, &peer.info, local, attr_sets, cache)
+                        })
+                    };
+                    let (was, now) = (export(&old), export(&new));
+                    if was == now {
                         continue;
                     }
-                    match new {
-                        Some(new) => announce.push((prefix, new)),
+                    let advertised = &mut peer.advertised[family.index()];
+                    match (was.is_some(), now.is_some()) {
+                        (false, true) => *advertised += 1,
+                        (true, false) => *advertised -= 1,
+                        _ => {}
+                    }
+                    match now {
+                        Some(now) => announce.push((prefix, now)),
                         None => withdraw.push(prefix),
                     }
                 }
             }
 
-            dest.best = new_best;
             if dest.is_empty() {
                 table.remove(&prefix);
             }

@@ -895,3 +895,66 @@ fn timing_probe() {
 mod reflection;
 
 mod graceful_restart;
+
+/// The memory of a large table is its destinations: one candidate must sit inline in the
+/// B-tree slot, as a pointer to the record shared by its UPDATE and its selection (the
+/// reflect benchmark of docs/benchmarks.md holds 100,000 of them).
+#[test]
+fn a_destination_with_one_candidate_is_three_words() {
+    assert!(std::mem::size_of::<super::decision::Path>() <= 16);
+    assert!(std::mem::size_of::<super::Destination>() <= 24);
+}
+
+/// The Adj-RIB-Out is computed from the best route: a change of the best route that exports
+/// the same to a peer sends that peer nothing, and one that exports differently sends it the
+/// new version; the advertised counts follow.
+#[test]
+fn a_change_invisible_to_a_peer_sends_it_nothing() {
+    let (e1, e2, i1) = (ebgp_peer(1), ebgp_peer(2), ibgp_peer(1));
+    let mut rib = rib_with(&[e1.clone(), e2.clone(), i1.clone()]);
+    let mut a = attrs(&[65001], "192.0.2.1");
+    a.med = Some(50);
+    let ch = rib
+        .apply_update(e1.id(), &announce(&["203.0.113.0/24"], a.clone()))
+        .unwrap();
+    assert!(ch.per_peer_out.contains_key(&e2.id()));
+    assert!(ch.per_peer_out.contains_key(&i1.id()));
+
+    // Only the MED changes: eBGP peers never see a learned MED (RFC 4271 §5.1.4), iBGP
+    // peers do.
+    a.med = Some(10);
+    let ch = rib
+        .apply_update(e1.id(), &announce(&["203.0.113.0/24"], a.clone()))
+        .unwrap();
+    assert_eq!(ch.best.len(), 1);
+    assert!(!ch.per_peer_out.contains_key(&e2.id()), "{ch:?}");
+    let (ann, wd) = out_for(&ch, &i1);
+    assert!(wd.is_empty());
+    assert_eq!(ann.len(), 1);
+    assert_eq!(ann[0].1.med, Some(10));
+
+    // The same announcement again changes nothing for anyone.
+    let ch = rib
+        .apply_update(e1.id(), &announce(&["203.0.113.0/24"], a))
+        .unwrap();
+    assert!(ch.is_empty(), "{ch:?}");
+    assert_eq!(rib.peer_counts(e2.id()).unwrap().advertised, 1);
+    assert_eq!(rib.peer_counts(i1.id()).unwrap().advertised, 1);
+
+    // Withdrawn: both peers get the withdrawal, once.
+    let ch = rib
+        .apply_update(
+            e1.id(),
+            &Update {
+                withdrawn: vec![net("203.0.113.0/24")],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for peer in [&e2, &i1] {
+        let (ann, wd) = out_for(&ch, peer);
+        assert!(ann.is_empty());
+        assert_eq!(wd, vec![net("203.0.113.0/24")]);
+        assert_eq!(rib.peer_counts(peer.id()).unwrap().advertised, 0);
+    }
+}

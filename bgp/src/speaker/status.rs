@@ -83,7 +83,7 @@ pub(super) fn route_status(rib: &Rib) -> Vec<RouteStatus> {
         for entry in rib.routes(family) {
             let group: Vec<IpAddr> = rib
                 .best(&entry.prefix)
-                .map(|b| b.next_hops.clone())
+                .map(|b| b.next_hops)
                 .unwrap_or_default();
             for c in entry.candidates {
                 let best = c.selection == Selection::Best;
