@@ -227,7 +227,6 @@ fn a_node_spreads_over_two_equal_routers_and_falls_back_to_one_when_the_other_di
     if !root_and_bird_or_skip() {
         return;
     }
-    let started = Instant::now();
     let peers = ROUTERS
         .iter()
         .enumerate()
@@ -252,6 +251,8 @@ fn a_node_spreads_over_two_equal_routers_and_falls_back_to_one_when_the_other_di
         ..ClusterSpec::default()
     })
     .expect("cluster builds");
+    // From here: what the scenario takes once the binaries are built and the lab is up.
+    let started = Instant::now();
     // Declared after the cluster, so dropped (BIRDs and namespaces gone) before it.
     let mut routers = start_routers(&cluster);
     let node_ns = cluster.nodes[0].netns.clone();
