@@ -18,6 +18,19 @@
 //!  IdleHold timer (1 s, 2 s, 4 s ... 120 s) starts the session again.
 //! ```
 //!
+//! # Connect delay
+//!
+//! A connection that fails before the peer's OPEN arrived (refused, no route, or accepted and
+//! closed by a speaker that does not know us yet) is not a session failure: the FSM keeps
+//! listening in Active and connects again after the *connect delay*, 1 s after the first such
+//! failure, then 2 s, 4 s ... up to the ConnectRetryTime ([`Fsm::next_connect_delay`]). The
+//! delay returns to 1 s once an OPEN is accepted. So agents started together, each refused by
+//! peers whose listener is not up yet, find each other within a second or two instead of
+//! waiting a whole ConnectRetryTime (BIRD likewise stays in Active after a failed connect).
+//! For Connect this departs from RFC 4271 §8.2.2, which goes to Idle unless a DelayOpenTimer
+//! runs; Idle would refuse the peer's own connection meanwhile. The driver jitters the
+//! ConnectRetryTimer (RFC 4271 §10), so that peers refused together do not retry in lockstep.
+//!
 //! # Driver contract
 //!
 //! - **Timers** are one-shot. `StartTimer` on a running timer restarts it; `StopTimer` cancels
@@ -88,6 +101,9 @@ pub struct Fsm {
     connect_retry_counter: u32,
     // The IdleHoldTimer value the next failure will use.
     next_idle_hold_time: u16,
+    // Connections that failed before an OPEN arrived, since the last accepted OPEN or
+    // ManualStart: they set the connect delay (module docs).
+    connect_failures: u32,
     origin: Option<ConnectionOrigin>,
     peer_open: Option<OpenInfo>,
     negotiated: Option<NegotiatedSession>,
@@ -104,6 +120,7 @@ impl Fsm {
             config,
             armed: [false; Timer::COUNT],
             connect_retry_counter: 0,
+            connect_failures: 0,
             origin: None,
             peer_open: None,
             negotiated: None,
@@ -155,6 +172,13 @@ impl Fsm {
         self.next_idle_hold_time
     }
 
+    /// The ConnectRetryTimer value the next connection failure before an OPEN will arm:
+    /// 1 s, doubled for each such failure in a row, capped at the ConnectRetryTime.
+    pub fn next_connect_delay(&self) -> u16 {
+        let doubled = 1u32 << self.connect_failures.min(15);
+        doubled.min(u32::from(self.config.connect_retry_time)) as u16
+    }
+
     pub fn is_timer_armed(&self, timer: Timer) -> bool {
         self.armed[timer.index()]
     }
@@ -193,6 +217,7 @@ impl Fsm {
                 // An operator start overrides any damping in progress.
                 self.stop(Timer::IdleHold, out);
                 self.connect_retry_counter = 0;
+                self.connect_failures = 0;
                 self.next_idle_hold_time = self.config.idle_hold_time;
                 self.start_session(out);
             }
@@ -223,8 +248,9 @@ impl Fsm {
             }
             Input::TcpConnectionConfirmed => self.connection_up(ConnectionOrigin::Local, out),
             Input::TcpConnectionAccepted => self.connection_up(ConnectionOrigin::Remote, out),
-            // Without a running DelayOpenTimer: stop the ConnectRetryTimer and go Idle.
-            Input::TcpConnectionFails => self.fail(DownReason::TcpFailed, None, out),
+            // Not Idle, as §8.2.2 has it without DelayOpen: keep listening in Active and
+            // connect again after the connect delay (module docs).
+            Input::TcpConnectionFails => self.connection_failed(out),
             other => self.unexpected_before_open(other, out),
         }
     }
@@ -255,13 +281,9 @@ impl Fsm {
             Input::HoldTimerExpired => self.hold_timer_expired(out),
             // A second connection from the same peer belongs to the driver's collision handling.
             Input::TcpConnectionConfirmed | Input::TcpConnectionAccepted => {}
-            Input::TcpConnectionFails => {
-                // Close, restart the ConnectRetryTimer, keep listening in Active.
-                self.tear_down(DownReason::TcpFailed, None, State::Active, out);
-                if !self.config.passive {
-                    self.start(Timer::ConnectRetry, self.config.connect_retry_time, out);
-                }
-            }
+            // §8.2.2: close, restart the ConnectRetryTimer, keep listening in Active. The
+            // peer's OPEN has not come: the connect delay, not the whole ConnectRetryTime.
+            Input::TcpConnectionFails => self.connection_failed(out),
             Input::OpenReceived(open) => self.process_open(open, out),
             Input::HeaderErr(n) | Input::OpenMsgErr(n) => self.fail_sending(n, out),
             Input::NotificationReceived(n) => self.notification_received(&n, out),
@@ -336,6 +358,18 @@ impl Fsm {
 
     // ===== transitions =====
 
+    // TcpConnectionFails in Connect or OpenSent: Active, and for an active peer a connect again
+    // after the connect delay.
+    fn connection_failed(&mut self, out: &mut Vec<Output>) {
+        let delay = self.next_connect_delay();
+        self.tear_down(DownReason::TcpFailed, None, State::Active, out);
+        self.connect_retry_counter = self.connect_retry_counter.saturating_add(1);
+        self.connect_failures = self.connect_failures.saturating_add(1);
+        if !self.config.passive {
+            self.start(Timer::ConnectRetry, delay, out);
+        }
+    }
+
     // Idle -> Connect, or -> Active for a passive peer (§8.2.2 Events 1, 3, 4, 5, 13).
     fn start_session(&mut self, out: &mut Vec<Output>) {
         if self.config.passive {
@@ -375,6 +409,8 @@ impl Fsm {
         }
         self.peer_open = Some(open);
         self.negotiated = Some(negotiated);
+        // The peer speaks BGP: the next connection failure starts the connect delay afresh.
+        self.connect_failures = 0;
         self.transition(State::OpenConfirm, out);
     }
 
@@ -482,6 +518,7 @@ impl Fsm {
         });
         self.tear_down(DownReason::ManualStop, notification, State::Idle, out);
         self.connect_retry_counter = 0;
+        self.connect_failures = 0;
         self.next_idle_hold_time = self.config.idle_hold_time;
     }
 

@@ -14,6 +14,9 @@
 //! node's kernel has a route for each other node's block and the blackhole for its own
 //! (`Cluster::wait_converged`). Polling spawns `brindlectl` and `ip` for every node, so the
 //! figures are late by up to one polling round (about 10 ms per node).
+//!
+//! All nodes share the host's neighbour (ARP) table: from about 20 nodes the lab raises its
+//! limits (`gc_thresh1/2/3`, see `brindle_lab::neigh`) for as long as it runs, and prints so.
 
 use std::time::{Duration, Instant};
 
@@ -101,6 +104,12 @@ fn main() -> Result<()> {
             "| {run} | {n} | {sessions} | {:.2} s | {:.2} s |",
             established.as_secs_f64(),
             installed.as_secs_f64()
+        );
+        eprintln!(
+            "load average: {}",
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
         );
     }
     Ok(())

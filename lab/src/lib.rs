@@ -15,10 +15,14 @@
 //!
 //! The lab drives the real binaries and the `ip` and `ping` commands; it links none of Brindle's
 //! code.
+//!
+//! A large lab raises the host's neighbour (ARP) table limits, which all namespaces share, for
+//! as long as it exists, and says so ([`neigh`]).
 
 pub mod bgp;
 mod cluster;
 pub mod cni_exec;
+pub mod neigh;
 
 pub use bgp::Routing;
 pub use cluster::traffic::Pinger;
@@ -282,6 +286,8 @@ pub struct Cluster {
     etcd: Option<Child>,
     /// The ToR routers of [`Routing::BgpRacks`].
     pub tors: Vec<bgp::Tor>,
+    /// Raised neighbour table limits of a large lab, restored after teardown.
+    neighbour_limits: Option<neigh::NeighbourLimits>,
 }
 
 impl Cluster {

@@ -344,8 +344,8 @@ fn manual_stop_from_every_state_goes_idle_and_stays() {
 
 #[test]
 fn manual_stop_in_idle_cancels_the_pending_restart() {
-    let mut fsm = fsm_in(State::Connect);
-    fsm.process(Input::TcpConnectionFails);
+    let mut fsm = fsm_in(State::OpenSent);
+    fsm.process(Input::HoldTimerExpired);
     assert!(fsm.is_timer_armed(Timer::IdleHold));
     let out = fsm.process(Input::ManualStop);
     assert_eq!(out, vec![Output::StopTimer(Timer::IdleHold)]);
@@ -356,9 +356,11 @@ fn manual_stop_in_idle_cancels_the_pending_restart() {
 
 // ===== automatic restart and damping =====
 
-// Fails the attempt in Connect and returns the IdleHold value armed for the restart.
+// From Connect: the peer accepts the connection but never sends its OPEN (the HoldTimer
+// expires in OpenSent). Returns the IdleHold value armed for the restart.
 fn fail_once(fsm: &mut Fsm) -> u16 {
-    let out = fsm.process(Input::TcpConnectionFails);
+    fsm.process(Input::TcpConnectionConfirmed);
+    let out = fsm.process(Input::HoldTimerExpired);
     assert_eq!(fsm.state(), State::Idle);
     let waits: Vec<u16> = out
         .iter()
@@ -415,8 +417,8 @@ fn stable_established_session_resets_the_backoff() {
 
 #[test]
 fn automatic_start_waits_for_the_idle_hold_timer() {
-    let mut fsm = fsm_in(State::Connect);
-    fsm.process(Input::TcpConnectionFails);
+    let mut fsm = fsm_in(State::OpenSent);
+    fsm.process(Input::HoldTimerExpired);
     assert!(fsm.process(Input::AutomaticStart).is_empty());
     assert_eq!(fsm.state(), State::Idle);
     // ManualStart overrides the damping and resets it.
@@ -454,6 +456,124 @@ fn without_damping_the_idle_hold_time_stays_put() {
     let mut fsm = fsm_in_with(undamped, State::Connect);
     let waits: Vec<u16> = (0..3).map(|_| fail_once(&mut fsm)).collect();
     assert_eq!(waits, vec![5, 5, 5]);
+}
+
+// ===== connect delay =====
+
+// The ConnectRetryTimer value armed in `out`, if any.
+fn retry_armed(out: &[Output]) -> Option<u16> {
+    out.iter().find_map(|o| match o {
+        Output::StartTimer {
+            timer: Timer::ConnectRetry,
+            seconds,
+        } => Some(*seconds),
+        _ => None,
+    })
+}
+
+// Connect, refused: returns the connect delay armed, after checking the FSM waits in Active
+// (listening) and connects when the delay expires.
+fn refused_once(fsm: &mut Fsm) -> u16 {
+    assert_eq!(fsm.state(), State::Connect);
+    let out = fsm.process(Input::TcpConnectionFails);
+    assert_eq!(fsm.state(), State::Active, "{out:#?}");
+    assert!(fsm.accepts_inbound(), "Active listens for the peer");
+    assert!(!fsm.is_timer_armed(Timer::IdleHold), "no damped restart");
+    let delay = retry_armed(&out).expect("the connect delay is armed");
+    let out = fsm.process(Input::ConnectRetryTimerExpired);
+    assert_eq!(fsm.state(), State::Connect);
+    assert!(out.contains(&Output::Connect));
+    // While the connect is in flight the timer bounds it with the whole ConnectRetryTime.
+    assert_eq!(retry_armed(&out), Some(fsm.config().connect_retry_time));
+    delay
+}
+
+#[test]
+fn a_refused_connect_is_retried_after_1_s_then_backs_off_to_the_connect_retry_time() {
+    let mut fsm = fsm_in(State::Connect);
+    let delays: Vec<u16> = (0..6).map(|_| refused_once(&mut fsm)).collect();
+    // RETRY is 5 s.
+    assert_eq!(delays, vec![1, 2, 4, 5, 5, 5]);
+    assert_eq!(fsm.connect_retry_counter(), 6);
+    // Failures to connect are not session failures: the damping is untouched.
+    assert_eq!(fsm.next_idle_hold_time(), 1);
+
+    let slow = PeerConfig {
+        connect_retry_time: 120,
+        ..config()
+    };
+    let mut fsm = fsm_in_with(slow, State::Connect);
+    let delays: Vec<u16> = (0..9).map(|_| refused_once(&mut fsm)).collect();
+    assert_eq!(delays, vec![1, 2, 4, 8, 16, 32, 64, 120, 120]);
+}
+
+#[test]
+fn a_connection_closed_before_the_open_is_retried_after_the_connect_delay() {
+    // A speaker that does not know us yet accepts the connection and closes it.
+    let mut fsm = fsm_in(State::Connect);
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        fsm.process(Input::TcpConnectionConfirmed);
+        assert_eq!(fsm.state(), State::OpenSent);
+        let out = fsm.process(Input::TcpConnectionFails);
+        assert_eq!(fsm.state(), State::Active);
+        delays.push(retry_armed(&out).expect("connect delay armed"));
+        fsm.process(Input::ConnectRetryTimerExpired);
+        assert_eq!(fsm.state(), State::Connect);
+    }
+    assert_eq!(delays, vec![1, 2, 4, 5]);
+}
+
+#[test]
+fn an_accepted_open_and_a_manual_start_reset_the_connect_delay() {
+    let mut fsm = fsm_in(State::Connect);
+    for _ in 0..3 {
+        refused_once(&mut fsm);
+    }
+    assert_eq!(fsm.next_connect_delay(), 5);
+    // The peer answers with an OPEN, then the connection drops: a session failure, damped.
+    fsm.process(Input::TcpConnectionConfirmed);
+    fsm.process(Input::OpenReceived(peer_open()));
+    assert_eq!(fsm.next_connect_delay(), 1);
+    fsm.process(Input::TcpConnectionFails);
+    assert_eq!(fsm.state(), State::Idle);
+    fsm.process(Input::IdleHoldTimerExpired);
+    assert_eq!(refused_once(&mut fsm), 1);
+    assert_eq!(refused_once(&mut fsm), 2);
+
+    fsm.process(Input::ManualStop);
+    fsm.process(Input::ManualStart);
+    assert_eq!(refused_once(&mut fsm), 1);
+}
+
+#[test]
+fn an_inbound_connection_while_waiting_out_the_connect_delay_is_taken() {
+    let mut fsm = fsm_in(State::Connect);
+    fsm.process(Input::TcpConnectionFails);
+    assert!(fsm.is_timer_armed(Timer::ConnectRetry));
+    // The peer connects first: the session goes on with its connection, our retry is off.
+    let out = fsm.process(Input::TcpConnectionAccepted);
+    assert_eq!(fsm.state(), State::OpenSent);
+    assert_eq!(fsm.connection_origin(), Some(ConnectionOrigin::Remote));
+    assert!(out.contains(&Output::StopTimer(Timer::ConnectRetry)));
+    assert!(!out.contains(&Output::Connect));
+    // A retry expiry racing the accept is stale.
+    assert!(fsm.process(Input::ConnectRetryTimerExpired).is_empty());
+}
+
+#[test]
+fn a_passive_peer_arms_no_connect_delay() {
+    let passive = PeerConfig {
+        passive: true,
+        ..config()
+    };
+    let mut fsm = fsm_in_with(passive, State::Idle);
+    fsm.process(Input::ManualStart);
+    fsm.process(Input::TcpConnectionAccepted);
+    let out = fsm.process(Input::TcpConnectionFails);
+    assert_eq!(fsm.state(), State::Active);
+    assert_eq!(retry_armed(&out), None);
+    assert!(!fsm.is_timer_armed(Timer::ConnectRetry));
 }
 
 // ===== timers =====

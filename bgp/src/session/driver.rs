@@ -48,6 +48,21 @@ pub(crate) enum Internal {
     },
 }
 
+/// `base` times a random factor between 0.75 and 1 (RFC 4271 §10). The randomness is the
+/// standard library's per-process hash seed mixed with the clock, enough to spread retries.
+fn jittered(base: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    // 0..=1023, so the factor is 0.75 ..= 1.0 in steps of 1/4096.
+    let r = (hasher.finish() % 1024) as u32;
+    base * (3072 + r) / 4096
+}
+
 /// The FSM carrying the session, or the second one of a collision (RFC 4271 §6.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Which {
@@ -505,8 +520,14 @@ impl Driver {
             return;
         };
         let fsm = slot.id;
+        let duration = if timer == Timer::ConnectRetry {
+            // RFC 4271 §10: jitter, so that peers refused together do not retry in lockstep.
+            jittered(Duration::from_secs(u64::from(seconds)))
+        } else {
+            Duration::from_secs(u64::from(seconds))
+        };
         let handle = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(u64::from(seconds))).await;
+            tokio::time::sleep(duration).await;
             let _ = tx.send(Internal::TimerFired {
                 fsm,
                 timer,
@@ -853,5 +874,25 @@ impl Driver {
                 conn.set_decode_context(negotiated.map(glue::decode_context).unwrap_or_default());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_retry_jitter_stays_between_three_quarters_and_the_whole() {
+        let base = Duration::from_secs(4);
+        let samples: Vec<Duration> = (0..200).map(|_| jittered(base)).collect();
+        for d in &samples {
+            assert!(
+                *d >= Duration::from_secs(3) && *d <= base,
+                "{d:?} outside 3 s ..= 4 s"
+            );
+        }
+        // Spread, not one value: peers refused together must not retry in lockstep.
+        let distinct: std::collections::HashSet<_> = samples.iter().collect();
+        assert!(distinct.len() > 50, "{} distinct values", distinct.len());
     }
 }

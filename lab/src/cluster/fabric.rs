@@ -33,8 +33,10 @@ impl Cluster {
             namespaces: Vec::new(),
             etcd: None,
             tors: Vec::new(),
+            neighbour_limits: None,
         };
         // On error `cluster` is dropped here, which tears down whatever exists.
+        cluster.raise_neighbour_limits()?;
         cluster.build_fabric()?;
         if cluster.spec.datastore == Datastore::Etcd {
             cluster.start_etcd()?;
@@ -44,6 +46,21 @@ impl Cluster {
         cluster.start_agents()?;
         cluster.start_pods()?;
         Ok(cluster)
+    }
+
+    /// The nodes resolve each other in the host-wide neighbour table: make room for them.
+    fn raise_neighbour_limits(&mut self) -> Result<()> {
+        let entries = neigh::entries_needed(self.spec.nodes, self.spec.pods_per_node);
+        self.neighbour_limits = neigh::NeighbourLimits::raise(entries)?;
+        if let Some(limits) = &self.neighbour_limits {
+            eprintln!(
+                "{} nodes need about {entries} neighbour (ARP/NDP) entries in the host-wide table: \
+                 raised {} until the lab ends",
+                self.spec.nodes,
+                limits.describe()
+            );
+        }
+        Ok(())
     }
 
     pub(crate) fn add_netns(&mut self, name: &str) -> Result<()> {
@@ -398,6 +415,12 @@ impl Cluster {
         }
         for ns in self.namespaces.drain(..).rev() {
             let _ = ip(&["netns", "del", &ns]);
+        }
+        // With the namespaces gone, their entries go too: the previous limits fit again.
+        if let Some(limits) = self.neighbour_limits.take() {
+            let what = limits.describe();
+            drop(limits);
+            eprintln!("neighbour table limits back as before the lab ({what})");
         }
         if std::env::var_os("BRINDLE_LAB_KEEP_LOGS").is_none() {
             let _ = fs::remove_dir_all(&self.dir);

@@ -103,20 +103,21 @@ fn table() -> Vec<Case> {
             OpenSent,
             open_sent_entry,
         ),
-        // §8.2.2 without DelayOpen: Idle, then the damped automatic restart.
+        // Not Idle as in §8.2.2 without DelayOpen: Active, connecting again after the connect
+        // delay (the `fsm` module docs).
         case(
             Connect,
             Input::TcpConnectionFails,
-            Idle,
+            Active,
             vec![
                 Output::Disconnect,
                 Output::StopTimer(Timer::ConnectRetry),
                 down(DownReason::TcpFailed, false),
                 Output::StateChanged {
                     from: Connect,
-                    to: Idle,
+                    to: Active,
                 },
-                timer(Timer::IdleHold, 1),
+                timer(Timer::ConnectRetry, 1),
             ],
         ),
         case(
@@ -281,7 +282,8 @@ fn table() -> Vec<Case> {
                 down(DownReason::HoldTimerExpired, false),
             ],
         ),
-        // §8.2.2: OpenSent + TcpConnectionFails -> Active with the ConnectRetryTimer restarted.
+        // §8.2.2: OpenSent + TcpConnectionFails -> Active with the ConnectRetryTimer restarted,
+        // for the connect delay: no OPEN came on this connection.
         case(
             OpenSent,
             Input::TcpConnectionFails,
@@ -294,7 +296,7 @@ fn table() -> Vec<Case> {
                     from: OpenSent,
                     to: Active,
                 },
-                timer(Timer::ConnectRetry, RETRY),
+                timer(Timer::ConnectRetry, 1),
             ],
         ),
         case(
