@@ -88,6 +88,40 @@ struct Agent {
 }
 
 impl Agent {
+    /// Starts brindle-node in `ns` as the DaemonSet would: the manifest's environment `env`,
+    /// node `worker-7`, the default IPv4 pool 10.244.0.0/16, its API on `socket`, health and
+    /// metrics off, then `settings` on top (the datastore, how the node IP is found, ...).
+    fn start(
+        ns: &Netns,
+        env: &[(String, String)],
+        settings: &[(&str, String)],
+        socket: &std::path::Path,
+        log: PathBuf,
+    ) -> Agent {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_brindle-node")])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        cmd.env("NODENAME", "worker-7")
+            .env("BRINDLE_IPV4POOL_CIDR", "10.244.0.0/16")
+            .env("BRINDLE_LOG_FORMAT", "text")
+            .env("BRINDLE_SOCKET", socket)
+            .env("BRINDLE_HEALTH_LISTEN", "off")
+            .env("BRINDLE_METRICS_LISTEN", "off");
+        for (name, value) in settings {
+            cmd.env(name, value);
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"));
+        Agent {
+            child: cmd.spawn().expect("start brindle-node"),
+            log,
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -208,27 +242,19 @@ fn agent_starts_on_an_empty_cluster_creates_the_pool_and_takes_the_internal_ip()
     let (env, role) = manifest_env_and_role();
     let log = temp("agent.log");
     let socket = temp("agent.sock");
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_brindle-node")])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (name, value) in &env {
-        cmd.env(name, value);
-    }
-    cmd.env("NODENAME", "worker-7")
-        .env("BRINDLE_DATASTORE", fake.spec())
-        .env("BRINDLE_IP_AUTODETECTION_METHOD", "kubernetes-internal-ip")
-        .env("BRINDLE_IPV4POOL_CIDR", "10.244.0.0/16")
-        .env("BRINDLE_LOG_FORMAT", "text")
-        .env("BRINDLE_SOCKET", &socket)
-        .env("BRINDLE_HEALTH_LISTEN", "off")
-        .env("BRINDLE_METRICS_LISTEN", "off")
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).expect("log file"));
-    let agent = Agent {
-        child: cmd.spawn().expect("start brindle-node"),
+    let agent = Agent::start(
+        &ns,
+        &env,
+        &[
+            ("BRINDLE_DATASTORE", fake.spec()),
+            (
+                "BRINDLE_IP_AUTODETECTION_METHOD",
+                "kubernetes-internal-ip".to_string(),
+            ),
+        ],
+        &socket,
         log,
-    };
+    );
     let _socket_cleanup = SocketFile(socket);
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -402,27 +428,17 @@ fn fake_apiserver_410_outage_and_node_deletion() {
     let log = temp("agent-outage.log");
     let socket = temp("agent-outage.sock");
     let health_port = 19000 + (std::process::id() % 1000) as u16;
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_brindle-node")])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (name, value) in &env {
-        cmd.env(name, value);
-    }
-    cmd.env("NODENAME", "worker-7")
-        .env("BRINDLE_DATASTORE", &spec)
-        .env("IP", "10.77.0.7/24")
-        .env("BRINDLE_IPV4POOL_CIDR", "10.244.0.0/16")
-        .env("BRINDLE_LOG_FORMAT", "text")
-        .env("BRINDLE_SOCKET", &socket)
-        .env("BRINDLE_HEALTH_LISTEN", format!("127.0.0.1:{health_port}"))
-        .env("BRINDLE_METRICS_LISTEN", "off")
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).expect("log file"));
-    let agent = Agent {
-        child: cmd.spawn().expect("start brindle-node"),
+    let agent = Agent::start(
+        &ns,
+        &env,
+        &[
+            ("BRINDLE_DATASTORE", spec.clone()),
+            ("IP", "10.77.0.7/24".to_string()),
+            ("BRINDLE_HEALTH_LISTEN", format!("127.0.0.1:{health_port}")),
+        ],
+        &socket,
         log,
-    };
+    );
     let _socket_cleanup = SocketFile(socket);
     wait_for(&agent, 30, "the default pool", || {
         fake.object("ippools", "default-ipv4-ippool").is_some()
@@ -625,27 +641,16 @@ fn fake_apiserver_pod_add_records_labels_and_annotates_the_pod() {
     let (env, _) = manifest_env_and_role();
     let log = temp("agent-pods.log");
     let socket = temp("agent-pods.sock");
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_brindle-node")])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (name, value) in &env {
-        cmd.env(name, value);
-    }
-    cmd.env("NODENAME", "worker-7")
-        .env("BRINDLE_DATASTORE", fake.spec())
-        .env("IP", "10.77.0.7/24")
-        .env("BRINDLE_IPV4POOL_CIDR", "10.244.0.0/16")
-        .env("BRINDLE_LOG_FORMAT", "text")
-        .env("BRINDLE_SOCKET", &socket)
-        .env("BRINDLE_HEALTH_LISTEN", "off")
-        .env("BRINDLE_METRICS_LISTEN", "off")
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).expect("log file"));
-    let agent = Agent {
-        child: cmd.spawn().expect("start brindle-node"),
+    let agent = Agent::start(
+        &ns,
+        &env,
+        &[
+            ("BRINDLE_DATASTORE", fake.spec()),
+            ("IP", "10.77.0.7/24".to_string()),
+        ],
+        &socket,
         log,
-    };
+    );
     let _socket_cleanup = SocketFile(socket.clone());
     wait_for(&agent, 30, "the agent's socket and pool", || {
         socket.exists() && fake.object("ippools", "default-ipv4-ippool").is_some()
@@ -814,34 +819,19 @@ fn fake_apiserver_outage_and_410_keep_bgp_sessions_and_routes() {
     let log = temp("agent-bgp.log");
     let socket = temp("agent-bgp.sock");
     let health_port = 20000 + (std::process::id() % 1000) as u16;
-    let mut cmd = Command::new("ip");
-    cmd.args([
-        "netns",
-        "exec",
-        &node_ns.0,
-        env!("CARGO_BIN_EXE_brindle-node"),
-    ])
-    .env_clear()
-    .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (name, value) in &env {
-        cmd.env(name, value);
-    }
-    cmd.env("NODENAME", "worker-7")
-        .env("BRINDLE_DATASTORE", &spec)
-        .env("IP", "10.77.0.7/24")
-        .env("BRINDLE_IPV4POOL_CIDR", "10.244.0.0/16")
-        .env("BRINDLE_ROUTING", "bgp")
-        .env("BRINDLE_BGP_HOLD_TIME", "3")
-        .env("BRINDLE_LOG_FORMAT", "text")
-        .env("BRINDLE_SOCKET", &socket)
-        .env("BRINDLE_HEALTH_LISTEN", format!("127.0.0.1:{health_port}"))
-        .env("BRINDLE_METRICS_LISTEN", "off")
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).expect("log file"));
-    let agent = Agent {
-        child: cmd.spawn().expect("start brindle-node"),
+    let agent = Agent::start(
+        &node_ns,
+        &env,
+        &[
+            ("BRINDLE_DATASTORE", spec.clone()),
+            ("IP", "10.77.0.7/24".to_string()),
+            ("BRINDLE_ROUTING", "bgp".to_string()),
+            ("BRINDLE_BGP_HOLD_TIME", "3".to_string()),
+            ("BRINDLE_HEALTH_LISTEN", format!("127.0.0.1:{health_port}")),
+        ],
+        &socket,
         log,
-    };
+    );
     let _socket_cleanup = SocketFile(socket.clone());
     wait_for(&agent, 30, "the default pool", || {
         fake.object("ippools", "default-ipv4-ippool").is_some()
@@ -1133,27 +1123,19 @@ fn fake_apiserver_kubernetes_internal_ip_change_moves_the_node_address() {
     let (env, role) = manifest_env_and_role();
     let log = temp("agent-internal-ip.log");
     let socket = temp("agent-internal-ip.sock");
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_brindle-node")])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (name, value) in &env {
-        cmd.env(name, value);
-    }
-    cmd.env("NODENAME", "worker-7")
-        .env("BRINDLE_DATASTORE", fake.spec())
-        .env("BRINDLE_IP_AUTODETECTION_METHOD", "kubernetes-internal-ip")
-        .env("BRINDLE_IPV4POOL_CIDR", "10.244.0.0/16")
-        .env("BRINDLE_LOG_FORMAT", "text")
-        .env("BRINDLE_SOCKET", &socket)
-        .env("BRINDLE_HEALTH_LISTEN", "off")
-        .env("BRINDLE_METRICS_LISTEN", "off")
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).expect("log file"));
-    let agent = Agent {
-        child: cmd.spawn().expect("start brindle-node"),
+    let agent = Agent::start(
+        &ns,
+        &env,
+        &[
+            ("BRINDLE_DATASTORE", fake.spec()),
+            (
+                "BRINDLE_IP_AUTODETECTION_METHOD",
+                "kubernetes-internal-ip".to_string(),
+            ),
+        ],
+        &socket,
         log,
-    };
+    );
     let _socket_cleanup = SocketFile(socket);
     let node_address = || {
         fake.object("nodes", "worker-7")
