@@ -327,6 +327,30 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Whether a scenario test can run here: as root, with each of `needs` (what, whether it is
+/// present). Otherwise the test is skipped with a message, except when `CI` is set: there it
+/// fails, naming what is missing, so that CI never passes by skipping.
+pub fn can_run_here(needs: &[(&str, bool)]) -> bool {
+    let mut missing: Vec<&str> = needs
+        .iter()
+        .filter(|(_, present)| !present)
+        .map(|(what, _)| *what)
+        .collect();
+    if !is_root() {
+        missing.insert(0, "root");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = format!("needs {}", missing.join(", "));
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but this scenario cannot run: {reason}"
+    );
+    eprintln!("skipping: {reason}");
+    false
+}
+
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")

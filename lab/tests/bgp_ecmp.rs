@@ -9,27 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use brindle_lab::bgp::{bird_available, Tor};
-use brindle_lab::{in_ns, ip, is_root, Cluster, ClusterSpec, Encap, Routing, OUTSIDE_IP};
+use brindle_lab::{can_run_here, in_ns, ip, Cluster, ClusterSpec, Encap, Routing, OUTSIDE_IP};
 
 /// The routers' AS; the node is in the default AS 64512.
 const ROUTER_AS: u32 = 65200;
 /// The routers' addresses on the nodes' segment (the nodes are 10.99.0.11 and up).
 const ROUTERS: [&str; 2] = ["10.99.0.2", "10.99.0.3"];
-
-fn root_and_bird_or_skip() -> bool {
-    let ci = std::env::var_os("CI").is_some();
-    if !is_root() {
-        assert!(!ci, "scenario tests must run as root in CI");
-        eprintln!("skipping: needs root");
-        return false;
-    }
-    if !bird_available() {
-        assert!(!ci, "BIRD 2 (bird2) must be installed in CI");
-        eprintln!("skipping: needs BIRD 2");
-        return false;
-    }
-    true
-}
 
 /// The two routers: namespaces on the fabric's bridge, each with a BIRD. Dropping this kills
 /// the BIRDs and deletes the namespaces (their veths go with them), also when the test fails.
@@ -224,7 +209,7 @@ fn log_tail(path: &Path) -> String {
 
 #[test]
 fn a_node_spreads_over_two_equal_routers_and_falls_back_to_one_when_the_other_dies() {
-    if !root_and_bird_or_skip() {
+    if !can_run_here(&[("BIRD 2 (bird2)", bird_available())]) {
         return;
     }
     let peers = ROUTERS

@@ -7,19 +7,7 @@
 use std::time::{Duration, Instant};
 
 use brindle_lab::bgp::bird_available;
-use brindle_lab::{in_ns, is_root, Cluster, ClusterSpec, Encap, Routing};
-
-fn root_or_skip() -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "scenario tests must run as root in CI"
-    );
-    eprintln!("skipping: needs root");
-    false
-}
+use brindle_lab::{can_run_here, in_ns, Cluster, ClusterSpec, Encap, Routing};
 
 /// The hold time the agents propose (and the ToRs use): short, so that a dead node is noticed
 /// within seconds.
@@ -63,7 +51,7 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Dura
 
 #[test]
 fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let mut cluster = Cluster::build(ClusterSpec {
@@ -301,7 +289,7 @@ fn a_four_node_mesh_routes_pods_over_bgp_and_withdraws_a_dead_node() {
 
 #[test]
 fn a_route_reflector_serves_five_clients_that_peer_only_with_it() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let resources = "\
@@ -387,15 +375,7 @@ spec:
 
 #[test]
 fn two_racks_behind_bird_tors_reach_each_other_over_ebgp() {
-    if !root_or_skip() {
-        return;
-    }
-    if !bird_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "BIRD 2 (bird2) must be installed in CI"
-        );
-        eprintln!("skipping: needs BIRD 2");
+    if !can_run_here(&[("BIRD 2 (bird2)", bird_available())]) {
         return;
     }
     let cluster = Cluster::build(ClusterSpec {
@@ -482,7 +462,7 @@ fn two_racks_behind_bird_tors_reach_each_other_over_ebgp() {
 
 #[test]
 fn a_dual_stack_mesh_carries_ipv6_blocks_over_the_ipv4_sessions() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let cluster = Cluster::build(ClusterSpec {
@@ -606,7 +586,7 @@ fn three_node_mesh() -> Cluster {
 
 #[test]
 fn an_agent_killed_with_sigkill_and_restarted_loses_no_packet() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let mut cluster = three_node_mesh();
@@ -665,7 +645,7 @@ fn an_agent_killed_with_sigkill_and_restarted_loses_no_packet() {
 
 #[test]
 fn a_rolling_restart_of_two_agents_loses_no_packet() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let mut cluster = three_node_mesh();

@@ -8,23 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use brindle_lab::bgp::{bird_available, Tor};
-use brindle_lab::{in_ns, is_root, Cluster, ClusterSpec, Encap, Routing};
-
-/// Whether the scenario can run here: root and BIRD 2, both required when `CI` is set.
-fn can_run() -> bool {
-    let ci = std::env::var_os("CI").is_some();
-    if !is_root() {
-        assert!(!ci, "scenario tests must run as root in CI");
-        eprintln!("skipping: needs root");
-        return false;
-    }
-    if !bird_available() {
-        assert!(!ci, "BIRD 2 (bird2) must be installed in CI");
-        eprintln!("skipping: needs BIRD 2");
-        return false;
-    }
-    true
-}
+use brindle_lab::{can_run_here, in_ns, Cluster, ClusterSpec, Encap, Routing};
 
 /// The hold time the agents propose (and the racks' ToRs use).
 const HOLD: u16 = 9;
@@ -77,7 +61,7 @@ const SERVICE_LB: &str = "198.51.100.0/24";
 
 #[test]
 fn service_cidrs_are_advertised_from_every_node_and_withdrawn_when_dropped() {
-    if !can_run() {
+    if !can_run_here(&[("BIRD 2 (bird2)", bird_available())]) {
         return;
     }
     let cluster = Cluster::build(ClusterSpec {
@@ -297,7 +281,7 @@ fn start_v6_router(cluster: &Cluster) -> Tor {
 
 #[test]
 fn a_bgp_peer_over_ipv6_gets_the_ipv6_blocks_and_shows_under_ipv6() {
-    if !can_run() {
+    if !can_run_here(&[("BIRD 2 (bird2)", bird_available())]) {
         return;
     }
     let cluster = Cluster::build(ClusterSpec {

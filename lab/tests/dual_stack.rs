@@ -4,19 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use brindle_lab::{in_ns, is_root, Cluster, ClusterSpec, Encap, Pod};
-
-fn root_or_skip() -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "scenario tests must run as root in CI"
-    );
-    eprintln!("skipping: needs root");
-    false
-}
+use brindle_lab::{can_run_here, in_ns, Cluster, ClusterSpec, Encap, Pod};
 
 fn dual_stack(encap: Encap, uplink_mtu: Option<u32>) -> Cluster {
     Cluster::build(ClusterSpec {
@@ -51,7 +39,7 @@ fn assert_all_reached(matrix: &std::collections::BTreeMap<(String, String), bool
 
 #[test]
 fn dual_stack_pods_reach_each_other_over_ipv6_through_vxlan() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let mut cluster = dual_stack(Encap::VxlanAlways, Some(9000));
@@ -245,7 +233,7 @@ fn dual_stack_pods_reach_each_other_over_ipv6_through_vxlan() {
 
 #[test]
 fn dual_stack_without_encapsulation_routes_ipv6_via_the_node_addresses() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let cluster = dual_stack(Encap::Never, None);
@@ -308,7 +296,7 @@ fn dual_stack_without_encapsulation_routes_ipv6_via_the_node_addresses() {
 /// alone, without an IPv4 tunnel address, and carries the pods' IPv6 traffic.
 #[test]
 fn ipv6_only_pods_reach_each_other_through_vxlan() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let cluster = Cluster::build(ClusterSpec {

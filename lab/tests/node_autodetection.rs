@@ -6,19 +6,7 @@ use std::fs;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use brindle_lab::{in_ns, is_root, tail, Cluster, ClusterSpec};
-
-fn root_or_skip() -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "scenario tests must run as root in CI"
-    );
-    eprintln!("skipping: needs root");
-    false
-}
+use brindle_lab::{can_run_here, in_ns, tail, Cluster, ClusterSpec};
 
 /// An agent started by the test with its own flags; stopped (SIGTERM, then SIGKILL) on drop.
 struct Agent(Child);
@@ -65,7 +53,7 @@ fn wait_for(what: &str, deadline: Duration, log: &std::path::Path, mut cond: imp
 
 #[test]
 fn the_node_address_follows_the_autodetection_method_and_address_changes() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let mut cluster = Cluster::build(ClusterSpec {

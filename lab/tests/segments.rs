@@ -5,25 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use brindle_lab::{in_ns, ip, is_root, Cluster, ClusterSpec, Encap, Pod, OUTSIDE_IP, OUTSIDE_IP6};
+use brindle_lab::{
+    can_run_here, in_ns, ip, Cluster, ClusterSpec, Encap, Pod, OUTSIDE_IP, OUTSIDE_IP6,
+};
 
 const POOL: &str = "10.244.0.0/16";
 const PINGS: u64 = 10;
 /// Packets a `vxlan.brindle` device may send on its own (IPv6 router solicitations and MLD
 /// reports after it comes up); they never reach the wire without an FDB entry.
 const STRAY: u64 = 2;
-
-fn root_or_skip() -> bool {
-    if is_root() && which("nft") {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "scenario tests must run as root with nft installed in CI"
-    );
-    eprintln!("skipping: needs root and nft");
-    false
-}
 
 fn which(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -108,7 +98,7 @@ fn route_for(cluster: &Cluster, on: usize, to: usize) -> String {
 
 #[test]
 fn cross_subnet_encapsulates_only_between_segments() {
-    if !root_or_skip() {
+    if !can_run_here(&[("nft", which("nft"))]) {
         return;
     }
     let cluster = two_segments(Encap::VxlanCrossSubnet);
@@ -138,7 +128,7 @@ fn cross_subnet_encapsulates_only_between_segments() {
 
 #[test]
 fn always_encapsulates_within_and_across_segments() {
-    if !root_or_skip() {
+    if !can_run_here(&[("nft", which("nft"))]) {
         return;
     }
     let cluster = two_segments(Encap::VxlanAlways);
@@ -157,7 +147,7 @@ fn always_encapsulates_within_and_across_segments() {
 
 #[test]
 fn never_routes_directly_and_through_the_routers_static_routes() {
-    if !root_or_skip() {
+    if !can_run_here(&[("nft", which("nft"))]) {
         return;
     }
     let cluster = two_segments(Encap::Never);
@@ -221,7 +211,7 @@ fn ping_once(pod: &Pod, to: &str) -> bool {
 
 #[test]
 fn nat_outgoing_shows_the_node_address_outside_and_pod_addresses_inside() {
-    if !root_or_skip() {
+    if !can_run_here(&[("nft", which("nft"))]) {
         return;
     }
     let mut cluster = Cluster::build(ClusterSpec {
@@ -298,7 +288,7 @@ fn nat_outgoing_shows_the_node_address_outside_and_pod_addresses_inside() {
 
 #[test]
 fn nat_outgoing_over_ipv6_shows_the_node_address_outside_and_pod_addresses_inside() {
-    if !root_or_skip() {
+    if !can_run_here(&[("nft", which("nft"))]) {
         return;
     }
     let cluster = Cluster::build(ClusterSpec {
@@ -350,7 +340,7 @@ fn nat_outgoing_over_ipv6_shows_the_node_address_outside_and_pod_addresses_insid
 
 #[test]
 fn the_vxlan_device_goes_when_its_linger_ends_not_at_the_next_resync() {
-    if !root_or_skip() {
+    if !can_run_here(&[("nft", which("nft"))]) {
         return;
     }
     let mut cluster = Cluster::build(ClusterSpec {
@@ -405,7 +395,7 @@ fn the_vxlan_device_goes_when_its_linger_ends_not_at_the_next_resync() {
 
 #[test]
 fn changing_the_pool_mode_keeps_pods_reachable() {
-    if !root_or_skip() {
+    if !can_run_here(&[("nft", which("nft"))]) {
         return;
     }
     let mut cluster = Cluster::build(ClusterSpec {
@@ -479,7 +469,7 @@ fn changing_the_pool_mode_keeps_pods_reachable() {
 
 #[test]
 fn cross_subnet_to_always_and_back_keeps_both_segments_reachable() {
-    if !root_or_skip() {
+    if !can_run_here(&[("nft", which("nft"))]) {
         return;
     }
     let mut cluster = two_segments(Encap::VxlanCrossSubnet);

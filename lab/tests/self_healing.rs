@@ -7,19 +7,7 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use brindle_lab::{in_ns, ip, is_root, Cluster, ClusterSpec};
-
-fn root_or_skip() -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "scenario tests must run as root in CI"
-    );
-    eprintln!("skipping: needs root");
-    false
-}
+use brindle_lab::{can_run_here, in_ns, ip, Cluster, ClusterSpec};
 
 fn two_nodes() -> Cluster {
     let cluster = Cluster::build(ClusterSpec {
@@ -71,7 +59,7 @@ fn sh(ns: &str, cmd: &str) -> String {
 
 #[test]
 fn deleted_route_device_neighbour_and_fdb_come_back_and_foreign_routes_stay() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let cluster = two_nodes();
@@ -186,7 +174,7 @@ fn deleted_route_device_neighbour_and_fdb_come_back_and_foreign_routes_stay() {
 
 #[test]
 fn metrics_are_served_with_the_brindle_prefix() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let cluster = two_nodes();
@@ -271,7 +259,7 @@ impl Drop for Monitor {
 
 #[test]
 fn an_agent_restart_neither_removes_nor_readds_anything() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let mut cluster = two_nodes();
@@ -322,7 +310,7 @@ fn an_agent_restart_neither_removes_nor_readds_anything() {
 
 #[test]
 fn a_deleted_node_is_forgotten_by_the_others_and_its_blocks_released() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let mut cluster = two_nodes();
@@ -381,7 +369,7 @@ fn a_deleted_node_is_forgotten_by_the_others_and_its_blocks_released() {
 
 #[test]
 fn a_write_blocked_by_a_foreign_route_is_retried_and_never_forced() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let cluster = two_nodes();

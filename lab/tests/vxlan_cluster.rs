@@ -3,23 +3,11 @@
 
 use std::time::Duration;
 
-use brindle_lab::{is_root, Cluster, ClusterSpec};
-
-fn root_or_skip() -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "scenario tests must run as root in CI"
-    );
-    eprintln!("skipping: needs root");
-    false
-}
+use brindle_lab::{can_run_here, Cluster, ClusterSpec};
 
 #[test]
 fn every_pod_reaches_every_pod_through_vxlan() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let cluster = Cluster::build(ClusterSpec {
@@ -99,7 +87,7 @@ fn every_pod_reaches_every_pod_through_vxlan() {
 
 #[test]
 fn deleting_a_pod_frees_its_address_and_its_route() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let mut cluster = Cluster::build(ClusterSpec {
@@ -176,7 +164,7 @@ mod ipnet_lite {
 
 #[test]
 fn the_cluster_runs_on_a_real_etcd() {
-    if !root_or_skip() {
+    if !can_run_here(&[]) {
         return;
     }
     let cluster = Cluster::build(ClusterSpec {
