@@ -252,7 +252,9 @@ fn run_bird(routes: usize) -> Sample {
     }
 }
 
-fn run_ip_batch(routes: usize) -> f64 {
+/// `ip -batch` adding the routes: (time until `ip monitor` has shown the last, as for the
+/// daemons; wall time of the command).
+fn run_ip_batch(routes: usize) -> (f64, f64) {
     let mut lab = Lab::new();
     let (na, nb) = (lab.netns("ipa"), lab.netns("ipb"));
     let link = lab.link(&na, &nb);
@@ -266,9 +268,26 @@ fn run_ip_batch(routes: usize) -> f64 {
         ));
     }
     std::fs::write(&batch, text).expect("batch file");
+    let (mut mon, rx) = monitor(&na, "98", routes);
+    let start = now();
     let t = Instant::now();
     run("ip", &["-n", &na, "-batch", &batch.display().to_string()]);
-    t.elapsed().as_secs_f64()
+    let wall = t.elapsed().as_secs_f64();
+    let done = wait_done(&rx, "ip -batch");
+    let _ = mon.kill();
+    (done - start, wall)
+}
+
+/// Minimum and median.
+fn min_median(v: &[f64]) -> (f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    };
+    (v.first().copied().unwrap_or(f64::NAN), median)
 }
 
 fn main() {
@@ -280,7 +299,7 @@ fn main() {
         return;
     }
     let routes = env_usize("BGP_BENCH_ROUTES", 100_000);
-    let runs = env_usize("BGP_BENCH_RUNS", 3);
+    let runs = env_usize("BGP_BENCH_RUNS", 5);
     let bgpd = env!("CARGO_BIN_EXE_brindle-bgpd");
     let load = || {
         std::fs::read_to_string("/proc/loadavg")
@@ -296,16 +315,17 @@ fn main() {
     );
     println!();
     println!(
-        "| run | brindle-bgpd | RSS | CPU (system) | BIRD 2 | RSS | CPU (system) | `ip -batch` |"
+        "| run | brindle-bgpd | RSS | CPU (system) | BIRD 2 | RSS | CPU (system) | `ip -batch` (command) |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    let mut ratios = Vec::new();
+    let (mut ours, mut birds, mut ips, mut cpus, mut bird_cpus) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run_no in 1..=runs {
         let b = run_bgpd(bgpd, routes);
         let r = run_bird(routes);
-        let ip = run_ip_batch(routes);
+        let (ip, ip_wall) = run_ip_batch(routes);
         println!(
-            "| {run_no} | {:.2} s | {:.0} MiB | {:.2} s ({:.2} s) | {:.2} s | {:.0} MiB | {:.2} s ({:.2} s) | {:.2} s |",
+            "| {run_no} | {:.2} s | {:.0} MiB | {:.2} s ({:.2} s) | {:.2} s | {:.0} MiB | {:.2} s ({:.2} s) | {:.2} s ({:.2} s) |",
             b.seconds,
             b.rss_kib as f64 / 1024.0,
             b.cpu,
@@ -314,19 +334,36 @@ fn main() {
             r.rss_kib as f64 / 1024.0,
             r.cpu,
             r.sys,
-            ip
+            ip,
+            ip_wall
         );
-        ratios.push((b.seconds / r.seconds, b.seconds / ip));
+        ours.push(b.seconds);
+        birds.push(r.seconds);
+        ips.push(ip);
+        cpus.push(b.cpu);
+        bird_cpus.push(r.cpu);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let ((b_min, b_med), (r_min, r_med), (i_min, i_med)) =
+        (min_median(&ours), min_median(&birds), min_median(&ips));
     println!();
+    println!("| of {runs} runs | brindle-bgpd | BIRD 2 | `ip -batch` |");
+    println!("|---|---|---|---|");
+    println!("| min | {b_min:.2} s | {r_min:.2} s | {i_min:.2} s |");
+    println!("| median | {b_med:.2} s | {r_med:.2} s | {i_med:.2} s |");
     println!(
-        "time ratio (median of runs): brindle-bgpd / BIRD {:.2}, brindle-bgpd / ip -batch {:.2}; load after: {}",
-        median(ratios.iter().map(|r| r.0).collect()),
-        median(ratios.iter().map(|r| r.1).collect()),
+        "| median CPU | {:.2} s | {:.2} s | |",
+        min_median(&cpus).1,
+        min_median(&bird_cpus).1
+    );
+    println!();
+    let faster = |other: &[f64]| ours.iter().zip(other).filter(|(a, b)| a < b).count();
+    println!(
+        "median ratios: brindle-bgpd / BIRD {:.2}, brindle-bgpd / ip -batch {:.2}; \
+         brindle-bgpd faster in {}/{runs} runs than BIRD, {}/{runs} than ip -batch; load after: {}",
+        b_med / r_med,
+        b_med / i_med,
+        faster(&birds),
+        faster(&ips),
         load()
     );
 }

@@ -19,7 +19,7 @@
 //! changes. The resolver is a task of its own because it waits on the
 //! speaker, which may itself wait on the installer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -31,7 +31,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{interval, interval_at, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use crate::dataplane::{ApplyReport, Dataplane, NextHopResolution, RouteTable, RouteTarget};
+use futures::future::BoxFuture;
+
+use crate::dataplane::{
+    ApplyReport, Dataplane, NextHopResolution, RouteTable, RouteTarget, WrittenBatch,
+};
 
 /// Most route changes written in one flush.
 pub const MAX_BATCH: usize = 16_384;
@@ -90,12 +94,16 @@ pub fn resolved_target(
     next_hops: &[IpAddr],
     recursive: &Recursive,
 ) -> Option<RouteTarget> {
+    if !next_hops.iter().any(|nh| recursive.contains_key(nh)) {
+        return target_for(prefix, next_hops);
+    }
     let gws: Vec<IpAddr> = next_hops
         .iter()
         .flat_map(|nh| match recursive.get(nh) {
-            Some(gws) => gws.clone(),
-            None => vec![*nh],
+            Some(gws) => gws.as_slice(),
+            None => std::slice::from_ref(nh),
         })
+        .copied()
         .collect();
     target_for(prefix, &gws)
 }
@@ -235,6 +243,28 @@ pub async fn run(
     log_report("removed the installed routes", &report, table.pending());
 }
 
+/// The batch of writes in the kernel, if any.
+type Writing = Option<BoxFuture<'static, WrittenBatch>>;
+
+/// Waits for the batch in the kernel; never resolves when there is none.
+async fn written(writing: &mut Writing) -> WrittenBatch {
+    match writing {
+        Some(batch) => batch.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the batch in the kernel, if any, and records its outcome.
+async fn settle(table: &mut RouteTable, writing: &mut Writing) {
+    if let Some(batch) = writing.take() {
+        let report = table.end_flush(batch.await);
+        log_report("routes installed", &report, table.pending());
+    }
+}
+
+/// Takes the speaker's changes and writes them in batches, one batch in the kernel at a time
+/// while the next collects: as soon as a batch is done, whatever changed meanwhile goes, so
+/// the writes keep pace with the UPDATEs instead of waiting for them to end.
 async fn install(
     routes: &mut mpsc::Receiver<RouteChange>,
     table: &mut RouteTable,
@@ -251,12 +281,22 @@ async fn install(
     let mut batch = Vec::with_capacity(1024);
     // The BGP next hops of every learned best route, to redo its target when the gateways of
     // a recursive next hop change.
-    let mut learned: BTreeMap<IpNet, Vec<IpAddr>> = BTreeMap::new();
+    let mut learned: HashMap<IpNet, Vec<IpAddr>> = HashMap::new();
     let mut gateways = recursive.borrow_and_update().clone();
+    let mut writing: Writing = None;
     loop {
+        if writing.is_none() {
+            writing = table.begin_flush();
+        }
         tokio::select! {
+            done = written(&mut writing) => {
+                writing = None;
+                let report = table.end_flush(done);
+                log_report("routes installed", &report, table.pending());
+            }
             n = routes.recv_many(&mut batch, MAX_BATCH) => {
                 if n == 0 {
+                    settle(table, &mut writing).await;
                     return;
                 }
                 for change in batch.drain(..) {
@@ -271,8 +311,6 @@ async fn install(
                         learned.insert(change.prefix, change.next_hops);
                     }
                 }
-                let report = table.flush().await;
-                log_report("routes installed", &report, table.pending());
             }
             Ok(()) = recursive.changed() => {
                 let new = recursive.borrow_and_update().clone();
@@ -283,29 +321,37 @@ async fn install(
                     .map(|(nh, _)| *nh)
                     .collect();
                 gateways = new;
+                let mut updated = 0;
                 for (prefix, next_hops) in &learned {
                     if next_hops.iter().any(|nh| changed.contains(nh)) {
                         table.set(*prefix, resolved_target(prefix, next_hops, &gateways));
+                        updated += 1;
                     }
                 }
-                let report = table.flush().await;
-                log_report("routes through recursive next hops updated", &report, table.pending());
+                if updated > 0 {
+                    info!(routes = updated, "routes through recursive next hops updated");
+                }
             }
             _ = retry.tick(), if table.pending() > 0 => {
+                settle(table, &mut writing).await;
                 let report = table.flush().await;
                 log_report("retried route writes", &report, table.pending());
             }
             _ = &mut first_resync, if !first_done => {
                 first_done = true;
+                settle(table, &mut writing).await;
                 match table.resync().await {
                     Ok(report) => log_report("first route resync (stale routes of an earlier run removed)", &report, table.pending()),
                     Err(e) => warn!(error = %e, "route resync failed"),
                 }
             }
-            _ = resync.tick() => match table.resync().await {
-                Ok(report) => log_report("route resync", &report, table.pending()),
-                Err(e) => warn!(error = %e, "route resync failed"),
-            },
+            _ = resync.tick() => {
+                settle(table, &mut writing).await;
+                match table.resync().await {
+                    Ok(report) => log_report("route resync", &report, table.pending()),
+                    Err(e) => warn!(error = %e, "route resync failed"),
+                }
+            }
         }
     }
 }
