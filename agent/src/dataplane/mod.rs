@@ -462,7 +462,9 @@ impl RouteTable {
     /// One batch at a time: [`RouteTable::flush`], [`RouteTable::resync`] and
     /// [`RouteTable::clear`] only once it has ended.
     pub fn begin_flush(&mut self) -> Option<futures::future::BoxFuture<'static, WrittenBatch>> {
-        let mut batch = self.tracker.take_batch(false)?;
+        let mut batch = self
+            .tracker
+            .take_batch_of(false, route_table::MAX_BATCH_WRITES)?;
         let kernel = self.kernel.clone();
         Some(Box::pin(async move {
             let writes = std::mem::take(&mut batch.writes);

@@ -22,6 +22,12 @@ use ipnet::IpNet;
 use super::kernel::{Kernel, KernelRoute, RouteKind, RouteWrite};
 use super::{ApplyReport, DataplaneError, RouteTarget, RTPROT_BRINDLE};
 
+/// Most writes in one batch of [`super::RouteTable::begin_flush`]: while a batch is in the
+/// kernel the next collects, so batches keep pace with the changes; the bound keeps the memory
+/// a batch takes on its way (its writes, their netlink messages and results: a few hundred
+/// bytes a route) small, and the changes flowing.
+pub(crate) const MAX_BATCH_WRITES: usize = 4096;
+
 /// One prefix: what is desired and what the kernel holds.
 #[derive(Debug, Default)]
 struct Slot {
@@ -145,6 +151,11 @@ impl RouteTracker {
     /// the tracker takes further changes as usual; a prefix changed meanwhile is written again
     /// by a later batch.
     pub fn take_batch(&mut self, retry_failed: bool) -> Option<Batch> {
+        self.take_batch_of(retry_failed, usize::MAX)
+    }
+
+    /// [`RouteTracker::take_batch`] of at most `max` prefixes; the others stay pending.
+    pub fn take_batch_of(&mut self, retry_failed: bool, max: usize) -> Option<Batch> {
         if retry_failed {
             for dst in std::mem::take(&mut self.failed) {
                 if let Some(slot) = self.slots.get_mut(&dst) {
@@ -158,11 +169,14 @@ impl RouteTracker {
         if self.dirty.is_empty() {
             return None;
         }
+        let taken = self
+            .dirty
+            .split_off(self.dirty.len().saturating_sub(max.max(1)));
         let mut batch = Batch {
-            writes: Vec::with_capacity(self.dirty.len()),
-            meta: Vec::with_capacity(self.dirty.len()),
+            writes: Vec::with_capacity(taken.len()),
+            meta: Vec::with_capacity(taken.len()),
         };
-        for dst in std::mem::take(&mut self.dirty) {
+        for dst in taken {
             let Some(slot) = self.slots.get_mut(&dst) else {
                 continue;
             };
@@ -188,6 +202,10 @@ impl RouteTracker {
                     self.slots.remove(&dst);
                 }
             }
+        }
+        if batch.is_empty() && !self.dirty.is_empty() {
+            // Everything taken was in step already: try the rest.
+            return self.take_batch_of(false, max);
         }
         (!batch.is_empty()).then_some(batch)
     }
