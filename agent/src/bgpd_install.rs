@@ -1,12 +1,14 @@
 //! `install_routes`: the speaker's best routes into the kernel, through the dataplane's
 //! [`RouteTable`] (protocol 98, `via` the next hops, one multipath route for an ECMP group).
 //!
-//! Changes are taken from the speaker in batches (whatever has queued up, up to
-//! [`MAX_BATCH`]) and written incrementally. Writes that fail are retried every
-//! [`RETRY_INTERVAL`]; a full resync every [`RESYNC_INTERVAL`] (the first as soon as every
-//! peer has sent End-of-RIB, or is not Established after the hold time; at the latest after
-//! [`FIRST_RESYNC`]) removes routes of ours that nobody wants, such as those left by an
-//! earlier run. When the speaker's stream
+//! Changes are taken from the speaker as they come (whatever has queued up, up to
+//! [`MAX_BATCH`] at a time) and written incrementally, one batch in the kernel while the next
+//! collects, so that the writes keep pace with the UPDATEs. Writes that fail are retried every
+//! [`RETRY_INTERVAL`]. The routes of ours found in the kernel at the start (left by an earlier
+//! run) that nobody wants are removed as soon as every peer has sent End-of-RIB, or is not
+//! Established after the hold time (at the latest after [`FIRST_RESYNC`]); a full resync
+//! (dump, compare, write) every [`RESYNC_INTERVAL`] also repairs what others changed. When
+//! the speaker's stream
 //! ends (shutdown), every installed route is removed.
 //!
 //! Next hops are checked too (RFC 4271 §9.1.2.1): every [`RESOLVE_INTERVAL`] a resolver task
@@ -211,8 +213,9 @@ pub async fn initial_tables_received(speaker: SpeakerHandle, hold_time: Duration
 
 /// Connects to the kernel and installs routes until the speaker's stream ends, then removes
 /// them (unless not `remove_at_end`: graceful restart). Without a kernel connection it logs why and only drains the stream. `initial` ends
-/// when the peers' initial tables are in ([`initial_tables_received`]): the first full resync
-/// then runs (at the latest [`FIRST_RESYNC`] after the start).
+/// when the peers' initial tables are in ([`initial_tables_received`]): the routes of an
+/// earlier run that nobody wants are then removed (at the latest [`FIRST_RESYNC`] after the
+/// start).
 pub async fn run(
     mut routes: mpsc::Receiver<RouteChange>,
     recursive: watch::Receiver<Recursive>,
@@ -340,10 +343,8 @@ async fn install(
             _ = &mut first_resync, if !first_done => {
                 first_done = true;
                 settle(table, &mut writing).await;
-                match table.resync().await {
-                    Ok(report) => log_report("first route resync (stale routes of an earlier run removed)", &report, table.pending()),
-                    Err(e) => warn!(error = %e, "route resync failed"),
-                }
+                let report = table.remove_unwanted().await;
+                log_report("initial tables in: routes of an earlier run that nobody wants removed", &report, table.pending());
             }
             _ = resync.tick() => {
                 settle(table, &mut writing).await;

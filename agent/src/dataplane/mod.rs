@@ -478,6 +478,14 @@ impl RouteTable {
         self.tracker.complete(written.batch, written.results)
     }
 
+    /// Removes the routes of ours found in the kernel at the start (see
+    /// [`Dataplane::route_table`]) that are not desired, and writes whatever is pending, in
+    /// batches; no dump of the kernel's table (that is [`RouteTable::resync`]).
+    pub async fn remove_unwanted(&mut self) -> ApplyReport {
+        self.tracker.remove_unwanted();
+        self.tracker.flush(&self.kernel).await
+    }
+
     /// Full pass over the kernel's routes of ours. Fails only if the table cannot be read.
     pub async fn resync(&mut self) -> Result<ApplyReport, DataplaneError> {
         self.tracker.resync(&self.kernel).await

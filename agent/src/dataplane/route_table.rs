@@ -256,15 +256,37 @@ impl RouteTracker {
         report
     }
 
-    /// Writes the changed prefixes and those whose last write failed, and waits for the
-    /// outcome.
+    /// Writes the changed prefixes and those whose last write failed, in batches of at most
+    /// [`MAX_BATCH_WRITES`], and waits for the outcome. No batch may be in flight.
     pub async fn flush<K: Kernel>(&mut self, kernel: &K) -> ApplyReport {
-        let Some(mut batch) = self.take_batch(true) else {
-            return ApplyReport::default();
-        };
-        let writes = std::mem::take(&mut batch.writes);
-        let results = kernel.write_routes(writes).await;
-        self.complete(batch, results)
+        let mut report = ApplyReport::default();
+        let mut retry_failed = true;
+        while let Some(mut batch) = self.take_batch_of(retry_failed, MAX_BATCH_WRITES) {
+            // Failures of this flush wait for the next one.
+            retry_failed = false;
+            let writes = std::mem::take(&mut batch.writes);
+            let results = kernel.write_routes(writes).await;
+            let done = self.complete(batch, results);
+            report.routes_added += done.routes_added;
+            report.routes_removed += done.routes_removed;
+            report.errors.extend(done.errors);
+        }
+        report
+    }
+
+    /// Queues the removal of every route of ours in the kernel that is not desired: those
+    /// found by [`RouteTracker::adopt`] (left by an earlier run) that nobody wants any more.
+    /// Cheaper than [`RouteTracker::resync`]: no dump of the kernel's table.
+    pub fn remove_unwanted(&mut self) -> usize {
+        let mut queued = 0;
+        for (dst, slot) in &mut self.slots {
+            if slot.desired.is_none() && slot.installed.is_some() && !slot.queued {
+                slot.queued = true;
+                self.dirty.push(*dst);
+                queued += 1;
+            }
+        }
+        queued
     }
 
     /// The full pass: every route of ours in the kernel is compared with what is desired,
@@ -452,5 +474,33 @@ mod tests {
         assert_eq!(t.pending(), 0);
         assert!(t.take_batch(true).is_none());
         assert_eq!(t.desired_len(), 1);
+    }
+
+    #[tokio::test]
+    async fn remove_unwanted_deletes_only_adopted_routes_nobody_wants() {
+        let kernel = FakeKernel::with_links(&["eth0"]);
+        for (dst, gw) in [("10.5.0.0/24", "192.0.2.5"), ("10.6.0.0/24", "192.0.2.6")] {
+            kernel.insert_route(KernelRoute::from_target(
+                net(dst),
+                RTPROT_BRINDLE,
+                &via(&[gw]),
+            ));
+        }
+        let mut t = RouteTracker::default();
+        assert_eq!(t.adopt(&kernel).await.expect("dump"), 2);
+        // 10.6.0.0/24 is learned again (through another gateway); 10.5.0.0/24 is not.
+        t.set(net("10.6.0.0/24"), Some(via(&["192.0.2.1"])));
+        assert_eq!(t.remove_unwanted(), 1);
+        let r = t.flush(&kernel).await;
+        assert_eq!(
+            (r.routes_added, r.routes_removed, r.errors.len()),
+            (1, 1, 0),
+            "{r:?}"
+        );
+        assert_eq!(
+            kernel.our_routes().into_iter().collect::<Vec<_>>(),
+            vec![(net("10.6.0.0/24"), via(&["192.0.2.1"]))]
+        );
+        assert_eq!(t.pending(), 0);
     }
 }
