@@ -312,6 +312,28 @@ fn min_median(v: &[f64]) -> (f64, f64) {
     (v.first().copied().unwrap_or(f64::NAN), median)
 }
 
+/// Raises `net.core.rmem_max` (a host-wide setting) so that `ip monitor`'s 64 MiB receive
+/// buffer is granted (SO_RCVBUF is capped by it), and restores it when dropped.
+struct RmemMax(Option<String>);
+
+const RMEM_MAX: &str = "/proc/sys/net/core/rmem_max";
+
+impl RmemMax {
+    fn raise() -> Self {
+        let old = std::fs::read_to_string(RMEM_MAX).ok();
+        let _ = std::fs::write(RMEM_MAX, "67108864");
+        RmemMax(old)
+    }
+}
+
+impl Drop for RmemMax {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write(RMEM_MAX, old.trim());
+        }
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would run this too, but briefly.
     if std::env::args().any(|a| a == "--list") {
@@ -320,6 +342,7 @@ fn main() {
     if !can_run("bgp_kernel bench", &["bird", "birdc"]) {
         return;
     }
+    let _rmem = RmemMax::raise();
     let routes = env_usize("BGP_BENCH_ROUTES", 100_000);
     let runs = env_usize("BGP_BENCH_RUNS", 5);
     let bgpd = env!("CARGO_BIN_EXE_brindle-bgpd");

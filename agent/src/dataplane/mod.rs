@@ -464,7 +464,7 @@ impl RouteTable {
     pub fn begin_flush(&mut self) -> Option<futures::future::BoxFuture<'static, WrittenBatch>> {
         let mut batch = self
             .tracker
-            .take_batch_of(false, route_table::MAX_BATCH_WRITES)?;
+            .take_batch(false, route_table::MAX_BATCH_WRITES)?;
         let kernel = self.kernel.clone();
         Some(Box::pin(async move {
             let writes = std::mem::take(&mut batch.writes);

@@ -146,16 +146,11 @@ impl RouteTracker {
         self.desired
     }
 
-    /// The writes for the changed prefixes (and, with `retry_failed`, for those whose last
-    /// write failed); `None` when there is nothing to write. Until [`RouteTracker::complete`]
+    /// The writes for at most `max` of the changed prefixes (and, with `retry_failed`, of those
+    /// whose last write failed; the others stay pending); `None` when there is nothing to write. Until [`RouteTracker::complete`]
     /// the tracker takes further changes as usual; a prefix changed meanwhile is written again
     /// by a later batch.
-    pub fn take_batch(&mut self, retry_failed: bool) -> Option<Batch> {
-        self.take_batch_of(retry_failed, usize::MAX)
-    }
-
-    /// [`RouteTracker::take_batch`] of at most `max` prefixes; the others stay pending.
-    pub fn take_batch_of(&mut self, retry_failed: bool, max: usize) -> Option<Batch> {
+    pub fn take_batch(&mut self, retry_failed: bool, max: usize) -> Option<Batch> {
         if retry_failed {
             for dst in std::mem::take(&mut self.failed) {
                 if let Some(slot) = self.slots.get_mut(&dst) {
@@ -205,7 +200,7 @@ impl RouteTracker {
         }
         if batch.is_empty() && !self.dirty.is_empty() {
             // Everything taken was in step already: try the rest.
-            return self.take_batch_of(false, max);
+            return self.take_batch(false, max);
         }
         (!batch.is_empty()).then_some(batch)
     }
@@ -261,7 +256,7 @@ impl RouteTracker {
     pub async fn flush<K: Kernel>(&mut self, kernel: &K) -> ApplyReport {
         let mut report = ApplyReport::default();
         let mut retry_failed = true;
-        while let Some(mut batch) = self.take_batch_of(retry_failed, MAX_BATCH_WRITES) {
+        while let Some(mut batch) = self.take_batch(retry_failed, MAX_BATCH_WRITES) {
             // Failures of this flush wait for the next one.
             retry_failed = false;
             let writes = std::mem::take(&mut batch.writes);
@@ -455,7 +450,7 @@ mod tests {
         let mut t = RouteTracker::default();
         t.set(net("10.1.0.0/24"), Some(via(&["192.0.2.1"])));
         t.set(net("10.2.0.0/24"), Some(via(&["192.0.2.1"])));
-        let mut batch = t.take_batch(false).expect("two adds");
+        let mut batch = t.take_batch(false, usize::MAX).expect("two adds");
         assert_eq!(batch.writes.len(), 2);
         assert_eq!(t.pending(), 0);
         // While the adds are in the kernel: one prefix withdrawn, the other changed.
@@ -472,7 +467,7 @@ mod tests {
             vec![(net("10.2.0.0/24"), via(&["192.0.2.2"]))]
         );
         assert_eq!(t.pending(), 0);
-        assert!(t.take_batch(true).is_none());
+        assert!(t.take_batch(true, usize::MAX).is_none());
         assert_eq!(t.desired_len(), 1);
     }
 
