@@ -9,11 +9,14 @@
 //! (`export all`). The time is from the sender's "BGP session established" (its log, ms) to
 //! the moment `ip monitor route` in the receiver's namespace has shown the last of the
 //! 100,000 routes; the receiver's peak RSS (VmHWM) and CPU time (utime + stime) are read
-//! from /proc at that moment. `ip -batch` adds the same routes in a third namespace (wall time
-//! of the command). Needs root and bird2; run with
-//! `cargo bench -p brindle-agent --bench bgp_kernel` (`BGP_BENCH_ROUTES`, `BGP_BENCH_RUNS`).
-//! `ip monitor` gets a 64 MiB receive buffer: with the default one it loses notifications when
-//! 100,000 routes arrive within a second, and never sees the last of them.
+//! from /proc at that moment. `ip -batch` adds the same routes in a third namespace; its time
+//! runs from the command's start to the same event (the monitor has shown the last route), and
+//! the command's wall time is printed beside it. Needs root and bird2; run with
+//! `cargo bench -p brindle-agent --bench bgp_kernel` (`BGP_BENCH_ROUTES`, `BGP_BENCH_RUNS`,
+//! default 5). It prints each run, then the minimum and median of each contender.
+//! `ip monitor` gets a 64 MiB receive buffer, and `net.core.rmem_max` is raised to 64 MiB while
+//! the bench runs (SO_RCVBUF is capped by it): with less it loses notifications when 100,000
+//! routes arrive within a second. A run where it still does is left out (and said so).
 
 #[path = "../tests/bgpd_interop/harness/mod.rs"]
 #[allow(dead_code, unused_imports)]
