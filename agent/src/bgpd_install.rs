@@ -1,12 +1,14 @@
 //! `install_routes`: the speaker's best routes into the kernel, through the dataplane's
 //! [`RouteTable`] (protocol 98, `via` the next hops, one multipath route for an ECMP group).
 //!
-//! Changes are taken from the speaker in batches (whatever has queued up, up to
-//! [`MAX_BATCH`]) and written incrementally. Writes that fail are retried every
-//! [`RETRY_INTERVAL`]; a full resync every [`RESYNC_INTERVAL`] (the first as soon as every
-//! peer has sent End-of-RIB, or is not Established after the hold time; at the latest after
-//! [`FIRST_RESYNC`]) removes routes of ours that nobody wants, such as those left by an
-//! earlier run. When the speaker's stream
+//! Changes are taken from the speaker as they come (whatever has queued up, up to
+//! [`MAX_BATCH`] at a time) and written incrementally, one batch in the kernel while the next
+//! collects, so that the writes keep pace with the UPDATEs. Writes that fail are retried every
+//! [`RETRY_INTERVAL`]. The routes of ours found in the kernel at the start (left by an earlier
+//! run) that nobody wants are removed as soon as every peer has sent End-of-RIB, or is not
+//! Established after the hold time (at the latest after [`FIRST_RESYNC`]); a full resync
+//! (dump, compare, write) every [`RESYNC_INTERVAL`] also repairs what others changed. When
+//! the speaker's stream
 //! ends (shutdown), every installed route is removed.
 //!
 //! Next hops are checked too (RFC 4271 §9.1.2.1): every [`RESOLVE_INTERVAL`] a resolver task
@@ -19,7 +21,7 @@
 //! changes. The resolver is a task of its own because it waits on the
 //! speaker, which may itself wait on the installer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -31,7 +33,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{interval, interval_at, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use crate::dataplane::{ApplyReport, Dataplane, NextHopResolution, RouteTable, RouteTarget};
+use futures::future::BoxFuture;
+
+use crate::dataplane::{
+    ApplyReport, Dataplane, NextHopResolution, RouteTable, RouteTarget, WrittenBatch,
+};
 
 /// Most route changes written in one flush.
 pub const MAX_BATCH: usize = 16_384;
@@ -90,12 +96,16 @@ pub fn resolved_target(
     next_hops: &[IpAddr],
     recursive: &Recursive,
 ) -> Option<RouteTarget> {
+    if !next_hops.iter().any(|nh| recursive.contains_key(nh)) {
+        return target_for(prefix, next_hops);
+    }
     let gws: Vec<IpAddr> = next_hops
         .iter()
         .flat_map(|nh| match recursive.get(nh) {
-            Some(gws) => gws.clone(),
-            None => vec![*nh],
+            Some(gws) => gws.as_slice(),
+            None => std::slice::from_ref(nh),
         })
+        .copied()
         .collect();
     target_for(prefix, &gws)
 }
@@ -203,8 +213,9 @@ pub async fn initial_tables_received(speaker: SpeakerHandle, hold_time: Duration
 
 /// Connects to the kernel and installs routes until the speaker's stream ends, then removes
 /// them (unless not `remove_at_end`: graceful restart). Without a kernel connection it logs why and only drains the stream. `initial` ends
-/// when the peers' initial tables are in ([`initial_tables_received`]): the first full resync
-/// then runs (at the latest [`FIRST_RESYNC`] after the start).
+/// when the peers' initial tables are in ([`initial_tables_received`]): the routes of an
+/// earlier run that nobody wants are then removed (at the latest [`FIRST_RESYNC`] after the
+/// start).
 pub async fn run(
     mut routes: mpsc::Receiver<RouteChange>,
     recursive: watch::Receiver<Recursive>,
@@ -235,6 +246,28 @@ pub async fn run(
     log_report("removed the installed routes", &report, table.pending());
 }
 
+/// The batch of writes in the kernel, if any.
+type Writing = Option<BoxFuture<'static, WrittenBatch>>;
+
+/// Waits for the batch in the kernel; never resolves when there is none.
+async fn written(writing: &mut Writing) -> WrittenBatch {
+    match writing {
+        Some(batch) => batch.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the batch in the kernel, if any, and records its outcome.
+async fn settle(table: &mut RouteTable, writing: &mut Writing) {
+    if let Some(batch) = writing.take() {
+        let report = table.end_flush(batch.await);
+        log_report("routes installed", &report, table.pending());
+    }
+}
+
+/// Takes the speaker's changes and writes them in batches, one batch in the kernel at a time
+/// while the next collects: as soon as a batch is done, whatever changed meanwhile goes, so
+/// the writes keep pace with the UPDATEs instead of waiting for them to end.
 async fn install(
     routes: &mut mpsc::Receiver<RouteChange>,
     table: &mut RouteTable,
@@ -251,12 +284,22 @@ async fn install(
     let mut batch = Vec::with_capacity(1024);
     // The BGP next hops of every learned best route, to redo its target when the gateways of
     // a recursive next hop change.
-    let mut learned: BTreeMap<IpNet, Vec<IpAddr>> = BTreeMap::new();
+    let mut learned: HashMap<IpNet, Vec<IpAddr>> = HashMap::new();
     let mut gateways = recursive.borrow_and_update().clone();
+    let mut writing: Writing = None;
     loop {
+        if writing.is_none() {
+            writing = table.begin_flush();
+        }
         tokio::select! {
+            done = written(&mut writing) => {
+                writing = None;
+                let report = table.end_flush(done);
+                log_report("routes installed", &report, table.pending());
+            }
             n = routes.recv_many(&mut batch, MAX_BATCH) => {
                 if n == 0 {
+                    settle(table, &mut writing).await;
                     return;
                 }
                 for change in batch.drain(..) {
@@ -271,8 +314,6 @@ async fn install(
                         learned.insert(change.prefix, change.next_hops);
                     }
                 }
-                let report = table.flush().await;
-                log_report("routes installed", &report, table.pending());
             }
             Ok(()) = recursive.changed() => {
                 let new = recursive.borrow_and_update().clone();
@@ -283,29 +324,35 @@ async fn install(
                     .map(|(nh, _)| *nh)
                     .collect();
                 gateways = new;
+                let mut updated = 0;
                 for (prefix, next_hops) in &learned {
                     if next_hops.iter().any(|nh| changed.contains(nh)) {
                         table.set(*prefix, resolved_target(prefix, next_hops, &gateways));
+                        updated += 1;
                     }
                 }
-                let report = table.flush().await;
-                log_report("routes through recursive next hops updated", &report, table.pending());
+                if updated > 0 {
+                    info!(routes = updated, "routes through recursive next hops updated");
+                }
             }
             _ = retry.tick(), if table.pending() > 0 => {
+                settle(table, &mut writing).await;
                 let report = table.flush().await;
                 log_report("retried route writes", &report, table.pending());
             }
             _ = &mut first_resync, if !first_done => {
                 first_done = true;
+                settle(table, &mut writing).await;
+                let report = table.remove_unwanted().await;
+                log_report("initial tables in: routes of an earlier run that nobody wants removed", &report, table.pending());
+            }
+            _ = resync.tick() => {
+                settle(table, &mut writing).await;
                 match table.resync().await {
-                    Ok(report) => log_report("first route resync (stale routes of an earlier run removed)", &report, table.pending()),
+                    Ok(report) => log_report("route resync", &report, table.pending()),
                     Err(e) => warn!(error = %e, "route resync failed"),
                 }
             }
-            _ = resync.tick() => match table.resync().await {
-                Ok(report) => log_report("route resync", &report, table.pending()),
-                Err(e) => warn!(error = %e, "route resync failed"),
-            },
         }
     }
 }

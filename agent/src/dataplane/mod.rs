@@ -451,8 +451,38 @@ impl RouteTable {
         self.len() == 0
     }
 
-    /// Writes what changed since the last flush.
+    /// Writes what changed since the last flush, and retries the writes that failed.
     pub async fn flush(&mut self) -> ApplyReport {
+        self.tracker.flush(&self.kernel).await
+    }
+
+    /// Starts writing what changed since the last batch (not the writes that failed: those
+    /// wait for [`RouteTable::flush`]); `None` when nothing changed. The table keeps taking
+    /// changes while the returned future writes; hand its output to [`RouteTable::end_flush`].
+    /// One batch at a time: [`RouteTable::flush`], [`RouteTable::resync`] and
+    /// [`RouteTable::clear`] only once it has ended.
+    pub fn begin_flush(&mut self) -> Option<futures::future::BoxFuture<'static, WrittenBatch>> {
+        let mut batch = self
+            .tracker
+            .take_batch(false, route_table::MAX_BATCH_WRITES)?;
+        let kernel = self.kernel.clone();
+        Some(Box::pin(async move {
+            let writes = std::mem::take(&mut batch.writes);
+            let results = kernel.write_routes(writes).await;
+            WrittenBatch { batch, results }
+        }))
+    }
+
+    /// Records the outcome of a batch started by [`RouteTable::begin_flush`].
+    pub fn end_flush(&mut self, written: WrittenBatch) -> ApplyReport {
+        self.tracker.complete(written.batch, written.results)
+    }
+
+    /// Removes the routes of ours found in the kernel at the start (see
+    /// [`Dataplane::route_table`]) that are not desired, and writes whatever is pending, in
+    /// batches; no dump of the kernel's table (that is [`RouteTable::resync`]).
+    pub async fn remove_unwanted(&mut self) -> ApplyReport {
+        self.tracker.remove_unwanted();
         self.tracker.flush(&self.kernel).await
     }
 
@@ -464,6 +494,23 @@ impl RouteTable {
     /// Removes every route this table installed.
     pub async fn clear(&mut self) -> ApplyReport {
         self.tracker.clear(&self.kernel).await
+    }
+}
+
+/// A batch of route writes done by the kernel ([`RouteTable::begin_flush`]).
+pub struct WrittenBatch {
+    batch: route_table::Batch,
+    results: Vec<Result<(), DataplaneError>>,
+}
+
+impl WrittenBatch {
+    /// How many routes the batch wrote or tried to.
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
     }
 }
 
