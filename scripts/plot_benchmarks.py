@@ -12,7 +12,8 @@ installed", are drawn as a point per run and a line through the median of each N
 A bench log is the output (stdout and stderr) of
 `BRINDLE_MESH_BENCH_NODES=N cargo bench -p brindle-lab --bench bgp_mesh > LOG 2>&1`: its table
 rows `| run | nodes | sessions | x.xx s | y.yy s |`, each followed by the bench's
-`load average: ...` line. The row is stamped with the log's modification time (when the bench
+`load average: ...` line (its 1-minute figure goes to the CSV). Runs are numbered on from the
+runs of the same N already in the CSV. The row is stamped with the log's modification time (when the bench
 ended) and the commit checked out now, unless --measured-utc / --commit say otherwise.
 
 Needs matplotlib (Debian: apt-get install python3-matplotlib) for the plot, not for
@@ -242,8 +243,14 @@ def main():
                     raise InputError(f"{log}: {e.strerror}") from e
                 when = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
             added.append((log, parse_mesh_log(log, when, args.commit or git_head())))
-        # Only when every log read: a bad one adds nothing.
+        # Only when every log read: a bad one adds nothing. A log's runs count on from the runs
+        # of the same N already in the CSV, so that (nodes, run) names one run.
+        existing = read_mesh_csv(args.csv)
         for log, rows in added:
+            for row in rows:
+                before = max((int(r["run"]) for r in existing if r["nodes"] == int(row["nodes"])), default=0)
+                row["run"] = str(before + 1)
+                existing.append({**row, "nodes": int(row["nodes"])})
             append_mesh_rows(args.csv, rows)
             print(f"{log}: {len(rows)} run(s) of {rows[0]['nodes']} nodes added to {args.csv}")
         rows = read_mesh_csv(args.csv)
