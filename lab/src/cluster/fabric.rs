@@ -420,7 +420,7 @@ impl Cluster {
         if let Some(limits) = self.neighbour_limits.take() {
             let what = limits.describe();
             drop(limits);
-            eprintln!("neighbour table limits back as before the lab ({what})");
+            eprintln!("neighbour table limits put back to their values before the lab (it had raised {what})");
         }
         if std::env::var_os("BRINDLE_LAB_KEEP_LOGS").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
