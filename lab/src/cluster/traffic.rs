@@ -233,18 +233,29 @@ table ip6 lab-seen {
     /// Pings `to_ip` from `from` every `interval` until stopped; for reachability while
     /// something changes.
     pub fn ping_continuously(&self, from: &Pod, to_ip: &str, interval: Duration) -> Result<Pinger> {
+        // Every reply is a line: into a file, not a pipe nobody reads until the stop, which
+        // would fill (64 KiB, some 20 s of pings) and block ping.
+        static PINGERS: AtomicU32 = AtomicU32::new(0);
+        let output = self.dir.join(format!(
+            "ping-{}-{}.txt",
+            from.name,
+            PINGERS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file =
+            fs::File::create(&output).with_context(|| format!("creating {}", output.display()))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &from.netns, "ping", "-n"])
             .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
             .args(["-W", "1", to_ip])
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(file)
+            .stderr(Stdio::null())
             .spawn()
             .context("starting ping")?;
         Ok(Pinger {
             child: Some(child),
             interval,
+            output,
         })
     }
 }
@@ -253,6 +264,8 @@ table ip6 lab-seen {
 pub struct Pinger {
     child: Option<Child>,
     interval: Duration,
+    /// Where ping writes its replies and summary.
+    output: PathBuf,
 }
 
 /// How long before the stop an unanswered echo may have been sent and still be forgiven as in
@@ -267,14 +280,15 @@ impl Pinger {
     /// last [`IN_FLIGHT`] of them; a path that broke for good leaves a longer unanswered
     /// tail, and every one of those counts as lost.
     pub fn stop(mut self) -> Result<(u64, u64)> {
-        let child = self
+        let mut child = self
             .child
             .take()
             .ok_or_else(|| anyhow!("ping already stopped"))?;
         // `ip netns exec` execs ping, so the child's pid is ping's.
         run("kill", &["-INT", &child.id().to_string()])?;
-        let out = child.wait_with_output().context("waiting for ping")?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        child.wait().context("waiting for ping")?;
+        let text = fs::read_to_string(&self.output)
+            .with_context(|| format!("reading {}", self.output.display()))?;
         count_echoes(&text, self.interval)
     }
 }
