@@ -49,6 +49,10 @@ pub const FIRST_RESYNC: Duration = Duration::from_secs(60);
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 /// How often the next hops are checked against the kernel.
 pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often, until the peers' initial tables are in, their End-of-RIB is looked for: the
+/// kernel is programmed at the first look after the last one (checking once a second cost
+/// a 30-node mesh up to a second: docs/benchmarks.md, mesh against N).
+pub const INITIAL_TABLES_POLL: Duration = Duration::from_millis(100);
 
 /// The kernel route for a speaker's next hops: the gateways the kernel can use for `prefix`
 /// (same family; not an IPv4-mapped IPv6 address or an IPv6 link-local one, which would need
@@ -186,7 +190,7 @@ pub async fn resolve_next_hops(speaker: SpeakerHandle, recursive: watch::Sender<
 /// this.
 pub async fn initial_tables_received(speaker: SpeakerHandle, hold_time: Duration) {
     let start = Instant::now();
-    let mut tick = interval(RESOLVE_INTERVAL);
+    let mut tick = interval(INITIAL_TABLES_POLL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
