@@ -32,7 +32,14 @@ pub(crate) async fn reconcile<K: Kernel>(
 ) -> Result<ApplyReport, DataplaneError> {
     let mut report = ApplyReport::default();
     // The device first: neighbours, FDB entries and tunnel routes all hang off it.
-    let vxlan_ready = reconcile_vxlan(kernel, desired.vxlan.as_ref(), &mut report).await;
+    let mut stale_addresses = Vec::new();
+    let vxlan_ready = reconcile_vxlan(
+        kernel,
+        desired.vxlan.as_ref(),
+        &mut stale_addresses,
+        &mut report,
+    )
+    .await;
     // The entries the tunnel routes need are written before the routes, and the ones no route
     // needs any more are removed only after the routes moved away from them: a packet routed
     // into the tunnel in between would wait for an ARP answer that never comes and be dropped
@@ -59,6 +66,11 @@ pub(crate) async fn reconcile<K: Kernel>(
             Err(err) => report.error(err),
         }
     }
+    for addr in stale_addresses {
+        if let Err(e) = kernel.del_address(VXLAN_DEVICE, IpNet::V4(addr)).await {
+            report.error(e);
+        }
+    }
     routes?;
     Ok(report)
 }
@@ -71,10 +83,12 @@ impl ApplyReport {
     }
 }
 
-/// Ensures the VXLAN device is as `want` says (or absent). Returns whether it exists now.
+/// Ensures the VXLAN device is as `want` says (or absent). Returns whether it exists now;
+/// puts the addresses it should no longer have in `stale_addresses`.
 async fn reconcile_vxlan<K: Kernel>(
     kernel: &K,
     want: Option<&VxlanDevice>,
+    stale_addresses: &mut Vec<Ipv4Net>,
     report: &mut ApplyReport,
 ) -> bool {
     let current = match kernel.link(VXLAN_DEVICE).await {
@@ -128,20 +142,20 @@ async fn reconcile_vxlan<K: Kernel>(
         Some(_) => {}
     }
 
-    // Exactly one IPv4 address, the tunnel address as a /32, or none.
+    // Exactly one IPv4 address, the tunnel address as a /32, or none. The new one is added
+    // here; the others are returned, to be removed after the routes: removing a device's last
+    // IPv4 address makes the kernel flush every route through it, so a tunnel route still in
+    // use would be gone until the pass rewrites it (a pool going from VXLAN to Never lost a
+    // ping that way).
     let tunnel = want.tunnel_addr.map(Ipv4Net::from);
     match kernel.addresses_v4(VXLAN_DEVICE).await {
         Ok(addrs) => {
-            for addr in addrs.iter().filter(|a| Some(**a) != tunnel) {
-                if let Err(e) = kernel.del_address(VXLAN_DEVICE, IpNet::V4(*addr)).await {
-                    report.error(e);
-                }
-            }
             if let Some(tunnel) = tunnel.filter(|t| !addrs.contains(t)) {
                 if let Err(e) = kernel.add_address(VXLAN_DEVICE, IpNet::V4(tunnel)).await {
                     report.error(e);
                 }
             }
+            stale_addresses.extend(addrs.into_iter().filter(|a| Some(*a) != tunnel));
         }
         Err(e) => report.error(e),
     }

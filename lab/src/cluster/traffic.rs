@@ -244,7 +244,7 @@ table ip6 lab-seen {
         let file =
             fs::File::create(&output).with_context(|| format!("creating {}", output.display()))?;
         let child = Command::new("ip")
-            .args(["netns", "exec", &from.netns, "ping", "-n"])
+            .args(["netns", "exec", &from.netns, "ping", "-n", "-D"])
             .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
             .args(["-W", "1", to_ip])
             .stdin(Stdio::null())
