@@ -47,7 +47,14 @@ pub(crate) async fn reconcile<K: Kernel>(
     let stale_neighbors =
         reconcile_neighbors(kernel, &desired.neighbors, vxlan_ready, &mut report).await;
     let stale_fdb = reconcile_fdb(kernel, &desired.fdb, vxlan_ready, &mut report).await;
-    reconcile_ipip(kernel, desired.ipip.as_ref(), &mut report).await;
+    let mut stale_ipip_addresses = Vec::new();
+    reconcile_ipip(
+        kernel,
+        desired.ipip.as_ref(),
+        &mut stale_ipip_addresses,
+        &mut report,
+    )
+    .await;
     let routes = reconcile_routes(kernel, &desired.routes, protected, &mut report).await;
     for result in pipelined(
         stale_neighbors,
@@ -66,8 +73,12 @@ pub(crate) async fn reconcile<K: Kernel>(
             Err(err) => report.error(err),
         }
     }
-    for addr in stale_addresses {
-        if let Err(e) = kernel.del_address(VXLAN_DEVICE, IpNet::V4(addr)).await {
+    let stale_addresses = stale_addresses
+        .into_iter()
+        .map(|a| (VXLAN_DEVICE, a))
+        .chain(stale_ipip_addresses.into_iter().map(|a| (IPIP_DEVICE, a)));
+    for (device, addr) in stale_addresses {
+        if let Err(e) = kernel.del_address(device, IpNet::V4(addr)).await {
             report.error(e);
         }
     }
@@ -163,13 +174,15 @@ async fn reconcile_vxlan<K: Kernel>(
 }
 
 /// Brings the kernel's fallback IPIP device up with `want`'s MTU and exactly one IPv4 address,
-/// the tunnel address as a /32 (or none). The device comes with the `ipip` module; without it
+/// the tunnel address as a /32 (or none); the addresses to remove go to `stale_addresses`, for
+/// after the routes (see [`reconcile_vxlan`]). The device comes with the `ipip` module; without it
 /// the pass reports an error (and the tunnel routes fail on the missing device), retried later.
 /// Without IPIP (`want` is `None`) the device's IPv4 addresses are removed, as Felix's
 /// `cleanUpIPIPAddrs` does: a released tunnel address may be a pod's next.
 async fn reconcile_ipip<K: Kernel>(
     kernel: &K,
     want: Option<&IpipDevice>,
+    stale_addresses: &mut Vec<Ipv4Net>,
     report: &mut ApplyReport,
 ) {
     let link = match kernel.link(IPIP_DEVICE).await {
@@ -186,12 +199,10 @@ async fn reconcile_ipip<K: Kernel>(
     let Some(want) = want else {
         match kernel.addresses_v4(IPIP_DEVICE).await {
             Ok(addrs) => {
-                for addr in addrs {
+                for addr in &addrs {
                     tracing::info!(device = IPIP_DEVICE, %addr, "removing address: no IPIP pool");
-                    if let Err(e) = kernel.del_address(IPIP_DEVICE, IpNet::V4(addr)).await {
-                        report.error(e);
-                    }
                 }
+                stale_addresses.extend(addrs);
             }
             Err(e) => report.error(e),
         }
@@ -205,16 +216,12 @@ async fn reconcile_ipip<K: Kernel>(
     let tunnel = want.tunnel_addr.map(Ipv4Net::from);
     match kernel.addresses_v4(IPIP_DEVICE).await {
         Ok(addrs) => {
-            for addr in addrs.iter().filter(|a| Some(**a) != tunnel) {
-                if let Err(e) = kernel.del_address(IPIP_DEVICE, IpNet::V4(*addr)).await {
-                    report.error(e);
-                }
-            }
             if let Some(tunnel) = tunnel.filter(|t| !addrs.contains(t)) {
                 if let Err(e) = kernel.add_address(IPIP_DEVICE, IpNet::V4(tunnel)).await {
                     report.error(e);
                 }
             }
+            stale_addresses.extend(addrs.into_iter().filter(|a| Some(*a) != tunnel));
         }
         Err(e) => report.error(e),
     }
